@@ -1,0 +1,194 @@
+//! The key tree: the only place store keys are spelled. Every key lives under
+//! a root prefix (`/lb` by default). Layout (values are JSON):
+//!
+//! ```text
+//! <root>/users/<user id>                                   user
+//! <root>/index/users/<username>                            -> user id
+//! <root>/users/<user id>/vendors/<vendor>                  linked vendor account
+//! <root>/projects/<pid>/meta                               project
+//! <root>/index/projects/<user id>/<project name>           -> project id
+//! <root>/projects/<pid>/services/<sid>/meta                service meta
+//! <root>/projects/<pid>/services/<sid>/spec                desired spec
+//! <root>/projects/<pid>/services/<sid>/builds/<number>     build
+//! <root>/projects/<pid>/services/<sid>/replicas/<rid>      placement
+//! <root>/projects/<pid>/services/<sid>/replicas/<rid>/status  replica status
+//! <root>/index/services/<pid>/<service name>               -> service id
+//! <root>/nodes/<node id>/meta | status | alive             node
+//! <root>/nodes/<node id>/replicas/<rid>                    what the node runs
+//! <root>/images/<project>/<service>/...                    registry metadata
+//! <root>/cluster/<name>                                    cluster settings (e.g. signing keys)
+//! ```
+
+/// The default root prefix.
+pub const DEFAULT_ROOT: &str = "/lb";
+
+/// Builds keys under one root prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    root: String,
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        Self::new(DEFAULT_ROOT)
+    }
+}
+
+impl Keys {
+    /// Keys under `root` (e.g. `/lb`); a trailing slash is dropped.
+    pub fn new(root: &str) -> Self {
+        Self {
+            root: root.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    /// The root prefix itself, followed by a slash: every lb key starts with it.
+    pub fn all(&self) -> String {
+        format!("{}/", self.root)
+    }
+
+    /// `<root>/users/<uid>`.
+    pub fn user(&self, uid: &str) -> String {
+        format!("{}/users/{uid}", self.root)
+    }
+
+    /// Prefix of all users (user records and their sub-keys).
+    pub fn users(&self) -> String {
+        format!("{}/users/", self.root)
+    }
+
+    /// `<root>/index/users/<username>`.
+    pub fn user_index(&self, username: &str) -> String {
+        format!("{}/index/users/{username}", self.root)
+    }
+
+    /// `<root>/users/<uid>/vendors/<vendor>`.
+    pub fn user_vendor(&self, uid: &str, vendor: &str) -> String {
+        format!("{}/users/{uid}/vendors/{vendor}", self.root)
+    }
+
+    /// `<root>/projects/<pid>/meta`.
+    pub fn project(&self, pid: &str) -> String {
+        format!("{}/projects/{pid}/meta", self.root)
+    }
+
+    /// Prefix of everything a project holds.
+    pub fn project_prefix(&self, pid: &str) -> String {
+        format!("{}/projects/{pid}/", self.root)
+    }
+
+    /// Prefix of all projects.
+    pub fn projects(&self) -> String {
+        format!("{}/projects/", self.root)
+    }
+
+    /// `<root>/index/projects/<uid>/<name>`.
+    pub fn project_index(&self, uid: &str, name: &str) -> String {
+        format!("{}/index/projects/{uid}/{name}", self.root)
+    }
+
+    /// Prefix of one user's project name index.
+    pub fn project_index_prefix(&self, uid: &str) -> String {
+        format!("{}/index/projects/{uid}/", self.root)
+    }
+
+    /// Prefix of everything a service holds.
+    pub fn service_prefix(&self, pid: &str, sid: &str) -> String {
+        format!("{}/projects/{pid}/services/{sid}/", self.root)
+    }
+
+    /// `<root>/projects/<pid>/services/<sid>/meta`.
+    pub fn service_meta(&self, pid: &str, sid: &str) -> String {
+        format!("{}meta", self.service_prefix(pid, sid))
+    }
+
+    /// `<root>/projects/<pid>/services/<sid>/spec`.
+    pub fn service_spec(&self, pid: &str, sid: &str) -> String {
+        format!("{}spec", self.service_prefix(pid, sid))
+    }
+
+    /// `<root>/projects/<pid>/services/<sid>/source`.
+    pub fn service_source(&self, pid: &str, sid: &str) -> String {
+        format!("{}source", self.service_prefix(pid, sid))
+    }
+
+    /// `<root>/projects/<pid>/services/<sid>/builds/<number>`, the number
+    /// zero-padded so builds sort by number.
+    pub fn build(&self, pid: &str, sid: &str, number: u64) -> String {
+        format!("{}builds/{number:010}", self.service_prefix(pid, sid))
+    }
+
+    /// `<root>/projects/<pid>/services/<sid>/replicas/<rid>`.
+    pub fn replica(&self, pid: &str, sid: &str, rid: &str) -> String {
+        format!("{}replicas/{rid}", self.service_prefix(pid, sid))
+    }
+
+    /// `<root>/projects/<pid>/services/<sid>/replicas/<rid>/status`.
+    pub fn replica_status(&self, pid: &str, sid: &str, rid: &str) -> String {
+        format!("{}/status", self.replica(pid, sid, rid))
+    }
+
+    /// `<root>/index/services/<pid>/<name>`.
+    pub fn service_index(&self, pid: &str, name: &str) -> String {
+        format!("{}/index/services/{pid}/{name}", self.root)
+    }
+
+    /// `<root>/nodes/<nid>/meta`.
+    pub fn node_meta(&self, nid: &str) -> String {
+        format!("{}/nodes/{nid}/meta", self.root)
+    }
+
+    /// `<root>/nodes/<nid>/status`.
+    pub fn node_status(&self, nid: &str) -> String {
+        format!("{}/nodes/{nid}/status", self.root)
+    }
+
+    /// `<root>/nodes/<nid>/alive`, bound to the node's lease.
+    pub fn node_alive(&self, nid: &str) -> String {
+        format!("{}/nodes/{nid}/alive", self.root)
+    }
+
+    /// `<root>/nodes/<nid>/replicas/<rid>`.
+    pub fn node_replica(&self, nid: &str, rid: &str) -> String {
+        format!("{}/nodes/{nid}/replicas/{rid}", self.root)
+    }
+
+    /// Prefix of all nodes.
+    pub fn nodes(&self) -> String {
+        format!("{}/nodes/", self.root)
+    }
+
+    /// `<root>/images/<project>/<service>/`.
+    pub fn images(&self, project: &str, service: &str) -> String {
+        format!("{}/images/{project}/{service}/", self.root)
+    }
+
+    /// `<root>/cluster/<name>`: cluster-wide settings.
+    pub fn cluster(&self, name: &str) -> String {
+        format!("{}/cluster/{name}", self.root)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_the_contract() {
+        let k = Keys::new("/lb/");
+        assert_eq!(k.user_index("admin"), "/lb/index/users/admin");
+        assert_eq!(k.project("P1"), "/lb/projects/P1/meta");
+        assert_eq!(k.service_spec("P", "S"), "/lb/projects/P/services/S/spec");
+        assert_eq!(
+            k.replica_status("P", "S", "R"),
+            "/lb/projects/P/services/S/replicas/R/status"
+        );
+        assert_eq!(
+            k.build("P", "S", 7),
+            "/lb/projects/P/services/S/builds/0000000007"
+        );
+        assert_eq!(k.node_replica("N", "R"), "/lb/nodes/N/replicas/R");
+        assert!(k.service_meta("P", "S").starts_with(&k.project_prefix("P")));
+        assert!(k.build("P", "S", 9) < k.build("P", "S", 10));
+    }
+}

@@ -1,0 +1,126 @@
+//! The data models: what lb stores in the key tree and shows through the API.
+//! Serde types with validation; no IO here.
+//!
+//! A validation error names the field at fault, so the API can return it in
+//! its error body.
+
+mod build;
+mod node;
+mod project;
+mod replica;
+mod service;
+mod user;
+
+pub use build::{Build, BuildStatus, BuildStep};
+pub use node::{Capacity, Node, NodeStatus};
+pub use project::Project;
+pub use replica::{PortBinding, Replica, ReplicaState, ReplicaStatus};
+pub use service::{
+    validate_label, BuildKind, BuildSpec, Port, Protocol, ServiceMeta, ServiceSpec, ServiceState,
+    Source, Volume,
+};
+pub use user::{Role, User};
+
+/// An invalid value, with the field it is in.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ValidationError {
+    /// The field at fault, dotted for nested fields (`ports[1].container`).
+    pub field: String,
+    /// What is wrong, lower-case, naming the value.
+    pub message: String,
+}
+
+impl ValidationError {
+    /// An error on `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The same error, nested under `parent` (`parent.field`).
+    pub fn under(self, parent: &str) -> Self {
+        let field = if self.field.starts_with('[') || self.field.is_empty() {
+            format!("{parent}{}", self.field)
+        } else {
+            format!("{parent}.{}", self.field)
+        };
+        Self { field, ..self }
+    }
+}
+
+/// Result with [`ValidationError`].
+pub type Result<T, E = ValidationError> = std::result::Result<T, E>;
+
+/// Checks a name: a DNS label, 1–63 characters of lower-case letters, digits
+/// and '-', neither starting nor ending with '-'.
+pub fn validate_name(name: &str) -> std::result::Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if name.len() > 63 {
+        return Err(format!(
+            "{:?} is {} characters long (at most 63)",
+            truncate(name),
+            name.len()
+        ));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(format!(
+            "{:?} may hold only lower-case letters, digits and '-'",
+            truncate(name)
+        ));
+    }
+    if name.starts_with('-') || name.ends_with('-') {
+        return Err(format!("{name:?} must not start or end with '-'"));
+    }
+    Ok(())
+}
+
+/// Checks a name and reports it on `field`.
+pub fn check_name(field: &str, name: &str) -> Result<()> {
+    validate_name(name).map_err(|m| ValidationError::new(field, m))
+}
+
+/// A value cut short for an error message.
+pub(crate) fn truncate(s: &str) -> String {
+    if s.chars().count() <= 80 {
+        s.to_owned()
+    } else {
+        format!("{}...", s.chars().take(80).collect::<String>())
+    }
+}
+
+/// Seconds since the Unix epoch, as stored in records.
+pub type Timestamp = i64;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(name: &str, ok: bool) {
+        assert_eq!(validate_name(name).is_ok(), ok, "{name:?}");
+    }
+
+    #[test]
+    fn names_are_dns_labels() {
+        check("web", true);
+        check("a", true);
+        check("web-1", true);
+        check("0abc", true);
+        check(&"a".repeat(63), true);
+        check(&"a".repeat(64), false);
+        check("", false);
+        check("Web", false);
+        check("web_1", false);
+        check("-web", false);
+        check("web-", false);
+        check("wéb", false);
+        check("web.example", false);
+    }
+}

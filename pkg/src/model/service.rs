@@ -1,0 +1,712 @@
+//! Services: the desired spec of a set of replicas (the REST body and the
+//! stored value share this shape) and the service's metadata.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::project::check_description;
+use super::{check_name, truncate, Result, Timestamp, ValidationError};
+
+/// Docker's smallest memory limit, in MiB.
+pub const MIN_MEMORY_MIB: u64 = 6;
+/// The largest memory request accepted, in MiB (1 TiB).
+pub const MAX_MEMORY_MIB: u64 = 1 << 20;
+/// The most CPUs one replica may request.
+pub const MAX_CPU: f64 = 1024.0;
+/// The most replicas of one service.
+pub const MAX_REPLICAS: u32 = 1000;
+const MAX_ENV: usize = 1000;
+const MAX_ENV_VALUE: usize = 32 * 1024;
+const MAX_LIST: usize = 100;
+
+/// Running or paused: a paused service keeps its replica count but runs none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceState {
+    /// Replicas run.
+    #[default]
+    Running,
+    /// No replica runs.
+    Paused,
+}
+
+/// A port's transport protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// TCP.
+    #[default]
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+/// A container port and, optionally, the fixed host port it is published on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Port {
+    /// The port inside the container.
+    pub container: u16,
+    /// The host port; `None` lets the node pick a free one.
+    #[serde(default)]
+    pub host: Option<u16>,
+    /// tcp or udp.
+    #[serde(default)]
+    pub protocol: Protocol,
+}
+
+/// A named volume of the service mounted at a path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Volume {
+    /// Volume name, a DNS label, unique in the service.
+    pub name: String,
+    /// Absolute mount path in the container.
+    pub path: String,
+}
+
+/// How an image is built from source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BuildKind {
+    /// The repository's own Dockerfile.
+    #[default]
+    Dockerfile,
+    /// A Dockerfile rendered by lb from `templates/` for a language/framework.
+    Template,
+}
+
+/// Build settings of a git source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct BuildSpec {
+    /// dockerfile or template.
+    #[serde(default)]
+    pub kind: BuildKind,
+    /// Path of the Dockerfile in the repository (kind dockerfile).
+    #[serde(default)]
+    pub dockerfile: Option<String>,
+    /// Build context directory in the repository.
+    #[serde(default)]
+    pub context: Option<String>,
+    /// Template language, e.g. `python` (kind template).
+    #[serde(default)]
+    pub language: Option<String>,
+    /// Template framework, e.g. `flask` (kind template).
+    #[serde(default)]
+    pub framework: Option<String>,
+    /// Language version, e.g. `3.12`.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Command that builds the app.
+    #[serde(default)]
+    pub build_cmd: Option<String>,
+    /// Command that runs the app.
+    #[serde(default)]
+    pub run_cmd: Option<String>,
+}
+
+/// Where a service's code comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    /// Clone URL: http(s), ssh, git, or scp-like `git@host:owner/repo.git`.
+    pub url: String,
+    /// Branch to track.
+    #[serde(default)]
+    pub branch: Option<String>,
+    /// An exact commit to build instead of the branch head.
+    #[serde(default)]
+    pub commit: Option<String>,
+    /// The linked vendor account used to clone: github, bitbucket or gitlab.
+    #[serde(default)]
+    pub vendor: Option<String>,
+    /// How to build.
+    #[serde(default)]
+    pub build: BuildSpec,
+}
+
+fn default_replicas() -> u32 {
+    1
+}
+fn default_memory() -> u64 {
+    128
+}
+fn default_cpu() -> f64 {
+    0.5
+}
+
+/// The desired spec of a service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    /// Name, a DNS label, unique in the project.
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// The image to run; required unless `source` is given.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// Git source to build the image from.
+    #[serde(default)]
+    pub source: Option<Source>,
+    /// Number of replicas, 0–1000.
+    #[serde(default = "default_replicas")]
+    pub replicas: u32,
+    /// Memory per replica in MiB: a hard limit.
+    #[serde(default = "default_memory")]
+    pub memory: u64,
+    /// CPUs per replica.
+    #[serde(default = "default_cpu")]
+    pub cpu: f64,
+    /// Published ports.
+    #[serde(default)]
+    pub ports: Vec<Port>,
+    /// Environment variables.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Command overriding the image's.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// Named volumes.
+    #[serde(default)]
+    pub volumes: Vec<Volume>,
+    /// Host names routed to the service.
+    #[serde(default)]
+    pub domains: Vec<String>,
+    /// Labels a node must carry to run the replicas.
+    #[serde(default)]
+    pub node_selector: BTreeMap<String, String>,
+    /// Redeploy on push to the tracked branch.
+    #[serde(default)]
+    pub autodeploy: bool,
+    /// running or paused.
+    #[serde(default)]
+    pub state: ServiceState,
+}
+
+impl ServiceSpec {
+    /// Checks every field; the error names the first field at fault.
+    pub fn validate(&self) -> Result<()> {
+        check_name("name", &self.name)?;
+        check_description(&self.description)?;
+        match (&self.image, &self.source) {
+            (None, None) => {
+                return Err(ValidationError::new(
+                    "image",
+                    "either image or source is required",
+                ))
+            }
+            (Some(image), _) => check_image(image)?,
+            _ => {}
+        }
+        if let Some(source) = &self.source {
+            source.validate().map_err(|e| e.under("source"))?;
+        }
+        if self.replicas > MAX_REPLICAS {
+            return Err(ValidationError::new(
+                "replicas",
+                format!("{} is more than {MAX_REPLICAS}", self.replicas),
+            ));
+        }
+        if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&self.memory) {
+            return Err(ValidationError::new(
+                "memory",
+                format!(
+                    "{} MiB is out of range ({MIN_MEMORY_MIB}–{MAX_MEMORY_MIB} MiB)",
+                    self.memory
+                ),
+            ));
+        }
+        if !(self.cpu.is_finite() && self.cpu > 0.0 && self.cpu <= MAX_CPU) {
+            return Err(ValidationError::new(
+                "cpu",
+                format!(
+                    "{} is out of range (more than 0, at most {MAX_CPU})",
+                    self.cpu
+                ),
+            ));
+        }
+        check_ports(&self.ports)?;
+        check_env(&self.env)?;
+        if let Some(command) = &self.command {
+            if command.is_empty() || command.len() > 1000 {
+                return Err(ValidationError::new(
+                    "command",
+                    "must hold 1 to 1000 arguments",
+                ));
+            }
+            if command.iter().any(|a| a.contains('\0')) {
+                return Err(ValidationError::new(
+                    "command",
+                    "an argument holds a NUL byte",
+                ));
+            }
+        }
+        check_volumes(&self.volumes)?;
+        if self.domains.len() > MAX_LIST {
+            return Err(ValidationError::new(
+                "domains",
+                format!("at most {MAX_LIST} domains"),
+            ));
+        }
+        for (i, domain) in self.domains.iter().enumerate() {
+            check_domain(domain).map_err(|m| ValidationError::new(format!("domains[{i}]"), m))?;
+        }
+        for (key, value) in &self.node_selector {
+            check_label(key, value).map_err(|m| ValidationError::new("node_selector", m))?;
+        }
+        Ok(())
+    }
+}
+
+impl Source {
+    /// Checks the source; refuses `file://` and local paths (a user must not
+    /// read the builder's disk).
+    pub fn validate(&self) -> Result<()> {
+        check_git_url(&self.url).map_err(|m| ValidationError::new("url", m))?;
+        if let Some(branch) = &self.branch {
+            check_ref(branch).map_err(|m| ValidationError::new("branch", m))?;
+        }
+        if let Some(commit) = &self.commit {
+            if !(4..=64).contains(&commit.len()) || !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(ValidationError::new(
+                    "commit",
+                    format!("{:?} is not a commit hash", truncate(commit)),
+                ));
+            }
+        }
+        if let Some(vendor) = &self.vendor {
+            if !["github", "bitbucket", "gitlab"].contains(&vendor.as_str()) {
+                return Err(ValidationError::new(
+                    "vendor",
+                    format!(
+                        "{:?} is not one of github, bitbucket, gitlab",
+                        truncate(vendor)
+                    ),
+                ));
+            }
+        }
+        let build = &self.build;
+        for (field, path) in [
+            ("build.dockerfile", &build.dockerfile),
+            ("build.context", &build.context),
+        ] {
+            if let Some(path) = path {
+                check_repo_path(path).map_err(|m| ValidationError::new(field, m))?;
+            }
+        }
+        if build.kind == BuildKind::Template {
+            for (field, value) in [
+                ("build.language", &build.language),
+                ("build.framework", &build.framework),
+            ] {
+                match value {
+                    Some(v) if super::validate_name(v).is_ok() => {}
+                    Some(v) => {
+                        return Err(ValidationError::new(
+                            field,
+                            format!("{:?} is not a valid name", truncate(v)),
+                        ))
+                    }
+                    None => {
+                        return Err(ValidationError::new(
+                            field,
+                            "is required for a template build",
+                        ))
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks an image reference: `[registry/]name[:tag][@digest]`.
+fn check_image(image: &str) -> Result<()> {
+    let bad = |why: &str| ValidationError::new("image", format!("{:?} {why}", truncate(image)));
+    if image.is_empty() || image.len() > 512 {
+        return Err(bad("must be 1 to 512 characters long"));
+    }
+    if !image
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._-/:@+".contains(&b))
+    {
+        return Err(bad("is not an image reference"));
+    }
+    if image.starts_with(['/', ':', '@', '-', '.']) || image.ends_with(['/', ':', '@']) {
+        return Err(bad("is not an image reference"));
+    }
+    Ok(())
+}
+
+fn check_ports(ports: &[Port]) -> Result<()> {
+    if ports.len() > MAX_LIST {
+        return Err(ValidationError::new(
+            "ports",
+            format!("at most {MAX_LIST} ports"),
+        ));
+    }
+    let mut containers = HashSet::new();
+    let mut hosts = HashSet::new();
+    for (i, port) in ports.iter().enumerate() {
+        if port.container == 0 {
+            return Err(ValidationError::new(
+                format!("ports[{i}].container"),
+                "0 is out of range (1–65535)",
+            ));
+        }
+        if port.host == Some(0) {
+            return Err(ValidationError::new(
+                format!("ports[{i}].host"),
+                "0 is out of range (1–65535)",
+            ));
+        }
+        if !containers.insert((port.container, port.protocol)) {
+            return Err(ValidationError::new(
+                format!("ports[{i}].container"),
+                format!("port {} is listed twice", port.container),
+            ));
+        }
+        if let Some(host) = port.host {
+            if !hosts.insert((host, port.protocol)) {
+                return Err(ValidationError::new(
+                    format!("ports[{i}].host"),
+                    format!("host port {host} is listed twice"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_env(env: &BTreeMap<String, String>) -> Result<()> {
+    if env.len() > MAX_ENV {
+        return Err(ValidationError::new(
+            "env",
+            format!("at most {MAX_ENV} variables"),
+        ));
+    }
+    for (key, value) in env {
+        let valid = !key.is_empty()
+            && key.len() <= 256
+            && !key.starts_with(|c: char| c.is_ascii_digit())
+            && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid {
+            return Err(ValidationError::new(
+                "env",
+                format!("{:?} is not a valid variable name (letters, digits, '_', not starting with a digit)", truncate(key)),
+            ));
+        }
+        if value.len() > MAX_ENV_VALUE || value.contains('\0') {
+            return Err(ValidationError::new(
+                format!("env.{key}"),
+                format!("value must be at most {MAX_ENV_VALUE} bytes without NUL"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_volumes(volumes: &[Volume]) -> Result<()> {
+    if volumes.len() > MAX_LIST {
+        return Err(ValidationError::new(
+            "volumes",
+            format!("at most {MAX_LIST} volumes"),
+        ));
+    }
+    let mut names = HashSet::new();
+    let mut paths = HashSet::new();
+    for (i, volume) in volumes.iter().enumerate() {
+        check_name(&format!("volumes[{i}].name"), &volume.name)?;
+        let path_ok = volume.path.starts_with('/')
+            && volume.path.len() <= 4096
+            && volume.path != "/"
+            && !volume.path.split('/').any(|part| part == "..")
+            && !volume.path.contains('\0')
+            && !volume.path.contains(':');
+        if !path_ok {
+            return Err(ValidationError::new(
+                format!("volumes[{i}].path"),
+                format!(
+                    "{:?} is not an absolute path below /",
+                    truncate(&volume.path)
+                ),
+            ));
+        }
+        if !names.insert(&volume.name) {
+            return Err(ValidationError::new(
+                format!("volumes[{i}].name"),
+                format!("{:?} is listed twice", volume.name),
+            ));
+        }
+        if !paths.insert(&volume.path) {
+            return Err(ValidationError::new(
+                format!("volumes[{i}].path"),
+                format!("{:?} is listed twice", volume.path),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_domain(domain: &str) -> std::result::Result<(), String> {
+    let labels_ok = domain.len() <= 253
+        && domain.split('.').count() >= 2
+        && domain.split('.').all(|l| super::validate_name(l).is_ok());
+    if labels_ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{:?} is not a lower-case host name",
+            truncate(domain)
+        ))
+    }
+}
+
+fn check_label(key: &str, value: &str) -> std::result::Result<(), String> {
+    let ok = |s: &str, empty_ok: bool| {
+        (empty_ok || !s.is_empty())
+            && s.len() <= 63
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
+    };
+    if !ok(key, false) {
+        return Err(format!("{:?} is not a valid label key", truncate(key)));
+    }
+    if !ok(value, true) {
+        return Err(format!("{:?} is not a valid label value", truncate(value)));
+    }
+    Ok(())
+}
+
+/// Checks a node label (`key=value`): the same rules as a node selector.
+pub fn validate_label(key: &str, value: &str) -> std::result::Result<(), String> {
+    check_label(key, value)
+}
+
+fn check_git_url(url: &str) -> std::result::Result<(), String> {
+    let shown = truncate(url);
+    if url.len() > 2048 || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("{shown:?} is not a git URL"));
+    }
+    let rest = if let Some((scheme, rest)) = url.split_once("://") {
+        if !["http", "https", "ssh", "git"].contains(&scheme) {
+            return Err(format!(
+                "{shown:?}: scheme {scheme:?} is not allowed (use https, ssh or git)"
+            ));
+        }
+        rest
+    } else if let Some((user_host, path)) = url.split_once(':') {
+        // scp-like: git@host:owner/repo.git
+        if !user_host.contains('@') || path.is_empty() {
+            return Err(format!(
+                "{shown:?} is not a git URL (use https, ssh or git)"
+            ));
+        }
+        user_host.rsplit('@').next().unwrap_or_default()
+    } else {
+        return Err(format!(
+            "{shown:?} is a local path, not a git URL (use https, ssh or git)"
+        ));
+    };
+    let host = rest.split(['/', ':']).next().unwrap_or_default();
+    let host = host.rsplit('@').next().unwrap_or_default();
+    if host.is_empty() {
+        return Err(format!("{shown:?} names no host"));
+    }
+    Ok(())
+}
+
+fn check_ref(branch: &str) -> std::result::Result<(), String> {
+    let ok = !branch.is_empty()
+        && branch.len() <= 255
+        && !branch.starts_with(['-', '/'])
+        && !branch.ends_with(['/', '.'])
+        && !branch.contains("..")
+        && !branch.contains("@{")
+        && !branch.ends_with(".lock")
+        && branch
+            .chars()
+            .all(|c| !c.is_control() && !" ~^:?*[\\".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{:?} is not a valid branch name", truncate(branch)))
+    }
+}
+
+fn check_repo_path(path: &str) -> std::result::Result<(), String> {
+    let ok = !path.is_empty()
+        && path.len() <= 1024
+        && !path.starts_with('/')
+        && !path.split('/').any(|p| p == "..")
+        && !path.contains('\0');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{:?} must be a relative path inside the repository",
+            truncate(path)
+        ))
+    }
+}
+
+/// A service's metadata, at `/lb/projects/<pid>/services/<sid>/meta`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceMeta {
+    /// The service id.
+    pub id: String,
+    /// Its name (also in the spec).
+    pub name: String,
+    /// The project id.
+    pub project: String,
+    /// Creation time.
+    pub created: Timestamp,
+    /// Last update time.
+    pub updated: Timestamp,
+    /// Bumped on every change that needs new replicas (image, env, ...).
+    pub generation: u64,
+    /// Bumped by a restart.
+    #[serde(default)]
+    pub restart_generation: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Parses a spec from JSON, validates it and compares the field at fault.
+    fn check(spec: serde_json::Value, expect: Option<&str>) {
+        let spec: ServiceSpec =
+            serde_json::from_value(spec.clone()).unwrap_or_else(|e| panic!("{spec}: {e}"));
+        let got = spec.validate().err().map(|e| e.field);
+        assert_eq!(got.as_deref(), expect, "{spec:?}");
+    }
+
+    #[test]
+    fn the_design_example_is_valid() {
+        check(
+            json!({ "name": "web", "description": "",
+              "image": "nginx:1.25",
+              "source": { "url": "https://github.com/o/r.git", "branch": "main", "vendor": "github",
+                          "build": { "kind": "dockerfile", "dockerfile": "Dockerfile", "context": "." } },
+              "replicas": 2, "memory": 64, "cpu": 0.5,
+              "ports": [ { "container": 8080, "host": null, "protocol": "tcp" } ],
+              "env": { "KEY": "value" }, "command": null,
+              "volumes": [ { "name": "data", "path": "/data" } ],
+              "domains": [ "web.example.test" ], "node_selector": { "zone": "a" },
+              "autodeploy": true, "state": "running" }),
+            None,
+        );
+    }
+
+    #[test]
+    fn fields_at_fault_are_named() {
+        check(json!({"name": "Web", "image": "x"}), Some("name"));
+        check(json!({"name": "web"}), Some("image"));
+        check(json!({"name": "web", "image": "bad image"}), Some("image"));
+        check(
+            json!({"name": "web", "image": "x", "memory": 5}),
+            Some("memory"),
+        );
+        check(json!({"name": "web", "image": "x", "memory": 6}), None);
+        check(json!({"name": "web", "image": "x", "cpu": 0}), Some("cpu"));
+        check(
+            json!({"name": "web", "image": "x", "cpu": -1.5}),
+            Some("cpu"),
+        );
+        check(json!({"name": "web", "image": "x", "replicas": 1000}), None);
+        check(
+            json!({"name": "web", "image": "x", "replicas": 1001}),
+            Some("replicas"),
+        );
+        check(
+            json!({"name": "web", "image": "x", "ports": [{"container": 0}]}),
+            Some("ports[0].container"),
+        );
+        check(
+            json!({"name": "web", "image": "x", "ports": [{"container": 80}, {"container": 80}]}),
+            Some("ports[1].container"),
+        );
+        check(
+            json!({"name": "web", "image": "x", "ports": [{"container": 80}, {"container": 80, "protocol": "udp"}]}),
+            None,
+        );
+        check(
+            json!({"name": "web", "image": "x", "ports": [{"container": 80, "host": 8080}, {"container": 81, "host": 8080}]}),
+            Some("ports[1].host"),
+        );
+        check(
+            json!({"name": "web", "image": "x", "env": {"1A": "x"}}),
+            Some("env"),
+        );
+        check(
+            json!({"name": "web", "image": "x", "env": {"A-B": "x"}}),
+            Some("env"),
+        );
+        check(
+            json!({"name": "web", "image": "x", "env": {"_A1": "x"}}),
+            None,
+        );
+        check(
+            json!({"name": "web", "image": "x", "command": []}),
+            Some("command"),
+        );
+        check(
+            json!({"name": "web", "image": "x", "volumes": [{"name": "d", "path": "rel"}]}),
+            Some("volumes[0].path"),
+        );
+        check(
+            json!({"name": "web", "image": "x", "volumes": [{"name": "d", "path": "/a/../b"}]}),
+            Some("volumes[0].path"),
+        );
+        check(
+            json!({"name": "web", "image": "x", "domains": ["localhost"]}),
+            Some("domains[0]"),
+        );
+        check(
+            json!({"name": "web", "source": {"url": "file:///etc"}}),
+            Some("source.url"),
+        );
+        check(
+            json!({"name": "web", "source": {"url": "/srv/repo"}}),
+            Some("source.url"),
+        );
+        check(
+            json!({"name": "web", "source": {"url": "git@github.com:o/r.git"}}),
+            None,
+        );
+        check(
+            json!({"name": "web", "source": {"url": "https://h/r.git", "branch": "a..b"}}),
+            Some("source.branch"),
+        );
+        check(
+            json!({"name": "web", "source": {"url": "https://h/r.git", "build": {"kind": "template"}}}),
+            Some("source.build.language"),
+        );
+        check(
+            json!({"name": "web", "source": {"url": "https://h/r.git", "build": {"dockerfile": "../x"}}}),
+            Some("source.build.dockerfile"),
+        );
+    }
+
+    #[test]
+    fn out_of_range_numbers_fail_to_parse() {
+        for body in [
+            json!({"name": "web", "image": "x", "replicas": -1}),
+            json!({"name": "web", "image": "x", "ports": [{"container": 70000}]}),
+            json!({"name": "web", "image": "x", "memory": -64}),
+            json!({"name": "web", "image": "x", "unknown": 1}),
+        ] {
+            assert!(
+                serde_json::from_value::<ServiceSpec>(body.clone()).is_err(),
+                "{body}"
+            );
+        }
+    }
+}

@@ -1,0 +1,424 @@
+//! The etcd backend: the store interface over etcd v3 (3.4 and later) through
+//! `etcd-client`. This module is the only place lb talks to etcd.
+//!
+//! Watches survive a lost connection: the stream re-establishes itself from
+//! the revision after the last event it delivered, so a restart of etcd (or a
+//! failover to another member) loses and repeats nothing.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use etcd_client as ec;
+use tokio::sync::mpsc;
+
+use super::{
+    prefix_end, Compare, Error, Event, KeyValue, Op, OpResult, Page, Result, Store, Txn,
+    TxnResponse, WatchStream,
+};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const WATCH_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// A store on an etcd cluster.
+#[derive(Clone)]
+pub struct EtcdStore {
+    client: ec::Client,
+    endpoints: Vec<String>,
+}
+
+impl std::fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdStore")
+            .field("endpoints", &self.endpoints)
+            .finish()
+    }
+}
+
+fn map_err(err: ec::Error) -> Error {
+    match err {
+        ec::Error::GRpcStatus(status) => {
+            let message = status.message().to_owned();
+            if message.contains("lease not found") {
+                // The id is not in the status; callers that know it rewrite.
+                Error::LeaseNotFound(0)
+            } else if message.contains("too many operations") || message.contains("duplicate key") {
+                Error::Invalid(message)
+            } else if matches!(
+                status.code(),
+                tonic_code::Unavailable | tonic_code::DeadlineExceeded | tonic_code::Cancelled
+            ) {
+                Error::Unavailable(message)
+            } else {
+                Error::Backend(message)
+            }
+        }
+        ec::Error::TransportError(e) => Error::Unavailable(e.to_string()),
+        ec::Error::IoError(e) => Error::Unavailable(e.to_string()),
+        other => Error::Backend(other.to_string()),
+    }
+}
+
+use tonic::Code as tonic_code;
+
+fn convert_kv(kv: &ec::KeyValue) -> Result<KeyValue> {
+    Ok(KeyValue {
+        key: kv
+            .key_str()
+            .map_err(|_| Error::Backend("key is not utf-8".into()))?
+            .to_owned(),
+        value: kv.value().to_vec(),
+        create_revision: kv.create_revision(),
+        mod_revision: kv.mod_revision(),
+        version: kv.version(),
+        lease: kv.lease(),
+    })
+}
+
+fn prefix_options(prefix: &str) -> (Vec<u8>, Vec<u8>) {
+    let end = prefix_end(prefix);
+    // An empty prefix means every key: etcd spells that range "\0".."\0".
+    if prefix.is_empty() {
+        (vec![0], vec![0])
+    } else {
+        (
+            prefix.as_bytes().to_vec(),
+            if end.is_empty() { vec![0] } else { end },
+        )
+    }
+}
+
+impl EtcdStore {
+    /// Connects to the endpoints and checks that etcd answers.
+    pub async fn connect(endpoints: &[String]) -> Result<Self> {
+        if endpoints.is_empty() {
+            return Err(Error::Invalid("no etcd endpoint given".into()));
+        }
+        let options = ec::ConnectOptions::new()
+            .with_connect_timeout(CONNECT_TIMEOUT)
+            .with_timeout(REQUEST_TIMEOUT);
+        let unreachable = |e: String| {
+            Error::Unavailable(format!("cannot reach etcd at {}: {e}", endpoints.join(",")))
+        };
+        let client = tokio::time::timeout(
+            CONNECT_TIMEOUT * 2,
+            ec::Client::connect(endpoints, Some(options)),
+        )
+        .await
+        .map_err(|_| unreachable("timed out".into()))?
+        .map_err(|e| unreachable(e.to_string()))?;
+        let store = Self {
+            client,
+            endpoints: endpoints.to_vec(),
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT * 2, store.revision())
+            .await
+            .map_err(|_| unreachable("timed out".into()))?
+            .map_err(|e| unreachable(e.to_string()))?;
+        Ok(store)
+    }
+
+    fn convert_op(op: &Op) -> ec::TxnOp {
+        match op {
+            Op::Put { key, value, lease } => {
+                let options = (*lease != 0).then(|| ec::PutOptions::new().with_lease(*lease));
+                ec::TxnOp::put(key.as_str(), value.clone(), options)
+            }
+            Op::Delete(key) => ec::TxnOp::delete(key.as_str(), None),
+            Op::DeletePrefix(prefix) => {
+                let (start, end) = prefix_options(prefix);
+                ec::TxnOp::delete(start, Some(ec::DeleteOptions::new().with_range(end)))
+            }
+            Op::Get(key) => ec::TxnOp::get(key.as_str(), None),
+        }
+    }
+}
+
+#[async_trait]
+impl Store for EtcdStore {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        let resp = self
+            .client
+            .kv_client()
+            .get(key, None)
+            .await
+            .map_err(map_err)?;
+        resp.kvs().first().map(convert_kv).transpose()
+    }
+
+    async fn range(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Page> {
+        let (mut start, end) = prefix_options(prefix);
+        if let Some(after) = after {
+            if after.as_bytes() >= start.as_slice() {
+                start = after.as_bytes().to_vec();
+                start.push(0);
+            }
+        }
+        let options = ec::GetOptions::new()
+            .with_range(end)
+            .with_limit(limit as i64);
+        let resp = self
+            .client
+            .kv_client()
+            .get(start, Some(options))
+            .await
+            .map_err(map_err)?;
+        let kvs = resp
+            .kvs()
+            .iter()
+            .map(convert_kv)
+            .collect::<Result<Vec<_>>>()?;
+        let revision = resp.header().map_or(0, |h| h.revision());
+        Ok(Page {
+            kvs,
+            more: resp.more(),
+            revision,
+        })
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+        let compares = txn
+            .compares
+            .iter()
+            .map(|c| match c {
+                Compare::ModRevision(key, rev) => {
+                    ec::Compare::mod_revision(key.as_str(), ec::CompareOp::Equal, *rev)
+                }
+            })
+            .collect::<Vec<_>>();
+        let request = ec::Txn::new()
+            .when(compares)
+            .and_then(txn.success.iter().map(Self::convert_op).collect::<Vec<_>>())
+            .or_else(txn.failure.iter().map(Self::convert_op).collect::<Vec<_>>());
+        let resp = self.client.kv_client().txn(request).await.map_err(|e| {
+            match map_err(e) {
+                // Name the lease when the request carried exactly one.
+                Error::LeaseNotFound(_) => {
+                    let lease = txn
+                        .success
+                        .iter()
+                        .chain(&txn.failure)
+                        .find_map(|op| match op {
+                            Op::Put { lease, .. } if *lease != 0 => Some(*lease),
+                            _ => None,
+                        });
+                    Error::LeaseNotFound(lease.unwrap_or(0))
+                }
+                other => other,
+            }
+        })?;
+        let results = resp
+            .op_responses()
+            .into_iter()
+            .map(|r| {
+                Ok(match r {
+                    ec::TxnOpResponse::Put(_) => OpResult::Put,
+                    ec::TxnOpResponse::Delete(d) => OpResult::Deleted(d.deleted()),
+                    ec::TxnOpResponse::Get(g) => {
+                        OpResult::Get(g.kvs().first().map(convert_kv).transpose()?)
+                    }
+                    ec::TxnOpResponse::Txn(_) => {
+                        return Err(Error::Backend("nested transactions are not used".into()))
+                    }
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(TxnResponse {
+            succeeded: resp.succeeded(),
+            revision: resp.header().map_or(0, |h| h.revision()),
+            results,
+        })
+    }
+
+    async fn watch(&self, prefix: &str, from_revision: i64) -> Result<WatchStream> {
+        let from = if from_revision <= 0 {
+            self.revision().await? + 1
+        } else {
+            from_revision
+        };
+        // Open the first watch here so an unreachable etcd is an error now.
+        let first = open_watch(&self.client, prefix, from).await?;
+        let (tx, rx) = mpsc::channel::<Result<Event>>(256);
+        tokio::spawn(run_watch(
+            self.client.clone(),
+            prefix.to_owned(),
+            from,
+            first,
+            tx,
+        ));
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+
+    async fn revision(&self) -> Result<i64> {
+        let options = ec::GetOptions::new().with_count_only();
+        let resp = self
+            .client
+            .kv_client()
+            .get("/", Some(options))
+            .await
+            .map_err(map_err)?;
+        Ok(resp.header().map_or(0, |h| h.revision()))
+    }
+
+    async fn compact(&self, revision: i64) -> Result<()> {
+        match self.client.kv_client().compact(revision, None).await {
+            Ok(_) => Ok(()),
+            Err(ec::Error::GRpcStatus(s)) if s.message().contains("compacted") => Ok(()),
+            Err(e) => Err(map_err(e)),
+        }
+    }
+
+    async fn lease_grant(&self, ttl_secs: i64) -> Result<i64> {
+        if ttl_secs < 1 {
+            return Err(Error::Invalid(format!(
+                "lease ttl {ttl_secs}s out of range"
+            )));
+        }
+        let resp = self
+            .client
+            .lease_client()
+            .grant(ttl_secs, None)
+            .await
+            .map_err(map_err)?;
+        Ok(resp.id())
+    }
+
+    async fn lease_keep_alive(&self, lease: i64) -> Result<()> {
+        let not_found = |e: ec::Error| match e {
+            ec::Error::LeaseKeepAliveError(m) if m.contains("not found") => {
+                Error::LeaseNotFound(lease)
+            }
+            e => match map_err(e) {
+                Error::LeaseNotFound(_) => Error::LeaseNotFound(lease),
+                other => other,
+            },
+        };
+        let (mut keeper, mut stream) = self
+            .client
+            .lease_client()
+            .keep_alive(lease)
+            .await
+            .map_err(not_found)?;
+        keeper.keep_alive().await.map_err(not_found)?;
+        match stream.message().await.map_err(not_found)? {
+            Some(resp) if resp.ttl() > 0 => Ok(()),
+            _ => Err(Error::LeaseNotFound(lease)),
+        }
+    }
+
+    async fn lease_revoke(&self, lease: i64) -> Result<()> {
+        match self.client.lease_client().revoke(lease).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(match map_err(e) {
+                Error::LeaseNotFound(_) => Error::LeaseNotFound(lease),
+                other => other,
+            }),
+        }
+    }
+}
+
+type OpenWatch = (ec::Watcher, ec::WatchStream);
+
+/// Opens a watch. `etcd-client` consumes etcd's "created" response; a
+/// compacted start arrives next, as a canceled response with the compaction
+/// revision, and becomes the stream's [`Error::Compacted`] item.
+async fn open_watch(client: &ec::Client, prefix: &str, from: i64) -> Result<OpenWatch> {
+    let (start, end) = prefix_options(prefix);
+    let options = ec::WatchOptions::new()
+        .with_range(end)
+        .with_start_revision(from);
+    client
+        .watch_client()
+        .watch(start, Some(options))
+        .await
+        .map_err(map_err)
+}
+
+/// Feeds a watch's events into `tx`, re-opening the watch after connection
+/// losses from the revision after the last one delivered.
+async fn run_watch(
+    client: ec::Client,
+    prefix: String,
+    mut next: i64,
+    first: OpenWatch,
+    tx: mpsc::Sender<Result<Event>>,
+) {
+    let mut current = Some(first);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let (watcher, mut stream) = match current.take() {
+            Some(open) => open,
+            None => {
+                let opened = tokio::select! {
+                    opened = open_watch(&client, &prefix, next) => opened,
+                    _ = tx.closed() => return,
+                };
+                match opened {
+                    Ok(open) => open,
+                    Err(err @ Error::Compacted { .. }) => {
+                        let _ = tx.send(Err(err)).await;
+                        return;
+                    }
+                    Err(err) => {
+                        tracing::debug!(%prefix, error = %err, "watch re-open failed, retrying");
+                        let jitter = Duration::from_millis(rand::random::<u64>() % 100);
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff + jitter) => {}
+                            _ = tx.closed() => return,
+                        }
+                        backoff = (backoff * 2).min(WATCH_RETRY_MAX);
+                        continue;
+                    }
+                }
+            }
+        };
+        loop {
+            let message = tokio::select! {
+                message = stream.message() => message,
+                _ = tx.closed() => return,
+            };
+            let resp = match message {
+                Ok(Some(resp)) => resp,
+                Ok(None) | Err(_) => break,
+            };
+            if resp.compact_revision() > 0 {
+                let err = Error::Compacted {
+                    requested: next,
+                    compact_revision: resp.compact_revision(),
+                };
+                let _ = tx.send(Err(err)).await;
+                return;
+            }
+            if resp.canceled() {
+                break;
+            }
+            backoff = Duration::from_millis(100);
+            let mut last = next - 1;
+            for event in resp.events() {
+                let Some(kv) = event.kv() else { continue };
+                let kv = match convert_kv(kv) {
+                    Ok(kv) => kv,
+                    Err(err) => {
+                        let _ = tx.send(Err(err)).await;
+                        return;
+                    }
+                };
+                last = last.max(kv.mod_revision);
+                let event = match event.event_type() {
+                    ec::EventType::Put => Event::Put(kv),
+                    ec::EventType::Delete => Event::Delete(KeyValue {
+                        value: Vec::new(),
+                        ..kv
+                    }),
+                };
+                if tx.send(Ok(event)).await.is_err() {
+                    return;
+                }
+            }
+            // One response carries whole revisions: resume after the last.
+            next = last + 1;
+        }
+        drop(watcher);
+        tracing::debug!(%prefix, next, "watch stream lost, re-opening");
+    }
+}
