@@ -17,15 +17,9 @@ pub struct Options {
     pub registry_listen: SocketAddr,
 }
 
-/// Opens the store with an error naming where it is.
+/// Opens the store; its errors name the endpoints or the file.
 pub async fn open_store(backend: &Backend) -> anyhow::Result<Shared> {
-    let what = match backend {
-        Backend::Etcd(endpoints) => format!("etcd at {}", endpoints.join(",")),
-        Backend::Embedded(dir) => format!("the embedded store in {}", dir.display()),
-    };
-    lb_pkg::store::open(backend)
-        .await
-        .with_context(|| format!("cannot open {what}"))
+    Ok(lb_pkg::store::open(backend).await?)
 }
 
 /// Runs the control plane on this machine.
@@ -38,6 +32,8 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
 pub async fn run_api(backend: Backend, config: lb_api::Config) -> anyhow::Result<()> {
     let shutdown = crate::shutdown::on_signals().context("cannot install signal handlers")?;
     let store = open_store(&backend).await?;
+    // Bind before anything is written, so a port in use changes nothing.
+    let server = lb_api::Server::bind(&config, store.clone(), shutdown.clone().wait())?;
     let password = std::env::var("LB_ADMIN_PASSWORD")
         .ok()
         .filter(|p| !p.is_empty());
@@ -59,7 +55,6 @@ pub async fn run_api(backend: Backend, config: lb_api::Config) -> anyhow::Result
         }
         AdminOutcome::Existed => {}
     }
-    let server = lb_api::Server::bind(&config, store.clone(), shutdown.clone().wait())?;
     println!("lb is up: http://{}/ (API at /api/v1)", server.addr());
     server.run().await;
     drop(store);

@@ -66,8 +66,7 @@ impl Server {
             .try_bind_with_graceful_shutdown(config.listen, shutdown)
             .map_err(|e| Error::Bind {
                 addr: config.listen,
-                reason: std::error::Error::source(&e)
-                    .map_or_else(|| e.to_string(), |s| s.to_string()),
+                reason: innermost(&e),
             })?;
         Ok(Self {
             addr,
@@ -84,6 +83,15 @@ impl Server {
     pub async fn run(self) {
         self.serve.await
     }
+}
+
+/// The deepest cause of an error ("Address already in use (os error 98)").
+fn innermost(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = err;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
 }
 
 /// Every route of the server.

@@ -152,10 +152,14 @@ impl Inner {
             redb::DatabaseError::DatabaseAlreadyOpen => Error::Locked {
                 path: shown.clone(),
             },
-            redb::DatabaseError::Storage(redb::StorageError::Io(source)) => Error::Io {
-                path: shown.clone(),
-                source,
-            },
+            redb::DatabaseError::Storage(redb::StorageError::Io(source))
+                if source.kind() != std::io::ErrorKind::InvalidData =>
+            {
+                Error::Io {
+                    path: shown.clone(),
+                    source,
+                }
+            }
             other => Error::Corrupt {
                 path: shown.clone(),
                 reason: other.to_string(),

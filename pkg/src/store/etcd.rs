@@ -97,9 +97,9 @@ impl EtcdStore {
         let options = ec::ConnectOptions::new()
             .with_connect_timeout(CONNECT_TIMEOUT)
             .with_timeout(REQUEST_TIMEOUT);
-        let unreachable = |e: String| {
-            Error::Unavailable(format!("cannot reach etcd at {}: {e}", endpoints.join(",")))
-        };
+        let shown = endpoints.join(",");
+        let unreachable =
+            |e: String| Error::Unavailable(format!("cannot reach etcd at {shown}: {e}"));
         let client = tokio::time::timeout(
             CONNECT_TIMEOUT * 2,
             ec::Client::connect(endpoints, Some(options)),
@@ -111,10 +111,12 @@ impl EtcdStore {
             client,
             endpoints: endpoints.to_vec(),
         };
-        tokio::time::timeout(CONNECT_TIMEOUT * 2, store.revision())
-            .await
-            .map_err(|_| unreachable("timed out".into()))?
-            .map_err(|e| unreachable(e.to_string()))?;
+        match tokio::time::timeout(CONNECT_TIMEOUT * 2, store.revision()).await {
+            Err(_) => return Err(unreachable("timed out".into())),
+            Ok(Err(Error::Unavailable(e))) => return Err(unreachable(e)),
+            Ok(Err(e)) => return Err(e),
+            Ok(Ok(_)) => {}
+        }
         Ok(store)
     }
 

@@ -58,7 +58,7 @@ pub enum Error {
         reason: String,
     },
     /// The store could not be reached (etcd down, network).
-    #[error("store unavailable: {0}")]
+    #[error("{0}")]
     Unavailable(String),
     /// An argument the store refuses (empty key, bad TTL, too many operations).
     #[error("invalid store request: {0}")]

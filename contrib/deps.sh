@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the Debian packages lb needs when they are missing:
+#   protoc  (protobuf-compiler)  to build etcd-client
+#   etcd    (etcd-server)        for tests against a real etcd   [--test]
+#   etcdctl (etcd-client)        for tests that read etcd by hand [--test]
+set -euo pipefail
+need=()
+command -v protoc >/dev/null || need+=(protobuf-compiler)
+if [ "${1:-}" = "--test" ]; then
+  command -v etcd >/dev/null || need+=(etcd-server)
+  command -v etcdctl >/dev/null || need+=(etcd-client)
+fi
+command -v cargo >/dev/null || { echo "lb needs a Rust toolchain (cargo): see https://rustup.rs" >&2; exit 1; }
+[ ${#need[@]} -eq 0 ] && exit 0
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+echo "installing: ${need[*]}" >&2
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null

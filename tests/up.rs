@@ -1,0 +1,380 @@
+//! End-to-end tests of `lb up`: the real binary on the embedded store and on
+//! a real etcd, killed and restarted, and fed bad input.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use lb_pkg::keys::Keys;
+use lb_pkg::store::embedded::{EmbeddedStore, FILE_NAME};
+use lb_pkg::store::{Store, StoreExt};
+use lb_pkg::testing::EtcdServer;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+const LB: &str = env!("CARGO_BIN_EXE_lb");
+
+/// A running `lb up` and what it printed.
+struct Up {
+    child: Child,
+    url: String,
+    stdout: Vec<String>,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+fn lb(args: &[&str]) -> Command {
+    let mut cmd = Command::new(LB);
+    cmd.args(args)
+        .env_remove("LB_ETCD")
+        .env_remove("LB_DATA_DIR")
+        .env_remove("LB_LISTEN");
+    cmd
+}
+
+/// Starts `lb up` with the given extra args and waits for its "lb is up" line.
+fn start(args: &[&str], admin_password: Option<&str>) -> Up {
+    let mut cmd = lb(&["up", "--listen", "127.0.0.1:0"]);
+    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    match admin_password {
+        Some(p) => cmd.env("LB_ADMIN_PASSWORD", p),
+        None => cmd.env_remove("LB_ADMIN_PASSWORD"),
+    };
+    let mut child = cmd.spawn().expect("start lb up");
+    let mut stderr = child.stderr.take().unwrap();
+    let stderr = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                let _ = child.kill();
+                panic!("lb up printed no URL within 30 s; stdout so far: {lines:?}")
+            });
+        lines.push(line.clone());
+        if let Some(rest) = line.strip_prefix("lb is up: ") {
+            let url = rest
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .trim_end_matches('/')
+                .to_owned();
+            return Up {
+                child,
+                url,
+                stdout: lines,
+                stderr,
+            };
+        }
+    }
+}
+
+impl Up {
+    fn get(&self, path: &str) -> u16 {
+        let url = format!("{}{path}", self.url);
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            reqwest::get(&url)
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        })
+    }
+
+    fn signal(mut self, signal: Signal) -> (std::process::ExitStatus, String) {
+        kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
+        let status = wait_timeout(&mut self.child, Duration::from_secs(15));
+        (status, self.stderr.join().unwrap())
+    }
+}
+
+fn wait_timeout(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("lb did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Every key and value, and the revision, of the embedded store in `dir`.
+fn snapshot(dir: &Path) -> (Vec<(String, Vec<u8>, i64)>, i64) {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = EmbeddedStore::open_dir(dir)
+            .await
+            .expect("open the store after lb exited");
+        let (kvs, _) = store.list("/").await.unwrap();
+        let revision = store.revision().await.unwrap();
+        (
+            kvs.into_iter()
+                .map(|kv| (kv.key, kv.value, kv.mod_revision))
+                .collect(),
+            revision,
+        )
+    })
+}
+
+#[test]
+fn up_serves_health_creates_admin_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let up = start(&["--data-dir", data.to_str().unwrap()], None);
+    assert_eq!(up.get("/healthz"), 200);
+    assert_eq!(up.get("/readyz"), 200);
+    let password_line = up
+        .stdout
+        .iter()
+        .find(|l| l.starts_with("created user admin with password: "));
+    let password = password_line
+        .expect("a generated admin password is printed")
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(password.len() >= 20);
+    let (status, stderr) = up.signal(Signal::SIGTERM);
+    assert!(
+        status.success(),
+        "graceful exit on SIGTERM: {status:?}\n{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    // The password is kept only as an argon2 hash.
+    let (kvs, _) = snapshot(&data);
+    let keys = Keys::default();
+    let (_, id, _) = kvs
+        .iter()
+        .find(|(k, _, _)| *k == keys.user_index("admin"))
+        .expect("admin index");
+    let id = String::from_utf8(id.clone()).unwrap();
+    let (_, user, _) = kvs
+        .iter()
+        .find(|(k, _, _)| *k == keys.user(&id))
+        .expect("admin record");
+    let user: serde_json::Value = serde_json::from_slice(user).unwrap();
+    assert_eq!(user["role"], "admin");
+    let hash = user["password_hash"].as_str().unwrap();
+    assert!(hash.starts_with("$argon2id$") && !hash.contains(&password));
+
+    // A second start creates nothing and prints no password.
+    let up = start(&["--data-dir", data.to_str().unwrap()], None);
+    assert!(
+        !up.stdout.iter().any(|l| l.contains("password")),
+        "{:?}",
+        up.stdout
+    );
+    up.signal(Signal::SIGTERM);
+}
+
+#[test]
+fn sigkill_keeps_every_key_and_the_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let up = start(
+        &["--data-dir", data.to_str().unwrap()],
+        Some("first-password"),
+    );
+    assert_eq!(up.get("/readyz"), 200);
+    assert!(up.stdout.iter().any(|l| l.contains("LB_ADMIN_PASSWORD")));
+    let (status, _) = up.signal(Signal::SIGKILL);
+    assert!(!status.success());
+    let before = snapshot(&data);
+    assert!(
+        !before.0.is_empty(),
+        "the admin was written before lb reported up"
+    );
+
+    let up = start(
+        &["--data-dir", data.to_str().unwrap()],
+        Some("other-password"),
+    );
+    assert_eq!(up.get("/readyz"), 200);
+    up.signal(Signal::SIGKILL);
+    let after = snapshot(&data);
+    assert_eq!(
+        after, before,
+        "same keys, values and revision after SIGKILL and restart"
+    );
+}
+
+#[test]
+fn up_on_etcd_leaves_the_admin_where_etcdctl_finds_it() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let etcd = runtime.block_on(EtcdServer::start());
+    let dir = tempfile::tempdir().unwrap();
+    let up = start(
+        &[
+            "--etcd",
+            &etcd.endpoint(),
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ],
+        Some("pw"),
+    );
+    assert_eq!(up.get("/readyz"), 200);
+    let out = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args([
+            "--endpoints",
+            &etcd.endpoint(),
+            "get",
+            "/lb/index/users/admin",
+            "--print-value-only",
+        ])
+        .output()
+        .expect("run etcdctl (Debian's etcd-client)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(lb_pkg::ids::is_id(&id), "admin id {id:?}");
+    assert!(
+        !dir.path().join(FILE_NAME).exists(),
+        "no embedded store when --etcd is given"
+    );
+    let (status, _) = up.signal(Signal::SIGINT);
+    assert!(status.success());
+    drop(etcd);
+}
+
+/// Runs `lb` expecting failure: answers its stderr, checked to name the
+/// problem in one `lb: error:` line without a panic.
+fn fails(cmd: &mut Command, expect: &str) -> String {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_timeout(&mut child, Duration::from_secs(30));
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(!status.success(), "expected failure: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let errors: Vec<_> = stderr
+        .lines()
+        .filter(|l| l.starts_with("lb: error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "one error line: {stderr}");
+    assert!(
+        errors[0].contains(expect),
+        "{:?} should mention {expect:?}",
+        errors[0]
+    );
+    stderr
+}
+
+#[test]
+fn bad_input_gets_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap();
+
+    // A port in use.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    fails(
+        &mut lb(&["up", "--data-dir", data_arg, "--listen", &addr]).env("LB_ADMIN_PASSWORD", "x"),
+        &addr,
+    );
+
+    // The data dir held by a running lb.
+    let up = start(&["--data-dir", data_arg], Some("x"));
+    fails(
+        &mut lb(&["up", "--data-dir", data_arg, "--listen", "127.0.0.1:0"]),
+        "locked",
+    );
+    up.signal(Signal::SIGTERM);
+
+    // A corrupt data file.
+    let bad = dir.path().join("bad");
+    std::fs::create_dir(&bad).unwrap();
+    std::fs::write(bad.join(FILE_NAME), vec![0x5a; 8192]).unwrap();
+    fails(
+        &mut lb(&[
+            "up",
+            "--data-dir",
+            bad.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ]),
+        FILE_NAME,
+    );
+
+    // A data dir that cannot be created (its parent is a file).
+    let file = dir.path().join("plain-file");
+    std::fs::write(&file, b"x").unwrap();
+    let under_file = file.join("data");
+    fails(
+        &mut lb(&[
+            "up",
+            "--data-dir",
+            under_file.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ]),
+        "plain-file",
+    );
+
+    // Unreachable etcd: nothing listens on the port we just freed.
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let url = format!("http://{free}");
+    fails(
+        &mut lb(&["up", "--etcd", &url, "--listen", "127.0.0.1:0"]),
+        "cannot reach etcd",
+    );
+
+    // An invalid listen address is a usage error from clap.
+    let out = lb(&["up", "--listen", "nonsense"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--listen"));
+
+    // Roles not built yet say so instead of pretending to run.
+    fails(
+        &mut lb(&[
+            "scheduler",
+            "--data-dir",
+            dir.path().join("s").to_str().unwrap(),
+        ]),
+        "not implemented",
+    );
+}
+
+#[test]
+fn help_describes_every_role() {
+    let out = lb(&["--help"]).output().unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    for role in ["up", "api", "scheduler", "builder", "node"] {
+        assert!(
+            help.lines().any(|l| l.trim_start().starts_with(role)),
+            "{role} in {help}"
+        );
+    }
+}
