@@ -21,7 +21,15 @@ struct Up {
     child: Child,
     url: String,
     stdout: Vec<String>,
-    stderr: std::thread::JoinHandle<String>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Drop for Up {
+    /// A failing test leaves no `lb` running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn lb(args: &[&str]) -> Command {
@@ -34,6 +42,8 @@ fn lb(args: &[&str]) -> Command {
 }
 
 /// Starts `lb up` with the given extra args and waits for its "lb is up" line.
+// The child is waited for by `Up`'s Drop, which clippy cannot see.
+#[allow(clippy::zombie_processes)]
 fn start(args: &[&str], admin_password: Option<&str>) -> Up {
     let mut cmd = lb(&["up", "--listen", "127.0.0.1:0"]);
     cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -77,7 +87,7 @@ fn start(args: &[&str], admin_password: Option<&str>) -> Up {
                 child,
                 url,
                 stdout: lines,
-                stderr,
+                stderr: Some(stderr),
             };
         }
     }
@@ -97,7 +107,7 @@ impl Up {
     fn signal(mut self, signal: Signal) -> (std::process::ExitStatus, String) {
         kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
         let status = wait_timeout(&mut self.child, Duration::from_secs(15));
-        (status, self.stderr.join().unwrap())
+        (status, self.stderr.take().unwrap().join().unwrap())
     }
 }
 
@@ -298,7 +308,7 @@ fn bad_input_gets_one_clear_line() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     fails(
-        &mut lb(&["up", "--data-dir", data_arg, "--listen", &addr]).env("LB_ADMIN_PASSWORD", "x"),
+        lb(&["up", "--data-dir", data_arg, "--listen", &addr]).env("LB_ADMIN_PASSWORD", "x"),
         &addr,
     );
 
