@@ -126,11 +126,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Up(args) => {
             crate::up::run(crate::up::Options {
                 backend: args.store.backend(),
-                api: lb_api::Config {
-                    listen: args.listen,
-                    keys: Default::default(),
-                    signup: signup(args.signup),
-                },
+                api: lb_api::Config::new(args.listen, signup(args.signup)),
                 registry_listen: args.registry_listen,
             })
             .await
@@ -138,11 +134,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Api(args) => {
             crate::up::run_api(
                 args.store.backend(),
-                lb_api::Config {
-                    listen: args.listen,
-                    keys: Default::default(),
-                    signup: signup(args.signup),
-                },
+                lb_api::Config::new(args.listen, signup(args.signup)),
             )
             .await
         }

@@ -33,7 +33,7 @@ pub async fn run_api(backend: Backend, config: lb_api::Config) -> anyhow::Result
     let shutdown = crate::shutdown::on_signals().context("cannot install signal handlers")?;
     let store = open_store(&backend).await?;
     // Bind before anything is written, so a port in use changes nothing.
-    let server = lb_api::Server::bind(&config, store.clone(), shutdown.clone().wait())?;
+    let server = lb_api::Server::bind(&config, store.clone(), shutdown.clone().wait()).await?;
     let password = std::env::var("LB_ADMIN_PASSWORD")
         .ok()
         .filter(|p| !p.is_empty());

@@ -1,10 +1,19 @@
 //! The API server: the only door to lb for users, the CLI, the web UI and
-//! node daemons. It is the only crate that speaks HTTP to them (warp).
+//! node daemons, and the only crate that speaks HTTP to them (warp).
 //!
-//! Today it serves `/healthz` and `/readyz` and creates the first user; the
-//! REST routes come with the accounts/projects issue.
+//! `filters` maps paths to `handlers`; `models` are the bodies on the wire;
+//! `error` turns every failure into the JSON error body; `auth` resolves
+//! credentials; `openapi` describes every route; `metrics` counts them.
 
 pub mod accounts;
+pub mod auth;
+pub mod context;
+pub mod error;
+pub mod filters;
+pub mod handlers;
+pub mod metrics;
+pub mod models;
+pub mod openapi;
 pub mod server;
 
 pub use server::{Config, Server};

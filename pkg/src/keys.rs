@@ -67,6 +67,65 @@ impl Keys {
         format!("{}/users/{uid}/vendors/{vendor}", self.root)
     }
 
+    /// `<root>/users/<uid>/tokens/<token id>`: an API token (hashed).
+    pub fn user_token(&self, uid: &str, tid: &str) -> String {
+        format!("{}/users/{uid}/tokens/{tid}", self.root)
+    }
+
+    /// Prefix of a user's API tokens.
+    pub fn user_tokens(&self, uid: &str) -> String {
+        format!("{}/users/{uid}/tokens/", self.root)
+    }
+
+    /// Prefix of the user name index.
+    pub fn user_index_prefix(&self) -> String {
+        format!("{}/index/users/", self.root)
+    }
+
+    /// Prefix of the whole project name index (every user).
+    pub fn project_index_all(&self) -> String {
+        format!("{}/index/projects/", self.root)
+    }
+
+    /// Prefix of a project's service name index.
+    pub fn service_index_prefix(&self, pid: &str) -> String {
+        format!("{}/index/services/{pid}/", self.root)
+    }
+
+    /// Prefix of a service's replicas (placements and statuses).
+    pub fn replicas_prefix(&self, pid: &str, sid: &str) -> String {
+        format!("{}replicas/", self.service_prefix(pid, sid))
+    }
+
+    /// Prefix of a service's builds.
+    pub fn builds_prefix(&self, pid: &str, sid: &str) -> String {
+        format!("{}builds/", self.service_prefix(pid, sid))
+    }
+
+    /// What a key under the root is, parsed: the inverse of the builders.
+    pub fn parse<'a>(&self, key: &'a str) -> Option<Parsed<'a>> {
+        let rest = key.strip_prefix(self.root.as_str())?.strip_prefix('/')?;
+        let parts: Vec<&str> = rest.split('/').collect();
+        Some(match parts.as_slice() {
+            ["projects", pid, "meta"] => Parsed::Project { pid },
+            ["projects", pid, "services", sid, "meta"] => Parsed::ServiceMeta { pid, sid },
+            ["projects", pid, "services", sid, "spec"] => Parsed::ServiceSpec { pid, sid },
+            ["projects", pid, "services", sid, "replicas", rid] => {
+                Parsed::Replica { pid, sid, rid }
+            }
+            ["projects", pid, "services", sid, "replicas", rid, "status"] => {
+                Parsed::ReplicaStatus { pid, sid, rid }
+            }
+            ["projects", pid, "services", sid, "builds", number] => {
+                Parsed::Build { pid, sid, number }
+            }
+            ["nodes", nid, "meta"] => Parsed::NodeMeta { nid },
+            ["nodes", nid, "status"] => Parsed::NodeStatus { nid },
+            ["nodes", nid, "alive"] => Parsed::NodeAlive { nid },
+            _ => Parsed::Other,
+        })
+    }
+
     /// `<root>/projects/<pid>/meta`.
     pub fn project(&self, pid: &str) -> String {
         format!("{}/projects/{pid}/meta", self.root)
@@ -169,6 +228,74 @@ impl Keys {
     }
 }
 
+/// A key of the tree, parsed by [`Keys::parse`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed<'a> {
+    /// A project record.
+    Project {
+        /// Project id.
+        pid: &'a str,
+    },
+    /// A service's meta.
+    ServiceMeta {
+        /// Project id.
+        pid: &'a str,
+        /// Service id.
+        sid: &'a str,
+    },
+    /// A service's spec.
+    ServiceSpec {
+        /// Project id.
+        pid: &'a str,
+        /// Service id.
+        sid: &'a str,
+    },
+    /// A replica placement.
+    Replica {
+        /// Project id.
+        pid: &'a str,
+        /// Service id.
+        sid: &'a str,
+        /// Replica id.
+        rid: &'a str,
+    },
+    /// A replica status.
+    ReplicaStatus {
+        /// Project id.
+        pid: &'a str,
+        /// Service id.
+        sid: &'a str,
+        /// Replica id.
+        rid: &'a str,
+    },
+    /// A build.
+    Build {
+        /// Project id.
+        pid: &'a str,
+        /// Service id.
+        sid: &'a str,
+        /// Build number, zero-padded.
+        number: &'a str,
+    },
+    /// A node record.
+    NodeMeta {
+        /// Node id.
+        nid: &'a str,
+    },
+    /// A node heartbeat.
+    NodeStatus {
+        /// Node id.
+        nid: &'a str,
+    },
+    /// A node's liveness key.
+    NodeAlive {
+        /// Node id.
+        nid: &'a str,
+    },
+    /// Anything else (indexes, tokens, settings).
+    Other,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,5 +317,23 @@ mod tests {
         assert_eq!(k.node_replica("N", "R"), "/lb/nodes/N/replicas/R");
         assert!(k.service_meta("P", "S").starts_with(&k.project_prefix("P")));
         assert!(k.build("P", "S", 9) < k.build("P", "S", 10));
+        assert_eq!(
+            k.parse(&k.service_spec("P", "S")),
+            Some(Parsed::ServiceSpec { pid: "P", sid: "S" })
+        );
+        assert_eq!(
+            k.parse(&k.replica_status("P", "S", "R")),
+            Some(Parsed::ReplicaStatus {
+                pid: "P",
+                sid: "S",
+                rid: "R"
+            })
+        );
+        assert_eq!(
+            k.parse(&k.node_alive("N")),
+            Some(Parsed::NodeAlive { nid: "N" })
+        );
+        assert_eq!(k.parse(&k.user_index("x")), Some(Parsed::Other));
+        assert_eq!(k.parse("/other/x"), None);
     }
 }

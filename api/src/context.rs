@@ -1,0 +1,52 @@
+//! The state every handler shares: the (metered) store, the key tree, the
+//! settings, token signing and the login limiter.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lb_pkg::keys::Keys;
+use lb_pkg::store::Shared;
+
+use crate::auth::{LoginLimiter, Tokens};
+use crate::metrics::{MeteredStore, Metrics};
+use crate::server::Config;
+
+/// Shared handler state.
+pub struct Context {
+    /// The store, timed into the metrics.
+    pub store: Shared,
+    /// The key tree.
+    pub keys: Keys,
+    /// Settings.
+    pub config: Config,
+    /// Access-token signing.
+    pub tokens: Tokens,
+    /// Failed-login limits.
+    pub limiter: LoginLimiter,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// A handle to the shared state.
+pub type Ctx = Arc<Context>;
+
+impl Context {
+    /// Builds the state; loads (or creates) the token signing key.
+    pub async fn new(config: Config, store: Shared) -> Result<Ctx, lb_pkg::store::Error> {
+        let metrics = Arc::new(Metrics::new());
+        let store: Shared = Arc::new(MeteredStore::new(store, &metrics));
+        let tokens = Tokens::load(store.as_ref(), &config.keys, config.token_ttl).await?;
+        Ok(Arc::new(Self {
+            store,
+            keys: config.keys.clone(),
+            limiter: LoginLimiter::new(
+                Duration::from_secs(300),
+                config.login_limit_per_user,
+                config.login_limit_per_address,
+            ),
+            tokens,
+            metrics,
+            config,
+        }))
+    }
+}

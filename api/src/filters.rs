@@ -1,0 +1,439 @@
+//! The warp filters: which path and method reach which handler, with what
+//! credentials and body. Handlers live in [`crate::handlers`].
+
+use std::convert::Infallible;
+
+use serde::de::DeserializeOwned;
+use warp::filters::BoxedFilter;
+use warp::{Filter, Rejection, Reply};
+
+use crate::auth::{authenticate, Caller};
+use crate::context::Ctx;
+use crate::error::{ApiError, Result};
+use crate::handlers::{self, accounts, events, projects, services, Response};
+use crate::models::Paging;
+
+/// The largest request body accepted.
+pub const MAX_BODY: u64 = 1024 * 1024;
+
+fn with_ctx(ctx: Ctx) -> impl Filter<Extract = (Ctx,), Error = Infallible> + Clone {
+    warp::any().map(move || ctx.clone())
+}
+
+fn bearer(header: Option<String>) -> Result<Option<String>> {
+    match header {
+        None => Ok(None),
+        Some(value) => match value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+        {
+            Some(token) if !token.trim().is_empty() => Ok(Some(token.trim().to_owned())),
+            _ => Err(ApiError::unauthorized(
+                "the Authorization header must be \"Bearer <token>\"",
+            )),
+        },
+    }
+}
+
+/// The caller, if credentials were sent (invalid ones are refused).
+fn optional_caller(
+    ctx: Ctx,
+) -> impl Filter<Extract = (Option<Caller>,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("authorization")
+        .and(with_ctx(ctx))
+        .and_then(|header: Option<String>, ctx: Ctx| async move {
+            let Some(token) = bearer(header)? else {
+                return Ok(None);
+            };
+            authenticate(ctx.store.as_ref(), &ctx.keys, &ctx.tokens, &token)
+                .await
+                .map(Some)
+                .map_err(Rejection::from)
+        })
+}
+
+/// The caller; 401 without valid credentials.
+fn caller(ctx: Ctx) -> impl Filter<Extract = (Caller,), Error = Rejection> + Clone {
+    optional_caller(ctx).and_then(|caller: Option<Caller>| async move {
+        caller.ok_or_else(|| {
+            Rejection::from(ApiError::unauthorized(
+                "authentication required: send \"Authorization: Bearer <token>\"",
+            ))
+        })
+    })
+}
+
+/// The caller of a websocket: the header, or `?access_token=` for browsers.
+fn ws_caller(ctx: Ctx) -> impl Filter<Extract = (Caller,), Error = Rejection> + Clone {
+    #[derive(serde::Deserialize)]
+    struct Token {
+        access_token: Option<String>,
+    }
+    warp::header::optional::<String>("authorization")
+        .and(
+            warp::query::<Token>()
+                .or(warp::any().map(|| Token { access_token: None }))
+                .unify(),
+        )
+        .and(with_ctx(ctx))
+        .and_then(
+            |header: Option<String>, query: Token, ctx: Ctx| async move {
+                let token = match bearer(header)? {
+                    Some(token) => token,
+                    None => query
+                        .access_token
+                        .ok_or_else(|| ApiError::unauthorized("authentication required"))?,
+                };
+                authenticate(ctx.store.as_ref(), &ctx.keys, &ctx.tokens, &token)
+                    .await
+                    .map_err(Rejection::from)
+            },
+        )
+}
+
+/// A JSON body of at most [`MAX_BODY`] bytes, parsed into `T`.
+fn body<T: DeserializeOwned + Send>() -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
+    warp::body::content_length_limit(MAX_BODY)
+        .and(warp::body::bytes())
+        .and_then(|bytes: bytes_alias::Bytes| async move {
+            handlers::parse_body::<T>(&bytes).map_err(Rejection::from)
+        })
+}
+
+mod bytes_alias {
+    pub use warp::hyper::body::Bytes;
+}
+
+fn if_match() -> impl Filter<Extract = (Option<i64>,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("if-match")
+        .and_then(|h: Option<String>| async move { handlers::if_match(h).map_err(Rejection::from) })
+}
+
+fn paging() -> impl Filter<Extract = (Paging,), Error = Rejection> + Clone {
+    warp::query::raw()
+        .or(warp::any().map(String::new))
+        .unify()
+        .and_then(
+            |raw: String| async move { serde_urlencoded_parse(&raw).map_err(Rejection::from) },
+        )
+}
+
+fn serde_urlencoded_parse(raw: &str) -> Result<Paging> {
+    let mut paging = Paging {
+        limit: None,
+        offset: None,
+    };
+    for pair in raw.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "limit" => {
+                paging.limit = Some(value.parse().map_err(|_| {
+                    ApiError::invalid("limit", format!("{value:?} is not a number from 1 to 1000"))
+                })?)
+            }
+            "offset" => {
+                paging.offset = Some(value.parse().map_err(|_| {
+                    ApiError::invalid("offset", format!("{value:?} is not a non-negative number"))
+                })?)
+            }
+            other => {
+                return Err(ApiError::invalid(
+                    other,
+                    format!("unknown query parameter {other:?}"),
+                ))
+            }
+        }
+    }
+    Ok(paging)
+}
+
+/// Every route under `/api/v1`.
+pub fn api(ctx: Ctx) -> BoxedFilter<(Response,)> {
+    let v1 = warp::path("api").and(warp::path("v1"));
+    let c = || with_ctx(ctx.clone());
+    let who = || caller(ctx.clone());
+
+    let signup = warp::path!("auth" / "signup")
+        .and(warp::post())
+        .and(c())
+        .and(optional_caller(ctx.clone()))
+        .and(body())
+        .and_then(|ctx, caller, body| respond_fut(accounts::signup(ctx, caller, body)));
+    let login = warp::path!("auth" / "login")
+        .and(warp::post())
+        .and(c())
+        .and(warp::addr::remote())
+        .and(body())
+        .and_then(|ctx, addr, body| respond_fut(accounts::login(ctx, addr, body)));
+    let me = warp::path!("me")
+        .and(warp::get())
+        .and(who())
+        .and_then(|caller| respond_fut(accounts::me(caller)));
+    let tokens_create = warp::path!("tokens")
+        .and(warp::post())
+        .and(c())
+        .and(who())
+        .and(body())
+        .and_then(|ctx, caller, body| respond_fut(accounts::token_create(ctx, caller, body)));
+    let tokens_list = warp::path!("tokens")
+        .and(warp::get())
+        .and(c())
+        .and(who())
+        .and_then(|ctx, caller| respond_fut(accounts::token_list(ctx, caller)));
+    let tokens_revoke = warp::path!("tokens" / String)
+        .and(warp::delete())
+        .and(c())
+        .and(who())
+        .and_then(|id, ctx, caller| respond_fut(accounts::token_revoke(ctx, caller, id)));
+    let accounts = signup
+        .or(login)
+        .unify()
+        .or(me)
+        .unify()
+        .or(tokens_create)
+        .unify()
+        .or(tokens_list)
+        .unify()
+        .or(tokens_revoke)
+        .unify()
+        .boxed();
+
+    let projects_list = warp::path!("projects")
+        .and(warp::get())
+        .and(c())
+        .and(who())
+        .and(paging())
+        .and_then(|ctx, caller, q| respond_fut(projects::list(ctx, caller, q)));
+    let projects_create = warp::path!("projects")
+        .and(warp::post())
+        .and(c())
+        .and(who())
+        .and(body())
+        .and_then(|ctx, caller, b| respond_fut(projects::create(ctx, caller, b)));
+    let project_get = warp::path!("projects" / String)
+        .and(warp::get())
+        .and(c())
+        .and(who())
+        .and_then(|p, ctx, caller| respond_fut(projects::get(ctx, caller, p)));
+    let project_put = warp::path!("projects" / String)
+        .and(warp::put())
+        .and(c())
+        .and(who())
+        .and(if_match())
+        .and(body())
+        .and_then(|p, ctx, caller, m, b| respond_fut(projects::put(ctx, caller, p, m, b)));
+    let project_patch = warp::path!("projects" / String)
+        .and(warp::patch())
+        .and(c())
+        .and(who())
+        .and(if_match())
+        .and(body())
+        .and_then(|p, ctx, caller, m, b| respond_fut(projects::patch(ctx, caller, p, m, b)));
+    let project_delete = warp::path!("projects" / String)
+        .and(warp::delete())
+        .and(c())
+        .and(who())
+        .and(if_match())
+        .and_then(|p, ctx, caller, m| respond_fut(projects::delete(ctx, caller, p, m)));
+    let projects = projects_list
+        .or(projects_create)
+        .unify()
+        .or(project_get)
+        .unify()
+        .or(project_put)
+        .unify()
+        .or(project_patch)
+        .unify()
+        .or(project_delete)
+        .unify()
+        .boxed();
+
+    let services_list = warp::path!("projects" / String / "services")
+        .and(warp::get())
+        .and(c())
+        .and(who())
+        .and(paging())
+        .and_then(|p, ctx, caller, q| respond_fut(services::list(ctx, caller, p, q)));
+    let services_create = warp::path!("projects" / String / "services")
+        .and(warp::post())
+        .and(c())
+        .and(who())
+        .and(body())
+        .and_then(|p, ctx, caller, b| respond_fut(services::create(ctx, caller, p, b)));
+    let service_get = warp::path!("projects" / String / "services" / String)
+        .and(warp::get())
+        .and(c())
+        .and(who())
+        .and_then(|p, s, ctx, caller| respond_fut(services::get(ctx, caller, p, s)));
+    let service_put = warp::path!("projects" / String / "services" / String)
+        .and(warp::put())
+        .and(c())
+        .and(who())
+        .and(if_match())
+        .and(body())
+        .and_then(|p, s, ctx, caller, m, b| respond_fut(services::put(ctx, caller, p, s, m, b)));
+    let service_patch = warp::path!("projects" / String / "services" / String)
+        .and(warp::patch())
+        .and(c())
+        .and(who())
+        .and(if_match())
+        .and(body())
+        .and_then(|p, s, ctx, caller, m, b| respond_fut(services::patch(ctx, caller, p, s, m, b)));
+    let service_delete = warp::path!("projects" / String / "services" / String)
+        .and(warp::delete())
+        .and(c())
+        .and(who())
+        .and(if_match())
+        .and_then(|p, s, ctx, caller, m| respond_fut(services::delete(ctx, caller, p, s, m)));
+    let service_scale = warp::path!("projects" / String / "services" / String / "scale")
+        .and(warp::post())
+        .and(c())
+        .and(who())
+        .and(if_match())
+        .and(body())
+        .and_then(|p, s, ctx, caller, m, b| respond_fut(services::scale(ctx, caller, p, s, m, b)));
+    let service_rollback = warp::path!("projects" / String / "services" / String / "rollback")
+        .and(warp::post())
+        .and(c())
+        .and(who())
+        .and(if_match())
+        .and(body())
+        .and_then(|p, s, ctx, caller, m, b| {
+            respond_fut(services::rollback(ctx, caller, p, s, m, b))
+        });
+    let action = |name: &'static str| {
+        warp::path("projects")
+            .and(warp::path::param::<String>())
+            .and(warp::path("services"))
+            .and(warp::path::param::<String>())
+            .and(warp::path(name))
+            .and(warp::path::end())
+            .and(warp::post())
+            .and(c())
+            .and(who())
+            .and(if_match())
+            .and_then(move |p, s, ctx, caller, m| {
+                respond_fut(services::action(ctx, caller, p, s, name.to_owned(), m))
+            })
+    };
+    let service_action = action("restart")
+        .or(action("pause"))
+        .unify()
+        .or(action("resume"))
+        .unify();
+    let replicas = warp::path!("projects" / String / "services" / String / "replicas")
+        .and(warp::get())
+        .and(c())
+        .and(who())
+        .and_then(|p, s, ctx, caller| respond_fut(services::list_replicas(ctx, caller, p, s)));
+    let services = services_list
+        .or(services_create)
+        .unify()
+        .or(service_get)
+        .unify()
+        .or(service_put)
+        .unify()
+        .or(service_patch)
+        .unify()
+        .or(service_delete)
+        .unify()
+        .or(service_scale)
+        .unify()
+        .or(service_rollback)
+        .unify()
+        .or(service_action)
+        .unify()
+        .or(replicas)
+        .unify()
+        .boxed();
+
+    let events = warp::path!("events")
+        .and(warp::get())
+        .and(c())
+        .and(ws_caller(ctx.clone()))
+        .and(warp::query::<events::EventsQuery>())
+        .and(warp::ws())
+        .map(
+            |ctx: Ctx, caller: Caller, query: events::EventsQuery, ws: warp::ws::Ws| {
+                ws.on_upgrade(move |socket| events::serve(ctx, caller, query, socket))
+                    .into_response()
+            },
+        );
+
+    let openapi = warp::path!("openapi.json")
+        .and(warp::get())
+        .map(|| warp::reply::json(&crate::openapi::document()).into_response());
+
+    v1.and(
+        accounts
+            .or(projects)
+            .unify()
+            .or(services)
+            .unify()
+            .or(events)
+            .unify()
+            .or(openapi)
+            .unify(),
+    )
+    .boxed()
+}
+
+/// Runs a handler and turns its result into a reply (errors as JSON bodies).
+async fn respond_fut(
+    fut: impl std::future::Future<Output = Result<Response>> + Send,
+) -> std::result::Result<Response, Rejection> {
+    Ok(fut.await.unwrap_or_else(ApiError::into_reply))
+}
+
+/// The whole server: health, metrics, the API, JSON errors, request metrics.
+pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
+    let healthz = warp::path!("healthz")
+        .and(warp::get())
+        .map(|| "ok".into_response());
+    let readyz = warp::path!("readyz")
+        .and(warp::get())
+        .and(with_ctx(ctx.clone()))
+        .then(ready);
+    let metrics = {
+        let ctx = ctx.clone();
+        warp::path!("metrics").and(warp::get()).map(move || {
+            warp::reply::with_header(
+                ctx.metrics.render(),
+                "content-type",
+                "text/plain; version=0.0.4",
+            )
+            .into_response()
+        })
+    };
+    let recorder = ctx.metrics.clone();
+    let log = warp::log::custom(move |info| {
+        let route = crate::openapi::route_of(info.method().as_str(), info.path());
+        recorder.request(
+            route,
+            info.method().as_str(),
+            info.status().as_u16(),
+            info.elapsed().as_secs_f64(),
+        );
+    });
+    healthz
+        .or(readyz)
+        .unify()
+        .or(metrics)
+        .unify()
+        .or(api(ctx))
+        .unify()
+        .recover(crate::error::recover)
+        .unify()
+        .with(log)
+        .map(Reply::into_response)
+        .boxed()
+}
+
+/// Ready when the store answers within a short time.
+async fn ready(ctx: Ctx) -> Response {
+    match tokio::time::timeout(std::time::Duration::from_secs(2), ctx.store.revision()).await {
+        Ok(Ok(_)) => "ready".into_response(),
+        Ok(Err(err)) => ApiError::unavailable(format!("store: {err}")).into_reply(),
+        Err(_) => ApiError::unavailable("store: timed out").into_reply(),
+    }
+}
