@@ -79,6 +79,11 @@ impl ApiError {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", message)
     }
 
+    /// 413: a body over the limit.
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
+    }
+
     /// 429 with `Retry-After`.
     pub fn too_many(message: impl Into<String>, retry_after: u64) -> Self {
         Self {

@@ -91,17 +91,45 @@ fn ws_caller(ctx: Ctx) -> impl Filter<Extract = (Caller,), Error = Rejection> + 
         )
 }
 
-/// A JSON body of at most [`MAX_BODY`] bytes, parsed into `T`.
+/// A JSON body of at most [`MAX_BODY`] bytes, parsed into `T`. A declared
+/// length over the limit is refused before reading; a chunked body is cut off
+/// as soon as it passes the limit.
 fn body<T: DeserializeOwned + Send>() -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
-    warp::body::content_length_limit(MAX_BODY)
-        .and(warp::body::bytes())
-        .and_then(|bytes: bytes_alias::Bytes| async move {
+    warp::header::optional::<u64>("content-length")
+        .and(warp::body::stream())
+        .and_then(|declared: Option<u64>, stream| async move {
+            let bytes = read_limited(declared, stream)
+                .await
+                .map_err(Rejection::from)?;
             handlers::parse_body::<T>(&bytes).map_err(Rejection::from)
         })
 }
 
-mod bytes_alias {
-    pub use warp::hyper::body::Bytes;
+async fn read_limited(
+    declared: Option<u64>,
+    stream: impl futures::Stream<Item = std::result::Result<impl warp::Buf, warp::Error>> + Send,
+) -> Result<Vec<u8>> {
+    use futures::StreamExt;
+    let too_large = || ApiError::too_large(format!("request body over {MAX_BODY} bytes"));
+    if declared.is_some_and(|n| n > MAX_BODY) {
+        return Err(too_large());
+    }
+    let mut out = Vec::new();
+    futures::pin_mut!(stream);
+    while let Some(chunk) = stream.next().await {
+        let mut chunk =
+            chunk.map_err(|e| ApiError::bad_request(format!("cannot read the body: {e}")))?;
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            if out.len() + part.len() > MAX_BODY as usize {
+                return Err(too_large());
+            }
+            out.extend_from_slice(part);
+            let n = part.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(out)
 }
 
 fn if_match() -> impl Filter<Extract = (Option<i64>,), Error = Rejection> + Clone {
