@@ -5,9 +5,9 @@ mod common;
 use std::time::Duration;
 
 use common::{start, Api, Backend};
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use lb_pkg::keys::Keys;
-use lb_pkg::store::{Store, StoreExt};
+use lb_pkg::store::StoreExt;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
