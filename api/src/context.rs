@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lb_pkg::keys::Keys;
+use lb_pkg::store::cache::CachedStore;
 use lb_pkg::store::Shared;
 
 use crate::auth::{LoginLimiter, Tokens};
@@ -13,7 +14,7 @@ use crate::server::Config;
 
 /// Shared handler state.
 pub struct Context {
-    /// The store, timed into the metrics.
+    /// The store: cached reads, metered store operations.
     pub store: Shared,
     /// The key tree.
     pub keys: Keys,
@@ -35,6 +36,9 @@ impl Context {
     pub async fn new(config: Config, store: Shared) -> Result<Ctx, lb_pkg::store::Error> {
         let metrics = Arc::new(Metrics::new());
         let store: Shared = Arc::new(MeteredStore::new(store, &metrics));
+        // Reads come from memory, kept current by a watch; writes go to the
+        // store and wait until the cache has them (read-your-writes).
+        let store: Shared = Arc::new(CachedStore::new(store, &config.keys.all()).await);
         let tokens = Tokens::load(store.as_ref(), &config.keys, config.token_ttl).await?;
         Ok(Arc::new(Self {
             store,

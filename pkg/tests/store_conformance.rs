@@ -1,16 +1,18 @@
 //! One conformance suite for both store backends: each test below runs once on
 //! the embedded store (a redb file in a temp dir) and once on a real etcd
-//! (Debian's etcd-server, started on free loopback ports in a temp dir).
+//! (Debian's etcd-server, started on free loopback ports in a temp dir), and
+//! once on the embedded store behind the API's read cache.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use lb_pkg::store::cache::CachedStore;
 use lb_pkg::store::embedded::EmbeddedStore;
 use lb_pkg::store::etcd::EtcdStore;
 use lb_pkg::store::{
-    Compare, Error, Event, KeyValue, Op, OpResult, Shared, StoreExt, Txn, WatchStream,
+    Changes, Compare, Error, Event, KeyValue, Op, OpResult, Shared, StoreExt, Txn, WatchStream,
 };
 use lb_pkg::testing::EtcdServer;
 
@@ -19,6 +21,7 @@ enum Harness {
     Embedded {
         dir: tempfile::TempDir,
         store: Option<Shared>,
+        cached: bool,
     },
     Etcd {
         server: EtcdServer,
@@ -33,6 +36,20 @@ impl Harness {
         Harness::Embedded {
             dir,
             store: Some(store),
+            cached: false,
+        }
+    }
+
+    /// The embedded store behind the read cache the API uses: the cache must
+    /// keep every promise of the store.
+    async fn cached() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Shared = Arc::new(EmbeddedStore::open_dir(dir.path()).await.unwrap());
+        let store: Shared = Arc::new(CachedStore::new(store, "/").await);
+        Harness::Embedded {
+            dir,
+            store: Some(store),
+            cached: true,
         }
     }
 
@@ -54,7 +71,7 @@ impl Harness {
     /// Answers a store to use afterwards.
     async fn restart(&mut self) {
         match self {
-            Harness::Embedded { dir, store } => {
+            Harness::Embedded { dir, store, cached } => {
                 let old = store.take().expect("store open");
                 drop(old);
                 // Let watch tasks notice and release the file.
@@ -71,7 +88,12 @@ impl Harness {
                         Err(e) => panic!("reopen: {e}"),
                     }
                 }
-                *store = Some(Arc::new(reopened.expect("store released within 2.5 s")));
+                let reopened: Shared = Arc::new(reopened.expect("store released within 2.5 s"));
+                *store = Some(if *cached {
+                    Arc::new(CachedStore::new(reopened, "/").await)
+                } else {
+                    reopened
+                });
             }
             Harness::Etcd { server, .. } => server.restart().await,
         }
@@ -86,6 +108,15 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
                     let mut h = super::Harness::embedded().await;
+                    super::with_timeout(super::$name(&mut h)).await;
+                }
+            )*
+        }
+        mod cached {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let mut h = super::Harness::cached().await;
                     super::with_timeout(super::$name(&mut h)).await;
                 }
             )*
@@ -125,12 +156,49 @@ async fn with_timeout(test: impl std::future::Future<Output = ()>) {
         .expect("conformance test hung for 60 s (deadlock or lost event?)");
 }
 
-async fn next_event(watch: &mut WatchStream) -> Event {
-    tokio::time::timeout(Duration::from_secs(10), watch.next())
-        .await
-        .expect("no watch event within 10 s")
-        .expect("watch stream ended")
-        .expect("watch error")
+/// A watch read event by event (its items are whole revisions).
+struct Watch {
+    stream: WatchStream,
+    buffered: std::collections::VecDeque<Event>,
+}
+
+impl Watch {
+    fn new(stream: WatchStream) -> Self {
+        Self {
+            stream,
+            buffered: Default::default(),
+        }
+    }
+
+    /// The next whole revision.
+    async fn changes(&mut self, limit: Duration) -> Changes {
+        assert!(
+            self.buffered.is_empty(),
+            "events of an earlier revision unread"
+        );
+        tokio::time::timeout(limit, self.stream.next())
+            .await
+            .expect("no watch event in time")
+            .expect("watch stream ended")
+            .expect("watch error")
+    }
+}
+
+async fn next_event(watch: &mut Watch) -> Event {
+    if let Some(event) = watch.buffered.pop_front() {
+        return event;
+    }
+    let changes = watch.changes(Duration::from_secs(10)).await;
+    assert!(!changes.events.is_empty(), "an empty revision item");
+    for event in &changes.events {
+        assert_eq!(
+            event.revision(),
+            changes.revision,
+            "an event filed under another revision"
+        );
+    }
+    watch.buffered.extend(changes.events);
+    watch.buffered.pop_front().expect("one event")
 }
 
 async fn put_ok(store: &Shared, key: &str, value: &str) -> i64 {
@@ -350,7 +418,7 @@ async fn no_gap_between_list_and_watch(h: &mut Harness) {
             break;
         }
     }
-    let mut watch = s.watch("/t/g/", first_revision.unwrap() + 1).await.unwrap();
+    let mut watch = Watch::new(s.watch("/t/g/", first_revision.unwrap() + 1).await.unwrap());
     let done = writer.await.unwrap();
     loop {
         let event = next_event(&mut watch).await;
@@ -393,7 +461,7 @@ async fn watch_replays_history(h: &mut Harness) {
     put_ok(s, "/t/other", "x").await;
     s.delete("/t/w/a").await.unwrap();
     let r4 = s.revision().await.unwrap();
-    let mut watch = s.watch("/t/w/", r1).await.unwrap();
+    let mut watch = Watch::new(s.watch("/t/w/", r1).await.unwrap());
     assert!(
         matches!(next_event(&mut watch).await, Event::Put(kv) if kv.key == "/t/w/a" && kv.mod_revision == r1)
     );
@@ -409,7 +477,7 @@ async fn watch_replays_history(h: &mut Harness) {
         matches!(next_event(&mut watch).await, Event::Put(kv) if kv.key == "/t/w/c" && kv.mod_revision == r5)
     );
     // A watch "from now on" sees only later changes.
-    let mut now = s.watch("/t/w/", 0).await.unwrap();
+    let mut now = Watch::new(s.watch("/t/w/", 0).await.unwrap());
     let r6 = put_ok(s, "/t/w/d", "4").await;
     assert_eq!(next_event(&mut now).await.revision(), r6);
     // One transaction's events come together, with one revision.
@@ -421,20 +489,21 @@ async fn watch_replays_history(h: &mut Harness) {
         )
         .await
         .unwrap();
-    for key in ["/t/w/d", "/t/w/e", "/t/w/f"] {
-        let event = next_event(&mut watch).await;
-        assert_eq!(event.key(), key);
+    assert_eq!(next_event(&mut watch).await.key(), "/t/w/d");
+    // One item for the whole transaction, on both watches.
+    for w in [&mut watch, &mut now] {
+        let changes = w.changes(Duration::from_secs(10)).await;
+        assert_eq!(changes.revision, resp.revision);
+        let keys: Vec<_> = changes.events.iter().map(|e| e.key().to_owned()).collect();
+        assert_eq!(keys, ["/t/w/e", "/t/w/f"]);
     }
-    let e = next_event(&mut now).await;
-    let f = next_event(&mut now).await;
-    assert_eq!((e.revision(), f.revision()), (resp.revision, resp.revision));
 }
 
 async fn watch_resumes_after_reconnect(h: &mut Harness) {
     let mut last = 0;
     {
         let s = h.store();
-        let mut watch = s.watch("/t/res/", 0).await.unwrap();
+        let mut watch = Watch::new(s.watch("/t/res/", 0).await.unwrap());
         for i in 0..5 {
             put_ok(s, &format!("/t/res/{i}"), "before").await;
             last = next_event(&mut watch).await.revision();
@@ -448,7 +517,7 @@ async fn watch_resumes_after_reconnect(h: &mut Harness) {
     s.delete("/t/res/0").await.unwrap();
     // Resuming from the revision after the last one seen gives exactly the
     // missed changes.
-    let mut watch = s.watch("/t/res/", last + 1).await.unwrap();
+    let mut watch = Watch::new(s.watch("/t/res/", last + 1).await.unwrap());
     for i in 5..10 {
         let event = next_event(&mut watch).await;
         assert_eq!(event.key(), format!("/t/res/{i}"));
@@ -479,7 +548,7 @@ async fn compaction_is_reported(h: &mut Harness) {
         other => panic!("expected compacted, got {other:?}"),
     }
     // From the compaction point on, history is still there.
-    let mut watch = s.watch("/t/c/", r3).await.unwrap();
+    let mut watch = Watch::new(s.watch("/t/c/", r3).await.unwrap());
     assert_eq!(next_event(&mut watch).await.revision(), r3);
     // The current value survives compaction.
     assert_eq!(s.get("/t/c/a").await.unwrap().unwrap().value, b"3");
@@ -496,14 +565,11 @@ async fn lease_expiry_deletes_keys(h: &mut Harness) {
     s.txn(put).await.unwrap();
     put_ok(s, "/t/l/plain", "stays").await;
     assert_eq!(s.get("/t/l/alive").await.unwrap().unwrap().lease, lease);
-    let mut watch = s.watch("/t/l/", 0).await.unwrap();
+    let mut watch = Watch::new(s.watch("/t/l/", 0).await.unwrap());
     // Nobody renews: within TTL plus etcd's expiry granularity the key goes,
     // and watchers see it go.
-    let event = tokio::time::timeout(Duration::from_secs(15), watch.next())
-        .await
-        .expect("lease did not expire within 15 s")
-        .unwrap()
-        .unwrap();
+    let changes = watch.changes(Duration::from_secs(15)).await;
+    let event = changes.events[0].clone();
     assert!(
         matches!(event, Event::Delete(ref kv) if kv.key == "/t/l/alive"),
         "{event:?}"
@@ -573,16 +639,12 @@ async fn etcd_watch_survives_etcd_restart() {
     with_timeout(async {
         let mut h = Harness::etcd().await;
         let s = h.store().clone();
-        let mut watch = s.watch("/t/live/", 0).await.unwrap();
+        let mut watch = Watch::new(s.watch("/t/live/", 0).await.unwrap());
         let r1 = put_ok(&s, "/t/live/a", "1").await;
         assert_eq!(next_event(&mut watch).await.revision(), r1);
         h.restart().await;
         let r2 = put_ok(&s, "/t/live/b", "2").await;
-        let event = tokio::time::timeout(Duration::from_secs(20), watch.next())
-            .await
-            .expect("event after restart")
-            .unwrap()
-            .unwrap();
+        let event = watch.changes(Duration::from_secs(20)).await.events[0].clone();
         assert_eq!((event.key(), event.revision()), ("/t/live/b", r2));
     })
     .await;

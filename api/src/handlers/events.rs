@@ -169,29 +169,31 @@ async fn stream(
     };
     loop {
         tokio::select! {
-            event = watch.next() => {
-                let event = match event {
-                    Some(Ok(event)) => event,
+            changes = watch.next() => {
+                let changes = match changes {
+                    Some(Ok(changes)) => changes,
                     Some(Err(lb_pkg::store::Error::Compacted { compact_revision, .. })) => {
                         return Err(compacted(start, compact_revision))
                     }
                     Some(Err(e)) => return Err(internal(e)),
                     None => return Ok(()),
                 };
-                let (kind_type, kv) = match &event {
-                    Event::Put(kv) => ("put", kv),
-                    Event::Delete(kv) => ("delete", kv),
-                };
-                let Some(parsed) = ctx.keys.parse(&kv.key) else { continue };
-                let value = matches!(event, Event::Put(_)).then_some(kv);
-                if !vis.visible(&parsed, value) {
-                    continue;
-                }
-                if tx.send(Message::text(item(kind_type, &parsed, kv).to_string())).await.is_err() {
-                    return Ok(());
-                }
-                if let (Parsed::Project { pid }, "delete") = (&parsed, kind_type) {
-                    vis.projects.remove(*pid);
+                for event in &changes.events {
+                    let (kind_type, kv) = match event {
+                        Event::Put(kv) => ("put", kv),
+                        Event::Delete(kv) => ("delete", kv),
+                    };
+                    let Some(parsed) = ctx.keys.parse(&kv.key) else { continue };
+                    let value = matches!(event, Event::Put(_)).then_some(kv);
+                    if !vis.visible(&parsed, value) {
+                        continue;
+                    }
+                    if tx.send(Message::text(item(kind_type, &parsed, kv).to_string())).await.is_err() {
+                        return Ok(());
+                    }
+                    if let (Parsed::Project { pid }, "delete") = (&parsed, kind_type) {
+                        vis.projects.remove(*pid);
+                    }
                 }
             }
             incoming = rx.next() => {

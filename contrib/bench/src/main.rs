@@ -61,7 +61,8 @@ impl Run {
             return Duration::ZERO;
         }
         self.latencies.sort();
-        let i = ((self.latencies.len() as f64 * p).ceil() as usize).clamp(1, self.latencies.len()) - 1;
+        let i =
+            ((self.latencies.len() as f64 * p).ceil() as usize).clamp(1, self.latencies.len()) - 1;
         self.latencies[i]
     }
 }
@@ -97,7 +98,12 @@ where
         .collect();
     tokio::time::sleep(duration).await;
     stop.store(true, Ordering::Relaxed);
-    let mut run = Run { ops: 0, errors: 0, elapsed: Duration::ZERO, latencies: Vec::new() };
+    let mut run = Run {
+        ops: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+        latencies: Vec::new(),
+    };
     for task in tasks {
         let (latencies, errors) = task.await.expect("bench task");
         run.errors += errors;
@@ -129,7 +135,12 @@ where
             (op(n).await, t.elapsed())
         }));
     }
-    let mut run = Run { ops: 0, errors: 0, elapsed: Duration::ZERO, latencies: Vec::new() };
+    let mut run = Run {
+        ops: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+        latencies: Vec::new(),
+    };
     for handle in handles {
         let (ok, latency) = handle.await.expect("bench task");
         if ok {
@@ -158,16 +169,27 @@ fn line(what: &str, run: &mut Run) {
     );
 }
 
-async fn api_bench(etcd: Vec<String>, seconds: u64, concurrency: usize, rate: u64) -> anyhow::Result<()> {
+async fn api_bench(
+    etcd: Vec<String>,
+    seconds: u64,
+    concurrency: usize,
+    rate: u64,
+) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let backend = if etcd.is_empty() {
         lb_pkg::store::Backend::Embedded(dir.path().to_path_buf())
     } else {
         lb_pkg::store::Backend::Etcd(etcd.clone())
     };
-    let store: Shared = lb_pkg::store::open(&backend).await.context("open the store")?;
+    let store: Shared = lb_pkg::store::open(&backend)
+        .await
+        .context("open the store")?;
     let duration = Duration::from_secs(seconds);
-    let label = if etcd.is_empty() { "embedded".to_owned() } else { format!("etcd {}", etcd.join(",")) };
+    let label = if etcd.is_empty() {
+        "embedded".to_owned()
+    } else {
+        format!("etcd {}", etcd.join(","))
+    };
     println!("lb-bench api on {label}: {seconds} s per run, {concurrency} in flight, fixed-rate GET at {rate}/s");
 
     // Baseline: the raw store.
@@ -181,20 +203,31 @@ async fn api_bench(etcd: Vec<String>, seconds: u64, concurrency: usize, rate: u6
     let s = store.clone();
     let mut raw_put = closed_loop(concurrency, duration, move |n| {
         let s = s.clone();
-        async move { s.put(&format!("/bench/raw/put/{}", n % 1000), vec![b'y'; 600]).await.is_ok() }
+        async move {
+            s.put(&format!("/bench/raw/put/{}", n % 1000), vec![b'y'; 600])
+                .await
+                .is_ok()
+        }
     })
     .await;
 
     // The API over the same store.
     let mut config = lb_api::Config::new("127.0.0.1:0".parse()?, lb_api::server::Signup::Open);
     config.login_limit_per_address = usize::MAX;
-    lb_api::accounts::ensure_admin(store.as_ref(), &config.keys, Some("bench-admin".into())).await?;
+    lb_api::accounts::ensure_admin(store.as_ref(), &config.keys, Some("bench-admin".into()))
+        .await?;
     let server = lb_api::Server::bind(&config, store.clone(), std::future::pending()).await?;
     let base = format!("http://{}/api/v1", server.addr());
     tokio::spawn(server.run());
-    let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency * 2).build()?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency * 2)
+        .build()?;
     let user = format!("bench{}", std::process::id());
-    client.post(format!("{base}/auth/signup")).json(&json!({"username": user, "password": "bench-password"})).send().await?;
+    client
+        .post(format!("{base}/auth/signup"))
+        .json(&json!({"username": user, "password": "bench-password"}))
+        .send()
+        .await?;
     let login: serde_json::Value = client
         .post(format!("{base}/auth/login"))
         .json(&json!({"username": user, "password": "bench-password"}))
@@ -204,14 +237,24 @@ async fn api_bench(etcd: Vec<String>, seconds: u64, concurrency: usize, rate: u6
         .await?;
     let token = login["token"].as_str().context("login token")?.to_owned();
     let auth = format!("Bearer {token}");
-    let created = client.post(format!("{base}/projects")).header("authorization", &auth).json(&json!({"name": "bench"})).send().await?;
+    let created = client
+        .post(format!("{base}/projects"))
+        .header("authorization", &auth)
+        .json(&json!({"name": "bench"}))
+        .send()
+        .await?;
     if !created.status().is_success() {
         bail!("cannot create the bench project: {}", created.text().await?);
     }
     for i in 0..concurrency {
         let spec = json!({"name": format!("svc-{i}"), "image": "busybox", "replicas": 2, "memory": 64,
             "ports": [{"container": 8080}], "env": {"MODE": "bench"}});
-        let r = client.post(format!("{base}/projects/bench/services")).header("authorization", &auth).json(&spec).send().await?;
+        let r = client
+            .post(format!("{base}/projects/bench/services"))
+            .header("authorization", &auth)
+            .json(&spec)
+            .send()
+            .await?;
         if !r.status().is_success() {
             bail!("cannot create a bench service: {}", r.text().await?);
         }
@@ -221,7 +264,10 @@ async fn api_bench(etcd: Vec<String>, seconds: u64, concurrency: usize, rate: u6
         let (client, base, auth) = (client.clone(), base.clone(), auth.clone());
         move |n: u64| {
             let (client, auth) = (client.clone(), auth.clone());
-            let url = format!("{base}/projects/bench/services/svc-{}", n as usize % concurrency);
+            let url = format!(
+                "{base}/projects/bench/services/svc-{}",
+                n as usize % concurrency
+            );
             async move {
                 match client.get(url).header("authorization", auth).send().await {
                     Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
@@ -241,7 +287,13 @@ async fn api_bench(etcd: Vec<String>, seconds: u64, concurrency: usize, rate: u6
             let url = format!("{base}/projects/bench/services/svc-{slot}");
             async move {
                 let body = json!({"description": format!("patched {slot}")});
-                match client.patch(url).header("authorization", auth).json(&body).send().await {
+                match client
+                    .patch(url)
+                    .header("authorization", auth)
+                    .json(&body)
+                    .send()
+                    .await
+                {
                     Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
                     Err(_) => false,
                 }
@@ -277,6 +329,11 @@ async fn api_bench(etcd: Vec<String>, seconds: u64, concurrency: usize, rate: u6
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Api { etcd, seconds, concurrency, rate } => api_bench(etcd, seconds, concurrency, rate).await,
+        Command::Api {
+            etcd,
+            seconds,
+            concurrency,
+            rate,
+        } => api_bench(etcd, seconds, concurrency, rate).await,
     }
 }

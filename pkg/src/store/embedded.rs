@@ -30,7 +30,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use super::codec;
 use super::{
-    prefix_end, Compare, Error, Event, KeyValue, Op, OpResult, Page, Result, Store, Txn,
+    prefix_end, Changes, Compare, Error, Event, KeyValue, Op, OpResult, Page, Result, Store, Txn,
     TxnResponse, WatchStream, MAX_TXN_OPS,
 };
 
@@ -669,7 +669,7 @@ impl Store for EmbeddedStore {
                 compact_revision,
             });
         }
-        let (tx, rx) = mpsc::channel::<Result<Event>>(256);
+        let (tx, rx) = mpsc::channel::<Result<Changes>>(256);
         let inner = Arc::downgrade(&self.inner);
         let prefix = prefix.to_owned();
         tokio::spawn(async move {
@@ -694,7 +694,7 @@ impl Store for EmbeddedStore {
                         continue;
                     }
                     for (revision, events) in chunk {
-                        if !send_matching(&tx, &prefix, &events).await {
+                        if !send_matching(&tx, &prefix, revision, &events).await {
                             return;
                         }
                         next = revision + 1;
@@ -715,7 +715,8 @@ impl Store for EmbeddedStore {
                             catch_up = true;
                             continue;
                         }
-                        if !send_matching(&tx, &prefix, &committed.events).await {
+                        if !send_matching(&tx, &prefix, committed.revision, &committed.events).await
+                        {
                             return;
                         }
                         next = committed.revision + 1;
@@ -765,12 +766,21 @@ impl std::fmt::Debug for EmbeddedStore {
     }
 }
 
-/// Sends the events under `prefix`; answers false when the watcher is gone.
-async fn send_matching(tx: &mpsc::Sender<Result<Event>>, prefix: &str, events: &[Event]) -> bool {
-    for event in events.iter().filter(|e| e.key().starts_with(prefix)) {
-        if tx.send(Ok(event.clone())).await.is_err() {
-            return false;
-        }
+/// Sends the revision's events under `prefix` as one item (nothing when none
+/// match); answers false when the watcher is gone.
+async fn send_matching(
+    tx: &mpsc::Sender<Result<Changes>>,
+    prefix: &str,
+    revision: i64,
+    events: &[Event],
+) -> bool {
+    let events: Vec<Event> = events
+        .iter()
+        .filter(|e| e.key().starts_with(prefix))
+        .cloned()
+        .collect();
+    if !events.is_empty() && tx.send(Ok(Changes { revision, events })).await.is_err() {
+        return false;
     }
     !tx.is_closed()
 }

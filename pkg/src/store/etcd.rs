@@ -12,7 +12,7 @@ use etcd_client as ec;
 use tokio::sync::mpsc;
 
 use super::{
-    prefix_end, Compare, Error, Event, KeyValue, Op, OpResult, Page, Result, Store, Txn,
+    prefix_end, Changes, Compare, Error, Event, KeyValue, Op, OpResult, Page, Result, Store, Txn,
     TxnResponse, WatchStream,
 };
 
@@ -240,7 +240,7 @@ impl Store for EtcdStore {
         };
         // Open the first watch here so an unreachable etcd is an error now.
         let first = open_watch(&self.client, prefix, from).await?;
-        let (tx, rx) = mpsc::channel::<Result<Event>>(256);
+        let (tx, rx) = mpsc::channel::<Result<Changes>>(256);
         tokio::spawn(run_watch(
             self.client.clone(),
             prefix.to_owned(),
@@ -343,7 +343,7 @@ async fn run_watch(
     prefix: String,
     mut next: i64,
     first: OpenWatch,
-    tx: mpsc::Sender<Result<Event>>,
+    tx: mpsc::Sender<Result<Changes>>,
 ) {
     let mut current = Some(first);
     let mut backoff = Duration::from_millis(100);
@@ -396,6 +396,7 @@ async fn run_watch(
             }
             backoff = Duration::from_millis(100);
             let mut last = next - 1;
+            let mut batch: Option<Changes> = None;
             for event in resp.events() {
                 let Some(kv) = event.kv() else { continue };
                 let kv = match convert_kv(kv) {
@@ -406,6 +407,7 @@ async fn run_watch(
                     }
                 };
                 last = last.max(kv.mod_revision);
+                let revision = kv.mod_revision;
                 let event = match event.event_type() {
                     ec::EventType::Put => Event::Put(kv),
                     ec::EventType::Delete => Event::Delete(KeyValue {
@@ -413,7 +415,22 @@ async fn run_watch(
                         ..kv
                     }),
                 };
-                if tx.send(Ok(event)).await.is_err() {
+                match &mut batch {
+                    Some(b) if b.revision == revision => b.events.push(event),
+                    _ => {
+                        if let Some(done) = batch.replace(Changes {
+                            revision,
+                            events: vec![event],
+                        }) {
+                            if tx.send(Ok(done)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+            if let Some(done) = batch {
+                if tx.send(Ok(done)).await.is_err() {
                     return;
                 }
             }

@@ -18,6 +18,7 @@
 //! - Leases expire after their TTL unless kept alive; expiry deletes the keys
 //!   attached to them, visible to watchers as delete events.
 
+pub mod cache;
 pub mod codec;
 pub mod embedded;
 pub mod etcd;
@@ -236,11 +237,22 @@ impl Event {
     }
 }
 
-/// A stream of watch events, in revision order. It ends with an error item
+/// The changes of one revision that a watch matched, all together: a
+/// transaction's events are never split across items, so a consumer never
+/// sees half of one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Changes {
+    /// The revision.
+    pub revision: i64,
+    /// Its events under the watched prefix, in the order they were made.
+    pub events: Vec<Event>,
+}
+
+/// A stream of watch changes, one item per revision, in revision order. It ends with an error item
 /// when history it needs was compacted ([`Error::Compacted`]): a watch from a
 /// compacted revision fails either at once (embedded) or with that first item
 /// (etcd reports it after creating the watch).
-pub type WatchStream = Pin<Box<dyn Stream<Item = Result<Event>> + Send>>;
+pub type WatchStream = Pin<Box<dyn Stream<Item = Result<Changes>> + Send>>;
 
 /// The store interface. Cheap to clone through [`Shared`].
 #[async_trait]

@@ -1,0 +1,296 @@
+//! A read cache over the store: the keys under one prefix kept in memory by
+//! list + watch (a reflector, as kube-runtime's), serving `get`, `range` and
+//! read-only transactions without a round trip.
+//!
+//! Consistency:
+//! - Writes always go to the store, with their compares: the cache never
+//!   decides a conditional write, so no acknowledged write is lost and no
+//!   conflict is missed.
+//! - After a write through this cache changes keys under the prefix, the
+//!   write returns only once the cache has applied that revision: a client
+//!   reads its own writes.
+//! - Writes by other processes show up after the watch delivers them
+//!   (milliseconds); a read may lag by that much.
+//! - A revision's events are applied together, so a read never sees half of
+//!   a transaction.
+//! - While the cache is (re)listing — at start, after a compaction or a lost
+//!   watch — reads go to the store.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use tokio::sync::watch;
+
+use super::{
+    Error, Event, KeyValue, Op, OpResult, Page, Result, Shared, Store, StoreExt, Txn, TxnResponse,
+    WatchStream,
+};
+
+/// How long a write waits for the cache to catch up before answering anyway.
+const CATCH_UP: Duration = Duration::from_secs(5);
+
+#[derive(Default)]
+struct Data {
+    kvs: BTreeMap<String, KeyValue>,
+    revision: i64,
+    ready: bool,
+}
+
+/// A store whose reads under `prefix` come from memory.
+pub struct CachedStore {
+    inner: Shared,
+    prefix: String,
+    data: Arc<RwLock<Data>>,
+    applied: watch::Receiver<i64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for CachedStore {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl CachedStore {
+    /// Starts caching the keys under `prefix`; answers once the first list is
+    /// loaded (or failed: then reads go to the store until it succeeds).
+    pub async fn new(inner: Shared, prefix: &str) -> Self {
+        let data = Arc::new(RwLock::new(Data::default()));
+        let (applied_tx, applied) = watch::channel(0);
+        let (loaded_tx, loaded) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(reflect(
+            inner.clone(),
+            prefix.to_owned(),
+            data.clone(),
+            applied_tx,
+            loaded_tx,
+        ));
+        let _ = tokio::time::timeout(Duration::from_secs(10), loaded).await;
+        Self {
+            inner,
+            prefix: prefix.to_owned(),
+            data,
+            applied,
+            task,
+        }
+    }
+
+    fn covers(&self, key: &str) -> bool {
+        key.starts_with(&self.prefix)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Data> {
+        self.data.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until the cache holds `revision`.
+    async fn catch_up(&self, revision: i64) {
+        let mut applied = self.applied.clone();
+        let caught = tokio::time::timeout(CATCH_UP, applied.wait_for(|r| *r >= revision)).await;
+        if !matches!(caught, Ok(Ok(_))) {
+            tracing::warn!(
+                revision,
+                "store cache did not catch up in time; reads may lag"
+            );
+        }
+    }
+}
+
+/// Keeps `data` equal to the store under `prefix`: list, then watch from the
+/// list's revision; relist on compaction or a lost watch.
+async fn reflect(
+    inner: Shared,
+    prefix: String,
+    data: Arc<RwLock<Data>>,
+    applied: watch::Sender<i64>,
+    loaded: tokio::sync::oneshot::Sender<()>,
+) {
+    let mut loaded = Some(loaded);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let listed = inner.list(&prefix).await;
+        let (kvs, revision) = match listed {
+            Ok(listed) => listed,
+            Err(err) => {
+                tracing::warn!(error = %err, "store cache cannot list; retrying");
+                if let Some(done) = loaded.take() {
+                    let _ = done.send(());
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        let mut stream = match inner.watch(&prefix, revision + 1).await {
+            Ok(stream) => stream,
+            Err(err) => {
+                tracing::warn!(error = %err, "store cache cannot watch; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        {
+            let mut d = data.write().unwrap_or_else(|p| p.into_inner());
+            d.kvs = kvs.into_iter().map(|kv| (kv.key.clone(), kv)).collect();
+            d.revision = revision;
+            d.ready = true;
+        }
+        applied.send_replace(revision);
+        if let Some(done) = loaded.take() {
+            let _ = done.send(());
+        }
+        backoff = Duration::from_millis(100);
+        while let Some(item) = stream.next().await {
+            let changes = match item {
+                Ok(changes) => changes,
+                Err(Error::Compacted { .. }) => {
+                    tracing::info!("store cache fell behind a compaction; relisting");
+                    break;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "store cache watch failed; relisting");
+                    break;
+                }
+            };
+            {
+                let mut d = data.write().unwrap_or_else(|p| p.into_inner());
+                for event in changes.events {
+                    match event {
+                        Event::Put(kv) => {
+                            d.kvs.insert(kv.key.clone(), kv);
+                        }
+                        Event::Delete(kv) => {
+                            d.kvs.remove(&kv.key);
+                        }
+                    }
+                }
+                d.revision = changes.revision;
+            }
+            applied.send_replace(changes.revision);
+        }
+        // Serve from the store until the relist is done.
+        data.write().unwrap_or_else(|p| p.into_inner()).ready = false;
+    }
+}
+
+#[async_trait]
+impl Store for CachedStore {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        if self.covers(key) {
+            let d = self.read();
+            if d.ready {
+                return Ok(d.kvs.get(key).cloned());
+            }
+        }
+        self.inner.get(key).await
+    }
+
+    async fn range(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Page> {
+        if self.covers(prefix) {
+            let d = self.read();
+            if d.ready {
+                let start = match after {
+                    Some(after) if after >= prefix => std::ops::Bound::Excluded(after.to_owned()),
+                    _ => std::ops::Bound::Included(prefix.to_owned()),
+                };
+                let mut kvs = Vec::new();
+                let mut more = false;
+                for (key, kv) in d.kvs.range((start, std::ops::Bound::Unbounded)) {
+                    if !key.starts_with(prefix) {
+                        break;
+                    }
+                    if limit > 0 && kvs.len() == limit {
+                        more = true;
+                        break;
+                    }
+                    kvs.push(kv.clone());
+                }
+                return Ok(Page {
+                    kvs,
+                    more,
+                    revision: d.revision,
+                });
+            }
+        }
+        self.inner.range(prefix, after, limit).await
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+        let read_only = txn.compares.is_empty()
+            && txn
+                .success
+                .iter()
+                .all(|op| matches!(op, Op::Get(k) if self.covers(k)));
+        if read_only {
+            let d = self.read();
+            if d.ready {
+                let results = txn
+                    .success
+                    .iter()
+                    .map(|op| match op {
+                        Op::Get(key) => OpResult::Get(d.kvs.get(key).cloned()),
+                        _ => unreachable!("read-only transaction"),
+                    })
+                    .collect();
+                return Ok(TxnResponse {
+                    succeeded: true,
+                    revision: d.revision,
+                    results,
+                });
+            }
+        }
+        let branch_is_success = {
+            let resp = self.inner.txn(txn.clone()).await?;
+            let branch = if resp.succeeded {
+                &txn.success
+            } else {
+                &txn.failure
+            };
+            let changed_here = branch.iter().zip(&resp.results).any(|(op, result)| {
+                let key = match op {
+                    Op::Put { key, .. } | Op::Delete(key) | Op::DeletePrefix(key) => key,
+                    Op::Get(_) => return false,
+                };
+                let changed = match result {
+                    OpResult::Put => true,
+                    OpResult::Deleted(n) => *n > 0,
+                    OpResult::Get(_) => false,
+                };
+                changed && (self.covers(key) || self.prefix.starts_with(key.as_str()))
+            });
+            if changed_here {
+                self.catch_up(resp.revision).await;
+            }
+            resp
+        };
+        Ok(branch_is_success)
+    }
+
+    async fn watch(&self, prefix: &str, from_revision: i64) -> Result<WatchStream> {
+        self.inner.watch(prefix, from_revision).await
+    }
+
+    async fn revision(&self) -> Result<i64> {
+        self.inner.revision().await
+    }
+
+    async fn compact(&self, revision: i64) -> Result<()> {
+        self.inner.compact(revision).await
+    }
+
+    async fn lease_grant(&self, ttl_secs: i64) -> Result<i64> {
+        self.inner.lease_grant(ttl_secs).await
+    }
+
+    async fn lease_keep_alive(&self, lease: i64) -> Result<()> {
+        self.inner.lease_keep_alive(lease).await
+    }
+
+    async fn lease_revoke(&self, lease: i64) -> Result<()> {
+        self.inner.lease_revoke(lease).await
+    }
+}
