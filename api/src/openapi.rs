@@ -214,7 +214,7 @@ pub fn route_of(method: &str, path: &str) -> &'static str {
 fn schemas() -> Value {
     let error = json!({"type": "object", "required": ["error"], "properties": {"error": {
         "type": "object", "required": ["code", "message"],
-        "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "field": {"type": ["string", "null"]}}}}});
+        "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string", "nullable": true}}}}});
     let name = json!({"type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"});
     let list = |item: &str| {
         json!({"type": "object", "required": ["items", "total"], "properties": {
@@ -241,18 +241,18 @@ fn schemas() -> Value {
         "MergePatch": {"type": "object", "description": "RFC 7396 JSON merge patch of the resource's writable fields"},
         "Port": {"type": "object", "required": ["container"], "additionalProperties": false, "properties": {
             "container": {"type": "integer", "minimum": 1, "maximum": 65535},
-            "host": {"type": ["integer", "null"], "minimum": 1, "maximum": 65535},
+            "host": {"type": "integer", "nullable": true, "minimum": 1, "maximum": 65535},
             "protocol": {"enum": ["tcp", "udp"]}}},
         "ServiceSpec": {"type": "object", "required": ["name"], "additionalProperties": false, "properties": {
             "name": name, "description": {"type": "string", "maxLength": 1024},
-            "image": {"type": ["string", "null"]},
-            "source": {"type": ["object", "null"]},
+            "image": {"type": "string", "nullable": true},
+            "source": {"type": "object", "nullable": true},
             "replicas": {"type": "integer", "minimum": 0, "maximum": 1000},
             "memory": {"type": "integer", "minimum": 6, "description": "MiB, a hard limit"},
-            "cpu": {"type": "number", "exclusiveMinimum": 0},
+            "cpu": {"type": "number", "minimum": 0, "exclusiveMinimum": true, "maximum": 1024},
             "ports": {"type": "array", "items": {"$ref": "#/components/schemas/Port"}},
             "env": {"type": "object", "additionalProperties": {"type": "string"}},
-            "command": {"type": ["array", "null"], "items": {"type": "string"}},
+            "command": {"type": "array", "nullable": true, "items": {"type": "string"}},
             "volumes": {"type": "array", "items": {"type": "object", "required": ["name", "path"],
                 "properties": {"name": name, "path": {"type": "string"}}}},
             "domains": {"type": "array", "items": {"type": "string"}},
@@ -269,7 +269,7 @@ fn schemas() -> Value {
         "Rollback": {"type": "object", "required": ["build"], "additionalProperties": false,
             "properties": {"build": {"type": "integer", "minimum": 1}}},
         "Replica": {"type": "object", "required": ["id", "node", "state", "image", "generation", "ports", "restarts", "message"], "properties": {
-            "id": {"type": "string"}, "node": {"type": ["string", "null"]},
+            "id": {"type": "string"}, "node": {"type": "string", "nullable": true},
             "state": {"enum": ["pending", "starting", "running", "failed", "exited", "stopping"]},
             "image": {"type": "string"}, "generation": {"type": "integer"},
             "ports": {"type": "array", "items": {"type": "object"}}, "restarts": {"type": "integer"}, "message": {"type": "string"}}},
