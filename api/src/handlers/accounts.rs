@@ -75,6 +75,7 @@ pub async fn login(ctx: Ctx, addr: Option<SocketAddr>, body: Credentials) -> Res
             crate::accounts::Error::Store(e) => ApiError::from(e),
             other => ApiError::internal(other),
         })?;
+    let user = user.filter(|_| lb_pkg::model::validate_name(&username).is_ok());
     let ok = match &user {
         Some(user) if body.password.len() <= MAX_PASSWORD => {
             verify_password(&body.password, &user.password_hash)
