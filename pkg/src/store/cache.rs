@@ -6,9 +6,10 @@
 //! - Writes always go to the store, with their compares: the cache never
 //!   decides a conditional write, so no acknowledged write is lost and no
 //!   conflict is missed.
-//! - After a write through this cache changes keys under the prefix, the
-//!   write returns only once the cache has applied that revision: a client
-//!   reads its own writes.
+//! - After a write (or a lease revoke) through this cache changes keys, it
+//!   returns only once the cache has applied that revision: a client reads
+//!   its own writes. The cache watches every key (keeping those under the
+//!   prefix) so that every revision reaches it.
 //! - Writes by other processes show up after the watch delivers them
 //!   (milliseconds); a read may lag by that much.
 //! - A revision's events are applied together, so a read never sees half of
@@ -124,7 +125,10 @@ async fn reflect(
                 continue;
             }
         };
-        let mut stream = match inner.watch(&prefix, revision + 1).await {
+        // Watch every key, not just the prefix: each revision then reaches the
+        // cache, so a writer waiting for its revision is never left waiting
+        // for a change outside the prefix.
+        let mut stream = match inner.watch("", revision + 1).await {
             Ok(stream) => stream,
             Err(err) => {
                 tracing::warn!(error = %err, "store cache cannot watch; retrying");
@@ -158,7 +162,11 @@ async fn reflect(
             };
             {
                 let mut d = data.write().unwrap_or_else(|p| p.into_inner());
-                for event in changes.events {
+                for event in changes
+                    .events
+                    .into_iter()
+                    .filter(|e| e.key().starts_with(&prefix))
+                {
                     match event {
                         Event::Put(kv) => {
                             d.kvs.insert(kv.key.clone(), kv);
@@ -243,31 +251,24 @@ impl Store for CachedStore {
                 });
             }
         }
-        let branch_is_success = {
-            let resp = self.inner.txn(txn.clone()).await?;
-            let branch = if resp.succeeded {
-                &txn.success
-            } else {
-                &txn.failure
-            };
-            let changed_here = branch.iter().zip(&resp.results).any(|(op, result)| {
-                let key = match op {
-                    Op::Put { key, .. } | Op::Delete(key) | Op::DeletePrefix(key) => key,
-                    Op::Get(_) => return false,
-                };
-                let changed = match result {
-                    OpResult::Put => true,
-                    OpResult::Deleted(n) => *n > 0,
-                    OpResult::Get(_) => false,
-                };
-                changed && (self.covers(key) || self.prefix.starts_with(key.as_str()))
-            });
-            if changed_here {
-                self.catch_up(resp.revision).await;
-            }
-            resp
+        let resp = self.inner.txn(txn.clone()).await?;
+        let branch = if resp.succeeded {
+            &txn.success
+        } else {
+            &txn.failure
         };
-        Ok(branch_is_success)
+        let changed = branch
+            .iter()
+            .zip(&resp.results)
+            .any(|(op, result)| match (op, result) {
+                (Op::Put { .. }, OpResult::Put) => true,
+                (Op::Delete(_) | Op::DeletePrefix(_), OpResult::Deleted(n)) => *n > 0,
+                _ => false,
+            });
+        if changed {
+            self.catch_up(resp.revision).await;
+        }
+        Ok(resp)
     }
 
     async fn watch(&self, prefix: &str, from_revision: i64) -> Result<WatchStream> {
@@ -291,6 +292,10 @@ impl Store for CachedStore {
     }
 
     async fn lease_revoke(&self, lease: i64) -> Result<()> {
-        self.inner.lease_revoke(lease).await
+        self.inner.lease_revoke(lease).await?;
+        // The keys it deleted: visible in the cache before answering.
+        let revision = self.inner.revision().await?;
+        self.catch_up(revision).await;
+        Ok(())
     }
 }
