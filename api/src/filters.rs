@@ -10,7 +10,7 @@ use warp::{Filter, Rejection, Reply};
 use crate::auth::{authenticate, Caller};
 use crate::context::Ctx;
 use crate::error::{ApiError, Result};
-use crate::handlers::{self, accounts, events, projects, services, Response};
+use crate::handlers::{self, accounts, events, nodes, projects, services, Response};
 use crate::models::Paging;
 
 /// The largest request body accepted.
@@ -130,6 +130,29 @@ async fn read_limited(
         }
     }
     Ok(out)
+}
+
+/// Like [`body`], but an empty body means the type's default.
+fn body_or_default<T: DeserializeOwned + Default + Send>() -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
+    warp::header::optional::<u64>("content-length")
+        .and(warp::body::stream())
+        .and_then(|declared: Option<u64>, stream| async move {
+            let bytes = read_limited(declared, stream).await.map_err(Rejection::from)?;
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                return Ok(T::default());
+            }
+            handlers::parse_body::<T>(&bytes).map_err(Rejection::from)
+        })
+}
+
+/// A node's credential from the `Authorization` header.
+fn node_caller(ctx: Ctx) -> impl Filter<Extract = (String,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("authorization").and(with_ctx(ctx)).and_then(
+        |header: Option<String>, ctx: Ctx| async move {
+            let token = bearer(header)?.ok_or_else(|| ApiError::unauthorized("a node credential is required"))?;
+            nodes::authenticate_node(&ctx, &token).await.map_err(Rejection::from)
+        },
+    )
 }
 
 fn if_match() -> impl Filter<Extract = (Option<i64>,), Error = Rejection> + Clone {
@@ -388,6 +411,53 @@ pub fn api(ctx: Ctx) -> BoxedFilter<(Response,)> {
             },
         );
 
+    let node_connect = warp::path!("nodes" / "connect")
+        .and(warp::get())
+        .and(c())
+        .and(node_caller(ctx.clone()))
+        .and(warp::ws())
+        .map(|ctx: Ctx, nid: String, ws: warp::ws::Ws| {
+            ws.on_upgrade(move |socket| nodes::channel(ctx, nid, socket)).into_response()
+        });
+    let join_tokens = warp::path!("nodes" / "join-tokens")
+        .and(warp::post())
+        .and(c())
+        .and(who())
+        .and(body_or_default())
+        .and_then(|ctx, caller, b| respond_fut(nodes::create_join_token(ctx, caller, b)));
+    let join = warp::path!("nodes" / "join")
+        .and(warp::post())
+        .and(c())
+        .and(body())
+        .and_then(|ctx, b| respond_fut(nodes::join(ctx, b)));
+    let nodes_list = warp::path!("nodes")
+        .and(warp::get())
+        .and(c())
+        .and(who())
+        .and_then(|ctx, caller| respond_fut(nodes::list(ctx, caller)));
+    let node_get = warp::path!("nodes" / String)
+        .and(warp::get())
+        .and(c())
+        .and(who())
+        .and_then(|n, ctx, caller| respond_fut(nodes::get(ctx, caller, n)));
+    let node_delete = warp::path!("nodes" / String)
+        .and(warp::delete())
+        .and(c())
+        .and(who())
+        .and_then(|n, ctx, caller| respond_fut(nodes::delete(ctx, caller, n)));
+    let nodes = node_connect
+        .or(join_tokens)
+        .unify()
+        .or(join)
+        .unify()
+        .or(nodes_list)
+        .unify()
+        .or(node_get)
+        .unify()
+        .or(node_delete)
+        .unify()
+        .boxed();
+
     let openapi = warp::path!("openapi.json")
         .and(warp::get())
         .map(|| warp::reply::json(&crate::openapi::document()).into_response());
@@ -399,6 +469,8 @@ pub fn api(ctx: Ctx) -> BoxedFilter<(Response,)> {
             .or(services)
             .unify()
             .or(events)
+            .unify()
+            .or(nodes)
             .unify()
             .or(openapi)
             .unify(),

@@ -274,6 +274,19 @@ fn schemas() -> Value {
             "image": {"type": "string"}, "generation": {"type": "integer"},
             "ports": {"type": "array", "items": {"type": "object"}}, "restarts": {"type": "integer"}, "message": {"type": "string"}}},
         "ReplicaList": list("Replica"),
+        "JoinToken": {"type": "object", "additionalProperties": false,
+            "properties": {"ttl": {"type": "integer", "minimum": 10, "maximum": 604800}}},
+        "JoinTokenCreated": {"type": "object", "required": ["token", "expires"],
+            "properties": {"token": {"type": "string"}, "expires": {"type": "integer"}}},
+        "Join": {"type": "object", "required": ["token", "name"], "additionalProperties": false, "properties": {
+            "token": {"type": "string"}, "name": name, "labels": {"type": "object", "additionalProperties": {"type": "string"}}}},
+        "Joined": {"type": "object", "required": ["id", "name", "credential"], "properties": {
+            "id": {"type": "string"}, "name": {"type": "string"}, "credential": {"type": "string"}}},
+        "Node": {"type": "object", "required": ["id", "name", "labels", "alive", "capacity"], "properties": {
+            "id": {"type": "string"}, "name": {"type": "string"}, "labels": {"type": "object"}, "address": {"type": "string"},
+            "alive": {"type": "boolean"}, "capacity": {"type": "object"}, "status": {"type": "object", "nullable": true},
+            "created": {"type": "integer"}}},
+        "NodeList": list("Node"),
     })
 }
 

@@ -14,7 +14,10 @@
 //! <root>/projects/<pid>/services/<sid>/replicas/<rid>/status  replica status
 //! <root>/index/services/<pid>/<service name>               -> service id
 //! <root>/nodes/<node id>/meta | status | alive             node
-//! <root>/nodes/<node id>/replicas/<rid>                    what the node runs
+//! <root>/nodes/<node id>/replicas/<rid>                    what the node runs (an assignment)
+//! <root>/nodes/<node id>/credential                        the node's credential (hashed)
+//! <root>/index/nodes/<name>                                -> node id
+//! <root>/cluster/join-tokens/<id>                          single-use join token (hashed)
 //! <root>/images/<project>/<service>/...                    registry metadata
 //! <root>/cluster/<name>                                    cluster settings (e.g. signing keys)
 //! ```
@@ -122,6 +125,7 @@ impl Keys {
             ["nodes", nid, "meta"] => Parsed::NodeMeta { nid },
             ["nodes", nid, "status"] => Parsed::NodeStatus { nid },
             ["nodes", nid, "alive"] => Parsed::NodeAlive { nid },
+            ["nodes", nid, "replicas", rid] => Parsed::NodeReplica { nid, rid },
             _ => Parsed::Other,
         })
     }
@@ -212,6 +216,31 @@ impl Keys {
         format!("{}/nodes/{nid}/replicas/{rid}", self.root)
     }
 
+    /// `<root>/nodes/<nid>/credential`: the node's credential (hashed).
+    pub fn node_credential(&self, nid: &str) -> String {
+        format!("{}/nodes/{nid}/credential", self.root)
+    }
+
+    /// Prefix of a node's assignments.
+    pub fn node_replicas(&self, nid: &str) -> String {
+        format!("{}/nodes/{nid}/replicas/", self.root)
+    }
+
+    /// Prefix of everything a node holds.
+    pub fn node_prefix(&self, nid: &str) -> String {
+        format!("{}/nodes/{nid}/", self.root)
+    }
+
+    /// `<root>/index/nodes/<name>` -> node id.
+    pub fn node_index(&self, name: &str) -> String {
+        format!("{}/index/nodes/{name}", self.root)
+    }
+
+    /// `<root>/cluster/join-tokens/<id>`: a single-use join token (hashed).
+    pub fn join_token(&self, id: &str) -> String {
+        format!("{}/cluster/join-tokens/{id}", self.root)
+    }
+
     /// Prefix of all nodes.
     pub fn nodes(&self) -> String {
         format!("{}/nodes/", self.root)
@@ -292,7 +321,14 @@ pub enum Parsed<'a> {
         /// Node id.
         nid: &'a str,
     },
-    /// Anything else (indexes, tokens, settings).
+    /// A node's assignment.
+    NodeReplica {
+        /// Node id.
+        nid: &'a str,
+        /// Replica id.
+        rid: &'a str,
+    },
+    /// Anything else (indexes, tokens, credentials, settings).
     Other,
 }
 

@@ -7,6 +7,7 @@
 pub mod ids;
 pub mod keys;
 pub mod model;
+pub mod protocol;
 pub mod store;
 
 #[cfg(feature = "test-support")]

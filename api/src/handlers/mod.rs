@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod events;
+pub mod nodes;
 pub mod projects;
 pub mod services;
 

@@ -4,6 +4,7 @@
 //! A validation error names the field at fault, so the API can return it in
 //! its error body.
 
+mod assignment;
 mod build;
 mod node;
 mod project;
@@ -11,6 +12,7 @@ mod replica;
 mod service;
 mod user;
 
+pub use assignment::Assignment;
 pub use build::{Build, BuildStatus, BuildStep};
 pub use node::{Capacity, Node, NodeStatus};
 pub use project::Project;

@@ -1,0 +1,54 @@
+//! Assignments: what a node must run for one replica, at
+//! `/lb/nodes/<node id>/replicas/<replica id>`. Written by whoever places the
+//! replica (the scheduler) with a snapshot of the service spec of the
+//! replica's generation, so a spec change never alters a running replica
+//! behind the rollout's back.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Port, Volume};
+
+/// One replica as its node runs it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Assignment {
+    /// The replica id.
+    pub replica: String,
+    /// Project id.
+    pub project: String,
+    /// Service id.
+    pub service: String,
+    /// Service name (for container names and labels).
+    pub service_name: String,
+    /// The service generation this replica runs.
+    pub generation: u64,
+    /// Bumped to restart the replica's container.
+    #[serde(default)]
+    pub restart_generation: u64,
+    /// Image reference.
+    pub image: String,
+    /// Memory limit in MiB (swap equal to it).
+    pub memory: u64,
+    /// CPUs.
+    pub cpu: f64,
+    /// Environment.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Command overriding the image's.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// Published ports.
+    #[serde(default)]
+    pub ports: Vec<Port>,
+    /// Named volumes.
+    #[serde(default)]
+    pub volumes: Vec<Volume>,
+    /// Whether the replica should run (false while its service is paused).
+    #[serde(default = "yes")]
+    pub running: bool,
+}
+
+fn yes() -> bool {
+    true
+}
