@@ -26,7 +26,7 @@ enum Command {
     Scheduler(StoreArgs),
     /// Run the builder and the private registry (not built yet).
     Builder(StoreArgs),
-    /// Run a node daemon that runs replicas as Docker containers (not built yet).
+    /// Run a node daemon that runs replicas as Docker containers.
     Node(NodeArgs),
 }
 
@@ -84,6 +84,9 @@ struct UpArgs {
     /// Whether anyone may sign up.
     #[arg(long, env = "LB_SIGNUP", value_enum, default_value = "open")]
     signup: SignupArg,
+    /// Do not run a local node (no containers on this machine).
+    #[arg(long, env = "LB_NO_NODE")]
+    no_node: bool,
 }
 
 #[derive(Args, Debug)]
@@ -103,6 +106,26 @@ struct NodeArgs {
     /// Where the node keeps its credential.
     #[arg(long, env = "LB_DATA_DIR", default_value = "./lb-node")]
     data_dir: PathBuf,
+    /// The address other hosts reach this node at.
+    #[arg(long, env = "LB_NODE_ADDRESS")]
+    address: Option<String>,
+    /// Host ports picked for ports without a fixed host port, `FROM-TO`.
+    #[arg(long, default_value = "30000-32767", value_parser = parse_port_range)]
+    port_range: std::ops::RangeInclusive<u16>,
+}
+
+fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let (from, to) = s
+        .split_once('-')
+        .ok_or_else(|| format!("port range {s:?} is not FROM-TO"))?;
+    let from: u16 = from
+        .parse()
+        .map_err(|_| format!("{from:?} is not a port"))?;
+    let to: u16 = to.parse().map_err(|_| format!("{to:?} is not a port"))?;
+    if from == 0 || from > to {
+        return Err(format!("port range {s:?} is empty or starts at 0"));
+    }
+    Ok(from..=to)
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -128,6 +151,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 backend: args.store.backend(),
                 api: lb_api::Config::new(args.listen, signup(args.signup)),
                 registry_listen: args.registry_listen,
+                data_dir: args.store.data_dir.clone(),
+                local_node: !args.no_node,
             })
             .await
         }
@@ -150,15 +175,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             if args.api.is_empty() {
                 bail!("--api must name the API's URL");
             }
-            lb_node::run(lb_node::Config {
+            let shutdown =
+                crate::shutdown::on_signals().context("cannot install signal handlers")?;
+            let config = lb_node::Config {
                 api: args.api,
                 join_token: args.join_token,
                 name: args.name,
                 labels: args.labels,
                 data_dir: args.data_dir,
-            })
-            .await
-            .context("lb node")
+                address: args.address,
+                port_range: args.port_range,
+            };
+            lb_node::run(config, shutdown.wait())
+                .await
+                .context("lb node")
         }
     }
 }

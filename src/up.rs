@@ -15,6 +15,10 @@ pub struct Options {
     pub api: lb_api::Config,
     /// Registry address (served once the builder issue lands).
     pub registry_listen: SocketAddr,
+    /// The data dir (the local node keeps its credential under it).
+    pub data_dir: std::path::PathBuf,
+    /// Whether to run a local node.
+    pub local_node: bool,
 }
 
 /// Opens the store; its errors name the endpoints or the file.
@@ -25,11 +29,60 @@ pub async fn open_store(backend: &Backend) -> anyhow::Result<Shared> {
 /// Runs the control plane on this machine.
 pub async fn run(options: Options) -> anyhow::Result<()> {
     tracing::debug!(registry = %options.registry_listen, "registry comes with the builder");
-    run_api(options.backend, options.api).await
+    let node_dir = options.data_dir.join("node");
+    let local = options.local_node.then_some(node_dir);
+    serve(options.backend, options.api, local).await
+}
+
+/// Joins (first start) and runs this machine's node inside `lb up`. Without
+/// a reachable Docker engine lb runs on, without a local node.
+async fn start_local_node(
+    store: &Shared,
+    config: &lb_api::Config,
+    addr: SocketAddr,
+    dir: std::path::PathBuf,
+    shutdown: crate::shutdown::Shutdown,
+) -> anyhow::Result<()> {
+    let name = lb_node::host::hostname();
+    let join_token = if dir.join("node.json").exists() {
+        None
+    } else {
+        // A crash between joining and saving the credential leaves a node of
+        // this name that nobody can connect as. lb up owns its local node:
+        // forget that one and join afresh.
+        lb_api::handlers::nodes::forget_by_name(store.as_ref(), &config.keys, &name).await?;
+        let (token, _) =
+            lb_api::handlers::nodes::issue_join_token(store.as_ref(), &config.keys, 600).await?;
+        Some(token)
+    };
+    let node = lb_node::Config {
+        api: format!("http://{addr}"),
+        join_token,
+        name: Some(name),
+        labels: Vec::new(),
+        data_dir: dir,
+        address: Some(addr.ip().to_string()),
+        port_range: 30000..=32767,
+    };
+    tokio::spawn(async move {
+        if let Err(err) = lb_node::run(node, shutdown.wait()).await {
+            tracing::warn!("no local node: {err}");
+        }
+    });
+    Ok(())
 }
 
 /// Runs the API role until a signal.
 pub async fn run_api(backend: Backend, config: lb_api::Config) -> anyhow::Result<()> {
+    serve(backend, config, None).await
+}
+
+/// Runs the API, and a local node keeping its credential in `node_dir`.
+async fn serve(
+    backend: Backend,
+    config: lb_api::Config,
+    node_dir: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
     let shutdown = crate::shutdown::on_signals().context("cannot install signal handlers")?;
     let store = open_store(&backend).await?;
     // Bind before anything is written, so a port in use changes nothing.
@@ -55,7 +108,11 @@ pub async fn run_api(backend: Backend, config: lb_api::Config) -> anyhow::Result
         }
         AdminOutcome::Existed => {}
     }
-    println!("lb is up: http://{}/ (API at /api/v1)", server.addr());
+    let addr = server.addr();
+    if let Some(dir) = node_dir {
+        start_local_node(&store, &config, addr, dir, shutdown.clone()).await?;
+    }
+    println!("lb is up: http://{addr}/ (API at /api/v1)");
     server.run().await;
     drop(store);
     tracing::info!("stopped");

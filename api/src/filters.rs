@@ -133,11 +133,14 @@ async fn read_limited(
 }
 
 /// Like [`body`], but an empty body means the type's default.
-fn body_or_default<T: DeserializeOwned + Default + Send>() -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
+fn body_or_default<T: DeserializeOwned + Default + Send>(
+) -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
     warp::header::optional::<u64>("content-length")
         .and(warp::body::stream())
         .and_then(|declared: Option<u64>, stream| async move {
-            let bytes = read_limited(declared, stream).await.map_err(Rejection::from)?;
+            let bytes = read_limited(declared, stream)
+                .await
+                .map_err(Rejection::from)?;
             if bytes.iter().all(u8::is_ascii_whitespace) {
                 return Ok(T::default());
             }
@@ -147,12 +150,15 @@ fn body_or_default<T: DeserializeOwned + Default + Send>() -> impl Filter<Extrac
 
 /// A node's credential from the `Authorization` header.
 fn node_caller(ctx: Ctx) -> impl Filter<Extract = (String,), Error = Rejection> + Clone {
-    warp::header::optional::<String>("authorization").and(with_ctx(ctx)).and_then(
-        |header: Option<String>, ctx: Ctx| async move {
-            let token = bearer(header)?.ok_or_else(|| ApiError::unauthorized("a node credential is required"))?;
-            nodes::authenticate_node(&ctx, &token).await.map_err(Rejection::from)
-        },
-    )
+    warp::header::optional::<String>("authorization")
+        .and(with_ctx(ctx))
+        .and_then(|header: Option<String>, ctx: Ctx| async move {
+            let token = bearer(header)?
+                .ok_or_else(|| ApiError::unauthorized("a node credential is required"))?;
+            nodes::authenticate_node(&ctx, &token)
+                .await
+                .map_err(Rejection::from)
+        })
 }
 
 fn if_match() -> impl Filter<Extract = (Option<i64>,), Error = Rejection> + Clone {
@@ -417,7 +423,8 @@ pub fn api(ctx: Ctx) -> BoxedFilter<(Response,)> {
         .and(node_caller(ctx.clone()))
         .and(warp::ws())
         .map(|ctx: Ctx, nid: String, ws: warp::ws::Ws| {
-            ws.on_upgrade(move |socket| nodes::channel(ctx, nid, socket)).into_response()
+            ws.on_upgrade(move |socket| nodes::channel(ctx, nid, socket))
+                .into_response()
         });
     let join_tokens = warp::path!("nodes" / "join-tokens")
         .and(warp::post())

@@ -1101,10 +1101,24 @@ async fn isolation_matrix(backend: Backend) {
         format!("{header}.{}.", parts[1])
     };
 
+    // A node and its credential: a node credential is no user credential.
+
+    let joined = api
+        .call(
+            "POST",
+            "/api/v1/nodes/join",
+            None,
+            Some(json!({"token": join_token(&api, &admin).await, "name": "node-1"})),
+        )
+        .await;
+    assert_eq!(joined.status, 201, "{}", joined.body);
+    let node_id = joined.body["id"].as_str().unwrap().to_owned();
+    let node_credential = joined.body["credential"].as_str().unwrap().to_owned();
+
     let mut checked = 0;
     for route in lb_api::openapi::ROUTES {
-        if route.path == "/api/v1/events" {
-            continue; // a websocket: covered by tests/events.rs
+        if route.path == "/api/v1/events" || route.path == "/api/v1/nodes/connect" {
+            continue; // websockets: covered by tests/events.rs and node/tests
         }
         // Fresh resources for each route and caller, so deletes do not
         // disturb the next call.
@@ -1143,7 +1157,8 @@ async fn isolation_matrix(backend: Backend) {
                     .path
                     .replace("{p}", &pid)
                     .replace("{s}", "web")
-                    .replace("{id}", &token_id),
+                    .replace("{id}", &token_id)
+                    .replace("{n}", &node_id),
             );
         }
         let body = match route.body {
@@ -1165,6 +1180,10 @@ async fn isolation_matrix(backend: Backend) {
             Some("ServiceSpec") => Some(json!({"name": "web", "image": "x"})),
             Some("Scale") => Some(json!({"replicas": 2})),
             Some("Rollback") => Some(json!({"build": 1})),
+            Some("JoinToken") => Some(json!({"ttl": 600})),
+            Some("Join") => {
+                Some(json!({"token": join_token(&api, &admin).await, "name": format!("node-x{n}")}))
+            }
             Some(other) => panic!("no sample body for {other}"),
             None => None,
         };
@@ -1181,13 +1200,17 @@ async fn isolation_matrix(backend: Backend) {
                 ("revoked", Some(revoked.clone())),
                 ("wrong key", Some(wrong_key.clone())),
                 ("alg none", Some(unsigned.clone())),
+                ("node credential", Some(node_credential.clone())),
             ] {
                 let r = call(bad).await;
                 assert_eq!(r.status, 401, "{what} as {name}: {}", r.body);
             }
         }
         let scoped = route.path.contains("{p}");
-        let expected = route.ok.0;
+        // Admin-only routes refuse a plain user with 403.
+        let admin_only = route.path.ends_with("join-tokens")
+            || (route.method == "DELETE" && route.path.contains("{n}"));
+        let expected = if admin_only { 403 } else { route.ok.0 };
         // Rollback to a build that does not exist is a 404 even for those
         // who may reach the service: its message names the build.
         let reached = |r: &common::Reply| {
@@ -1230,6 +1253,14 @@ async fn isolation_matrix(backend: Backend) {
         .call("GET", "/api/v1/projects?limit=1000", Some(&admin), None)
         .await;
     assert!(all.body["total"].as_u64().unwrap() >= 20);
+}
+
+async fn join_token(api: &Api, admin: &str) -> String {
+    let r = api
+        .call("POST", "/api/v1/nodes/join-tokens", Some(admin), None)
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    r.body["token"].as_str().unwrap().to_owned()
 }
 
 async fn openapi_lists_every_route_and_metrics_count(backend: Backend) {

@@ -1,33 +1,88 @@
-//! The node daemon: joins the cluster through the API, keeps a websocket to
+//! The node daemon: joins the cluster through the API, holds a websocket to
 //! it, and reconciles the replicas assigned to this node with Docker
-//! containers. The only crate that talks to Docker.
+//! containers. The only crate that talks to Docker (through bollard).
 //!
-//! Not built yet (issue 4): [`run`] refuses to start rather than pretend.
+//! `credential` joins and keeps the node credential; `channel` is the
+//! websocket to the API (reconnecting with backoff and jitter); `reconcile`
+//! makes containers match assignments, level-triggered, fed by assignments,
+//! Docker events and a periodic resync; `runtime` wraps the Docker calls;
+//! `host` reads capacity and load from the machine.
+//!
+//! Stopping the daemon never stops containers: a restarted daemon adopts them
+//! by their labels.
+
+pub mod channel;
+pub mod credential;
+pub mod host;
+pub mod reconcile;
+pub mod runtime;
+
+use std::future::Future;
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+
+use tokio::sync::mpsc;
 
 /// Errors of the node daemon.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// This role is not implemented yet.
-    #[error("the node daemon is not implemented yet")]
-    NotImplemented,
+    /// Joining failed (bad or used token, API unreachable).
+    #[error("cannot join the cluster: {0}")]
+    Join(String),
+    /// The data dir holds no credential and no join token was given.
+    #[error("no node credential in {0} and no --join-token given: ask an admin for one (POST /api/v1/nodes/join-tokens)")]
+    NoCredential(String),
+    /// The credential file cannot be read or written.
+    #[error("node credential file {path}: {source}")]
+    CredentialFile {
+        /// The file.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The API refused the credential (revoked, node removed).
+    #[error("the API refused this node's credential (revoked or node removed): join again with a new token")]
+    Refused,
+    /// Docker cannot be reached.
+    #[error("cannot reach Docker: {0}")]
+    Docker(String),
 }
+
+/// Result with the node [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Node settings from the command line.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The API's base URL.
+    /// The API's base URL, e.g. `http://127.0.0.1:2967`.
     pub api: String,
     /// A join token for the first start.
     pub join_token: Option<String>,
-    /// The node's name.
+    /// The node's name (default: the host name).
     pub name: Option<String>,
     /// Labels `key=value`.
     pub labels: Vec<(String, String)>,
     /// Where the node keeps its credential.
-    pub data_dir: std::path::PathBuf,
+    pub data_dir: PathBuf,
+    /// The address other hosts reach this node at.
+    pub address: Option<String>,
+    /// Host ports the node picks from for ports without a fixed host port.
+    pub port_range: RangeInclusive<u16>,
 }
 
-/// Runs the node daemon until shutdown.
-pub async fn run(_config: Config) -> Result<(), Error> {
-    Err(Error::NotImplemented)
+/// Runs the node daemon until `shutdown` resolves. Containers keep running.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+    let credential = credential::load_or_join(&config).await?;
+    let docker = runtime::Runtime::connect(&credential.id).await?;
+    let (to_reconciler, from_channel) = mpsc::channel(1024);
+    let (to_channel, from_reconciler) = mpsc::channel(4096);
+    let reconciler = reconcile::Reconciler::new(docker, config.port_range.clone(), to_channel);
+    let reconcile_task = tokio::spawn(reconciler.run(from_channel));
+    let result = tokio::select! {
+        r = channel::run(&config, &credential, to_reconciler, from_reconciler) => r,
+        _ = shutdown => Ok(()),
+    };
+    reconcile_task.abort();
+    result
 }

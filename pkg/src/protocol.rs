@@ -15,7 +15,7 @@ pub enum ToNode {
         replicas: Vec<Assignment>,
     },
     /// An assignment was added or changed.
-    Put(Assignment),
+    Put(Box<Assignment>),
     /// An assignment was removed: stop and remove its container.
     Delete {
         /// The replica id.
@@ -51,9 +51,15 @@ mod tests {
 
     #[test]
     fn messages_are_command_and_data() {
-        let msg = ToNode::Delete { replica: "R".into() };
-        assert_eq!(serde_json::to_value(&msg).unwrap(), serde_json::json!({"command": "delete", "data": {"replica": "R"}}));
-        let back: ToNode = serde_json::from_str(r#"{"command": "delete", "data": {"replica": "R"}}"#).unwrap();
+        let msg = ToNode::Delete {
+            replica: "R".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&msg).unwrap(),
+            serde_json::json!({"command": "delete", "data": {"replica": "R"}})
+        );
+        let back: ToNode =
+            serde_json::from_str(r#"{"command": "delete", "data": {"replica": "R"}}"#).unwrap();
         assert_eq!(back, msg);
         let hb = FromNode::Heartbeat(NodeStatus::default());
         assert_eq!(serde_json::to_value(&hb).unwrap()["command"], "heartbeat");

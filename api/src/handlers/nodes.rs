@@ -87,28 +87,56 @@ fn random_secret() -> String {
 }
 
 /// `POST /nodes/join-tokens` (admin): a single-use token for `lb node`.
-pub async fn create_join_token(ctx: Ctx, caller: Caller, body: JoinTokenRequest) -> Result<Response> {
+pub async fn create_join_token(
+    ctx: Ctx,
+    caller: Caller,
+    body: JoinTokenRequest,
+) -> Result<Response> {
     if !caller.is_admin() {
         return Err(ApiError::forbidden("only an admin creates join tokens"));
     }
     let ttl = body.ttl.unwrap_or(3600);
     if !(10..=7 * 86400).contains(&ttl) {
-        return Err(ApiError::invalid("ttl", format!("{ttl} s is out of range (10 s to 7 days)")));
+        return Err(ApiError::invalid(
+            "ttl",
+            format!("{ttl} s is out of range (10 s to 7 days)"),
+        ));
     }
+    let (token, expires) = issue_join_token(ctx.store.as_ref(), &ctx.keys, ttl).await?;
+    Ok(json(
+        StatusCode::CREATED,
+        &serde_json::json!({"token": token, "expires": expires}),
+    ))
+}
+
+/// Stores a new single-use join token valid for `ttl` seconds; answers the
+/// token (shown once) and its expiry. `lb up` uses it to join its own node.
+pub async fn issue_join_token(
+    store: &dyn lb_pkg::store::Store,
+    keys: &lb_pkg::keys::Keys,
+    ttl: u64,
+) -> std::result::Result<(String, i64), lb_pkg::store::Error> {
     let id = new_id();
     let secret = random_secret();
-    let record = JoinTokenRecord { hash: hash_secret(&secret), expires: now() + ttl as i64 };
-    ctx.store.put(&ctx.keys.join_token(&id), encode(&record)).await?;
-    let token = format!("{JOIN_TOKEN_PREFIX}{id}_{secret}");
-    Ok(json(StatusCode::CREATED, &serde_json::json!({"token": token, "expires": record.expires})))
+    let record = JoinTokenRecord {
+        hash: hash_secret(&secret),
+        expires: now() + ttl as i64,
+    };
+    store.put(&keys.join_token(&id), encode(&record)).await?;
+    Ok((format!("{JOIN_TOKEN_PREFIX}{id}_{secret}"), record.expires))
 }
 
 /// `POST /nodes/join`: exchanges a join token for a node credential. The
 /// token is deleted in the same transaction that creates the node, so it
 /// works once.
 pub async fn join(ctx: Ctx, body: JoinRequest) -> Result<Response> {
-    let refused = || ApiError::unauthorized("join token invalid, used or expired: ask an admin for a new one");
-    let rest = body.token.strip_prefix(JOIN_TOKEN_PREFIX).ok_or_else(refused)?;
+    let refused = || {
+        ApiError::unauthorized("join token invalid, used or expired: ask an admin for a new one")
+    };
+    let rest = body
+        .token
+        .strip_prefix(JOIN_TOKEN_PREFIX)
+        .ok_or_else(refused)?;
     let (id, secret) = rest.split_once('_').ok_or_else(refused)?;
     if !is_id(id) {
         return Err(refused());
@@ -120,12 +148,16 @@ pub async fn join(ctx: Ctx, body: JoinRequest) -> Result<Response> {
     let key = ctx.keys.join_token(id);
     let kv = ctx.store.get(&key).await?.ok_or_else(refused)?;
     let record: JoinTokenRecord = decode(&kv)?;
-    if !constant_time_eq(record.hash.as_bytes(), hash_secret(secret).as_bytes()) || record.expires < now() {
+    if !constant_time_eq(record.hash.as_bytes(), hash_secret(secret).as_bytes())
+        || record.expires < now()
+    {
         return Err(refused());
     }
     let index = ctx.keys.node_index(&body.name);
     if ctx.store.get(&index).await?.is_some() {
-        return Err(ApiError::conflict(format!("node name {:?} is taken", body.name)).with_field("name"));
+        return Err(
+            ApiError::conflict(format!("node name {:?} is taken", body.name)).with_field("name"),
+        );
     }
     let node = Node {
         id: new_id(),
@@ -136,31 +168,66 @@ pub async fn join(ctx: Ctx, body: JoinRequest) -> Result<Response> {
         created: now(),
     };
     let credential_secret = random_secret();
-    let credential = CredentialRecord { hash: hash_secret(&credential_secret), created: now() };
+    let credential = CredentialRecord {
+        hash: hash_secret(&credential_secret),
+        created: now(),
+    };
     let txn = Txn::new()
         .when(Compare::ModRevision(key.clone(), kv.mod_revision))
         .when(Compare::ModRevision(index.clone(), 0))
         .then(Op::delete(key))
         .then(Op::put(ctx.keys.node_meta(&node.id), encode(&node)))
-        .then(Op::put(ctx.keys.node_credential(&node.id), encode(&credential)))
+        .then(Op::put(
+            ctx.keys.node_credential(&node.id),
+            encode(&credential),
+        ))
         .then(Op::put(index, node.id.clone().into_bytes()));
     if !ctx.store.txn(txn).await?.succeeded {
         return Err(refused());
     }
     tracing::info!(node = %node.id, name = %node.name, "node joined");
     let token = format!("{NODE_CREDENTIAL_PREFIX}{}_{credential_secret}", node.id);
-    Ok(json(StatusCode::CREATED, &serde_json::json!({"id": node.id, "name": node.name, "credential": token})))
+    Ok(json(
+        StatusCode::CREATED,
+        &serde_json::json!({"id": node.id, "name": node.name, "credential": token}),
+    ))
+}
+
+/// Removes the node of this name, if any, with its credential and
+/// assignments (for `lb up`, which owns its local node).
+pub async fn forget_by_name(
+    store: &dyn lb_pkg::store::Store,
+    keys: &lb_pkg::keys::Keys,
+    name: &str,
+) -> std::result::Result<(), lb_pkg::store::Error> {
+    let index = keys.node_index(name);
+    let Some(kv) = store.get(&index).await? else {
+        return Ok(());
+    };
+    let nid = String::from_utf8_lossy(&kv.value).into_owned();
+    let txn = Txn::new()
+        .when(Compare::ModRevision(index.clone(), kv.mod_revision))
+        .then(Op::DeletePrefix(keys.node_prefix(&nid)))
+        .then(Op::delete(index));
+    store.txn(txn).await?;
+    Ok(())
 }
 
 /// Resolves a node credential to the node id.
 pub async fn authenticate_node(ctx: &Ctx, token: &str) -> Result<String> {
     let refused = || ApiError::unauthorized("node credential invalid or revoked");
-    let rest = token.strip_prefix(NODE_CREDENTIAL_PREFIX).ok_or_else(refused)?;
+    let rest = token
+        .strip_prefix(NODE_CREDENTIAL_PREFIX)
+        .ok_or_else(refused)?;
     let (nid, secret) = rest.split_once('_').ok_or_else(refused)?;
     if !is_id(nid) {
         return Err(refused());
     }
-    let kv = ctx.store.get(&ctx.keys.node_credential(nid)).await?.ok_or_else(refused)?;
+    let kv = ctx
+        .store
+        .get(&ctx.keys.node_credential(nid))
+        .await?
+        .ok_or_else(refused)?;
     let record: CredentialRecord = decode(&kv)?;
     if !constant_time_eq(record.hash.as_bytes(), hash_secret(secret).as_bytes()) {
         return Err(refused());
@@ -171,10 +238,16 @@ pub async fn authenticate_node(ctx: &Ctx, token: &str) -> Result<String> {
 async fn view(ctx: &Ctx, nid: &str) -> Result<Option<NodeView>> {
     let records = super::projects::get_many(
         ctx,
-        vec![ctx.keys.node_meta(nid), ctx.keys.node_status(nid), ctx.keys.node_alive(nid)],
+        vec![
+            ctx.keys.node_meta(nid),
+            ctx.keys.node_status(nid),
+            ctx.keys.node_alive(nid),
+        ],
     )
     .await?;
-    let Some(meta) = &records[0] else { return Ok(None) };
+    let Some(meta) = &records[0] else {
+        return Ok(None);
+    };
     let node: Node = decode(meta)?;
     let status = records[1].as_ref().map(decode).transpose()?;
     Ok(Some(NodeView {
@@ -197,7 +270,13 @@ pub async fn list(ctx: Ctx, _caller: Caller) -> Result<Response> {
         let nid = String::from_utf8_lossy(&kv.value).into_owned();
         items.extend(view(&ctx, &nid).await?);
     }
-    Ok(json(StatusCode::OK, &List { total: items.len(), items }))
+    Ok(json(
+        StatusCode::OK,
+        &List {
+            total: items.len(),
+            items,
+        },
+    ))
 }
 
 async fn resolve(ctx: &Ctx, reference: &str) -> Result<String> {
@@ -235,7 +314,9 @@ pub async fn delete(ctx: Ctx, caller: Caller, n: String) -> Result<Response> {
         .then(Op::DeletePrefix(ctx.keys.node_prefix(&nid)))
         .then(Op::delete(ctx.keys.node_index(&node.name)));
     if !ctx.store.txn(txn).await?.succeeded {
-        return Err(ApiError::conflict(format!("node {n:?} changed meanwhile; try again")));
+        return Err(ApiError::conflict(format!(
+            "node {n:?} changed meanwhile; try again"
+        )));
     }
     tracing::info!(node = %nid, "node removed and its credential revoked");
     Ok(no_content())
@@ -252,7 +333,11 @@ pub async fn channel(ctx: Ctx, nid: String, socket: WebSocket) {
 
 async fn run_channel(ctx: &Ctx, nid: &str, socket: WebSocket) -> std::result::Result<(), String> {
     let (mut tx, mut rx) = socket.split();
-    let lease = ctx.store.lease_grant(ALIVE_TTL).await.map_err(|e| e.to_string())?;
+    let lease = ctx
+        .store
+        .lease_grant(ALIVE_TTL)
+        .await
+        .map_err(|e| e.to_string())?;
     let alive = Txn::new().then(Op::Put {
         key: ctx.keys.node_alive(nid),
         value: serde_json::json!({"since": now()}).to_string().into_bytes(),
@@ -284,7 +369,7 @@ async fn run_channel(ctx: &Ctx, nid: &str, socket: WebSocket) -> std::result::Re
                     for event in changes.events {
                         let message = match event {
                             Event::Put(kv) => match serde_json::from_slice::<Assignment>(&kv.value) {
-                                Ok(a) => ToNode::Put(a),
+                                Ok(a) => ToNode::Put(Box::new(a)),
                                 Err(e) => { tracing::warn!(key = %kv.key, error = %e, "bad assignment"); continue }
                             },
                             Event::Delete(kv) => match ctx.keys.parse(&kv.key) {
@@ -321,7 +406,9 @@ async fn send(
     message: &ToNode,
 ) -> std::result::Result<(), String> {
     let text = serde_json::to_string(message).map_err(|e| e.to_string())?;
-    tx.send(Message::text(text)).await.map_err(|e| e.to_string())
+    tx.send(Message::text(text))
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Applies one message from a node.
@@ -334,29 +421,54 @@ async fn handle(ctx: &Ctx, nid: &str, message: FromNode) -> std::result::Result<
                 let Some(kv) = ctx.store.get(&key).await.map_err(err)? else {
                     return Err("node removed".into());
                 };
-                let mut node: Node = serde_json::from_slice(&kv.value).map_err(|e| e.to_string())?;
+                let mut node: Node =
+                    serde_json::from_slice(&kv.value).map_err(|e| e.to_string())?;
                 node.address = address.chars().take(255).collect();
                 node.capacity = capacity.clone();
-                if ctx.store.put_if(&key, encode(&node), kv.mod_revision).await.map_err(err)?.is_some() {
+                if ctx
+                    .store
+                    .put_if(&key, encode(&node), kv.mod_revision)
+                    .await
+                    .map_err(err)?
+                    .is_some()
+                {
                     break;
                 }
             }
         }
         FromNode::Heartbeat(status) => {
-            ctx.store.put(&ctx.keys.node_status(nid), encode(&status)).await.map_err(err)?;
+            ctx.store
+                .put(&ctx.keys.node_status(nid), encode(&status))
+                .await
+                .map_err(err)?;
         }
         FromNode::Status { replica, status } => {
             // Only a replica assigned to this node, and only while its
             // placement exists: a node never writes into other services.
-            let Some(kv) = ctx.store.get(&ctx.keys.node_replica(nid, &replica)).await.map_err(err)? else {
+            let Some(kv) = ctx
+                .store
+                .get(&ctx.keys.node_replica(nid, &replica))
+                .await
+                .map_err(err)?
+            else {
                 return Ok(());
             };
-            let Ok(assignment) = serde_json::from_slice::<Assignment>(&kv.value) else { return Ok(()) };
-            let placement = ctx.keys.replica(&assignment.project, &assignment.service, &replica);
-            let Some(placed) = ctx.store.get(&placement).await.map_err(err)? else { return Ok(()) };
+            let Ok(assignment) = serde_json::from_slice::<Assignment>(&kv.value) else {
+                return Ok(());
+            };
+            let placement = ctx
+                .keys
+                .replica(&assignment.project, &assignment.service, &replica);
+            let Some(placed) = ctx.store.get(&placement).await.map_err(err)? else {
+                return Ok(());
+            };
             let txn = Txn::new()
                 .when(Compare::ModRevision(placement, placed.mod_revision))
-                .then(Op::put(ctx.keys.replica_status(&assignment.project, &assignment.service, &replica), encode(&status)));
+                .then(Op::put(
+                    ctx.keys
+                        .replica_status(&assignment.project, &assignment.service, &replica),
+                    encode(&status),
+                ));
             ctx.store.txn(txn).await.map_err(err)?;
         }
     }

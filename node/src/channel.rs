@@ -1,0 +1,123 @@
+//! The websocket to the API (`/api/v1/nodes/connect`): assignments come in
+//! and go to the reconciler; statuses from the reconciler and periodic
+//! heartbeats go out. Reconnects with exponential backoff and jitter; a
+//! refused credential ends the daemon.
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use lb_pkg::protocol::{FromNode, ToNode};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+use crate::credential::Credential;
+use crate::{Config, Error, Result};
+
+const HEARTBEAT: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Keeps the channel up until the credential is refused.
+pub async fn run(
+    config: &Config,
+    credential: &Credential,
+    to_reconciler: mpsc::Sender<ToNode>,
+    mut statuses: mpsc::Receiver<FromNode>,
+) -> Result<()> {
+    let url = format!("{}/api/v1/nodes/connect", config.api.trim_end_matches('/'))
+        .replacen("http://", "ws://", 1)
+        .replacen("https://", "wss://", 1);
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match session(config, credential, &url, &to_reconciler, &mut statuses).await {
+            Err(Error::Refused) => return Err(Error::Refused),
+            Err(err) => tracing::warn!(error = %err, "channel to the API lost"),
+            Ok(connected) => {
+                if connected {
+                    backoff = Duration::from_millis(200);
+                }
+            }
+        }
+        let jitter =
+            Duration::from_millis(rand::random::<u64>() % (backoff.as_millis() as u64 / 2 + 1));
+        tokio::time::sleep(backoff + jitter).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// One connection; answers whether it got as far as connecting.
+async fn session(
+    config: &Config,
+    credential: &Credential,
+    url: &str,
+    to_reconciler: &mpsc::Sender<ToNode>,
+    statuses: &mut mpsc::Receiver<FromNode>,
+) -> Result<bool> {
+    let mut request = url
+        .into_client_request()
+        .map_err(|e| Error::Join(format!("bad API URL {url}: {e}")))?;
+    let auth = format!("Bearer {}", credential.credential)
+        .parse()
+        .map_err(|_| Error::Join("credential is not a valid header".into()))?;
+    request.headers_mut().insert("authorization", auth);
+    let socket = match tokio_tungstenite::connect_async(request).await {
+        Ok((socket, _)) => socket,
+        Err(tungstenite::Error::Http(resp)) if resp.status() == 401 || resp.status() == 403 => {
+            return Err(Error::Refused);
+        }
+        Err(err) => {
+            tracing::debug!(error = %err, "cannot connect to the API");
+            return Ok(false);
+        }
+    };
+    tracing::info!("connected to the API");
+    let (mut tx, mut rx) = socket.split();
+    let hello = FromNode::Hello {
+        address: config.address.clone().unwrap_or_else(|| "127.0.0.1".into()),
+        capacity: crate::host::capacity(&config.data_dir),
+    };
+    send(&mut tx, &hello).await?;
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    let mut containers = 0u32;
+    loop {
+        tokio::select! {
+            _ = heartbeat.tick() => {
+                send(&mut tx, &FromNode::Heartbeat(crate::host::status(&config.data_dir, containers))).await?;
+            }
+            status = statuses.recv() => {
+                let Some(status) = status else { return Ok(true) };
+                if let FromNode::Heartbeat(h) = &status {
+                    containers = h.containers;
+                    continue;
+                }
+                send(&mut tx, &status).await?;
+            }
+            incoming = rx.next() => {
+                let text = match incoming {
+                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(Message::Close(_))) | None => return Ok(true),
+                    Some(Ok(_)) => continue,
+                    Some(Err(err)) => return Err(Error::Join(format!("channel error: {err}"))),
+                };
+                match serde_json::from_str::<ToNode>(&text) {
+                    Ok(message) => {
+                        if to_reconciler.send(message).await.is_err() {
+                            return Ok(true);
+                        }
+                    }
+                    Err(err) => tracing::warn!(error = %err, "unreadable message from the API"),
+                }
+            }
+        }
+    }
+}
+
+async fn send<S>(tx: &mut S, message: &FromNode) -> Result<()>
+where
+    S: futures::Sink<Message, Error = tungstenite::Error> + Unpin,
+{
+    let text = serde_json::to_string(message).map_err(|e| Error::Join(e.to_string()))?;
+    tx.send(Message::Text(text))
+        .await
+        .map_err(|e| Error::Join(format!("channel error: {e}")))
+}

@@ -1,0 +1,81 @@
+//! The node credential: obtained once by exchanging a join token at
+//! `POST /api/v1/nodes/join`, then kept in `<data dir>/node.json` (mode 0600).
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Config, Error, Result};
+
+/// What the node keeps.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Credential {
+    /// The node id.
+    pub id: String,
+    /// The node's name.
+    pub name: String,
+    /// The credential (`lbn_...`), sent as a bearer token.
+    pub credential: String,
+}
+
+const FILE: &str = "node.json";
+
+/// Loads the credential from the data dir, or joins with the join token and
+/// saves it.
+pub async fn load_or_join(config: &Config) -> Result<Credential> {
+    let path = config.data_dir.join(FILE);
+    let file_err = |source| Error::CredentialFile {
+        path: path.display().to_string(),
+        source,
+    };
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            return serde_json::from_slice(&bytes)
+                .map_err(|e| file_err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(file_err(e)),
+    }
+    let Some(token) = &config.join_token else {
+        return Err(Error::NoCredential(config.data_dir.display().to_string()));
+    };
+    let name = config.name.clone().unwrap_or_else(crate::host::hostname);
+    let labels: std::collections::BTreeMap<_, _> = config.labels.iter().cloned().collect();
+    let url = format!("{}/api/v1/nodes/join", config.api.trim_end_matches('/'));
+    let body = serde_json::json!({"token": token, "name": name, "labels": labels});
+    let resp = reqwest::Client::new()
+        .post(&url)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| Error::Join(format!("cannot reach the API at {}: {e}", config.api)))?;
+    let status = resp.status();
+    let answer: serde_json::Value = resp.json().await.unwrap_or_default();
+    if !status.is_success() {
+        let message = answer["error"]["message"]
+            .as_str()
+            .unwrap_or("no reason given");
+        return Err(Error::Join(format!("{status}: {message}")));
+    }
+    let credential: Credential = serde_json::from_value(answer)
+        .map_err(|e| Error::Join(format!("unexpected answer: {e}")))?;
+    save(&config.data_dir, &credential).map_err(file_err)?;
+    tracing::info!(node = %credential.id, name = %credential.name, "joined the cluster");
+    Ok(credential)
+}
+
+fn save(dir: &Path, credential: &Credential) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!("{FILE}.tmp"));
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(&serde_json::to_vec_pretty(credential).map_err(std::io::Error::other)?)?;
+    file.sync_all()?;
+    std::fs::rename(tmp, dir.join(FILE))
+}

@@ -1,0 +1,72 @@
+//! What this machine offers and how loaded it is, from `/proc` and statvfs.
+
+use std::path::Path;
+
+use lb_pkg::model::{Capacity, NodeStatus};
+
+fn meminfo(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb / 1024)
+}
+
+fn disk(dir: &Path) -> (u64, u64) {
+    match nix::sys::statvfs::statvfs(dir) {
+        Ok(s) => {
+            let unit = s.fragment_size();
+            (
+                s.blocks() * unit / (1 << 20),
+                s.blocks_available() * unit / (1 << 20),
+            )
+        }
+        Err(_) => (0, 0),
+    }
+}
+
+/// The machine's host name.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_lowercase())
+        .ok()
+        .filter(|s| lb_pkg::model::validate_name(s).is_ok())
+        .unwrap_or_else(|| "node".into())
+}
+
+/// CPUs, memory and disk (of the data dir's file system).
+pub fn capacity(dir: &Path) -> Capacity {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    Capacity {
+        cpus,
+        memory: meminfo("MemTotal:"),
+        disk: disk(dir).0,
+    }
+}
+
+/// Free memory and disk, load averages, and the container count.
+pub fn status(dir: &Path, containers: u32) -> NodeStatus {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let mut parts = load
+        .split_whitespace()
+        .map(|p| p.parse::<f64>().unwrap_or(0.0));
+    let load_average = [
+        parts.next().unwrap_or(0.0),
+        parts.next().unwrap_or(0.0),
+        parts.next().unwrap_or(0.0),
+    ];
+    let time = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    NodeStatus {
+        free_memory: meminfo("MemAvailable:"),
+        free_disk: disk(dir).1,
+        load_average,
+        containers,
+        time,
+    }
+}

@@ -1,0 +1,287 @@
+//! Docker through bollard: the containers of this node, found by label, and
+//! the few operations the reconciler needs. 404 and 304/409 answers that mean
+//! "already done" are treated as done, so every step can be repeated.
+
+use std::collections::HashMap;
+
+use bollard::container::{
+    Config as ContainerConfig, CreateContainerOptions, ListContainersOptions,
+    RemoveContainerOptions, StopContainerOptions,
+};
+use bollard::errors::Error as DockerError;
+use bollard::image::CreateImageOptions;
+use bollard::models::{ContainerSummary, HostConfig, Mount, MountTypeEnum, PortBinding};
+use bollard::system::EventsOptions;
+use bollard::Docker;
+use futures::{Stream, StreamExt};
+use lb_pkg::model::{Assignment, Protocol};
+
+use crate::{Error, Result};
+
+/// Label keys on every container lb makes.
+pub mod labels {
+    /// The node that owns the container.
+    pub const NODE: &str = "lb.node";
+    /// Project id.
+    pub const PROJECT: &str = "lb.project";
+    /// Service id.
+    pub const SERVICE: &str = "lb.service";
+    /// Replica id.
+    pub const REPLICA: &str = "lb.replica";
+    /// Service generation.
+    pub const GENERATION: &str = "lb.generation";
+    /// A hash of everything the container was made from.
+    pub const SPEC: &str = "lb.spec";
+}
+
+/// Docker, scoped to one node's containers.
+#[derive(Clone)]
+pub struct Runtime {
+    docker: Docker,
+    node: String,
+}
+
+/// A container of this node, as listed.
+#[derive(Debug, Clone)]
+pub struct Container {
+    /// Docker id.
+    pub id: String,
+    /// Replica id.
+    pub replica: String,
+    /// `running`, `exited`, `created`, ...
+    pub state: String,
+    /// Spec hash label.
+    pub spec: String,
+    /// Bound ports: (container port, host port).
+    pub ports: Vec<(u16, u16)>,
+}
+
+/// The exit of a stopped container.
+#[derive(Debug, Clone, Default)]
+pub struct Exit {
+    /// Exit code.
+    pub code: Option<i64>,
+    /// Killed for exceeding its memory.
+    pub oom_killed: bool,
+}
+
+fn is_status(err: &DockerError, codes: &[u16]) -> bool {
+    matches!(err, DockerError::DockerResponseServerError { status_code, .. } if codes.contains(status_code))
+}
+
+/// The Docker daemon's own message in an error.
+pub fn message(err: &DockerError) -> String {
+    match err {
+        DockerError::DockerResponseServerError { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+impl Runtime {
+    /// Connects to the local Docker engine and checks that it answers.
+    pub async fn connect(node: &str) -> Result<Self> {
+        let docker =
+            Docker::connect_with_local_defaults().map_err(|e| Error::Docker(e.to_string()))?;
+        docker
+            .ping()
+            .await
+            .map_err(|e| Error::Docker(e.to_string()))?;
+        Ok(Self {
+            docker,
+            node: node.to_owned(),
+        })
+    }
+
+    /// The node id containers are labelled with.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    fn filters(&self) -> HashMap<String, Vec<String>> {
+        HashMap::from([(
+            "label".to_owned(),
+            vec![format!("{}={}", labels::NODE, self.node)],
+        )])
+    }
+
+    /// Every container of this node, running or not.
+    pub async fn list(&self) -> Result<Vec<Container>, DockerError> {
+        let options = ListContainersOptions {
+            all: true,
+            filters: self.filters(),
+            ..Default::default()
+        };
+        let summaries: Vec<ContainerSummary> = self.docker.list_containers(Some(options)).await?;
+        Ok(summaries
+            .into_iter()
+            .filter_map(|s| {
+                let labels = s.labels.unwrap_or_default();
+                Some(Container {
+                    id: s.id?,
+                    replica: labels.get(labels::REPLICA)?.clone(),
+                    state: s.state.unwrap_or_default(),
+                    spec: labels.get(labels::SPEC).cloned().unwrap_or_default(),
+                    ports: {
+                        let mut ports: Vec<(u16, u16)> = s
+                            .ports
+                            .unwrap_or_default()
+                            .iter()
+                            .filter_map(|p| Some((p.private_port, p.public_port?)))
+                            .collect();
+                        ports.sort_unstable();
+                        ports.dedup();
+                        ports
+                    },
+                })
+            })
+            .collect())
+    }
+
+    /// Docker events about this node's containers.
+    pub fn events(&self) -> impl Stream<Item = ()> + Send + 'static {
+        let mut filters = self.filters();
+        filters.insert("type".into(), vec!["container".into()]);
+        self.docker
+            .events(Some(EventsOptions::<String> {
+                filters,
+                ..Default::default()
+            }))
+            .map(|_| ())
+    }
+
+    /// Pulls the image if the engine lacks it; the error is the registry's.
+    pub async fn ensure_image(&self, image: &str) -> Result<(), String> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => return Ok(()),
+            Err(e) if is_status(&e, &[404]) => {}
+            Err(e) => return Err(message(&e)),
+        }
+        let options = CreateImageOptions {
+            from_image: image,
+            ..Default::default()
+        };
+        let mut pull = self.docker.create_image(Some(options), None, None);
+        while let Some(step) = pull.next().await {
+            step.map_err(|e| format!("cannot pull {image}: {}", message(&e)))?;
+        }
+        Ok(())
+    }
+
+    /// Creates (not starts) the container of an assignment.
+    pub async fn create(
+        &self,
+        a: &Assignment,
+        spec_hash: &str,
+        host_ports: &[u16],
+    ) -> Result<String, DockerError> {
+        let mut exposed = HashMap::new();
+        let mut bindings = HashMap::new();
+        for (port, host) in a.ports.iter().zip(host_ports) {
+            let proto = match port.protocol {
+                Protocol::Tcp => "tcp",
+                Protocol::Udp => "udp",
+            };
+            let key = format!("{}/{proto}", port.container);
+            exposed.insert(key.clone(), HashMap::new());
+            bindings.insert(
+                key,
+                Some(vec![PortBinding {
+                    host_ip: Some("0.0.0.0".into()),
+                    host_port: Some(host.to_string()),
+                }]),
+            );
+        }
+        let mounts = a
+            .volumes
+            .iter()
+            .map(|v| Mount {
+                typ: Some(MountTypeEnum::VOLUME),
+                source: Some(format!("lb-{}-{}", a.service.to_lowercase(), v.name)),
+                target: Some(v.path.clone()),
+                ..Default::default()
+            })
+            .collect();
+        let memory = (a.memory * 1024 * 1024) as i64;
+        let labels = HashMap::from([
+            (labels::NODE.to_owned(), self.node.clone()),
+            (labels::PROJECT.to_owned(), a.project.clone()),
+            (labels::SERVICE.to_owned(), a.service.clone()),
+            (labels::REPLICA.to_owned(), a.replica.clone()),
+            (labels::GENERATION.to_owned(), a.generation.to_string()),
+            (labels::SPEC.to_owned(), spec_hash.to_owned()),
+        ]);
+        let config = ContainerConfig {
+            image: Some(a.image.clone()),
+            env: Some(a.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            cmd: a.command.clone(),
+            labels: Some(labels),
+            exposed_ports: Some(exposed),
+            host_config: Some(HostConfig {
+                memory: Some(memory),
+                // Swap equal to the limit: no swap beyond it.
+                memory_swap: Some(memory),
+                nano_cpus: Some((a.cpu * 1e9) as i64),
+                port_bindings: Some(bindings),
+                mounts: Some(mounts),
+                privileged: Some(false),
+                security_opt: Some(vec!["no-new-privileges:true".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let name = format!("lb-{}-{}", a.service_name, a.replica.to_lowercase());
+        let options = CreateContainerOptions {
+            name,
+            platform: None,
+        };
+        Ok(self
+            .docker
+            .create_container(Some(options), config)
+            .await?
+            .id)
+    }
+
+    /// Starts a container (already running is fine).
+    pub async fn start(&self, id: &str) -> Result<(), DockerError> {
+        match self.docker.start_container::<String>(id, None).await {
+            Err(e) if is_status(&e, &[304]) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Stops with a grace period, then Docker kills.
+    pub async fn stop(&self, id: &str, grace_secs: i64) -> Result<(), DockerError> {
+        match self
+            .docker
+            .stop_container(id, Some(StopContainerOptions { t: grace_secs }))
+            .await
+        {
+            Err(e) if is_status(&e, &[304, 404]) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Stops (with grace) and removes a container; gone already is fine.
+    pub async fn remove(&self, id: &str, grace_secs: i64) -> Result<(), DockerError> {
+        self.stop(id, grace_secs).await?;
+        let options = RemoveContainerOptions {
+            force: true,
+            v: false,
+            ..Default::default()
+        };
+        match self.docker.remove_container(id, Some(options)).await {
+            Err(e) if is_status(&e, &[404, 409]) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// How a stopped container ended.
+    pub async fn exit(&self, id: &str) -> Result<Exit, DockerError> {
+        let inspect = self.docker.inspect_container(id, None).await?;
+        let state = inspect.state.unwrap_or_default();
+        Ok(Exit {
+            code: state.exit_code,
+            oom_killed: state.oom_killed.unwrap_or(false),
+        })
+    }
+}

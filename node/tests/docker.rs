@@ -1,0 +1,537 @@
+//! The node daemon against the real Docker engine of this machine, joined to
+//! a real API server (in this process, on the embedded store). Images are
+//! built locally from Debian's busybox-static (no registry is reachable).
+//! Placements are written into the store directly, as the scheduler will.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lb_api::server::Signup;
+use lb_api::{Config, Server};
+use lb_pkg::keys::Keys;
+use lb_pkg::model::{Assignment, Port, Protocol, Replica, ReplicaState, ReplicaStatus};
+use lb_pkg::store::embedded::EmbeddedStore;
+use lb_pkg::store::{Shared, StoreExt};
+
+const IMAGE: &str = "lb-test-busybox:1";
+
+/// Builds the test image once: busybox in an empty image, and a page to serve.
+fn build_image() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy("/bin/busybox", dir.path().join("busybox"))
+            .expect("Debian's busybox-static at /bin/busybox");
+        std::fs::write(dir.path().join("index.html"), "hello from lb\n").unwrap();
+        std::fs::write(
+            dir.path().join("Dockerfile"),
+            "FROM scratch\nCOPY busybox /bin/busybox\nCOPY index.html /www/index.html\n",
+        )
+        .unwrap();
+        let out = Command::new("docker")
+            .args(["build", "-q", "-t", IMAGE])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "docker build: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+struct Cluster {
+    store: Shared,
+    keys: Keys,
+    api: String,
+    _dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A running node daemon.
+struct NodeProcess {
+    id: String,
+    dir: PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<lb_node::Result<()>>,
+}
+
+impl NodeProcess {
+    /// Stops the daemon (its containers keep running) and waits for it.
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl Cluster {
+    async fn start() -> Self {
+        build_image();
+        let dir = tempfile::tempdir().unwrap();
+        let store: Shared = Arc::new(
+            EmbeddedStore::open_dir(&dir.path().join("store"))
+                .await
+                .unwrap(),
+        );
+        let config = Config::new("127.0.0.1:0".parse().unwrap(), Signup::Open);
+        lb_api::accounts::ensure_admin(store.as_ref(), &config.keys, Some("admin-password".into()))
+            .await
+            .unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = Server::bind(&config, store.clone(), async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+        let api = format!("http://{}", server.addr());
+        tokio::spawn(server.run());
+        Cluster {
+            store,
+            keys: Keys::default(),
+            api,
+            _dir: dir,
+            stop: Some(stop),
+        }
+    }
+
+    /// Joins a node (first start) or restarts one from its data dir.
+    async fn node(&self, dir: PathBuf, join: bool) -> NodeProcess {
+        let join_token = if join {
+            Some(
+                lb_api::handlers::nodes::issue_join_token(self.store.as_ref(), &self.keys, 600)
+                    .await
+                    .unwrap()
+                    .0,
+            )
+        } else {
+            None
+        };
+        let name = format!("n{}", rand_suffix());
+        let config = lb_node::Config {
+            api: self.api.clone(),
+            join_token,
+            name: Some(name),
+            labels: Vec::new(),
+            data_dir: dir.clone(),
+            address: None,
+            port_range: 30000..=32767,
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(lb_node::run(config, async {
+            let _ = stopped.await;
+        }));
+        // The credential file names the node.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let id = loop {
+            if let Ok(bytes) = std::fs::read(dir.join("node.json")) {
+                let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                break v["id"].as_str().unwrap().to_owned();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the node did not join within 20 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        NodeProcess {
+            id,
+            dir,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Places a replica on a node, as the scheduler does.
+    async fn assign(&self, node: &str, a: &Assignment) {
+        let placement = Replica {
+            id: a.replica.clone(),
+            project: a.project.clone(),
+            service: a.service.clone(),
+            node: Some(node.to_owned()),
+            image: a.image.clone(),
+            generation: a.generation,
+            reason: None,
+            created: 0,
+        };
+        let txn = lb_pkg::store::Txn::new()
+            .then(lb_pkg::store::Op::put(
+                self.keys.replica(&a.project, &a.service, &a.replica),
+                serde_json::to_vec(&placement).unwrap(),
+            ))
+            .then(lb_pkg::store::Op::put(
+                self.keys.node_replica(node, &a.replica),
+                serde_json::to_vec(a).unwrap(),
+            ));
+        self.store.txn(txn).await.unwrap();
+    }
+
+    async fn unassign(&self, node: &str, a: &Assignment) {
+        self.store
+            .delete(&self.keys.node_replica(node, &a.replica))
+            .await
+            .unwrap();
+    }
+
+    async fn status(&self, a: &Assignment) -> Option<ReplicaStatus> {
+        let kv = self
+            .store
+            .get(&self.keys.replica_status(&a.project, &a.service, &a.replica))
+            .await
+            .unwrap()?;
+        Some(serde_json::from_slice(&kv.value).unwrap())
+    }
+
+    /// Waits until the replica's status satisfies `want`.
+    async fn wait(
+        &self,
+        a: &Assignment,
+        what: &str,
+        want: impl Fn(&ReplicaStatus) -> bool,
+    ) -> ReplicaStatus {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let status = self.status(a).await;
+            if let Some(s) = &status {
+                if want(s) {
+                    return s.clone();
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replica {} not {what} within 30 s: {status:?}",
+                a.replica
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn rand_suffix() -> String {
+    lb_pkg::ids::new_id().to_lowercase()[14..].to_owned()
+}
+
+fn assignment(command: &[&str], memory: u64, ports: Vec<Port>) -> Assignment {
+    let id = lb_pkg::ids::new_id();
+    Assignment {
+        replica: id.clone(),
+        project: "P".repeat(2) + &id[..4],
+        service: format!("S{}", &id[10..]),
+        service_name: "web".into(),
+        generation: 1,
+        restart_generation: 0,
+        image: IMAGE.into(),
+        memory,
+        cpu: 0.5,
+        env: BTreeMap::from([("GREETING".to_owned(), "hi".to_owned())]),
+        command: Some(command.iter().map(|s| s.to_string()).collect()),
+        ports,
+        volumes: Vec::new(),
+        running: true,
+    }
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn inspect(id: &str) -> serde_json::Value {
+    let text = docker(&["inspect", id]);
+    serde_json::from_str::<serde_json::Value>(&text).unwrap_or_default()[0].clone()
+}
+
+/// Removes every container a test's node made, whatever happened.
+struct Cleanup(Vec<String>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for node in &self.0 {
+            let ids = docker(&["ps", "-aq", "--filter", &format!("label=lb.node={node}")]);
+            for id in ids.lines() {
+                docker(&["rm", "-f", id]);
+            }
+        }
+    }
+}
+
+const HTTPD: &[&str] = &["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replica_runs_with_limits_and_answers_on_its_host_port() {
+    let cluster = Cluster::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = cluster.node(dir.path().join("node"), true).await;
+    let _cleanup = Cleanup(vec![node.id.clone()]);
+    let a = assignment(
+        HTTPD,
+        32,
+        vec![Port {
+            container: 8080,
+            host: None,
+            protocol: Protocol::Tcp,
+        }],
+    );
+    cluster.assign(&node.id, &a).await;
+    let status = cluster
+        .wait(&a, "running", |s| s.state == ReplicaState::Running)
+        .await;
+    let host = status.ports[0].host;
+    assert!((30000..=32767).contains(&host), "allocated port {host}");
+    let body = reqwest::get(format!("http://127.0.0.1:{host}/index.html"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(body, "hello from lb\n");
+
+    let c = inspect(status.container_id.as_deref().unwrap());
+    let hc = &c["HostConfig"];
+    assert_eq!(hc["Memory"], 32 * 1024 * 1024);
+    assert_eq!(
+        hc["MemorySwap"],
+        32 * 1024 * 1024,
+        "swap equal to the limit"
+    );
+    assert_eq!(hc["NanoCpus"], 500_000_000);
+    assert_eq!(hc["Privileged"], false);
+    assert!(hc["SecurityOpt"].to_string().contains("no-new-privileges"));
+    assert_eq!(c["Config"]["Labels"]["lb.replica"], a.replica.as_str());
+    assert_eq!(c["Config"]["Labels"]["lb.node"], node.id.as_str());
+    assert!(c["Config"]["Env"].to_string().contains("GREETING=hi"));
+
+    // The node shows up alive with its capacity.
+    let meta: serde_json::Value = serde_json::from_slice(
+        &cluster
+            .store
+            .get(&cluster.keys.node_meta(&node.id))
+            .await
+            .unwrap()
+            .unwrap()
+            .value,
+    )
+    .unwrap();
+    assert!(meta["capacity"]["memory"].as_u64().unwrap() > 0);
+    assert!(cluster
+        .store
+        .get(&cluster.keys.node_alive(&node.id))
+        .await
+        .unwrap()
+        .is_some());
+
+    // Unassigned: stopped and removed.
+    cluster.unassign(&node.id, &a).await;
+    let id = status.container_id.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !docker(&["ps", "-aq", "--filter", &format!("id={id}")]).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "container of an unassigned replica still there"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_and_removed_containers_come_back() {
+    let cluster = Cluster::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = cluster.node(dir.path().join("node"), true).await;
+    let _cleanup = Cleanup(vec![node.id.clone()]);
+    let a = assignment(&["/bin/busybox", "sleep", "3600"], 16, Vec::new());
+    cluster.assign(&node.id, &a).await;
+    let first = cluster
+        .wait(&a, "running", |s| s.state == ReplicaState::Running)
+        .await;
+    let id = first.container_id.clone().unwrap();
+
+    // docker kill by hand: noticed through Docker events and restarted.
+    let killed_at = Instant::now();
+    docker(&["kill", &id]);
+    let back = cluster
+        .wait(&a, "restarted", |s| {
+            s.restarts >= 1 && s.state == ReplicaState::Running
+        })
+        .await;
+    assert_eq!(
+        back.container_id.as_deref(),
+        Some(id.as_str()),
+        "the same container is started again"
+    );
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(5),
+        "noticed at once, not at a resync: {:?}",
+        killed_at.elapsed()
+    );
+    assert_eq!(back.exit_code, Some(137), "SIGKILL's exit code is reported");
+
+    // docker rm -f by hand: a new container.
+    docker(&["rm", "-f", &id]);
+    let fresh = cluster
+        .wait(&a, "recreated", |s| {
+            s.state == ReplicaState::Running && s.container_id.as_deref() != Some(id.as_str())
+        })
+        .await;
+    assert!(fresh.container_id.is_some());
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exit_codes_and_out_of_memory_are_reported() {
+    let cluster = Cluster::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = cluster.node(dir.path().join("node"), true).await;
+    let _cleanup = Cleanup(vec![node.id.clone()]);
+    let failing = assignment(&["/bin/busybox", "sh", "-c", "exit 3"], 16, Vec::new());
+    cluster.assign(&node.id, &failing).await;
+    let s = cluster
+        .wait(&failing, "exited with 3", |s| {
+            s.exit_code == Some(3) && s.restarts >= 1
+        })
+        .await;
+    assert!(!s.oom_killed);
+
+    // Holds 64 MiB in a shell variable under an 8 MiB limit.
+    let hog = assignment(
+        &["/bin/busybox", "sh", "-c", "x=$(/bin/busybox head -c 67108864 /dev/zero | /bin/busybox tr '\\0' a); /bin/busybox sleep 60"],
+        8,
+        Vec::new(),
+    );
+    cluster.assign(&node.id, &hog).await;
+    let s = cluster
+        .wait(&hog, "killed for memory", |s| s.oom_killed)
+        .await;
+    assert_eq!(s.exit_code, Some(137));
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_node_adopts_its_containers() {
+    let cluster = Cluster::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = cluster.node(dir.path().join("node"), true).await;
+    let nid = node.id.clone();
+    let _cleanup = Cleanup(vec![nid.clone()]);
+    let keep = assignment(&["/bin/busybox", "sleep", "3600"], 16, Vec::new());
+    let drop_me = assignment(&["/bin/busybox", "sleep", "3600"], 16, Vec::new());
+    cluster.assign(&nid, &keep).await;
+    cluster.assign(&nid, &drop_me).await;
+    let kept = cluster
+        .wait(&keep, "running", |s| s.state == ReplicaState::Running)
+        .await;
+    let dropped = cluster
+        .wait(&drop_me, "running", |s| s.state == ReplicaState::Running)
+        .await;
+    let kept_id = kept.container_id.unwrap();
+    let started = inspect(&kept_id)["State"]["StartedAt"].clone();
+
+    // Stopping the daemon stops no container.
+    let data = node.dir.clone();
+    node.stop().await;
+    assert_eq!(inspect(&kept_id)["State"]["Running"], true);
+    // While it is down, one replica goes away.
+    cluster.unassign(&nid, &drop_me).await;
+
+    let node = cluster.node(data, false).await;
+    assert_eq!(node.id, nid, "the same node, from its credential file");
+    let dropped_id = dropped.container_id.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !docker(&["ps", "-aq", "--filter", &format!("id={dropped_id}")]).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the unassigned replica's container was not removed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let c = inspect(&kept_id);
+    assert_eq!(c["State"]["Running"], true);
+    assert_eq!(c["State"]["StartedAt"], started, "adopted, not restarted");
+    let ours = docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=lb.replica={}", keep.replica),
+    ]);
+    assert_eq!(ours.lines().count(), 1, "no duplicate container");
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revoked_node_is_refused() {
+    let cluster = Cluster::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = cluster.node(dir.path().join("node"), true).await;
+    let _cleanup = Cleanup(vec![node.id.clone()]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cluster
+        .store
+        .get(&cluster.keys.node_alive(&node.id))
+        .await
+        .unwrap()
+        .is_none()
+    {
+        assert!(Instant::now() < deadline, "node never connected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The admin removes the node: its credential is revoked.
+    let client = reqwest::Client::new();
+    let login: serde_json::Value = client
+        .post(format!("{}/api/v1/auth/login", cluster.api))
+        .json(&serde_json::json!({"username": "admin", "password": "admin-password"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["token"].as_str().unwrap();
+    let r = client
+        .delete(format!("{}/api/v1/nodes/{}", cluster.api, node.id))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let mut node = node;
+    let result = tokio::time::timeout(Duration::from_secs(30), &mut node.task)
+        .await
+        .expect("the node gave up within 30 s")
+        .unwrap();
+    assert!(matches!(result, Err(lb_node::Error::Refused)), "{result:?}");
+    // A used join token does not work twice either.
+    let (token, _) =
+        lb_api::handlers::nodes::issue_join_token(cluster.store.as_ref(), &cluster.keys, 600)
+            .await
+            .unwrap();
+    let join = |name: &str| {
+        client
+            .post(format!("{}/api/v1/nodes/join", cluster.api))
+            .json(&serde_json::json!({"token": token, "name": name}))
+            .send()
+    };
+    assert_eq!(join("first").await.unwrap().status(), 201);
+    assert_eq!(join("second").await.unwrap().status(), 401);
+}
