@@ -22,8 +22,8 @@ enum Command {
     Up(UpArgs),
     /// Run the API server (REST, websockets, UI) against a shared store.
     Api(ApiArgs),
-    /// Run the scheduler, which places replicas on nodes (not built yet).
-    Scheduler(StoreArgs),
+    /// Run the scheduler, which places replicas on nodes.
+    Scheduler(SchedulerArgs),
     /// Run the builder and the private registry (not built yet).
     Builder(StoreArgs),
     /// Run a node daemon that runs replicas as Docker containers.
@@ -87,6 +87,31 @@ struct UpArgs {
     /// Do not run a local node (no containers on this machine).
     #[arg(long, env = "LB_NO_NODE")]
     no_node: bool,
+    /// How long a node may be gone before its replicas move (e.g. 10s).
+    #[arg(long, env = "LB_NODE_GRACE", default_value = "10s", value_parser = parse_duration)]
+    node_grace: std::time::Duration,
+}
+
+#[derive(Args, Debug)]
+struct SchedulerArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// How long a node may be gone before its replicas move (e.g. 10s).
+    #[arg(long, env = "LB_NODE_GRACE", default_value = "10s", value_parser = parse_duration)]
+    node_grace: std::time::Duration,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 10s or 500ms"))?;
+    match unit {
+        "ms" => Ok(std::time::Duration::from_millis(n)),
+        "s" | "" => Ok(std::time::Duration::from_secs(n)),
+        "m" => Ok(std::time::Duration::from_secs(n * 60)),
+        _ => Err(format!("{s:?} is not a duration like 10s or 500ms")),
+    }
 }
 
 #[derive(Args, Debug)]
@@ -153,6 +178,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 registry_listen: args.registry_listen,
                 data_dir: args.store.data_dir.clone(),
                 local_node: !args.no_node,
+                node_grace: args.node_grace,
             })
             .await
         }
@@ -164,8 +190,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Command::Scheduler(args) => {
-            let store = crate::up::open_store(&args.backend()).await?;
-            lb_scheduler::run(store).await.context("lb scheduler")
+            let shutdown =
+                crate::shutdown::on_signals().context("cannot install signal handlers")?;
+            let store = crate::up::open_store(&args.store.backend()).await?;
+            let config = lb_scheduler::Config {
+                node_grace: args.node_grace,
+                ..Default::default()
+            };
+            lb_scheduler::run(store, config, shutdown.wait())
+                .await
+                .context("lb scheduler")
         }
         Command::Builder(args) => {
             let store = crate::up::open_store(&args.backend()).await?;

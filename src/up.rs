@@ -19,6 +19,8 @@ pub struct Options {
     pub data_dir: std::path::PathBuf,
     /// Whether to run a local node.
     pub local_node: bool,
+    /// Grace before a lost node's replicas move.
+    pub node_grace: std::time::Duration,
 }
 
 /// Opens the store; its errors name the endpoints or the file.
@@ -31,7 +33,11 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     tracing::debug!(registry = %options.registry_listen, "registry comes with the builder");
     let node_dir = options.data_dir.join("node");
     let local = options.local_node.then_some(node_dir);
-    serve(options.backend, options.api, local).await
+    let scheduler = lb_scheduler::Config {
+        node_grace: options.node_grace,
+        ..Default::default()
+    };
+    serve(options.backend, options.api, local, Some(scheduler)).await
 }
 
 /// Joins (first start) and runs this machine's node inside `lb up`. Without
@@ -74,14 +80,16 @@ async fn start_local_node(
 
 /// Runs the API role until a signal.
 pub async fn run_api(backend: Backend, config: lb_api::Config) -> anyhow::Result<()> {
-    serve(backend, config, None).await
+    serve(backend, config, None, None).await
 }
 
-/// Runs the API, and a local node keeping its credential in `node_dir`.
+/// Runs the API, and optionally the scheduler and a local node keeping its
+/// credential in `node_dir`.
 async fn serve(
     backend: Backend,
     config: lb_api::Config,
     node_dir: Option<std::path::PathBuf>,
+    scheduler: Option<lb_scheduler::Config>,
 ) -> anyhow::Result<()> {
     let shutdown = crate::shutdown::on_signals().context("cannot install signal handlers")?;
     let store = open_store(&backend).await?;
@@ -109,6 +117,14 @@ async fn serve(
         AdminOutcome::Existed => {}
     }
     let addr = server.addr();
+    if let Some(scheduler) = scheduler {
+        let (store, shutdown) = (store.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            if let Err(err) = lb_scheduler::run(store, scheduler, shutdown.wait()).await {
+                tracing::error!("scheduler stopped: {err}");
+            }
+        });
+    }
     if let Some(dir) = node_dir {
         start_local_node(&store, &config, addr, dir, shutdown.clone()).await?;
     }

@@ -370,7 +370,7 @@ fn bad_input_gets_one_clear_line() {
     // Roles not built yet say so instead of pretending to run.
     fails(
         &mut lb(&[
-            "scheduler",
+            "builder",
             "--data-dir",
             dir.path().join("s").to_str().unwrap(),
         ]),
@@ -387,5 +387,95 @@ fn help_describes_every_role() {
             help.lines().any(|l| l.trim_start().starts_with(role)),
             "{role} in {help}"
         );
+    }
+}
+
+/// Builds a test image from Debian's busybox-static (no registry here).
+fn build_busybox_image() -> &'static str {
+    const IMAGE: &str = "lb-test-busybox:1";
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy("/bin/busybox", dir.path().join("busybox")).expect("Debian's busybox-static");
+    std::fs::write(dir.path().join("index.html"), "hello from lb\n").unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nCOPY index.html /www/index.html\n",
+    )
+    .unwrap();
+    let out = Command::new("docker")
+        .args(["build", "-q", "-t", IMAGE])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker build: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    IMAGE
+}
+
+/// What a newcomer does: `lb up`, sign up, create a project and a service,
+/// and find its replicas answering on this machine.
+#[test]
+fn up_runs_a_created_service_on_its_local_node() {
+    let image = build_busybox_image();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let up = start(
+        &["--data-dir", data.to_str().unwrap()],
+        Some("admin-password"),
+    );
+    let api = format!("{}/api/v1", up.url);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let node_id = runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let creds = serde_json::json!({"username": "newcomer", "password": "password-1"});
+        assert_eq!(client.post(format!("{api}/auth/signup")).json(&creds).send().await.unwrap().status(), 201);
+        let login: serde_json::Value =
+            client.post(format!("{api}/auth/login")).json(&creds).send().await.unwrap().json().await.unwrap();
+        let token = login["token"].as_str().unwrap().to_owned();
+        let post = |path: &str, body: serde_json::Value| {
+            client.post(format!("{api}{path}")).bearer_auth(&token).json(&body).send()
+        };
+        assert_eq!(post("/projects", serde_json::json!({"name": "demo"})).await.unwrap().status(), 201);
+        let spec = serde_json::json!({"name": "web", "image": image, "replicas": 2, "memory": 16,
+            "ports": [{"container": 8080}], "command": ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]});
+        assert_eq!(post("/projects/demo/services", spec).await.unwrap().status(), 201);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let list: serde_json::Value = client
+                .get(format!("{api}/projects/demo/services/web/replicas"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let items = list["items"].as_array().unwrap();
+            let running: Vec<_> = items.iter().filter(|r| r["state"] == "running").collect();
+            if running.len() == 2 {
+                for r in &running {
+                    let host = r["ports"][0]["host"].as_u64().unwrap();
+                    let body = reqwest::get(format!("http://127.0.0.1:{host}/index.html")).await.unwrap().text().await.unwrap();
+                    assert_eq!(body, "hello from lb\n");
+                }
+                return running[0]["node"].as_str().unwrap().to_owned();
+            }
+            assert!(std::time::Instant::now() < deadline, "replicas not running within 60 s: {list}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let (status, stderr) = up.signal(Signal::SIGTERM);
+    assert!(status.success(), "{stderr}");
+    // Stopping lb leaves the containers running; clean them up here.
+    let ids = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label=lb.node={node_id}")])
+        .output()
+        .unwrap();
+    let ids = String::from_utf8_lossy(&ids.stdout).to_string();
+    assert_eq!(ids.lines().count(), 2, "containers outlive lb: {ids}");
+    for id in ids.lines() {
+        let _ = Command::new("docker").args(["rm", "-f", id]).output();
     }
 }

@@ -610,6 +610,8 @@ async fn services_crud_and_actions(backend: Backend) {
         .put(&keys.build(&pid, &sid, 8), failed.to_string().into_bytes())
         .await
         .unwrap();
+    // Written beside the API: let its cache see them before reading.
+    api.sync(&t).await;
     let r = api
         .call(
             "POST",
@@ -660,6 +662,8 @@ async fn services_crud_and_actions(backend: Backend) {
         )
         .await
         .unwrap();
+    // Written beside the API: let its cache see them before reading.
+    api.sync(&t).await;
     let r = api
         .call("GET", &format!("{svc}/replicas"), Some(&t), None)
         .await;
@@ -753,6 +757,8 @@ async fn deletes_cascade_without_orphans(backend: Backend) {
         .put(&keys.node_replica("N1", "OTHER"), b"{}".to_vec())
         .await
         .unwrap();
+    // Written beside the API: let its cache see them before reading.
+    api.sync(&t).await;
 
     assert_eq!(
         api.call("DELETE", "/api/v1/projects/demo/services/a", Some(&t), None)

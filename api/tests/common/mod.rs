@@ -145,8 +145,13 @@ impl Api {
 
     pub async fn raw(&self, method: &str, path: &str, token: Option<&str>, body: Vec<u8>) -> Reply {
         let url = format!("{}{}", self.base, path);
-        let mut req = self
-            .client
+        // Its own connection: a body refused early (413) closes the connection
+        // it came on, which a pooled client might pick for the next request.
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        let mut req = client
             .request(Method::from_bytes(method.as_bytes()).unwrap(), url)
             .body(body);
         if let Some(token) = token {
@@ -188,6 +193,23 @@ impl Api {
             .await;
         assert_eq!(r.status, 200, "{}", r.body);
         r.body["token"].as_str().unwrap().to_owned()
+    }
+
+    /// Makes sure the API has seen every store write made before: a write
+    /// through the API returns only once its cache holds that revision, and
+    /// the cache applies revisions in order.
+    pub async fn sync(&self, token: &str) {
+        let r = self
+            .call(
+                "POST",
+                "/api/v1/tokens",
+                Some(token),
+                Some(json!({"name": "sync"})),
+            )
+            .await;
+        let id = r.body["id"].as_str().expect("token id").to_owned();
+        self.call("DELETE", &format!("/api/v1/tokens/{id}"), Some(token), None)
+            .await;
     }
 
     pub async fn admin(&self) -> String {

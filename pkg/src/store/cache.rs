@@ -11,7 +11,9 @@
 //!   its own writes. The cache watches every key (keeping those under the
 //!   prefix) so that every revision reaches it.
 //! - Writes by other processes show up after the watch delivers them
-//!   (milliseconds); a read may lag by that much.
+//!   (milliseconds); a read may lag by that much — except that a `get` of a
+//!   key the cache lacks asks the store, so a key just created elsewhere is
+//!   found at once.
 //! - A revision's events are applied together, so a read never sees half of
 //!   a transaction.
 //! - While the cache is (re)listing — at start, after a compaction or a lost
@@ -189,11 +191,20 @@ async fn reflect(
 impl Store for CachedStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         if self.covers(key) {
-            let d = self.read();
-            if d.ready {
-                return Ok(d.kvs.get(key).cloned());
+            let hit = {
+                let d = self.read();
+                if d.ready {
+                    d.kvs.get(key).cloned().map(Some)
+                } else {
+                    None
+                }
+            };
+            if let Some(hit) = hit {
+                return Ok(hit);
             }
         }
+        // A miss asks the store: a key just created elsewhere (a join token,
+        // an API token made by another API instance) is found at once.
         self.inner.get(key).await
     }
 

@@ -1,0 +1,455 @@
+//! The scheduler with real parts: an API server, two node daemons on the
+//! real Docker engine, the scheduler, all over the embedded store; services
+//! created through the REST API as a user would.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lb_api::server::Signup;
+use lb_pkg::keys::Keys;
+use lb_pkg::store::embedded::EmbeddedStore;
+use lb_pkg::store::Shared;
+use serde_json::{json, Value};
+
+const IMAGE: &str = "lb-test-busybox:1";
+
+fn build_image() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy("/bin/busybox", dir.path().join("busybox"))
+            .expect("Debian's busybox-static at /bin/busybox");
+        std::fs::write(dir.path().join("index.html"), "hello from lb\n").unwrap();
+        std::fs::write(
+            dir.path().join("Dockerfile"),
+            "FROM scratch\nCOPY busybox /bin/busybox\nCOPY index.html /www/index.html\n",
+        )
+        .unwrap();
+        let out = Command::new("docker")
+            .args(["build", "-q", "-t", IMAGE])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "docker build: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+struct Node {
+    id: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<lb_node::Result<()>>,
+}
+
+impl Node {
+    async fn kill(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+struct Cluster {
+    store: Shared,
+    keys: Keys,
+    api: String,
+    token: String,
+    client: reqwest::Client,
+    dir: tempfile::TempDir,
+    nodes: Vec<String>,
+    stops: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for stop in self.stops.drain(..) {
+            let _ = stop.send(());
+        }
+        for node in &self.nodes {
+            let out = Command::new("docker")
+                .args(["ps", "-aq", "--filter", &format!("label=lb.node={node}")])
+                .output()
+                .unwrap();
+            for id in String::from_utf8_lossy(&out.stdout).lines() {
+                let _ = Command::new("docker").args(["rm", "-f", id]).output();
+            }
+        }
+    }
+}
+
+impl Cluster {
+    async fn start() -> Self {
+        build_image();
+        let dir = tempfile::tempdir().unwrap();
+        let store: Shared = Arc::new(
+            EmbeddedStore::open_dir(&dir.path().join("store"))
+                .await
+                .unwrap(),
+        );
+        let config = lb_api::Config::new("127.0.0.1:0".parse().unwrap(), Signup::Open);
+        lb_api::accounts::ensure_admin(store.as_ref(), &config.keys, Some("admin-password".into()))
+            .await
+            .unwrap();
+        let mut stops = Vec::new();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        stops.push(stop);
+        let server = lb_api::Server::bind(&config, store.clone(), async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+        let api = format!("http://{}", server.addr());
+        tokio::spawn(server.run());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        stops.push(stop);
+        let scheduler = lb_scheduler::Config {
+            node_grace: Duration::from_secs(2),
+            ..Default::default()
+        };
+        tokio::spawn(lb_scheduler::run(store.clone(), scheduler, async {
+            let _ = stopped.await;
+        }));
+        let client = reqwest::Client::new();
+        let body = json!({"username": "alice", "password": "password-1"});
+        client
+            .post(format!("{api}/api/v1/auth/signup"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let login: Value = client
+            .post(format!("{api}/api/v1/auth/login"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = login["token"].as_str().unwrap().to_owned();
+        let cluster = Cluster {
+            store,
+            keys: Keys::default(),
+            api,
+            token,
+            client,
+            dir,
+            nodes: Vec::new(),
+            stops,
+        };
+        cluster
+            .call("POST", "/projects", json!({"name": "demo"}))
+            .await;
+        cluster
+    }
+
+    async fn node(&mut self, name: &str) -> Node {
+        let (token, _) =
+            lb_api::handlers::nodes::issue_join_token(self.store.as_ref(), &self.keys, 600)
+                .await
+                .unwrap();
+        let data: PathBuf = self.dir.path().join(name);
+        let config = lb_node::Config {
+            api: self.api.clone(),
+            join_token: Some(token),
+            name: Some(format!(
+                "{name}-{}",
+                &lb_pkg::ids::new_id().to_lowercase()[18..]
+            )),
+            labels: vec![("zone".into(), name.into())],
+            data_dir: data.clone(),
+            address: None,
+            port_range: 30000..=32767,
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(lb_node::run(config, async {
+            let _ = stopped.await;
+        }));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let id = loop {
+            if let Ok(bytes) = std::fs::read(data.join("node.json")) {
+                let v: Value = serde_json::from_slice(&bytes).unwrap();
+                break v["id"].as_str().unwrap().to_owned();
+            }
+            if task.is_finished() {
+                panic!("node {name} stopped: {:?}", task.await);
+            }
+            assert!(Instant::now() < deadline, "node {name} did not join");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        // Wait until it is alive and has told its capacity.
+        loop {
+            let node = self.call("GET", &format!("/nodes/{id}"), Value::Null).await;
+            if node["alive"] == true && node["capacity"]["memory"].as_u64().unwrap_or(0) > 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "node {name} not alive: {node}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.nodes.push(id.clone());
+        Node {
+            id,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Value) -> Value {
+        let url = format!("{}/api/v1{path}", self.api);
+        let mut req = self
+            .client
+            .request(method.parse().unwrap(), url)
+            .bearer_auth(&self.token);
+        if !body.is_null() {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let value: Value = resp.json().await.unwrap_or(Value::Null);
+        assert!(status.is_success(), "{method} {path}: {status} {value}");
+        value
+    }
+
+    async fn replicas(&self, service: &str) -> Vec<Value> {
+        let list = self
+            .call(
+                "GET",
+                &format!("/projects/demo/services/{service}/replicas"),
+                Value::Null,
+            )
+            .await;
+        list["items"].as_array().unwrap().clone()
+    }
+
+    /// Waits until the replicas satisfy `want`.
+    async fn wait(
+        &self,
+        service: &str,
+        what: &str,
+        limit: Duration,
+        want: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let replicas = self.replicas(service).await;
+            if want(&replicas) {
+                return replicas;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{service}: not {what} within {limit:?}: {replicas:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn running(replicas: &[Value]) -> usize {
+    replicas.iter().filter(|r| r["state"] == "running").count()
+}
+
+fn sleeper(name: &str, replicas: u32) -> Value {
+    json!({"name": name, "image": IMAGE, "replicas": replicas, "memory": 16, "cpu": 0.1,
+        "command": ["/bin/busybox", "sleep", "3600"]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_spread_and_a_misfit_stays_pending_with_a_reason() {
+    let mut cluster = Cluster::start().await;
+    let _a = cluster.node("a").await;
+    let _b = cluster.node("b").await;
+    cluster
+        .call("POST", "/projects/demo/services", sleeper("web", 2))
+        .await;
+    let replicas = cluster
+        .wait(
+            "web",
+            "running on two nodes",
+            Duration::from_secs(30),
+            |r| running(r) == 2,
+        )
+        .await;
+    assert_ne!(
+        replicas[0]["node"], replicas[1]["node"],
+        "spread across the two nodes"
+    );
+
+    // More memory than any node has: pending, and the API says why.
+    let mut huge = sleeper("huge", 1);
+    huge["memory"] = json!(1_048_576);
+    cluster.call("POST", "/projects/demo/services", huge).await;
+    let pending = cluster
+        .wait(
+            "huge",
+            "pending with a reason",
+            Duration::from_secs(10),
+            |r| {
+                r.len() == 1
+                    && r[0]["message"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("no node has 1048576 MiB free")
+            },
+        )
+        .await;
+    assert_eq!(pending[0]["state"], "pending");
+    assert!(pending[0]["node"].is_null());
+
+    // A node selector pins replicas to a zone.
+    let mut pinned = sleeper("pinned", 2);
+    pinned["node_selector"] = json!({"zone": "b"});
+    cluster
+        .call("POST", "/projects/demo/services", pinned)
+        .await;
+    let r = cluster
+        .wait("pinned", "running", Duration::from_secs(30), |r| {
+            running(r) == 2
+        })
+        .await;
+    assert_eq!(r[0]["node"], r[1]["node"]);
+    assert_eq!(r[0]["node"].as_str(), Some(_b.id.as_str()));
+
+    // Scale down removes the newest first.
+    cluster
+        .call(
+            "POST",
+            "/projects/demo/services/web/scale",
+            json!({"replicas": 3}),
+        )
+        .await;
+    let three = cluster
+        .wait("web", "three running", Duration::from_secs(30), |r| {
+            running(r) == 3
+        })
+        .await;
+    let oldest: Vec<Value> = replicas.iter().map(|r| r["id"].clone()).collect();
+    cluster
+        .call(
+            "POST",
+            "/projects/demo/services/web/scale",
+            json!({"replicas": 2}),
+        )
+        .await;
+    let two = cluster
+        .wait("web", "back to two", Duration::from_secs(30), |r| {
+            r.len() == 2
+        })
+        .await;
+    let kept: Vec<Value> = two.iter().map(|r| r["id"].clone()).collect();
+    assert_eq!(kept, oldest, "the newest of {three:#?} went");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_nodes_replicas_run_elsewhere() {
+    let mut cluster = Cluster::start().await;
+    let a = cluster.node("a").await;
+    let b = cluster.node("b").await;
+    cluster
+        .call("POST", "/projects/demo/services", sleeper("web", 2))
+        .await;
+    cluster
+        .wait("web", "running", Duration::from_secs(30), |r| {
+            running(r) == 2
+        })
+        .await;
+    let lost = a.id.clone();
+    let died = Instant::now();
+    a.kill().await;
+    let moved = cluster
+        .wait(
+            "web",
+            "moved to the live node",
+            Duration::from_secs(30),
+            |r| running(r) == 2 && r.iter().all(|x| x["node"].as_str() == Some(b.id.as_str())),
+        )
+        .await;
+    let took = died.elapsed();
+    eprintln!("replacement running {took:?} after the node died (grace 2 s)");
+    assert!(moved.iter().all(|r| r["node"] != lost.as_str()));
+    assert!(took < Duration::from_secs(15), "replacement took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rolling_update_keeps_the_count_and_a_failing_version_halts() {
+    let mut cluster = Cluster::start().await;
+    let _a = cluster.node("a").await;
+    let _b = cluster.node("b").await;
+    cluster
+        .call("POST", "/projects/demo/services", sleeper("web", 2))
+        .await;
+    cluster
+        .wait("web", "running", Duration::from_secs(30), |r| {
+            running(r) == 2
+        })
+        .await;
+
+    // A new version: never fewer than two running while it rolls out.
+    cluster
+        .call(
+            "PATCH",
+            "/projects/demo/services/web",
+            json!({"env": {"VERSION": "2"}}),
+        )
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut min_running = usize::MAX;
+    loop {
+        let r = cluster.replicas("web").await;
+        min_running = min_running.min(running(&r));
+        if r.len() == 2 && running(&r) == 2 && r.iter().all(|x| x["generation"] == 2) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "rollout did not finish: {r:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        min_running >= 2,
+        "running replicas fell to {min_running} during the rollout"
+    );
+
+    // A version that cannot run: the rollout stops, the old ones keep serving.
+    cluster
+        .call(
+            "PATCH",
+            "/projects/demo/services/web",
+            json!({"command": ["/bin/busybox", "false"]}),
+        )
+        .await;
+    let r = cluster
+        .wait(
+            "web",
+            "a failing new replica",
+            Duration::from_secs(30),
+            |r| {
+                r.iter()
+                    .any(|x| x["generation"] == 3 && x["restarts"].as_u64().unwrap_or(0) >= 1)
+            },
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let r2 = cluster.replicas("web").await;
+    let old_running = r2
+        .iter()
+        .filter(|x| x["generation"] == 2 && x["state"] == "running")
+        .count();
+    assert_eq!(old_running, 2, "old replicas keep serving: {r2:#?}");
+    assert_eq!(
+        r2.iter().filter(|x| x["generation"] == 3).count(),
+        1,
+        "halted after one new replica: {r:#?}"
+    );
+}
