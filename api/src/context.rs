@@ -26,6 +26,8 @@ pub struct Context {
     pub limiter: LoginLimiter,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Requests to nodes over their channels.
+    pub streams: crate::streams::Streams,
 }
 
 /// A handle to the shared state.
@@ -50,6 +52,7 @@ impl Context {
             ),
             tokens,
             metrics,
+            streams: Default::default(),
             config,
         }))
     }

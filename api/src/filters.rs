@@ -383,7 +383,23 @@ pub fn api(ctx: Ctx) -> BoxedFilter<(Response,)> {
         .and(c())
         .and(who())
         .and_then(|p, s, ctx, caller| respond_fut(services::list_replicas(ctx, caller, p, s)));
-    let services = services_list
+    let logs = warp::path!("projects" / String / "services" / String / "logs")
+        .and(warp::get())
+        .and(c())
+        .and(who())
+        .and(warp::query::<services::LogsQuery>())
+        .and_then(|p, s, ctx, caller, q| respond_fut(services::logs(ctx, caller, p, s, q)));
+    let exec = warp::path!("projects" / String / "services" / String / "exec")
+        .and(warp::post())
+        .and(c())
+        .and(who())
+        .and(body())
+        .and_then(|p, s, ctx, caller, b| respond_fut(services::exec(ctx, caller, p, s, b)));
+    let services = logs
+        .or(exec)
+        .unify()
+        .or(services_list)
+        .unify()
         .or(services_create)
         .unify()
         .or(service_get)

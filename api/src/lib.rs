@@ -15,5 +15,6 @@ pub mod metrics;
 pub mod models;
 pub mod openapi;
 pub mod server;
+pub mod streams;
 
 pub use server::{Config, Server};

@@ -23,6 +23,8 @@ pub struct Route {
     pub if_match: bool,
     /// Whether it pages with `limit`/`offset`.
     pub paged: bool,
+    /// Whether it takes `tail` and `replica` (logs).
+    pub logs: bool,
 }
 
 const fn r(method: &'static str, path: &'static str, summary: &'static str) -> Route {
@@ -35,6 +37,7 @@ const fn r(method: &'static str, path: &'static str, summary: &'static str) -> R
         ok: (200, None),
         if_match: false,
         paged: false,
+        logs: false,
     }
 }
 
@@ -53,6 +56,10 @@ impl Route {
     }
     const fn if_match(mut self) -> Self {
         self.if_match = true;
+        self
+    }
+    const fn paged_logs(mut self) -> Self {
+        self.logs = true;
         self
     }
     const fn paged(mut self) -> Self {
@@ -172,6 +179,20 @@ pub const ROUTES: &[Route] = &[
     .ok(200, Some("ReplicaList")),
     r(
         "GET",
+        "/api/v1/projects/{p}/services/{s}/logs",
+        "The last lines of a replica's output (text)",
+    )
+    .paged_logs()
+    .ok(200, None),
+    r(
+        "POST",
+        "/api/v1/projects/{p}/services/{s}/exec",
+        "Run a command in a replica",
+    )
+    .body("Exec")
+    .ok(200, Some("ExecOutput")),
+    r(
+        "GET",
         "/api/v1/events",
         "Websocket of visible changes (snapshot, then changes)",
     )
@@ -274,6 +295,12 @@ fn schemas() -> Value {
             "image": {"type": "string"}, "generation": {"type": "integer"},
             "ports": {"type": "array", "items": {"type": "object"}}, "restarts": {"type": "integer"}, "message": {"type": "string"}}},
         "ReplicaList": list("Replica"),
+        "Exec": {"type": "object", "required": ["command"], "additionalProperties": false, "properties": {
+            "command": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+            "replica": {"type": "string", "nullable": true},
+            "timeout": {"type": "integer", "minimum": 1, "maximum": 300, "nullable": true}}},
+        "ExecOutput": {"type": "object", "required": ["exit_code", "stdout", "stderr"], "properties": {
+            "exit_code": {"type": "integer"}, "stdout": {"type": "string"}, "stderr": {"type": "string"}}},
         "JoinToken": {"type": "object", "additionalProperties": false,
             "properties": {"ttl": {"type": "integer", "minimum": 10, "maximum": 604800}}},
         "JoinTokenCreated": {"type": "object", "required": ["token", "expires"],
@@ -313,6 +340,10 @@ pub fn document() -> Value {
         if route.paged {
             params.push(json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}));
             params.push(json!({"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}}));
+        }
+        if route.logs {
+            params.push(json!({"name": "tail", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 10000}}));
+            params.push(json!({"name": "replica", "in": "query", "schema": {"type": "string"}}));
         }
         if route.if_match {
             params.push(

@@ -12,6 +12,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::credential::Credential;
+use crate::runtime::Runtime;
 use crate::{Config, Error, Result};
 
 const HEARTBEAT: Duration = Duration::from_secs(5);
@@ -21,7 +22,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub async fn run(
     config: &Config,
     credential: &Credential,
+    runtime: &Runtime,
     to_reconciler: mpsc::Sender<ToNode>,
+    answers: mpsc::Sender<FromNode>,
     mut statuses: mpsc::Receiver<FromNode>,
 ) -> Result<()> {
     let url = format!("{}/api/v1/nodes/connect", config.api.trim_end_matches('/'))
@@ -29,7 +32,17 @@ pub async fn run(
         .replacen("https://", "wss://", 1);
     let mut backoff = Duration::from_millis(200);
     loop {
-        match session(config, credential, &url, &to_reconciler, &mut statuses).await {
+        match session(
+            config,
+            credential,
+            &url,
+            runtime,
+            &to_reconciler,
+            &answers,
+            &mut statuses,
+        )
+        .await
+        {
             Err(Error::Refused) => return Err(Error::Refused),
             Err(err) => tracing::warn!(error = %err, "channel to the API lost"),
             Ok(connected) => {
@@ -50,7 +63,9 @@ async fn session(
     config: &Config,
     credential: &Credential,
     url: &str,
+    runtime: &Runtime,
     to_reconciler: &mpsc::Sender<ToNode>,
+    answers: &mpsc::Sender<FromNode>,
     statuses: &mut mpsc::Receiver<FromNode>,
 ) -> Result<bool> {
     let mut request = url
@@ -100,6 +115,24 @@ async fn session(
                     Some(Err(err)) => return Err(Error::Join(format!("channel error: {err}"))),
                 };
                 match serde_json::from_str::<ToNode>(&text) {
+                    Ok(ToNode::Logs { request, replica, tail }) => {
+                        let (runtime, answers) = (runtime.clone(), answers.clone());
+                        tokio::spawn(async move {
+                            let result = runtime.logs(&replica, tail.min(10_000)).await;
+                            let _ = answers.send(FromNode::Logs { request, result }).await;
+                        });
+                    }
+                    Ok(ToNode::Exec { request, replica, command, timeout }) => {
+                        let (runtime, answers) = (runtime.clone(), answers.clone());
+                        tokio::spawn(async move {
+                            let limit = Duration::from_secs(timeout.clamp(1, 3600));
+                            let result = match tokio::time::timeout(limit, runtime.exec(&replica, command)).await {
+                                Ok(result) => result,
+                                Err(_) => Err(format!("the command did not finish within {} s", limit.as_secs())),
+                            };
+                            let _ = answers.send(FromNode::Exec { request, result }).await;
+                        });
+                    }
                     Ok(message) => {
                         if to_reconciler.send(message).await.is_err() {
                             return Ok(true);

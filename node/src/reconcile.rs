@@ -135,6 +135,8 @@ impl Reconciler {
             ToNode::Delete { replica } => {
                 self.desired.remove(&replica);
             }
+            // Streams are served by the channel, not here.
+            ToNode::Logs { .. } | ToNode::Exec { .. } => {}
         }
     }
 

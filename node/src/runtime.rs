@@ -18,6 +18,9 @@ use lb_pkg::model::{Assignment, Protocol};
 
 use crate::{Error, Result};
 
+/// The most output kept from logs or a command (1 MiB).
+const MAX_OUTPUT: usize = 1 << 20;
+
 /// Label keys on every container lb makes.
 pub mod labels {
     /// The node that owns the container.
@@ -273,6 +276,89 @@ impl Runtime {
             Err(e) if is_status(&e, &[404, 409]) => Ok(()),
             other => other,
         }
+    }
+
+    /// The running container of a replica of this node.
+    async fn container_of(&self, replica: &str) -> Result<String, String> {
+        let containers = self.list().await.map_err(|e| message(&e))?;
+        containers
+            .into_iter()
+            .find(|c| c.replica == replica)
+            .map(|c| c.id)
+            .ok_or_else(|| format!("replica {replica} has no container on this node"))
+    }
+
+    /// The last `tail` lines of a replica's output (stdout and stderr).
+    pub async fn logs(&self, replica: &str, tail: u32) -> Result<String, String> {
+        use bollard::container::LogsOptions;
+        let id = self.container_of(replica).await?;
+        let options = LogsOptions::<String> {
+            stdout: true,
+            stderr: true,
+            tail: tail.to_string(),
+            ..Default::default()
+        };
+        let mut stream = self.docker.logs(&id, Some(options));
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| message(&e))?;
+            out.extend_from_slice(&chunk.into_bytes());
+            if out.len() > MAX_OUTPUT {
+                break;
+            }
+        }
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    /// Runs a command in a replica's container and collects its output.
+    pub async fn exec(
+        &self,
+        replica: &str,
+        command: Vec<String>,
+    ) -> Result<lb_pkg::protocol::ExecOutput, String> {
+        use bollard::container::LogOutput;
+        use bollard::exec::{CreateExecOptions, StartExecResults};
+        let id = self.container_of(replica).await?;
+        let options = CreateExecOptions {
+            cmd: Some(command),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..Default::default()
+        };
+        let exec = self
+            .docker
+            .create_exec(&id, options)
+            .await
+            .map_err(|e| message(&e))?;
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        if let StartExecResults::Attached { mut output, .. } = self
+            .docker
+            .start_exec(&exec.id, None)
+            .await
+            .map_err(|e| message(&e))?
+        {
+            while let Some(chunk) = output.next().await {
+                match chunk.map_err(|e| message(&e))? {
+                    LogOutput::StdOut { message } if stdout.len() < MAX_OUTPUT => {
+                        stdout.extend_from_slice(&message)
+                    }
+                    LogOutput::StdErr { message } if stderr.len() < MAX_OUTPUT => {
+                        stderr.extend_from_slice(&message)
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let inspect = self
+            .docker
+            .inspect_exec(&exec.id)
+            .await
+            .map_err(|e| message(&e))?;
+        Ok(lb_pkg::protocol::ExecOutput {
+            exit_code: inspect.exit_code.unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        })
     }
 
     /// How a stopped container ended.

@@ -21,6 +21,26 @@ pub enum ToNode {
         /// The replica id.
         replica: String,
     },
+    /// Read a replica's recent logs; answered by [`FromNode::Logs`].
+    Logs {
+        /// Matches the answer to the request.
+        request: String,
+        /// The replica id.
+        replica: String,
+        /// Lines from the end (at most 10,000).
+        tail: u32,
+    },
+    /// Run a command in a replica's container; answered by [`FromNode::Exec`].
+    Exec {
+        /// Matches the answer to the request.
+        request: String,
+        /// The replica id.
+        replica: String,
+        /// The command and its arguments.
+        command: Vec<String>,
+        /// Seconds before it is given up.
+        timeout: u64,
+    },
 }
 
 /// From a node to the API.
@@ -43,6 +63,31 @@ pub enum FromNode {
         /// Its status.
         status: ReplicaStatus,
     },
+    /// The answer to [`ToNode::Logs`].
+    Logs {
+        /// The request answered.
+        request: String,
+        /// The log text, or why there is none.
+        result: Result<String, String>,
+    },
+    /// The answer to [`ToNode::Exec`].
+    Exec {
+        /// The request answered.
+        request: String,
+        /// The outcome, or why the command could not run.
+        result: Result<ExecOutput, String>,
+    },
+}
+
+/// What a one-off command did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecOutput {
+    /// Its exit code.
+    pub exit_code: i64,
+    /// What it wrote to stdout (at most 1 MiB kept).
+    pub stdout: String,
+    /// What it wrote to stderr (at most 1 MiB kept).
+    pub stderr: String,
 }
 
 #[cfg(test)]

@@ -453,3 +453,125 @@ async fn rolling_update_keeps_the_count_and_a_failing_version_halts() {
         "halted after one new replica: {r:#?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn logs_exec_pause_resume_and_restart_reach_the_containers() {
+    let mut cluster = Cluster::start().await;
+    let _a = cluster.node("a").await;
+    let mut spec = sleeper("web", 2);
+    spec["command"] = json!([
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "echo started $GREETING; exec /bin/busybox sleep 3600"
+    ]);
+    spec["env"] = json!({"GREETING": "hello"});
+    cluster.call("POST", "/projects/demo/services", spec).await;
+    let replicas = cluster
+        .wait("web", "running", Duration::from_secs(30), |r| {
+            running(r) == 2
+        })
+        .await;
+
+    // Logs, as text.
+    let url = format!(
+        "{}/api/v1/projects/demo/services/web/logs?tail=10",
+        cluster.api
+    );
+    let logs = cluster
+        .client
+        .get(&url)
+        .bearer_auth(&cluster.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(logs.trim(), "started hello");
+
+    // One-off exec: output and exit codes.
+    let out = cluster
+        .call(
+            "POST",
+            "/projects/demo/services/web/exec",
+            json!({"command": ["/bin/busybox", "echo", "ok"]}),
+        )
+        .await;
+    assert_eq!(out, json!({"exit_code": 0, "stdout": "ok\n", "stderr": ""}));
+    let rid = replicas[1]["id"].as_str().unwrap();
+    let body =
+        json!({"command": ["/bin/busybox", "sh", "-c", "echo oops >&2; exit 7"], "replica": rid});
+    let out = cluster
+        .call("POST", "/projects/demo/services/web/exec", body)
+        .await;
+    assert_eq!(
+        (out["exit_code"].as_i64(), out["stderr"].as_str()),
+        (Some(7), Some("oops\n"))
+    );
+
+    // Pause stops every container and keeps the count; resume starts them.
+    cluster
+        .call("POST", "/projects/demo/services/web/pause", Value::Null)
+        .await;
+    let paused = cluster
+        .wait("web", "stopped", Duration::from_secs(30), |r| {
+            r.len() == 2 && r.iter().all(|x| x["state"] == "exited")
+        })
+        .await;
+    let ids: Vec<String> = paused
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    for id in &ids {
+        let out = Command::new("docker")
+            .args(["ps", "-q", "--filter", &format!("label=lb.replica={id}")])
+            .output()
+            .unwrap();
+        assert!(
+            out.stdout.is_empty(),
+            "a paused replica's container still runs"
+        );
+    }
+    cluster
+        .call("POST", "/projects/demo/services/web/resume", Value::Null)
+        .await;
+    cluster
+        .wait("web", "running again", Duration::from_secs(30), |r| {
+            running(r) == 2
+        })
+        .await;
+
+    // Restart: every replica gets a new container, one at a time.
+    let before = container_ids(&ids);
+    cluster
+        .call("POST", "/projects/demo/services/web/restart", Value::Null)
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = container_ids(&ids);
+        if now.iter().zip(&before).all(|(a, b)| a != b)
+            && running(&cluster.replicas("web").await) == 2
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every replica restarted: {before:?} -> {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn container_ids(replicas: &[String]) -> Vec<String> {
+    replicas
+        .iter()
+        .map(|id| {
+            let out = Command::new("docker")
+                .args(["ps", "-q", "--filter", &format!("label=lb.replica={id}")])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        })
+        .collect()
+}

@@ -562,3 +562,157 @@ pub async fn list_replicas(ctx: Ctx, caller: Caller, p: String, s: String) -> Re
         },
     ))
 }
+
+/// `?tail=&replica=` of the logs route.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsQuery {
+    /// Lines from the end (default 100, at most 10,000).
+    pub tail: Option<u32>,
+    /// The replica (default: the first running one).
+    pub replica: Option<String>,
+}
+
+/// `POST .../exec`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecRequest {
+    /// The command and its arguments.
+    pub command: Vec<String>,
+    /// The replica (default: the first running one).
+    #[serde(default)]
+    pub replica: Option<String>,
+    /// Seconds before it is given up (default 30, at most 300).
+    #[serde(default)]
+    pub timeout: Option<u64>,
+}
+
+/// The replica a stream goes to: the one named (of this service), or the
+/// first running one. Answers it with its node.
+async fn stream_target(
+    ctx: &Ctx,
+    loaded: &Loaded,
+    replica: Option<&str>,
+) -> Result<(String, String)> {
+    let replicas = replicas(ctx, &loaded.pid, &loaded.meta.id).await?;
+    let chosen = match replica {
+        Some(rid) => replicas.iter().find(|(r, _)| r.id == rid).ok_or_else(|| {
+            ApiError::not_found(format!(
+                "replica {rid:?} not found in service {:?}",
+                loaded.meta.name
+            ))
+            .with_field("replica")
+        })?,
+        None => replicas
+            .iter()
+            .find(|(_, s)| s.as_ref().is_some_and(|s| s.state == ReplicaState::Running))
+            .ok_or_else(|| {
+                ApiError::unprocessable(format!(
+                    "service {:?} has no running replica",
+                    loaded.meta.name
+                ))
+            })?,
+    };
+    let node = chosen.0.node.clone().ok_or_else(|| {
+        ApiError::unprocessable(format!(
+            "replica {:?} is not placed on a node yet",
+            chosen.0.id
+        ))
+    })?;
+    Ok((chosen.0.id.clone(), node))
+}
+
+/// `GET .../logs`: the last lines of a replica's output, as text.
+pub async fn logs(
+    ctx: Ctx,
+    caller: Caller,
+    p: String,
+    s: String,
+    query: LogsQuery,
+) -> Result<Response> {
+    let tail = query.tail.unwrap_or(100);
+    if tail > 10_000 {
+        return Err(ApiError::invalid(
+            "tail",
+            format!("{tail} is more than 10000"),
+        ));
+    }
+    let loaded = resolve(&ctx, &caller, &p, &s).await?;
+    let (replica, node) = stream_target(&ctx, &loaded, query.replica.as_deref()).await?;
+    let make = |request| lb_pkg::protocol::ToNode::Logs {
+        request,
+        replica: replica.clone(),
+        tail,
+    };
+    match ctx
+        .streams
+        .ask(&node, make, std::time::Duration::from_secs(30))
+        .await?
+    {
+        lb_pkg::protocol::FromNode::Logs {
+            result: Ok(text), ..
+        } => {
+            use warp::Reply;
+            Ok(
+                warp::reply::with_header(text, "content-type", "text/plain; charset=utf-8")
+                    .into_response(),
+            )
+        }
+        lb_pkg::protocol::FromNode::Logs {
+            result: Err(message),
+            ..
+        } => Err(ApiError::unprocessable(message)),
+        _ => Err(ApiError::internal(
+            "a node answered logs with something else",
+        )),
+    }
+}
+
+/// `POST .../exec`: runs a command in a replica; answers its exit code and
+/// output.
+pub async fn exec(
+    ctx: Ctx,
+    caller: Caller,
+    p: String,
+    s: String,
+    body: ExecRequest,
+) -> Result<Response> {
+    if body.command.is_empty() || body.command.len() > 1000 {
+        return Err(ApiError::invalid(
+            "command",
+            "must hold 1 to 1000 arguments",
+        ));
+    }
+    if body.command.iter().any(|a| a.contains('\0')) {
+        return Err(ApiError::invalid("command", "an argument holds a NUL byte"));
+    }
+    let timeout = body.timeout.unwrap_or(30);
+    if !(1..=300).contains(&timeout) {
+        return Err(ApiError::invalid(
+            "timeout",
+            format!("{timeout} s is out of range (1–300)"),
+        ));
+    }
+    let loaded = resolve(&ctx, &caller, &p, &s).await?;
+    let (replica, node) = stream_target(&ctx, &loaded, body.replica.as_deref()).await?;
+    let command = body.command.clone();
+    let make = |request| lb_pkg::protocol::ToNode::Exec {
+        request,
+        replica: replica.clone(),
+        command,
+        timeout,
+    };
+    let limit = std::time::Duration::from_secs(timeout + 5);
+    match ctx.streams.ask(&node, make, limit).await? {
+        lb_pkg::protocol::FromNode::Exec {
+            result: Ok(output), ..
+        } => Ok(json(StatusCode::OK, &output)),
+        lb_pkg::protocol::FromNode::Exec {
+            result: Err(message),
+            ..
+        } => Err(ApiError::unprocessable(message)),
+        _ => Err(ApiError::internal(
+            "a node answered exec with something else",
+        )),
+    }
+}
