@@ -107,8 +107,8 @@ impl Reconciler {
                     }
                 }
                 _ = events.next() => {
-                    // Let a burst of events settle into one pass.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // Fold the events already queued into this one pass.
+                    while let Some(Some(())) = futures::FutureExt::now_or_never(events.next()) {}
                 }
                 _ = resync.tick() => {}
                 _ = retry_sleep => {}

@@ -17,6 +17,8 @@ use clap::{Parser, Subcommand};
 use lb_pkg::store::{Shared, StoreExt};
 use serde_json::json;
 
+mod node;
+
 #[derive(Parser)]
 #[command(name = "lb-bench", about = "lb benchmarks")]
 struct Cli {
@@ -40,6 +42,16 @@ enum Command {
         /// Requests per second of the fixed-rate GET run.
         #[arg(long, default_value_t = 2000)]
         rate: u64,
+    },
+    /// Replica start latency through lb beside raw docker create + start,
+    /// and the node daemon's memory.
+    Node {
+        /// Replicas to start.
+        #[arg(long, default_value_t = 50)]
+        replicas: usize,
+        /// The `lb` binary to run as the node.
+        #[arg(long, default_value = "target/release/lb")]
+        lb: String,
     },
 }
 
@@ -335,5 +347,6 @@ async fn main() -> anyhow::Result<()> {
             concurrency,
             rate,
         } => api_bench(etcd, seconds, concurrency, rate).await,
+        Command::Node { replicas, lb } => node::run(replicas, &lb).await,
     }
 }
