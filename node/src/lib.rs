@@ -77,14 +77,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     let docker = runtime::Runtime::connect(&credential.id).await?;
     let (to_reconciler, from_channel) = mpsc::channel(1024);
     let (to_channel, from_reconciler) = mpsc::channel(4096);
-    let reconciler = reconcile::Reconciler::new(
-        docker.clone(),
-        config.port_range.clone(),
-        to_channel.clone(),
-    );
+    // Streams (logs, exec) get their own Docker client: the reconciler's
+    // holds its long-lived events request.
+    let streams = runtime::Runtime::connect(&credential.id).await?;
+    let reconciler =
+        reconcile::Reconciler::new(docker, config.port_range.clone(), to_channel.clone());
     let reconcile_task = tokio::spawn(reconciler.run(from_channel));
     let result = tokio::select! {
-        r = channel::run(&config, &credential, &docker, to_reconciler, to_channel, from_reconciler) => r,
+        r = channel::run(&config, &credential, &streams, to_reconciler, to_channel, from_reconciler) => r,
         _ = shutdown => Ok(()),
     };
     reconcile_task.abort();

@@ -19,6 +19,8 @@ use tokio::sync::mpsc;
 use crate::runtime::{self, Container, Runtime};
 
 const RESYNC: Duration = Duration::from_secs(10);
+/// A second look after Docker events.
+const SETTLE: Duration = Duration::from_millis(500);
 const GRACE_SECS: i64 = 10;
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -87,10 +89,17 @@ impl Reconciler {
         let mut events = Box::pin(self.runtime.events());
         let mut resync = tokio::time::interval(RESYNC);
         let mut synced = false;
+        let mut settle: Option<Instant> = None;
         loop {
             let retry = self.crashes.values().filter_map(|c| c.retry_at).min();
             let retry_sleep = async {
                 match retry {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let settle_sleep = async {
+                match settle {
                     Some(at) => tokio::time::sleep_until(at.into()).await,
                     None => std::future::pending().await,
                 }
@@ -107,9 +116,13 @@ impl Reconciler {
                     }
                 }
                 _ = events.next() => {
-                    // Fold the events already queued into this one pass.
-                    while let Some(Some(())) = futures::FutureExt::now_or_never(events.next()) {}
+                    // Let a burst settle a moment, and look again a little
+                    // later: Docker may report the state an event announces
+                    // (a kill, then the exit) after the event.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    settle = Some(Instant::now() + SETTLE);
                 }
+                _ = settle_sleep => settle = None,
                 _ = resync.tick() => {}
                 _ = retry_sleep => {}
             }

@@ -49,11 +49,47 @@ pub struct Request<'a> {
     pub selector: &'a BTreeMap<String, String>,
 }
 
-/// The best node for the request, or why there is none.
+/// The best node for the request, or why there is none. One pass over the
+/// nodes without allocating; the reason is worked out only when none fits.
 pub fn choose<'n>(nodes: &'n [NodeView], request: &Request<'_>) -> Result<&'n NodeView, String> {
+    let mut best: Option<(&NodeView, u32, u64)> = None;
+    for n in nodes {
+        if !fits(n, request) {
+            continue;
+        }
+        let spread = n.per_service.get(request.service).copied().unwrap_or(0);
+        let free = n.memory.saturating_sub(n.used_memory);
+        let better = match best {
+            None => true,
+            Some((b, b_spread, b_free)) => {
+                (spread, std::cmp::Reverse(free), &n.id)
+                    < (b_spread, std::cmp::Reverse(b_free), &b.id)
+            }
+        };
+        if better {
+            best = Some((n, spread, free));
+        }
+    }
+    best.map(|(n, _, _)| n)
+        .ok_or_else(|| why_not(nodes, request))
+}
+
+fn fits(n: &NodeView, request: &Request<'_>) -> bool {
+    n.alive
+        && n.memory.saturating_sub(n.used_memory) >= request.memory
+        && n.cpus - n.used_cpus + 1e-9 >= request.cpu
+        && request
+            .selector
+            .iter()
+            .all(|(k, v)| n.labels.get(k) == Some(v))
+        && request.ports.iter().all(|p| !n.ports.contains(p))
+}
+
+/// Why no node fits: the first filter that leaves none.
+fn why_not(nodes: &[NodeView], request: &Request<'_>) -> String {
     let alive: Vec<&NodeView> = nodes.iter().filter(|n| n.alive).collect();
     if alive.is_empty() {
-        return Err("no node is alive".into());
+        return "no node is alive".into();
     }
     let matching: Vec<&NodeView> = alive
         .into_iter()
@@ -70,7 +106,7 @@ pub fn choose<'n>(nodes: &'n [NodeView], request: &Request<'_>) -> Result<&'n No
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        return Err(format!("no alive node has the labels {}", wanted.join(",")));
+        return format!("no alive node has the labels {}", wanted.join(","));
     }
     let free_memory = |n: &NodeView| n.memory.saturating_sub(n.used_memory);
     let with_memory: Vec<&NodeView> = matching
@@ -83,12 +119,12 @@ pub fn choose<'n>(nodes: &'n [NodeView], request: &Request<'_>) -> Result<&'n No
             .iter()
             .max_by_key(|n| free_memory(n))
             .expect("non-empty");
-        return Err(format!(
+        return format!(
             "no node has {} MiB free; the most free is {} MiB on {}",
             request.memory,
             free_memory(best),
             best.name
-        ));
+        );
     }
     let free_cpu = |n: &NodeView| n.cpus - n.used_cpus;
     let with_cpu: Vec<&NodeView> = with_memory
@@ -101,35 +137,77 @@ pub fn choose<'n>(nodes: &'n [NodeView], request: &Request<'_>) -> Result<&'n No
             .iter()
             .max_by(|a, b| free_cpu(a).total_cmp(&free_cpu(b)))
             .expect("non-empty");
-        return Err(format!(
+        return format!(
             "no node has {} CPUs free; the most free is {:.2} on {}",
             request.cpu,
             free_cpu(best).max(0.0),
             best.name
-        ));
+        );
     }
-    let with_ports: Vec<&NodeView> = with_cpu
-        .iter()
-        .copied()
-        .filter(|n| request.ports.iter().all(|p| !n.ports.contains(p)))
-        .collect();
-    if with_ports.is_empty() {
-        let ports: Vec<String> = request.ports.iter().map(u16::to_string).collect();
-        return Err(format!(
-            "host ports {} are taken on every node that fits",
-            ports.join(",")
-        ));
+    let ports: Vec<String> = request.ports.iter().map(u16::to_string).collect();
+    format!(
+        "host ports {} are taken on every node that fits",
+        ports.join(",")
+    )
+}
+
+/// The nodes of a pass, kept in order of free memory so a choice usually
+/// looks at a handful of nodes, not all of them.
+pub struct Nodes {
+    list: Vec<NodeView>,
+    order: std::collections::BTreeSet<(std::cmp::Reverse<u64>, usize)>,
+    index: std::collections::HashMap<String, usize>,
+}
+
+impl Nodes {
+    /// Indexes the nodes (ties in free memory go to the lower id).
+    pub fn new(mut list: Vec<NodeView>) -> Self {
+        list.sort_by(|a, b| a.id.cmp(&b.id));
+        let order = list
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (std::cmp::Reverse(n.memory.saturating_sub(n.used_memory)), i))
+            .collect();
+        let index = list
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.id.clone(), i))
+            .collect();
+        Self { list, order, index }
     }
-    Ok(with_ports
-        .into_iter()
-        .min_by(|a, b| {
-            let spread = |n: &NodeView| n.per_service.get(request.service).copied().unwrap_or(0);
-            spread(a)
-                .cmp(&spread(b))
-                .then_with(|| free_memory(b).cmp(&free_memory(a)))
-                .then_with(|| a.id.cmp(&b.id))
-        })
-        .expect("non-empty"))
+
+    /// The same choice as [`choose`]: fewest replicas of the service, then
+    /// most free memory, then lowest id. Walking nodes from the most free,
+    /// the first fitting node without a replica of the service wins at once.
+    pub fn choose(&self, request: &Request<'_>) -> Result<&NodeView, String> {
+        let mut best: Option<(u32, std::cmp::Reverse<u64>, usize)> = None;
+        for &(free, i) in &self.order {
+            let n = &self.list[i];
+            if !fits(n, request) {
+                continue;
+            }
+            let spread = n.per_service.get(request.service).copied().unwrap_or(0);
+            if spread == 0 {
+                return Ok(n);
+            }
+            if best.is_none_or(|b| (spread, free, i) < b) {
+                best = Some((spread, free, i));
+            }
+        }
+        best.map(|(_, _, i)| &self.list[i])
+            .ok_or_else(|| why_not(&self.list, request))
+    }
+
+    /// Records a placement on the node `id`.
+    pub fn take(&mut self, id: &str, request: &Request<'_>) {
+        let Some(&i) = self.index.get(id) else { return };
+        let n = &mut self.list[i];
+        self.order
+            .remove(&(std::cmp::Reverse(n.memory.saturating_sub(n.used_memory)), i));
+        take(n, request);
+        self.order
+            .insert((std::cmp::Reverse(n.memory.saturating_sub(n.used_memory)), i));
+    }
 }
 
 /// Records a placement in the snapshot, so the next choice sees it.
@@ -257,6 +335,38 @@ mod tests {
         let mut dead = node("a", 1000, 0, &[]);
         dead.alive = false;
         check(vec![dead], 10, &[], 1, "error: no node is alive");
+    }
+
+    #[test]
+    fn the_index_chooses_as_the_scan_does() {
+        let selector = BTreeMap::new();
+        let mut plain: Vec<NodeView> = (0..20)
+            .map(|i| {
+                node(
+                    &format!("n{i:02}"),
+                    1000 + (i * 37 % 300) as u64,
+                    (i * 53 % 400) as u64,
+                    &[],
+                )
+            })
+            .collect();
+        let mut indexed = Nodes::new(plain.clone());
+        for round in 0..200 {
+            let service = format!("s{}", round % 3);
+            let request = Request {
+                service: &service,
+                memory: 7 + (round % 5) * 11,
+                cpu: 0.01,
+                ports: vec![],
+                selector: &selector,
+            };
+            let a = choose(&plain, &request).map(|n| n.id.clone());
+            let b = indexed.choose(&request).map(|n| n.id.clone());
+            assert_eq!(a, b, "round {round}");
+            let Ok(id) = a else { break };
+            take(plain.iter_mut().find(|n| n.id == id).unwrap(), &request);
+            indexed.take(&id, &request);
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@ use lb_pkg::model::{
 };
 use lb_pkg::store::{Compare, KeyValue, Op, Shared, StoreExt, Txn};
 
-use crate::placement::{choose, take, NodeView, Request};
+use crate::placement::{NodeView, Nodes, Request};
 
 /// How long a new replica must run without a restart before a rolling
 /// update counts it ready and removes an old one.
@@ -204,7 +204,7 @@ pub async fn pass(
                 placed_on.insert(p.replica.id.clone(), (nid.clone(), service.meta.id.clone()));
                 if let Some(node) = nodes.get_mut(nid) {
                     let request = request_of(&service.spec, &service.meta.id);
-                    take(node, &request);
+                    crate::placement::take(node, &request);
                 }
             }
         }
@@ -233,14 +233,18 @@ pub async fn pass(
         .filter_map(|(_, rid, kv)| decode::<Assignment>(kv).map(|a| (rid.clone(), a)))
         .collect();
 
-    let mut node_list: Vec<NodeView> = nodes.into_values().collect();
+    let mut node_list = Nodes::new(nodes.into_values().collect());
+    // Services' changes go in batches of transactions merged into one, for
+    // throughput; a merged transaction that loses a race is retried service
+    // by service, so one conflict never holds up the others.
+    let mut batch: Vec<(Txn, usize, usize)> = Vec::new();
+    let mut batch_ops = 0;
     for service in services.values() {
         let (txn, placed, removed) = plan(keys, service, &mut node_list, &lost, &current);
         if txn.success.is_empty() {
             continue;
         }
         let txn = txn
-            .when(fence.clone())
             .when(Compare::ModRevision(
                 keys.service_meta(&service.pid, &service.meta.id),
                 service.meta_revision,
@@ -249,14 +253,55 @@ pub async fn pass(
                 keys.service_spec(&service.pid, &service.meta.id),
                 service.spec_revision,
             ));
-        if store.txn(txn).await?.succeeded {
+        batch_ops += txn.success.len() + txn.compares.len();
+        batch.push((txn, placed, removed));
+        if batch_ops >= BATCH_OPS {
+            commit(store, &fence, std::mem::take(&mut batch), &mut outcome).await?;
+            batch_ops = 0;
+        }
+    }
+    commit(store, &fence, batch, &mut outcome).await?;
+    Ok(outcome)
+}
+
+/// Operations merged into one transaction at most (etcd must allow more:
+/// `--max-txn-ops`, see `MAX_TXN_OPS`).
+const BATCH_OPS: usize = 4_000;
+
+/// Commits a batch of per-service transactions, merged; on a lost race, one
+/// by one.
+async fn commit(
+    store: &Shared,
+    fence: &Compare,
+    batch: Vec<(Txn, usize, usize)>,
+    outcome: &mut Outcome,
+) -> lb_pkg::store::Result<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    if batch.len() > 1 {
+        let mut merged = Txn::new().when(fence.clone());
+        for (txn, _, _) in &batch {
+            merged.compares.extend(txn.compares.iter().cloned());
+            merged.success.extend(txn.success.iter().cloned());
+        }
+        if store.txn(merged).await?.succeeded {
+            for (_, placed, removed) in &batch {
+                outcome.placed += placed;
+                outcome.removed += removed;
+            }
+            return Ok(());
+        }
+    }
+    for (txn, placed, removed) in batch {
+        if store.txn(txn.when(fence.clone())).await?.succeeded {
             outcome.placed += placed;
             outcome.removed += removed;
         } else {
             outcome.conflicts += 1;
         }
     }
-    Ok(outcome)
+    Ok(())
 }
 
 fn request_of<'a>(spec: &'a ServiceSpec, service: &'a str) -> Request<'a> {
@@ -298,7 +343,7 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
 fn plan(
     keys: &Keys,
     service: &Service,
-    nodes: &mut [NodeView],
+    nodes: &mut Nodes,
     lost: &HashSet<String>,
     current: &HashMap<String, Assignment>,
 ) -> (Txn, usize, usize) {
@@ -338,7 +383,7 @@ fn plan(
         .partition(|p| p.replica.generation == generation);
 
     // Place a replica (or record why it cannot be).
-    let place = |txn: Txn, nodes: &mut [NodeView], existing: Option<&Placed>| -> (Txn, bool) {
+    let place = |txn: Txn, nodes: &mut Nodes, existing: Option<&Placed>| -> (Txn, bool) {
         let rid = existing.map_or_else(new_id, |p| p.replica.id.clone());
         let created = existing.map_or_else(now_secs, |p| p.replica.created);
         let replica_key = keys.replica(pid, sid, &rid);
@@ -346,12 +391,11 @@ fn plan(
             None => {
                 Err("waiting for an image: the service has no image yet (build one)".to_owned())
             }
-            Some(a) => choose(nodes, &request).map(|n| (n.id.clone(), a)),
+            Some(a) => nodes.choose(&request).map(|n| (n.id.clone(), a)),
         };
         match decision {
             Ok((nid, a)) => {
-                let node = nodes.iter_mut().find(|n| n.id == nid).expect("chosen node");
-                take(node, &request);
+                nodes.take(&nid, &request);
                 let replica = Replica {
                     id: rid.clone(),
                     project: pid.clone(),

@@ -14,16 +14,18 @@ use lb_pkg::store::etcd::EtcdStore;
 use lb_pkg::store::{Op, Shared, StoreExt, Txn};
 use lb_pkg::testing::EtcdServer;
 
+/// Keeps the backend alive for the test.
+#[allow(dead_code)]
 enum Guard {
-    _Dir(tempfile::TempDir),
-    _Etcd(EtcdServer),
+    Dir(tempfile::TempDir),
+    Etcd(EtcdServer),
 }
 
 async fn embedded() -> (Shared, Guard) {
     let dir = tempfile::tempdir().unwrap();
     (
         Arc::new(EmbeddedStore::open_dir(dir.path()).await.unwrap()),
-        Guard::_Dir(dir),
+        Guard::Dir(dir),
     )
 }
 
@@ -31,7 +33,7 @@ async fn etcd() -> (Shared, Guard) {
     let server = EtcdServer::start().await;
     (
         Arc::new(EtcdStore::connect(&[server.endpoint()]).await.unwrap()),
-        Guard::_Etcd(server),
+        Guard::Etcd(server),
     )
 }
 

@@ -18,6 +18,7 @@ use lb_pkg::store::{Shared, StoreExt};
 use serde_json::json;
 
 mod node;
+mod scheduler;
 
 #[derive(Parser)]
 #[command(name = "lb-bench", about = "lb benchmarks")]
@@ -42,6 +43,18 @@ enum Command {
         /// Requests per second of the fixed-rate GET run.
         #[arg(long, default_value_t = 2000)]
         rate: u64,
+    },
+    /// Placements per second with hollow nodes beside the raw write limit.
+    Scheduler {
+        /// Hollow nodes.
+        #[arg(long, default_value_t = 100)]
+        nodes: usize,
+        /// Replicas in all.
+        #[arg(long, default_value_t = 10_000)]
+        replicas: usize,
+        /// etcd endpoints; without it the embedded store in a temp dir.
+        #[arg(long, value_delimiter = ',')]
+        etcd: Vec<String>,
     },
     /// Replica start latency through lb beside raw docker create + start,
     /// and the node daemon's memory.
@@ -348,5 +361,10 @@ async fn main() -> anyhow::Result<()> {
             rate,
         } => api_bench(etcd, seconds, concurrency, rate).await,
         Command::Node { replicas, lb } => node::run(replicas, &lb).await,
+        Command::Scheduler {
+            nodes,
+            replicas,
+            etcd,
+        } => scheduler::run(nodes, replicas, etcd).await,
     }
 }
