@@ -4,6 +4,7 @@
 #   etcd    (etcd-server)        for tests against a real etcd   [--test]
 #   etcdctl (etcd-client)        for tests that read etcd by hand [--test]
 #   curl                         for the API fuzzing script      [--test]
+#   busybox (busybox-static)     test images built FROM scratch  [--test]
 set -euo pipefail
 need=()
 command -v protoc >/dev/null || need+=(protobuf-compiler)
@@ -11,6 +12,7 @@ if [ "${1:-}" = "--test" ]; then
   command -v etcd >/dev/null || need+=(etcd-server)
   command -v etcdctl >/dev/null || need+=(etcd-client)
   command -v curl >/dev/null || need+=(curl)
+  [ -x /bin/busybox ] || need+=(busybox-static)
 fi
 command -v cargo >/dev/null || { echo "lb needs a Rust toolchain (cargo): see https://rustup.rs" >&2; exit 1; }
 [ ${#need[@]} -eq 0 ] && exit 0

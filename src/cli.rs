@@ -87,6 +87,9 @@ struct UpArgs {
     /// Do not run a local node (no containers on this machine).
     #[arg(long, env = "LB_NO_NODE")]
     no_node: bool,
+    /// Do not run the scheduler here (one runs elsewhere).
+    #[arg(long, env = "LB_NO_SCHEDULER")]
+    no_scheduler: bool,
     /// How long a node may be gone before its replicas move (e.g. 10s).
     #[arg(long, env = "LB_NODE_GRACE", default_value = "10s", value_parser = parse_duration)]
     node_grace: std::time::Duration,
@@ -178,6 +181,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 registry_listen: args.registry_listen,
                 data_dir: args.store.data_dir.clone(),
                 local_node: !args.no_node,
+                scheduler: !args.no_scheduler,
                 node_grace: args.node_grace,
             })
             .await

@@ -21,6 +21,8 @@ pub struct Options {
     pub local_node: bool,
     /// Grace before a lost node's replicas move.
     pub node_grace: std::time::Duration,
+    /// Whether to run the scheduler.
+    pub scheduler: bool,
 }
 
 /// Opens the store; its errors name the endpoints or the file.
@@ -33,11 +35,11 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     tracing::debug!(registry = %options.registry_listen, "registry comes with the builder");
     let node_dir = options.data_dir.join("node");
     let local = options.local_node.then_some(node_dir);
-    let scheduler = lb_scheduler::Config {
+    let scheduler = options.scheduler.then(|| lb_scheduler::Config {
         node_grace: options.node_grace,
         ..Default::default()
-    };
-    serve(options.backend, options.api, local, Some(scheduler)).await
+    });
+    serve(options.backend, options.api, local, scheduler).await
 }
 
 /// Joins (first start) and runs this machine's node inside `lb up`. Without

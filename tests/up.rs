@@ -198,9 +198,15 @@ fn up_serves_health_creates_admin_and_stops_on_sigterm() {
 fn sigkill_keeps_every_key_and_the_revision() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    // No local node: its heartbeats would write between the two snapshots.
+    // No local node or scheduler: they write (heartbeats, the leader key)
+    // between the two snapshots.
     let up = start(
-        &["--data-dir", data.to_str().unwrap(), "--no-node"],
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--no-node",
+            "--no-scheduler",
+        ],
         Some("first-password"),
     );
     assert_eq!(up.get("/readyz"), 200);
@@ -214,7 +220,12 @@ fn sigkill_keeps_every_key_and_the_revision() {
     );
 
     let up = start(
-        &["--data-dir", data.to_str().unwrap(), "--no-node"],
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--no-node",
+            "--no-scheduler",
+        ],
         Some("other-password"),
     );
     assert_eq!(up.get("/readyz"), 200);

@@ -1,6 +1,6 @@
-//! The scheduler with real parts: an API server, two node daemons on the
-//! real Docker engine, the scheduler, all over the embedded store; services
-//! created through the REST API as a user would.
+//! The scheduler with real parts: an API server and the scheduler over the
+//! embedded store, and `lb node` processes (the real binary) on the real
+//! Docker engine; services created through the REST API as a user would.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -40,26 +40,24 @@ fn build_image() {
     });
 }
 
+/// A running `lb node` process.
 struct Node {
     id: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<lb_node::Result<()>>,
+    child: std::process::Child,
 }
 
 impl Node {
+    /// SIGKILL: the node dies without a word.
     async fn kill(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
 impl Drop for Node {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -175,18 +173,35 @@ impl Cluster {
             address: None,
             port_range: 30000..=32767,
         };
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(lb_node::run(config, async {
-            let _ = stopped.await;
-        }));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lb"));
+        cmd.args([
+            "node",
+            "--api",
+            &config.api,
+            "--name",
+            config.name.as_deref().unwrap(),
+        ])
+        .args([
+            "--join-token",
+            config.join_token.as_deref().unwrap(),
+            "--label",
+            &format!("zone={name}"),
+        ])
+        .arg("--data-dir")
+        .arg(&config.data_dir)
+        .env_remove("LB_DATA_DIR")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+        #[allow(clippy::zombie_processes)] // waited for by Node's Drop
+        let mut child = cmd.spawn().expect("start lb node");
         let deadline = Instant::now() + Duration::from_secs(20);
         let id = loop {
             if let Ok(bytes) = std::fs::read(data.join("node.json")) {
                 let v: Value = serde_json::from_slice(&bytes).unwrap();
                 break v["id"].as_str().unwrap().to_owned();
             }
-            if task.is_finished() {
-                panic!("node {name} stopped: {:?}", task.await);
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("node {name} exited: {status}");
             }
             assert!(Instant::now() < deadline, "node {name} did not join");
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -201,11 +216,7 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         self.nodes.push(id.clone());
-        Node {
-            id,
-            stop: Some(stop),
-            task,
-        }
+        Node { id, child }
     }
 
     async fn call(&self, method: &str, path: &str, body: Value) -> Value {
