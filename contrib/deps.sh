@@ -12,7 +12,7 @@ if [ "${1:-}" = "--test" ]; then
   command -v etcd >/dev/null || need+=(etcd-server)
   command -v etcdctl >/dev/null || need+=(etcd-client)
   command -v curl >/dev/null || need+=(curl)
-  [ -x /bin/busybox ] || need+=(busybox-static)
+  dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 fi
 command -v cargo >/dev/null || { echo "lb needs a Rust toolchain (cargo): see https://rustup.rs" >&2; exit 1; }
 [ ${#need[@]} -eq 0 ] && exit 0
