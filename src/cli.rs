@@ -28,6 +28,13 @@ enum Command {
     Builder(StoreArgs),
     /// Run a node daemon that runs replicas as Docker containers.
     Node(NodeArgs),
+    /// Benchmarks (`lb bench api | node | scheduler ...`): runs `lb-bench`
+    /// from beside this binary (`cargo build --release -p lb-bench`).
+    Bench {
+        /// Arguments for lb-bench, e.g. `scheduler --nodes 5000 --replicas 100000`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 /// Where the store is.
@@ -208,6 +215,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Builder(args) => {
             let store = crate::up::open_store(&args.backend()).await?;
             lb_builder::run(store).await.context("lb builder")
+        }
+        Command::Bench { args } => {
+            let exe = std::env::current_exe().context("cannot find this binary")?;
+            let bench = exe.with_file_name("lb-bench");
+            if !bench.exists() {
+                bail!(
+                    "{} is missing: build it with `cargo build --release -p lb-bench`",
+                    bench.display()
+                );
+            }
+            let status = std::process::Command::new(&bench)
+                .args(&args)
+                .status()
+                .with_context(|| format!("cannot run {}", bench.display()))?;
+            if !status.success() {
+                bail!("lb-bench failed ({status})");
+            }
+            Ok(())
         }
         Command::Node(args) => {
             if args.api.is_empty() {
