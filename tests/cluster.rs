@@ -15,31 +15,6 @@ use serde_json::{json, Value};
 
 const IMAGE: &str = "lb-test-busybox:1";
 
-fn build_image() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::copy("/bin/busybox", dir.path().join("busybox"))
-            .expect("Debian's busybox-static at /bin/busybox");
-        std::fs::write(dir.path().join("index.html"), "hello from lb\n").unwrap();
-        std::fs::write(
-            dir.path().join("Dockerfile"),
-            "FROM scratch\nCOPY busybox /bin/busybox\nCOPY index.html /www/index.html\n",
-        )
-        .unwrap();
-        let out = Command::new("docker")
-            .args(["build", "-q", "-t", IMAGE])
-            .arg(dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "docker build: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    });
-}
-
 /// A running `lb node` process.
 struct Node {
     id: String,
@@ -91,7 +66,7 @@ impl Drop for Cluster {
 
 impl Cluster {
     async fn start() -> Self {
-        build_image();
+        lb_pkg::testing::busybox_image();
         let dir = tempfile::tempdir().unwrap();
         let store: Shared = Arc::new(
             EmbeddedStore::open_dir(&dir.path().join("store"))

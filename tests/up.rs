@@ -401,35 +401,11 @@ fn help_describes_every_role() {
     }
 }
 
-/// Builds a test image from Debian's busybox-static (no registry here).
-fn build_busybox_image() -> &'static str {
-    const IMAGE: &str = "lb-test-busybox:1";
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy("/bin/busybox", dir.path().join("busybox")).expect("Debian's busybox-static");
-    std::fs::write(dir.path().join("index.html"), "hello from lb\n").unwrap();
-    std::fs::write(
-        dir.path().join("Dockerfile"),
-        "FROM scratch\nCOPY busybox /bin/busybox\nCOPY index.html /www/index.html\n",
-    )
-    .unwrap();
-    let out = Command::new("docker")
-        .args(["build", "-q", "-t", IMAGE])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "docker build: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    IMAGE
-}
-
 /// What a newcomer does: `lb up`, sign up, create a project and a service,
 /// and find its replicas answering on this machine.
 #[test]
 fn up_runs_a_created_service_on_its_local_node() {
-    let image = build_busybox_image();
+    let image = lb_pkg::testing::busybox_image();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let up = start(

@@ -18,32 +18,6 @@ use lb_pkg::store::{Shared, StoreExt};
 
 const IMAGE: &str = "lb-test-busybox:1";
 
-/// Builds the test image once: busybox in an empty image, and a page to serve.
-fn build_image() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::copy("/bin/busybox", dir.path().join("busybox"))
-            .expect("Debian's busybox-static at /bin/busybox");
-        std::fs::write(dir.path().join("index.html"), "hello from lb\n").unwrap();
-        std::fs::write(
-            dir.path().join("Dockerfile"),
-            "FROM scratch\nCOPY busybox /bin/busybox\nCOPY index.html /www/index.html\n",
-        )
-        .unwrap();
-        let out = Command::new("docker")
-            .args(["build", "-q", "-t", IMAGE])
-            .arg(dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "docker build: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    });
-}
-
 struct Cluster {
     store: Shared,
     keys: Keys,
@@ -93,7 +67,7 @@ impl Cluster {
                 .with_env_filter("debug,hyper=info,bollard=info,tower=info,h2=info")
                 .try_init();
         }
-        build_image();
+        lb_pkg::testing::busybox_image();
         let dir = tempfile::tempdir().unwrap();
         let store: Shared = Arc::new(
             EmbeddedStore::open_dir(&dir.path().join("store"))

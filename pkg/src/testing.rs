@@ -101,3 +101,34 @@ impl Drop for EtcdServer {
         self.kill();
     }
 }
+
+/// The test image `lb-test-busybox:1`, built once per process with the
+/// `docker` CLI from Debian's busybox-static (`/bin/busybox`) into an empty
+/// image, with a page at `/www/index.html` ("hello from lb\n"). No registry
+/// is reachable here, so tests build what they run.
+pub fn busybox_image() -> &'static str {
+    const IMAGE: &str = "lb-test-busybox:1";
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let dir = tempfile::tempdir().expect("temp dir for the image");
+        std::fs::copy("/bin/busybox", dir.path().join("busybox"))
+            .expect("Debian's busybox-static at /bin/busybox (contrib/deps.sh --test installs it)");
+        std::fs::write(dir.path().join("index.html"), "hello from lb\n").expect("write index.html");
+        std::fs::write(
+            dir.path().join("Dockerfile"),
+            "FROM scratch\nCOPY busybox /bin/busybox\nCOPY index.html /www/index.html\n",
+        )
+        .expect("write Dockerfile");
+        let out = Command::new("docker")
+            .args(["build", "-q", "-t", IMAGE])
+            .arg(dir.path())
+            .output()
+            .expect("run docker build");
+        assert!(
+            out.status.success(),
+            "docker build: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    IMAGE
+}
