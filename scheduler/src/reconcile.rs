@@ -528,5 +528,10 @@ fn plan(
             ));
         }
     }
+    // Every write for the service touches its `placements` key: the API's
+    // deletes compare it, so none misses a node key written here.
+    if !txn.success.is_empty() {
+        txn = txn.then(Op::put(keys.service_placements(pid, sid), b"1".to_vec()));
+    }
     (txn, placed, removed)
 }

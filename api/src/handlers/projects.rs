@@ -271,18 +271,21 @@ pub async fn delete(
             retry_or_conflict(expected, attempt, &format!("project {p:?}"))?;
         }
         let pid = loaded.project.id.clone();
-        let node_keys = placed_node_keys(&ctx, &ctx.keys.project_prefix(&pid)).await?;
-        let mut txn = Txn::new()
-            .when(Compare::ModRevision(
-                ctx.keys.project(&pid),
-                loaded.revision,
-            ))
-            .then(Op::DeletePrefix(ctx.keys.project_prefix(&pid)))
-            .then(Op::DeletePrefix(ctx.keys.service_index_prefix(&pid)))
-            .then(Op::delete(
-                ctx.keys
-                    .project_index(&loaded.project.owner, &loaded.project.name),
-            ));
+        let (node_keys, fences) = cleanup(&ctx, &ctx.keys.project_prefix(&pid)).await?;
+        let mut txn = Txn {
+            compares: fences,
+            ..Txn::new()
+        }
+        .when(Compare::ModRevision(
+            ctx.keys.project(&pid),
+            loaded.revision,
+        ))
+        .then(Op::DeletePrefix(ctx.keys.project_prefix(&pid)))
+        .then(Op::DeletePrefix(ctx.keys.service_index_prefix(&pid)))
+        .then(Op::delete(
+            ctx.keys
+                .project_index(&loaded.project.owner, &loaded.project.name),
+        ));
         for key in node_keys {
             txn = txn.then(Op::delete(key));
         }
@@ -291,21 +294,44 @@ pub async fn delete(
             return Ok(no_content());
         }
         retry_or_conflict(expected, attempt, &format!("project {p:?}"))?;
+        backoff(attempt).await;
     }
 }
 
-/// The node-side keys (`/nodes/<n>/replicas/<r>`) of the replicas placed
-/// under `prefix`.
-pub async fn placed_node_keys(ctx: &Ctx, prefix: &str) -> Result<Vec<String>> {
+/// What a delete under `prefix` must also do: the node-side keys
+/// (`/nodes/<n>/replicas/<r>`) of the replicas placed there, and a compare on
+/// each service's `placements` key, so a placement made after this read
+/// fails the delete (which then reads again) instead of leaving its node key
+/// behind.
+pub async fn cleanup(ctx: &Ctx, prefix: &str) -> Result<(Vec<String>, Vec<Compare>)> {
     let (kvs, _) = ctx.store.list(prefix).await?;
-    let mut keys = Vec::new();
-    for kv in kvs {
-        if let Some(Parsed::Replica { rid, .. }) = ctx.keys.parse(&kv.key) {
-            let replica: lb_pkg::model::Replica = decode(&kv)?;
-            if let Some(node) = &replica.node {
-                keys.push(ctx.keys.node_replica(node, rid));
+    let revisions: std::collections::HashMap<&str, i64> = kvs
+        .iter()
+        .map(|kv| (kv.key.as_str(), kv.mod_revision))
+        .collect();
+    let mut node_keys = Vec::new();
+    let mut compares = Vec::new();
+    for kv in &kvs {
+        match ctx.keys.parse(&kv.key) {
+            Some(Parsed::Replica { rid, .. }) => {
+                let replica: lb_pkg::model::Replica = decode(kv)?;
+                if let Some(node) = &replica.node {
+                    node_keys.push(ctx.keys.node_replica(node, rid));
+                }
             }
+            Some(Parsed::ServiceMeta { pid, sid }) => {
+                let key = ctx.keys.service_placements(pid, sid);
+                let revision = revisions.get(key.as_str()).copied().unwrap_or(0);
+                compares.push(Compare::ModRevision(key, revision));
+            }
+            _ => {}
         }
     }
-    Ok(keys)
+    Ok((node_keys, compares))
+}
+
+/// A short pause before retrying a delete that lost a race (the cache
+/// catches up in milliseconds).
+pub async fn backoff(attempt: usize) {
+    tokio::time::sleep(std::time::Duration::from_millis(5 * attempt as u64)).await;
 }

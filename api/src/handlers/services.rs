@@ -14,7 +14,7 @@ use lb_pkg::model::{
 use lb_pkg::store::{Compare, KeyValue, Op, StoreExt, Txn};
 use warp::http::StatusCode;
 
-use super::projects::{self, get_many, placed_node_keys};
+use super::projects::{self, backoff, cleanup, get_many};
 use super::{
     decode, encode, json, json_tagged, merge_patch, no_content, paging, retry_or_conflict, Response,
 };
@@ -493,12 +493,9 @@ pub async fn delete(
             .then(Op::delete(
                 ctx.keys.service_index(&loaded.pid, &loaded.spec.name),
             ));
-        for key in placed_node_keys(
-            &ctx,
-            &ctx.keys.replicas_prefix(&loaded.pid, &loaded.meta.id),
-        )
-        .await?
-        {
+        let (node_keys, fences) = cleanup(&ctx, &prefix).await?;
+        txn.compares.extend(fences);
+        for key in node_keys {
             txn = txn.then(Op::delete(key));
         }
         if ctx.store.txn(txn).await?.succeeded {
@@ -506,6 +503,7 @@ pub async fn delete(
             return Ok(no_content());
         }
         retry_or_conflict(expected, attempt, &what)?;
+        backoff(attempt).await;
     }
 }
 
