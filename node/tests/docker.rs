@@ -62,11 +62,6 @@ impl Drop for NodeProcess {
 
 impl Cluster {
     async fn start() -> Self {
-        if std::env::var("LB_DEBUG_WAIT").is_ok() {
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter("debug,hyper=info,bollard=info,tower=info,h2=info")
-                .try_init();
-        }
         lb_pkg::testing::busybox_image();
         let dir = tempfile::tempdir().unwrap();
         let store: Shared = Arc::new(
@@ -192,9 +187,6 @@ impl Cluster {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let status = self.status(a).await;
-            if std::env::var("LB_DEBUG_WAIT").is_ok() {
-                eprintln!("{what}: {status:?}");
-            }
             if let Some(s) = &status {
                 if want(s) {
                     return s.clone();
