@@ -561,3 +561,214 @@ fn container_ids(replicas: &[String]) -> Vec<String> {
         })
         .collect()
 }
+
+/// A websocket to a stream route, as the caller.
+async fn stream_socket(
+    cluster: &Cluster,
+    path: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url = format!("{}/api/v1{path}", cluster.api).replacen("http://", "ws://", 1);
+    let mut request = url.into_client_request().unwrap();
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", cluster.token).parse().unwrap(),
+    );
+    tokio_tungstenite::connect_async(request).await.unwrap().0
+}
+
+/// Reads an exec websocket until `want` holds for the output so far, or the
+/// control message that ends it; answers (output, final control message).
+async fn read_exec<S>(socket: &mut S, want: impl Fn(&str) -> bool) -> (String, Option<Value>)
+where
+    S: futures::Stream<Item = Result<WsMessage, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    use futures::StreamExt;
+    let mut output = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let next = tokio::time::timeout_at(deadline, socket.next())
+            .await
+            .unwrap_or_else(|_| panic!("no more output within 20 s; so far {output:?}"));
+        match next {
+            Some(Ok(WsMessage::Binary(data))) => {
+                assert!(
+                    matches!(data.first(), Some(1 | 2)),
+                    "channel byte: {data:?}"
+                );
+                output.push_str(&String::from_utf8_lossy(&data[1..]));
+                if want(&output) {
+                    return (output, None);
+                }
+            }
+            Some(Ok(WsMessage::Text(text))) => {
+                return (output, Some(serde_json::from_str(&text).unwrap()))
+            }
+            Some(Ok(_)) => {}
+            other => panic!("exec stream ended without an exit code: {other:?}; {output:?}"),
+        }
+    }
+}
+
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn logs_follow_and_interactive_exec_over_websockets() {
+    use futures::{SinkExt, StreamExt};
+    let mut cluster = Cluster::start().await;
+    let _a = cluster.node("a").await;
+    let mut spec = sleeper("ticker", 1);
+    spec["command"] = json!([
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "i=0; while true; do echo tick $i; i=$((i+1)); /bin/busybox sleep 0.2; done"
+    ]);
+    cluster.call("POST", "/projects/demo/services", spec).await;
+    cluster
+        .wait("ticker", "running", Duration::from_secs(30), |r| {
+            running(r) == 1
+        })
+        .await;
+
+    // Logs over a websocket: the tail, then lines written after connecting.
+    let mut socket = stream_socket(
+        &cluster,
+        "/projects/demo/services/ticker/logs?tail=1&follow=true",
+    )
+    .await;
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while text.lines().count() < 6 {
+        match tokio::time::timeout_at(deadline, socket.next()).await {
+            Ok(Some(Ok(WsMessage::Binary(data)))) => text.push_str(&String::from_utf8_lossy(&data)),
+            other => panic!("log stream: {other:?} after {text:?}"),
+        }
+    }
+    let numbers: Vec<u64> = text
+        .lines()
+        .map(|l| l.trim_start_matches("tick ").parse().unwrap())
+        .collect();
+    assert!(
+        numbers.windows(2).all(|w| w[1] == w[0] + 1),
+        "the tail then every new line, in order: {text:?}"
+    );
+    drop(socket);
+
+    // Logs that follow over plain HTTP: a chunked body that keeps coming.
+    let url = format!(
+        "{}/api/v1/projects/demo/services/ticker/logs?tail=0&follow=true",
+        cluster.api
+    );
+    let mut resp = cluster
+        .client
+        .get(&url)
+        .bearer_auth(&cluster.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = String::new();
+    while body.lines().count() < 3 {
+        let chunk = tokio::time::timeout(Duration::from_secs(20), resp.chunk())
+            .await
+            .expect("followed logs stalled")
+            .unwrap()
+            .expect("followed logs ended");
+        body.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(body.starts_with("tick "), "{body:?}");
+    drop(resp);
+
+    // Interactive, no TTY: stdin in, stdout out, end of input, exit code.
+    let mut exec = stream_socket(&cluster, "/projects/demo/services/ticker/exec").await;
+    let start = json!({"command": ["/bin/busybox", "cat"], "stdin": true});
+    exec.send(WsMessage::Text(start.to_string())).await.unwrap();
+    let mut stdin = vec![0u8];
+    stdin.extend_from_slice(b"hello\n");
+    exec.send(WsMessage::Binary(stdin)).await.unwrap();
+    let (output, end) = read_exec(&mut exec, |o| o.contains("hello\n")).await;
+    assert_eq!((output.as_str(), end), ("hello\n", None));
+    let close = json!({"close_stdin": true});
+    exec.send(WsMessage::Text(close.to_string())).await.unwrap();
+    let (_, end) = read_exec(&mut exec, |_| false).await;
+    assert_eq!(end, Some(json!({"exit_code": 0})));
+
+    // With a TTY: the terminal size as asked, a resize, the exit code.
+    let mut tty = stream_socket(&cluster, "/projects/demo/services/ticker/exec").await;
+    let start = json!({"command": ["/bin/busybox", "sh"], "tty": true, "cols": 100, "rows": 30});
+    tty.send(WsMessage::Text(start.to_string())).await.unwrap();
+    let type_in = |text: &str| {
+        let mut frame = vec![0u8];
+        frame.extend_from_slice(text.as_bytes());
+        WsMessage::Binary(frame)
+    };
+    tty.send(type_in("/bin/busybox stty size\n")).await.unwrap();
+    let (output, _) = read_exec(&mut tty, |o| o.contains("30 100")).await;
+    assert!(output.contains("30 100"), "{output:?}");
+    let resize = json!({"resize": {"cols": 120, "rows": 40}});
+    tty.send(WsMessage::Text(resize.to_string())).await.unwrap();
+    tty.send(type_in("/bin/busybox stty size; exit 3\n"))
+        .await
+        .unwrap();
+    let (output, end) = read_exec(&mut tty, |_| false).await;
+    assert!(output.contains("40 120"), "{output:?}");
+    assert_eq!(end, Some(json!({"exit_code": 3})));
+
+    // A bad first message: a clear error naming the field, then the end.
+    let mut bad = stream_socket(&cluster, "/projects/demo/services/ticker/exec").await;
+    bad.send(WsMessage::Text(r#"{"command": "ls"}"#.into()))
+        .await
+        .unwrap();
+    let (_, end) = read_exec(&mut bad, |_| false).await;
+    let end = end.unwrap();
+    assert_eq!(
+        (
+            end["error"]["code"].as_str(),
+            end["error"]["field"].as_str()
+        ),
+        (Some("invalid"), Some("command")),
+        "{end}"
+    );
+
+    // Another user reaches neither stream: 404 before any upgrade.
+    let body = json!({"username": "mallory", "password": "password-2"});
+    let base = format!("{}/api/v1", cluster.api);
+    cluster
+        .client
+        .post(format!("{base}/auth/signup"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let login: Value = cluster
+        .client
+        .post(format!("{base}/auth/login"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for path in ["logs?follow=true", "exec"] {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = format!("{base}/projects/demo/services/ticker/{path}").replacen("http", "ws", 1);
+        let mut request = url.clone().into_client_request().unwrap();
+        let header = format!("Bearer {}", login["token"].as_str().unwrap());
+        request
+            .headers_mut()
+            .insert("authorization", header.parse().unwrap());
+        match tokio_tungstenite::connect_async(request).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                assert_eq!(resp.status(), 404, "{url}")
+            }
+            other => panic!("{url}: another user's stream opened: {other:?}"),
+        }
+        let anonymous = tokio_tungstenite::connect_async(url.as_str()).await;
+        assert!(
+            matches!(&anonymous, Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == 401),
+            "{url}: {anonymous:?}"
+        );
+    }
+}

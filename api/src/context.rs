@@ -27,7 +27,7 @@ pub struct Context {
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Requests to nodes over their channels.
-    pub streams: crate::streams::Streams,
+    pub streams: std::sync::Arc<crate::streams::Streams>,
 }
 
 /// A handle to the shared state.

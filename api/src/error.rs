@@ -6,7 +6,6 @@
 use std::convert::Infallible;
 
 use lb_pkg::model::ValidationError;
-use serde::Serialize;
 use warp::http::StatusCode;
 use warp::Reply;
 
@@ -114,27 +113,19 @@ impl ApiError {
         self
     }
 
+    /// The error body: `{"error": {"code", "message", "field"}}`.
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({"error": {
+            "code": self.code,
+            "message": self.message,
+            "field": self.field,
+        }})
+    }
+
     /// The reply carrying this error.
     pub fn into_reply(self) -> warp::reply::Response {
-        #[derive(Serialize)]
-        struct Body<'a> {
-            error: Inner<'a>,
-        }
-        #[derive(Serialize)]
-        struct Inner<'a> {
-            code: &'a str,
-            message: &'a str,
-            field: Option<&'a str>,
-        }
-        let body = Body {
-            error: Inner {
-                code: self.code,
-                message: &self.message,
-                field: self.field.as_deref(),
-            },
-        };
         let mut reply =
-            warp::reply::with_status(warp::reply::json(&body), self.status).into_response();
+            warp::reply::with_status(warp::reply::json(&self.body()), self.status).into_response();
         if let Some(secs) = self.retry_after {
             reply.headers_mut().insert("retry-after", secs.into());
         }

@@ -10,7 +10,7 @@ use warp::{Filter, Rejection, Reply};
 use crate::auth::{authenticate, Caller};
 use crate::context::Ctx;
 use crate::error::{ApiError, Result};
-use crate::handlers::{self, accounts, events, nodes, projects, services, Response};
+use crate::handlers::{self, accounts, events, nodes, projects, services, streams, Response};
 use crate::models::Paging;
 
 /// The largest request body accepted.
@@ -383,6 +383,22 @@ pub fn api(ctx: Ctx) -> BoxedFilter<(Response,)> {
         .and(c())
         .and(who())
         .and_then(|p, s, ctx, caller| respond_fut(services::list_replicas(ctx, caller, p, s)));
+    // The websocket routes come first: they step aside for plain requests.
+    let logs_ws = warp::path!("projects" / String / "services" / String / "logs")
+        .and(warp::get())
+        .and(warp::ws())
+        .and(c())
+        .and(ws_caller(ctx.clone()))
+        .and(warp::query::<services::LogsQuery>())
+        .and_then(|p, s, ws, ctx, caller, q| {
+            respond_fut(streams::logs_ws(ctx, caller, p, s, q, ws))
+        });
+    let exec_ws = warp::path!("projects" / String / "services" / String / "exec")
+        .and(warp::get())
+        .and(warp::ws())
+        .and(c())
+        .and(ws_caller(ctx.clone()))
+        .and_then(|p, s, ws, ctx, caller| respond_fut(streams::exec_ws(ctx, caller, p, s, ws)));
     let logs = warp::path!("projects" / String / "services" / String / "logs")
         .and(warp::get())
         .and(c())
@@ -395,7 +411,11 @@ pub fn api(ctx: Ctx) -> BoxedFilter<(Response,)> {
         .and(who())
         .and(body())
         .and_then(|p, s, ctx, caller, b| respond_fut(services::exec(ctx, caller, p, s, b)));
-    let services = logs
+    let services = logs_ws
+        .or(exec_ws)
+        .unify()
+        .or(logs)
+        .unify()
         .or(exec)
         .unify()
         .or(services_list)

@@ -94,6 +94,8 @@ async fn session(
     send(&mut tx, &hello).await?;
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     let mut containers = 0u32;
+    // Streams live as long as this connection: dropping the table closes them.
+    let mut streams = crate::streams::Table::default();
     loop {
         tokio::select! {
             _ = heartbeat.tick() => {
@@ -133,6 +135,11 @@ async fn session(
                             let _ = answers.send(FromNode::Exec { request, result }).await;
                         });
                     }
+                    Ok(ToNode::Open { stream, replica, kind }) => {
+                        streams.open(runtime, answers, stream, replica, kind);
+                    }
+                    Ok(ToNode::Input { stream, input }) => streams.input(&stream, input),
+                    Ok(ToNode::Close { stream }) => streams.close(&stream),
                     Ok(message) => {
                         if to_reconciler.send(message).await.is_err() {
                             return Ok(true);

@@ -6,7 +6,8 @@
 //! websocket to the API (reconnecting with backoff and jitter); `reconcile`
 //! makes containers match assignments, level-triggered, fed by assignments,
 //! Docker events and a periodic resync; `runtime` wraps the Docker calls;
-//! `host` reads capacity and load from the machine.
+//! `host` reads capacity and load from the machine; `streams` runs the logs
+//! and interactive exec streams the API opens.
 //!
 //! Stopping the daemon never stops containers: a restarted daemon adopts them
 //! by their labels.
@@ -16,6 +17,7 @@ pub mod credential;
 pub mod host;
 pub mod reconcile;
 pub mod runtime;
+pub mod streams;
 
 use std::future::Future;
 use std::ops::RangeInclusive;

@@ -149,7 +149,11 @@ impl Reconciler {
                 self.desired.remove(&replica);
             }
             // Streams are served by the channel, not here.
-            ToNode::Logs { .. } | ToNode::Exec { .. } => {}
+            ToNode::Logs { .. }
+            | ToNode::Exec { .. }
+            | ToNode::Open { .. }
+            | ToNode::Input { .. }
+            | ToNode::Close { .. } => {}
         }
     }
 

@@ -37,6 +37,19 @@ pub mod labels {
     pub const SPEC: &str = "lb.spec";
 }
 
+/// Output of a stream: `(channel, bytes)`, channel 1 stdout, 2 stderr.
+pub type Output = std::pin::Pin<Box<dyn Stream<Item = Result<(u8, bytes::Bytes), String>> + Send>>;
+
+/// A command running with stdin attached.
+pub struct Attached {
+    /// The exec id.
+    pub id: String,
+    /// What it writes.
+    pub output: Output,
+    /// Its stdin.
+    pub input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+}
+
 /// Docker, scoped to one node's containers.
 #[derive(Clone)]
 pub struct Runtime {
@@ -308,6 +321,107 @@ impl Runtime {
             }
         }
         Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    /// A replica's output as it comes: `(channel, bytes)` with channel 1 for
+    /// stdout and 2 for stderr; the last `tail` lines first, then, with
+    /// `follow`, new output until the container stops.
+    pub async fn log_stream(
+        &self,
+        replica: &str,
+        tail: u32,
+        follow: bool,
+    ) -> Result<impl Stream<Item = Result<(u8, bytes::Bytes), String>> + Send + 'static, String>
+    {
+        use bollard::container::{LogOutput, LogsOptions};
+        let id = self.container_of(replica).await?;
+        let options = LogsOptions::<String> {
+            stdout: true,
+            stderr: true,
+            follow,
+            tail: tail.to_string(),
+            ..Default::default()
+        };
+        Ok(self.docker.logs(&id, Some(options)).map(|chunk| {
+            Ok(match chunk.map_err(|e| message(&e))? {
+                LogOutput::StdErr { message } => (2, message),
+                other => (1, other.into_bytes()),
+            })
+        }))
+    }
+
+    /// Starts a command in a replica's container with stdin attached (and a
+    /// TTY when asked): its output, the writer to its stdin, and the exec id
+    /// for [`Runtime::resize_exec`] and [`Runtime::exec_exit_code`].
+    pub async fn exec_attached(
+        &self,
+        replica: &str,
+        command: Vec<String>,
+        tty: bool,
+        stdin: bool,
+    ) -> Result<Attached, String> {
+        use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+        let id = self.container_of(replica).await?;
+        let options = CreateExecOptions {
+            cmd: Some(command),
+            attach_stdin: Some(stdin),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(tty),
+            ..Default::default()
+        };
+        let exec = self
+            .docker
+            .create_exec(&id, options)
+            .await
+            .map_err(|e| message(&e))?;
+        let start = StartExecOptions {
+            detach: false,
+            tty,
+            output_capacity: None,
+        };
+        match self
+            .docker
+            .start_exec(&exec.id, Some(start))
+            .await
+            .map_err(|e| message(&e))?
+        {
+            StartExecResults::Attached { output, input } => Ok(Attached {
+                id: exec.id,
+                output: Box::pin(output.map(|chunk| {
+                    use bollard::container::LogOutput;
+                    Ok(match chunk.map_err(|e| message(&e))? {
+                        LogOutput::StdErr { message } => (2, message),
+                        other => (1, other.into_bytes()),
+                    })
+                })),
+                input,
+            }),
+            StartExecResults::Detached => Err("Docker started the command detached".into()),
+        }
+    }
+
+    /// Tells a running exec its terminal's size.
+    pub async fn resize_exec(&self, exec: &str, cols: u16, rows: u16) -> Result<(), String> {
+        use bollard::exec::ResizeExecOptions;
+        let options = ResizeExecOptions {
+            width: cols,
+            height: rows,
+        };
+        self.docker
+            .resize_exec(exec, options)
+            .await
+            .map_err(|e| message(&e))
+    }
+
+    /// A finished exec's exit code.
+    pub async fn exec_exit_code(&self, exec: &str) -> Result<i64, String> {
+        let inspect = self
+            .docker
+            .inspect_exec(exec)
+            .await
+            .map_err(|e| message(&e))?;
+        Ok(inspect.exit_code.unwrap_or(-1))
     }
 
     /// Runs a command in a replica's container and collects its output.

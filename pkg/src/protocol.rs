@@ -41,6 +41,76 @@ pub enum ToNode {
         /// Seconds before it is given up.
         timeout: u64,
     },
+    /// Open a long-lived stream to a replica (logs that follow, an
+    /// interactive exec); its output comes back as [`FromNode::Output`] and
+    /// ends with one [`FromNode::End`].
+    Open {
+        /// Names the stream in every later message.
+        stream: String,
+        /// The replica id.
+        replica: String,
+        /// What to stream.
+        kind: StreamKind,
+    },
+    /// Input to an open stream.
+    Input {
+        /// The stream.
+        stream: String,
+        /// What the user sent.
+        input: StreamInput,
+    },
+    /// The user went away: stop the stream and free what it holds.
+    Close {
+        /// The stream.
+        stream: String,
+    },
+}
+
+/// What a stream carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StreamKind {
+    /// A replica's output: the last `tail` lines, then new ones if `follow`.
+    Logs {
+        /// Lines from the end (at most 10,000).
+        tail: u32,
+        /// Keep streaming new output until the container stops.
+        follow: bool,
+    },
+    /// A command run in the replica's container, with stdin attached.
+    Exec {
+        /// The command and its arguments.
+        command: Vec<String>,
+        /// Allocate a pseudo-terminal.
+        tty: bool,
+        /// Attach stdin.
+        stdin: bool,
+        /// Terminal width.
+        cols: u16,
+        /// Terminal height.
+        rows: u16,
+    },
+}
+
+/// Input a user sends into a stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StreamInput {
+    /// Bytes for the command's stdin.
+    Stdin {
+        /// The bytes (base64 on the wire).
+        #[serde(with = "base64_bytes")]
+        data: Vec<u8>,
+    },
+    /// The terminal was resized.
+    Resize {
+        /// Width.
+        cols: u16,
+        /// Height.
+        rows: u16,
+    },
+    /// No more stdin (end of file).
+    CloseStdin,
 }
 
 /// From a node to the API.
@@ -77,6 +147,42 @@ pub enum FromNode {
         /// The outcome, or why the command could not run.
         result: Result<ExecOutput, String>,
     },
+    /// Output of an open stream.
+    Output {
+        /// The stream.
+        stream: String,
+        /// 1 for stdout, 2 for stderr.
+        channel: u8,
+        /// The bytes (base64 on the wire).
+        #[serde(with = "base64_bytes")]
+        data: Vec<u8>,
+    },
+    /// A stream ended: the last message about it.
+    End {
+        /// The stream.
+        stream: String,
+        /// The command's exit code (exec streams that ran).
+        exit_code: Option<i64>,
+        /// Why it failed, if it did.
+        error: Option<String>,
+    },
+}
+
+/// Bytes as one base64 string in JSON.
+mod base64_bytes {
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text.as_bytes())
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 /// What a one-off command did.
@@ -106,6 +212,25 @@ mod tests {
         let back: ToNode =
             serde_json::from_str(r#"{"command": "delete", "data": {"replica": "R"}}"#).unwrap();
         assert_eq!(back, msg);
+        let out = FromNode::Output {
+            stream: "S".into(),
+            channel: 1,
+            data: vec![0, 159, 146, 150],
+        };
+        let text = serde_json::to_string(&out).unwrap();
+        assert!(text.contains(r#""data":"AJ+Slg==""#), "{text}");
+        assert_eq!(serde_json::from_str::<FromNode>(&text).unwrap(), out);
+        let input: ToNode = serde_json::from_str(
+            r#"{"command": "input", "data": {"stream": "S", "input": {"type": "resize", "cols": 80, "rows": 24}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            input,
+            ToNode::Input {
+                stream: "S".into(),
+                input: StreamInput::Resize { cols: 80, rows: 24 }
+            }
+        );
         let hb = FromNode::Heartbeat(NodeStatus::default());
         assert_eq!(serde_json::to_value(&hb).unwrap()["command"], "heartbeat");
     }

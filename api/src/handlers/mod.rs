@@ -6,6 +6,7 @@ pub mod events;
 pub mod nodes;
 pub mod projects;
 pub mod services;
+pub mod streams;
 
 use lb_pkg::store::KeyValue;
 use serde::de::DeserializeOwned;

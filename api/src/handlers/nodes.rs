@@ -345,7 +345,7 @@ async fn run_channel(ctx: &Ctx, nid: &str, socket: WebSocket) -> std::result::Re
     });
     ctx.store.txn(alive).await.map_err(|e| e.to_string())?;
     tracing::info!(node = %nid, "node connected");
-    let mut requests = ctx.streams.attach(nid);
+    let (connection, mut requests) = ctx.streams.attach(nid);
     let result = async {
         let prefix = ctx.keys.node_replicas(nid);
         let (kvs, revision) = ctx.store.list(&prefix).await.map_err(|e| e.to_string())?;
@@ -402,7 +402,7 @@ async fn run_channel(ctx: &Ctx, nid: &str, socket: WebSocket) -> std::result::Re
         }
     }
     .await;
-    ctx.streams.detach(nid);
+    ctx.streams.detach(nid, connection);
     let _ = ctx.store.lease_revoke(lease).await;
     tracing::info!(node = %nid, "node disconnected");
     result
@@ -449,7 +449,10 @@ async fn handle(ctx: &Ctx, nid: &str, message: FromNode) -> std::result::Result<
                 .await
                 .map_err(err)?;
         }
-        answer @ (FromNode::Logs { .. } | FromNode::Exec { .. }) => ctx.streams.answer(answer),
+        answer @ (FromNode::Logs { .. }
+        | FromNode::Exec { .. }
+        | FromNode::Output { .. }
+        | FromNode::End { .. }) => ctx.streams.answer(answer),
         FromNode::Status { replica, status } => {
             // Only a replica assigned to this node, and only while its
             // placement exists: a node never writes into other services.

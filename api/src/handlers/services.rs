@@ -561,14 +561,33 @@ pub async fn list_replicas(ctx: Ctx, caller: Caller, p: String, s: String) -> Re
     ))
 }
 
-/// `?tail=&replica=` of the logs route.
+/// `?tail=&follow=&replica=` of the logs route.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogsQuery {
     /// Lines from the end (default 100, at most 10,000).
     pub tail: Option<u32>,
+    /// Keep streaming new output (chunked text, or a websocket).
+    pub follow: Option<bool>,
     /// The replica (default: the first running one).
     pub replica: Option<String>,
+    /// A browser's token on a websocket (read by the authentication).
+    #[serde(default, rename = "access_token")]
+    pub _access_token: Option<String>,
+}
+
+impl LogsQuery {
+    /// `tail`, checked.
+    pub fn tail(&self) -> Result<u32> {
+        let tail = self.tail.unwrap_or(100);
+        if tail > 10_000 {
+            return Err(ApiError::invalid(
+                "tail",
+                format!("{tail} is more than 10000"),
+            ));
+        }
+        Ok(tail)
+    }
 }
 
 /// `POST .../exec`.
@@ -585,9 +604,23 @@ pub struct ExecRequest {
     pub timeout: Option<u64>,
 }
 
+/// A command to run: 1 to 1000 arguments, no NUL bytes.
+pub fn check_command(command: &[String]) -> Result<()> {
+    if command.is_empty() || command.len() > 1000 {
+        return Err(ApiError::invalid(
+            "command",
+            "must hold 1 to 1000 arguments",
+        ));
+    }
+    if command.iter().any(|a| a.contains('\0')) {
+        return Err(ApiError::invalid("command", "an argument holds a NUL byte"));
+    }
+    Ok(())
+}
+
 /// The replica a stream goes to: the one named (of this service), or the
 /// first running one. Answers it with its node.
-async fn stream_target(
+pub async fn stream_target(
     ctx: &Ctx,
     loaded: &Loaded,
     replica: Option<&str>,
@@ -628,15 +661,12 @@ pub async fn logs(
     s: String,
     query: LogsQuery,
 ) -> Result<Response> {
-    let tail = query.tail.unwrap_or(100);
-    if tail > 10_000 {
-        return Err(ApiError::invalid(
-            "tail",
-            format!("{tail} is more than 10000"),
-        ));
-    }
+    let tail = query.tail()?;
     let loaded = resolve(&ctx, &caller, &p, &s).await?;
     let (replica, node) = stream_target(&ctx, &loaded, query.replica.as_deref()).await?;
+    if query.follow == Some(true) {
+        return super::streams::follow_text(&ctx, &node, &replica, tail).await;
+    }
     let make = |request| lb_pkg::protocol::ToNode::Logs {
         request,
         replica: replica.clone(),
@@ -675,15 +705,7 @@ pub async fn exec(
     s: String,
     body: ExecRequest,
 ) -> Result<Response> {
-    if body.command.is_empty() || body.command.len() > 1000 {
-        return Err(ApiError::invalid(
-            "command",
-            "must hold 1 to 1000 arguments",
-        ));
-    }
-    if body.command.iter().any(|a| a.contains('\0')) {
-        return Err(ApiError::invalid("command", "an argument holds a NUL byte"));
-    }
+    check_command(&body.command)?;
     let timeout = body.timeout.unwrap_or(30);
     if !(1..=300).contains(&timeout) {
         return Err(ApiError::invalid(
