@@ -180,14 +180,14 @@ pub const ROUTES: &[Route] = &[
     r(
         "GET",
         "/api/v1/projects/{p}/services/{s}/logs",
-        "The last lines of a replica's output (text)",
+        "The last lines of a replica's output (text); with follow=true a chunked body that keeps coming; upgraded to a websocket, binary frames of output",
     )
     .paged_logs()
     .ok(200, None),
     r(
         "POST",
         "/api/v1/projects/{p}/services/{s}/exec",
-        "Run a command in a replica",
+        "Run a command in a replica (GET upgraded to a websocket: interactive, with a TTY)",
     )
     .body("Exec")
     .ok(200, Some("ExecOutput")),
@@ -343,6 +343,7 @@ pub fn document() -> Value {
         }
         if route.logs {
             params.push(json!({"name": "tail", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 10000}}));
+            params.push(json!({"name": "follow", "in": "query", "schema": {"type": "boolean"}}));
             params.push(json!({"name": "replica", "in": "query", "schema": {"type": "string"}}));
         }
         if route.if_match {
