@@ -1,0 +1,403 @@
+//! The command line: every command and flag of lbc, as clap derives. The
+//! habits are kubectl's (`ls`, `get`, `rm`, `-o json`, contexts), docker's
+//! (`-e`, `-p`, `exec -it`, `logs -f --tail`) and heroku's (`login`, `deploy`).
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::output::Format;
+
+/// lbc: the lb command-line client.
+#[derive(Debug, Parser)]
+#[command(
+    name = "lbc",
+    version,
+    about = "lbc: the lb command-line client",
+    after_help = "A service is named SERVICE (in the default project: `lbc project use NAME`) \
+                  or PROJECT/SERVICE.\nExit codes: 0 ok, 1 failed operation, 2 usage, \
+                  3 not found, 4 conflict, 5 auth, 6 server; `lbc exec` passes on the \
+                  remote exit code."
+)]
+pub struct Cli {
+    /// Use this context instead of the current one.
+    #[arg(long, global = true, env = "LB_CONTEXT", value_name = "NAME")]
+    pub context: Option<String>,
+    /// The project of bare SERVICE names (instead of the context's default).
+    #[arg(long, global = true, env = "LB_PROJECT", value_name = "NAME")]
+    pub project: Option<String>,
+    /// Output format.
+    #[arg(short, long, global = true, value_enum, default_value = "table")]
+    pub output: Format,
+    /// Print only ids (or nothing for actions).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// No colour even on a terminal (NO_COLOR works too).
+    #[arg(long, global = true)]
+    pub no_color: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+// Parsed once per run: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Named contexts: API URL and token.
+    #[command(subcommand)]
+    Context(ContextCmd),
+    /// Create an account and log in.
+    Signup(Login),
+    /// Log in: keeps an access token in the current context.
+    Login(Login),
+    /// Forget the current context's token.
+    Logout,
+    /// Show who the current token belongs to.
+    Whoami,
+    /// Long-lived API tokens (for CI and scripts).
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Projects.
+    #[command(subcommand, alias = "projects")]
+    Project(ProjectCmd),
+    /// Services.
+    #[command(subcommand, alias = "services", alias = "svc")]
+    Service(ServiceCmd),
+    /// Set a service's replica count.
+    Scale {
+        /// SERVICE or PROJECT/SERVICE.
+        service: String,
+        /// The new count.
+        replicas: u32,
+    },
+    /// Restart every replica of a service, one at a time.
+    Restart {
+        /// SERVICE or PROJECT/SERVICE.
+        service: String,
+    },
+    /// Stop a service's replicas, keeping its replica count.
+    Pause {
+        /// SERVICE or PROJECT/SERVICE.
+        service: String,
+    },
+    /// Run a paused service's replicas again.
+    Resume {
+        /// SERVICE or PROJECT/SERVICE.
+        service: String,
+    },
+    /// List a service's replicas: node, state, ports.
+    Replicas {
+        /// SERVICE or PROJECT/SERVICE.
+        service: String,
+    },
+    /// Nodes of the cluster.
+    #[command(subcommand, alias = "nodes")]
+    Node(NodeCmd),
+    /// Builds of a service.
+    #[command(subcommand, alias = "builds")]
+    Build(BuildCmd),
+    /// Build a service from its source and follow it until the new version runs.
+    Deploy {
+        /// SERVICE or PROJECT/SERVICE.
+        service: String,
+        /// Build this commit instead of the branch head.
+        #[arg(long)]
+        commit: Option<String>,
+        /// Return once the build is queued.
+        #[arg(long)]
+        detach: bool,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 1800, value_name = "SECONDS")]
+        timeout: u64,
+    },
+    /// Run the image of an earlier successful build again.
+    Rollback {
+        /// SERVICE or PROJECT/SERVICE.
+        service: String,
+        /// The build number.
+        build: u64,
+    },
+    /// Show a service's output (every replica, or one).
+    Logs {
+        /// SERVICE or PROJECT/SERVICE.
+        service: String,
+        /// Keep streaming new output.
+        #[arg(short, long)]
+        follow: bool,
+        /// Lines from the end of each replica's output.
+        #[arg(long, default_value_t = 100, value_name = "N")]
+        tail: u32,
+        /// Only this replica (an id, or the short id lbc prints).
+        #[arg(long, value_name = "ID")]
+        replica: Option<String>,
+    },
+    /// Run a command in a replica of a service.
+    Exec(Exec),
+    /// Print a shell completion script.
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `lbc context ...`.
+#[derive(Debug, Subcommand)]
+pub enum ContextCmd {
+    /// List contexts (the current one is marked).
+    #[command(alias = "list")]
+    Ls,
+    /// Make a context the current one.
+    Use {
+        /// The context.
+        name: String,
+    },
+    /// Add or change a context.
+    Add {
+        /// The context's name.
+        name: String,
+        /// The API's base URL, e.g. http://127.0.0.1:2967.
+        #[arg(long)]
+        api: String,
+        /// Read an API token from stdin.
+        #[arg(long)]
+        token_stdin: bool,
+        /// Make it the current context.
+        #[arg(long = "use")]
+        make_current: bool,
+    },
+    /// Remove a context.
+    #[command(alias = "delete")]
+    Rm {
+        /// The context.
+        name: String,
+    },
+}
+
+/// `lbc login`, `lbc signup`.
+#[derive(Debug, Args)]
+pub struct Login {
+    /// The user name (asked for when not given).
+    #[arg(short, long)]
+    pub username: Option<String>,
+    /// Read the password from stdin instead of a prompt.
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// The API's base URL: creates or changes the context (default: the
+    /// current one, or one named "default").
+    #[arg(long, env = "LB_API")]
+    pub api: Option<String>,
+}
+
+/// `lbc token ...`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    /// Create an API token; it is shown once.
+    Create {
+        /// A name to recognise it by.
+        name: String,
+    },
+    /// List API tokens (without their secrets).
+    #[command(alias = "list")]
+    Ls,
+    /// Revoke an API token.
+    #[command(alias = "rm", alias = "delete")]
+    Revoke {
+        /// The token's id.
+        id: String,
+    },
+}
+
+/// `lbc project ...`.
+#[derive(Debug, Subcommand)]
+pub enum ProjectCmd {
+    /// Create a project.
+    Create {
+        /// Its name, a DNS label.
+        name: String,
+        /// Free text.
+        #[arg(short, long)]
+        description: Option<String>,
+    },
+    /// List projects.
+    #[command(alias = "list")]
+    Ls,
+    /// Show a project.
+    #[command(alias = "show")]
+    Get {
+        /// Name or id.
+        name: String,
+    },
+    /// Change a project's name or description.
+    Update {
+        /// Name or id.
+        name: String,
+        /// A new name.
+        #[arg(long)]
+        rename: Option<String>,
+        /// A new description.
+        #[arg(short, long)]
+        description: Option<String>,
+    },
+    /// Delete a project with all its services.
+    #[command(alias = "delete")]
+    Rm {
+        /// Name or id.
+        name: String,
+    },
+    /// Make a project the default of the current context.
+    Use {
+        /// Name or id.
+        name: String,
+    },
+}
+
+/// `lbc service ...`.
+#[derive(Debug, Subcommand)]
+pub enum ServiceCmd {
+    /// Create a service from an image or a git repository.
+    Create(ServiceFlags),
+    /// List services of a project.
+    #[command(alias = "list")]
+    Ls,
+    /// Show a service.
+    #[command(alias = "show")]
+    Get {
+        /// SERVICE or PROJECT/SERVICE.
+        service: String,
+    },
+    /// Change a service: only the flags given change (ports, volumes and
+    /// the command are replaced as a whole; `-e KEY-` removes KEY).
+    Update(ServiceFlags),
+    /// Delete a service with its replicas and builds.
+    #[command(alias = "delete")]
+    Rm {
+        /// SERVICE or PROJECT/SERVICE.
+        service: String,
+    },
+}
+
+/// The spec flags of `service create` and `service update`.
+#[derive(Debug, Args)]
+pub struct ServiceFlags {
+    /// SERVICE or PROJECT/SERVICE.
+    pub service: String,
+    /// The image to run.
+    #[arg(long)]
+    pub image: Option<String>,
+    /// A git repository to build from.
+    #[arg(long, value_name = "URL")]
+    pub repo: Option<String>,
+    /// The branch to build.
+    #[arg(long)]
+    pub branch: Option<String>,
+    /// The Dockerfile's path in the repository.
+    #[arg(long, value_name = "PATH")]
+    pub dockerfile: Option<String>,
+    /// Build with lb's Dockerfile template for a language and framework.
+    #[arg(long, value_name = "LANG/FRAMEWORK")]
+    pub template: Option<String>,
+    /// Replica count.
+    #[arg(short, long)]
+    pub replicas: Option<u32>,
+    /// Memory per replica in MiB (a hard limit); `256`, `256M` or `1G`.
+    #[arg(short, long)]
+    pub memory: Option<String>,
+    /// CPUs per replica.
+    #[arg(long)]
+    pub cpu: Option<f64>,
+    /// Publish a port: CONTAINER or HOST:CONTAINER, optionally /udp (repeatable).
+    #[arg(short, long = "port", value_name = "[HOST:]CONTAINER")]
+    pub ports: Vec<String>,
+    /// An environment variable KEY=VALUE (repeatable; `KEY-` removes it on update).
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// A named volume NAME:/PATH (repeatable).
+    #[arg(long = "volume", value_name = "NAME:/PATH")]
+    pub volumes: Vec<String>,
+    /// A node label the replicas need, k=v (repeatable).
+    #[arg(long = "node-selector", value_name = "K=V")]
+    pub node_selector: Vec<String>,
+    /// A host name routed to the service (repeatable).
+    #[arg(long = "domain", value_name = "HOST")]
+    pub domains: Vec<String>,
+    /// Free text.
+    #[arg(short, long)]
+    pub description: Option<String>,
+    /// Redeploy on pushes to the branch.
+    #[arg(long, value_name = "BOOL")]
+    pub autodeploy: Option<bool>,
+    /// The command to run instead of the image's.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// `lbc node ...`.
+#[derive(Debug, Subcommand)]
+pub enum NodeCmd {
+    /// List nodes.
+    #[command(alias = "list")]
+    Ls,
+    /// Show a node.
+    #[command(alias = "show")]
+    Get {
+        /// Name or id.
+        name: String,
+    },
+}
+
+/// `lbc build ...`.
+#[derive(Debug, Subcommand)]
+pub enum BuildCmd {
+    /// List a service's builds.
+    #[command(alias = "list")]
+    Ls {
+        /// SERVICE or PROJECT/SERVICE.
+        service: String,
+    },
+    /// Show a build with its steps.
+    #[command(alias = "show")]
+    Get {
+        /// SERVICE or PROJECT/SERVICE.
+        service: String,
+        /// The build number.
+        number: u64,
+    },
+    /// Show a build's log.
+    Logs {
+        /// SERVICE or PROJECT/SERVICE.
+        service: String,
+        /// The build number.
+        number: u64,
+        /// Keep streaming until the build ends.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Cancel a build.
+    Cancel {
+        /// SERVICE or PROJECT/SERVICE.
+        service: String,
+        /// The build number.
+        number: u64,
+    },
+}
+
+/// `lbc exec`.
+#[derive(Debug, Args)]
+pub struct Exec {
+    /// SERVICE or PROJECT/SERVICE.
+    pub service: String,
+    /// Keep stdin open and send it to the command.
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Give the command a terminal (raw mode here, window size follows).
+    #[arg(short, long)]
+    pub tty: bool,
+    /// The replica (default: the first running one).
+    #[arg(long, value_name = "ID")]
+    pub replica: Option<String>,
+    /// Seconds before a one-off command is given up (1–300).
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    pub timeout: u64,
+    /// The command and its arguments.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}

@@ -1,0 +1,257 @@
+//! The API client: JSON requests with the bearer token, the API's error body
+//! turned into an [`Error`] of the right class, and websocket connects.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::error::{Error, Kind, Result};
+
+/// A websocket to the API.
+pub type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Talks to one API.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    /// Base URL without `/api/v1`.
+    api: String,
+    token: Option<String>,
+}
+
+/// Percent-encodes one path segment (names and ids never need it, but input
+/// is input).
+pub fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Client {
+    /// A client of `api` (already normalised), with a token or none.
+    pub fn new(api: &str, token: Option<String>) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("lbc/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| Error::server(format!("cannot set up HTTP: {e}")))?;
+        Ok(Self {
+            http,
+            api: api.to_owned(),
+            token,
+        })
+    }
+
+    /// The API's base URL.
+    pub fn api(&self) -> &str {
+        &self.api
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/api/v1{path}", self.api)
+    }
+
+    fn require_token(&self) -> Result<&str> {
+        self.token
+            .as_deref()
+            .ok_or_else(|| Error::auth("not logged in: run `lbc login` (or set LB_TOKEN)"))
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        auth: bool,
+    ) -> Result<reqwest::Response> {
+        let mut request = self.http.request(method, self.url(path));
+        if auth {
+            request = request.bearer_auth(self.require_token()?);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| self.unreachable(e))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        Err(error_of(response).await)
+    }
+
+    fn unreachable(&self, e: reqwest::Error) -> Error {
+        let mut cause = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            cause = s.to_string();
+            source = s.source();
+        }
+        Error::server(format!("cannot reach the API at {}: {cause}", self.api))
+    }
+
+    /// A JSON request with the token; `Value::Null` for an empty answer.
+    pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value> {
+        let response = self.send(method, path, body, true).await?;
+        read_json(response).await
+    }
+
+    /// A JSON request without credentials (signup, login).
+    pub async fn call_public(&self, method: Method, path: &str, body: &Value) -> Result<Value> {
+        let response = self.send(method, path, Some(body), false).await?;
+        read_json(response).await
+    }
+
+    /// `GET` with the token.
+    pub async fn get(&self, path: &str) -> Result<Value> {
+        self.call(Method::GET, path, None).await
+    }
+
+    /// `POST` with the token.
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Value> {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    /// `GET` of a text answer.
+    pub async fn get_text(&self, path: &str) -> Result<String> {
+        let response = self.send(Method::GET, path, None, true).await?;
+        response
+            .text()
+            .await
+            .map_err(|e| Error::server(format!("reading the answer: {e}")))
+    }
+
+    /// Opens a websocket to `path` (with its query) with the token.
+    pub async fn websocket(&self, path: &str) -> Result<Socket> {
+        let token = self.require_token()?;
+        let url = self.url(path);
+        let url = if let Some(rest) = url.strip_prefix("https://") {
+            format!("wss://{rest}")
+        } else if let Some(rest) = url.strip_prefix("http://") {
+            format!("ws://{rest}")
+        } else {
+            url
+        };
+        let mut request = url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| Error::usage(format!("bad websocket URL {url:?}: {e}")))?;
+        let value = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| Error::auth("the token holds characters a header cannot carry"))?;
+        request.headers_mut().insert("authorization", value);
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((socket, _)) => Ok(socket),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                let status = response.status().as_u16();
+                let body = response.body().clone().unwrap_or_default();
+                Err(error_from_body(status, &body))
+            }
+            Err(e) => Err(Error::server(format!(
+                "cannot open a websocket to {}: {e}",
+                self.api
+            ))),
+        }
+    }
+}
+
+async fn read_json(response: reqwest::Response) -> Result<Value> {
+    if response.status() == StatusCode::NO_CONTENT {
+        return Ok(Value::Null);
+    }
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| Error::server(format!("reading the answer: {e}")))?;
+    if bytes.is_empty() {
+        return Ok(Value::Null);
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::server(format!("the API answered something that is not JSON: {e}")))
+}
+
+async fn error_of(response: reqwest::Response) -> Error {
+    let status = response.status().as_u16();
+    let body = response.bytes().await.unwrap_or_default();
+    error_from_body(status, &body)
+}
+
+/// The error of an API answer: its `{"error": {"message", "field"}}`, or the
+/// status when the body is not that.
+pub fn error_from_body(status: u16, body: &[u8]) -> Error {
+    let kind = Error::kind_of_status(status);
+    let parsed: Option<Value> = serde_json::from_slice(body).ok();
+    match parsed.as_ref().and_then(|v| v.get("error")) {
+        Some(error) => error_of_value(kind, error),
+        None => {
+            let reason = StatusCode::from_u16(status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("error");
+            Error::new(kind, format!("the API answered {status} {reason}"))
+        }
+    }
+}
+
+/// The error of an `{"code", "message", "field"}` object.
+pub fn error_of_value(kind: Kind, error: &Value) -> Error {
+    let message = error
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or("unknown error");
+    let message = match error.get("field").and_then(Value::as_str) {
+        Some(field) if !message.contains(field) => format!("{field}: {message}"),
+        _ => message.to_owned(),
+    };
+    Error::new(kind, one_line(&message))
+}
+
+/// The error of a websocket control message's `{"error": {"code", ...}}`.
+pub fn error_of_control(error: &Value) -> Error {
+    let kind = match error.get("code").and_then(Value::as_str) {
+        Some("not_found") => Kind::NotFound,
+        Some("unauthorized" | "forbidden") => Kind::Auth,
+        Some("invalid" | "bad_request") => Kind::Usage,
+        Some("conflict" | "unprocessable") => Kind::Conflict,
+        _ => Kind::Server,
+    };
+    error_of_value(kind, error)
+}
+
+/// Keeps a message on one line.
+pub fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_from_bodies() {
+        let body =
+            br#"{"error":{"code":"invalid","message":"3 MiB is out of range","field":"memory"}}"#;
+        let e = error_from_body(400, body);
+        assert_eq!(e.exit_code(), crate::error::code::USAGE);
+        assert_eq!(e.to_string(), "memory: 3 MiB is out of range");
+        let e = error_from_body(502, b"<html>bad gateway</html>");
+        assert_eq!(e.exit_code(), crate::error::code::SERVER);
+        assert_eq!(e.to_string(), "the API answered 502 Bad Gateway");
+        assert_eq!(error_from_body(404, b"{}").exit_code(), 3);
+        assert_eq!(error_from_body(409, b"{}").exit_code(), 4);
+        assert_eq!(error_from_body(401, b"{}").exit_code(), 5);
+    }
+
+    #[test]
+    fn segments() {
+        assert_eq!(segment("web"), "web");
+        assert_eq!(segment("a b/c"), "a%20b%2Fc");
+    }
+}

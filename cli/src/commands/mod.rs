@@ -1,0 +1,50 @@
+//! The commands, one file per area; [`run`] dispatches.
+
+mod account;
+mod build;
+mod context;
+mod exec;
+mod logs;
+mod node;
+mod project;
+mod service;
+
+use crate::args::Command;
+use crate::error::Result;
+use crate::session::Session;
+
+/// Runs one command.
+pub async fn run(session: &mut Session, command: Command) -> Result<()> {
+    match command {
+        Command::Context(cmd) => context::run(session, cmd),
+        Command::Signup(args) => account::signup(session, args).await,
+        Command::Login(args) => account::login(session, args).await,
+        Command::Logout => account::logout(session),
+        Command::Whoami => account::whoami(session).await,
+        Command::Token(cmd) => account::token(session, cmd).await,
+        Command::Project(cmd) => project::run(session, cmd).await,
+        Command::Service(cmd) => service::run(session, cmd).await,
+        Command::Scale { service, replicas } => service::scale(session, &service, replicas).await,
+        Command::Restart { service } => service::action(session, &service, "restart").await,
+        Command::Pause { service } => service::action(session, &service, "pause").await,
+        Command::Resume { service } => service::action(session, &service, "resume").await,
+        Command::Replicas { service } => service::replicas(session, &service).await,
+        Command::Rollback { service, build } => service::rollback(session, &service, build).await,
+        Command::Node(cmd) => node::run(session, cmd).await,
+        Command::Build(cmd) => build::run(session, cmd).await,
+        Command::Deploy {
+            service,
+            commit,
+            detach,
+            timeout,
+        } => build::deploy(session, &service, commit, detach, timeout).await,
+        Command::Logs {
+            service,
+            follow,
+            tail,
+            replica,
+        } => logs::run(session, &service, follow, tail, replica).await,
+        Command::Exec(args) => exec::run(session, args).await,
+        Command::Completion { .. } => unreachable!("handled before the session is loaded"),
+    }
+}
