@@ -24,15 +24,7 @@ use crate::session::Session;
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            let code = if e.use_stderr() {
-                code::USAGE
-            } else {
-                code::OK
-            };
-            let _ = e.print();
-            return code;
-        }
+        Err(e) => return usage_error(e),
     };
     let out = Output::new(cli.output, cli.quiet, cli.no_color);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -61,6 +53,27 @@ pub fn main() -> i32 {
             e.exit_code()
         }
     }
+}
+
+/// Prints a clap error as one line (help and version as they are).
+fn usage_error(e: clap::Error) -> i32 {
+    use clap::error::ErrorKind;
+    if !e.use_stderr() {
+        let _ = e.print();
+        return code::OK;
+    }
+    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        let _ = e.print();
+        return code::USAGE;
+    }
+    let text = e.render().to_string();
+    let first = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("invalid arguments");
+    let message = first.strip_prefix("error: ").unwrap_or(first);
+    eprintln!("lbc: error: {message} (see --help)");
+    code::USAGE
 }
 
 /// Writes to stdout; a closed pipe (`lbc ... | head`) is not an error.
