@@ -19,7 +19,7 @@ cargo build --quiet --bin lb
 target="${CARGO_TARGET_DIR:-target}"
 dir=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-LB_ADMIN_PASSWORD=fuzz-admin-password "$target/debug/lb" up --data-dir "$dir/data" --listen "127.0.0.1:$port" >"$dir/lb.log" 2>&1 &
+LB_ADMIN_PASSWORD=fuzz-admin-password "$target/debug/lb" up --data-dir "$dir/data" --listen "127.0.0.1:$port" --registry-listen 127.0.0.1:0 >"$dir/lb.log" 2>&1 &
 lb_pid=$!
 trap 'kill $lb_pid 2>/dev/null; wait $lb_pid 2>/dev/null; rm -rf "$dir"' EXIT
 api="http://127.0.0.1:$port/api/v1"

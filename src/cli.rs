@@ -24,8 +24,8 @@ enum Command {
     Api(ApiArgs),
     /// Run the scheduler, which places replicas on nodes.
     Scheduler(SchedulerArgs),
-    /// Run the builder and the private registry (not built yet).
-    Builder(StoreArgs),
+    /// Run the builder and the private registry.
+    Builder(BuilderArgs),
     /// Run a node daemon that runs replicas as Docker containers.
     Node(NodeArgs),
     /// Benchmarks (`lb bench api | node | scheduler ...`): runs `lb-bench`
@@ -85,9 +85,8 @@ struct UpArgs {
     /// Address of the API and web UI.
     #[arg(long, env = "LB_LISTEN", default_value = "127.0.0.1:2967")]
     listen: SocketAddr,
-    /// Address of the private registry.
-    #[arg(long, env = "LB_REGISTRY_LISTEN", default_value = "127.0.0.1:5000")]
-    registry_listen: SocketAddr,
+    #[command(flatten)]
+    build: BuildArgs,
     /// Whether anyone may sign up.
     #[arg(long, env = "LB_SIGNUP", value_enum, default_value = "open")]
     signup: SignupArg,
@@ -100,6 +99,76 @@ struct UpArgs {
     /// How long a node may be gone before its replicas move (e.g. 10s).
     #[arg(long, env = "LB_NODE_GRACE", default_value = "10s", value_parser = parse_duration)]
     node_grace: std::time::Duration,
+}
+
+/// The builder's and registry's settings (`lb up` and `lb builder`).
+#[derive(Args, Debug)]
+struct BuildArgs {
+    /// Address of the private registry.
+    #[arg(long, env = "LB_REGISTRY_LISTEN", default_value = "127.0.0.1:5000")]
+    registry_listen: SocketAddr,
+    /// host:port nodes and the builder reach the registry at (default: the
+    /// listen address, 127.0.0.1 for an unspecified one).
+    #[arg(long, env = "LB_REGISTRY_ADDRESS")]
+    registry_address: Option<String>,
+    /// Builds run at once by this builder.
+    #[arg(long, env = "LB_BUILD_CONCURRENCY", default_value_t = 2)]
+    build_concurrency: usize,
+    /// Memory limit of one build, MiB.
+    #[arg(long, env = "LB_BUILD_MEMORY", default_value_t = 2048)]
+    build_memory: u64,
+    /// Time limit of one build (e.g. 30m).
+    #[arg(long, env = "LB_BUILD_TIMEOUT", default_value = "30m", value_parser = parse_duration)]
+    build_timeout: std::time::Duration,
+    /// Images kept per service (older builds' tags are removed).
+    #[arg(long, env = "LB_KEEP_IMAGES", default_value_t = 10)]
+    keep_images: usize,
+    /// Base image of a template language, e.g. python=python:3.12-slim
+    /// (repeatable; the defaults are the official images).
+    #[arg(long = "base-image", env = "LB_BASE_IMAGES", value_delimiter = ',')]
+    base_images: Vec<String>,
+}
+
+impl BuildArgs {
+    fn config(&self, store: &StoreArgs, api: String) -> anyhow::Result<lb_builder::Config> {
+        let mut base_images = std::collections::BTreeMap::new();
+        for pair in &self.base_images {
+            let (lang, image) = pair
+                .split_once('=')
+                .with_context(|| format!("--base-image {pair:?}: expected LANG=IMAGE"))?;
+            base_images.insert(lang.to_owned(), image.to_owned());
+        }
+        let address = self.registry_address.clone().unwrap_or_else(|| {
+            let mut addr = self.registry_listen;
+            if addr.ip().is_unspecified() {
+                addr.set_ip([127, 0, 0, 1].into());
+            }
+            addr.to_string()
+        });
+        Ok(lb_builder::Config {
+            keys: Default::default(),
+            registry_listen: self.registry_listen,
+            registry_address: address,
+            data_dir: store.data_dir.clone(),
+            api,
+            concurrency: self.build_concurrency.max(1),
+            build_memory: self.build_memory,
+            build_timeout: self.build_timeout,
+            keep_images: self.keep_images.max(1),
+            base_images,
+        })
+    }
+}
+
+#[derive(Args, Debug)]
+struct BuilderArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    build: BuildArgs,
+    /// The API's URL (registry clients get their tokens there).
+    #[arg(long, env = "LB_API", default_value = "http://127.0.0.1:2967")]
+    api: String,
 }
 
 #[derive(Args, Debug)]
@@ -185,7 +254,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::up::run(crate::up::Options {
                 backend: args.store.backend(),
                 api: lb_api::Config::new(args.listen, signup(args.signup)),
-                registry_listen: args.registry_listen,
+                builder: args
+                    .build
+                    .config(&args.store, format!("http://{}", args.listen))?,
                 data_dir: args.store.data_dir.clone(),
                 local_node: !args.no_node,
                 scheduler: !args.no_scheduler,
@@ -213,8 +284,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .context("lb scheduler")
         }
         Command::Builder(args) => {
-            let store = crate::up::open_store(&args.backend()).await?;
-            lb_builder::run(store).await.context("lb builder")
+            let shutdown =
+                crate::shutdown::on_signals().context("cannot install signal handlers")?;
+            let config = args.build.config(&args.store, args.api.clone())?;
+            let store = crate::up::open_store(&args.store.backend()).await?;
+            let bound = lb_builder::bind(store, &config).await?;
+            println!("lb builder: registry on {}", bound.addr());
+            lb_builder::run(bound, shutdown.wait())
+                .await
+                .context("lb builder")
         }
         Command::Bench { args } => {
             let exe = std::env::current_exe().context("cannot find this binary")?;

@@ -13,8 +13,8 @@ pub struct Options {
     pub backend: Backend,
     /// API settings.
     pub api: lb_api::Config,
-    /// Registry address (served once the builder issue lands).
-    pub registry_listen: SocketAddr,
+    /// The builder and registry.
+    pub builder: lb_builder::Config,
     /// The data dir (the local node keeps its credential under it).
     pub data_dir: std::path::PathBuf,
     /// Whether to run a local node.
@@ -32,14 +32,20 @@ pub async fn open_store(backend: &Backend) -> anyhow::Result<Shared> {
 
 /// Runs the control plane on this machine.
 pub async fn run(options: Options) -> anyhow::Result<()> {
-    tracing::debug!(registry = %options.registry_listen, "registry comes with the builder");
     let node_dir = options.data_dir.join("node");
     let local = options.local_node.then_some(node_dir);
     let scheduler = options.scheduler.then(|| lb_scheduler::Config {
         node_grace: options.node_grace,
         ..Default::default()
     });
-    serve(options.backend, options.api, local, scheduler).await
+    serve(
+        options.backend,
+        options.api,
+        local,
+        scheduler,
+        Some(options.builder),
+    )
+    .await
 }
 
 /// Joins (first start) and runs this machine's node inside `lb up`. Without
@@ -82,7 +88,7 @@ async fn start_local_node(
 
 /// Runs the API role until a signal.
 pub async fn run_api(backend: Backend, config: lb_api::Config) -> anyhow::Result<()> {
-    serve(backend, config, None, None).await
+    serve(backend, config, None, None, None).await
 }
 
 /// Runs the API, and optionally the scheduler and a local node keeping its
@@ -92,11 +98,16 @@ async fn serve(
     config: lb_api::Config,
     node_dir: Option<std::path::PathBuf>,
     scheduler: Option<lb_scheduler::Config>,
+    builder: Option<lb_builder::Config>,
 ) -> anyhow::Result<()> {
     let shutdown = crate::shutdown::on_signals().context("cannot install signal handlers")?;
     let store = open_store(&backend).await?;
     // Bind before anything is written, so a port in use changes nothing.
     let server = lb_api::Server::bind(&config, store.clone(), shutdown.clone().wait()).await?;
+    let builder = match builder {
+        Some(builder) => Some(lb_builder::bind(store.clone(), &builder).await?),
+        None => None,
+    };
     let password = std::env::var("LB_ADMIN_PASSWORD")
         .ok()
         .filter(|p| !p.is_empty());
@@ -124,6 +135,15 @@ async fn serve(
         tokio::spawn(async move {
             if let Err(err) = lb_scheduler::run(store, scheduler, shutdown.wait()).await {
                 tracing::error!("scheduler stopped: {err}");
+            }
+        });
+    }
+    if let Some(builder) = builder {
+        println!("registry: {}", builder.addr());
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(err) = lb_builder::run(builder, shutdown.wait()).await {
+                tracing::error!("builder stopped: {err}");
             }
         });
     }

@@ -37,7 +37,9 @@ fn lb(args: &[&str]) -> Command {
     cmd.args(args)
         .env_remove("LB_ETCD")
         .env_remove("LB_DATA_DIR")
-        .env_remove("LB_LISTEN");
+        .env_remove("LB_LISTEN")
+        // Tests run side by side: each registry on a free port.
+        .env("LB_REGISTRY_LISTEN", "127.0.0.1:0");
     cmd
 }
 

@@ -26,6 +26,8 @@ pub struct Context {
     pub limiter: LoginLimiter,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Registry-token signing.
+    pub registry: lb_pkg::registry::Signer,
     /// Requests to nodes over their channels.
     pub streams: std::sync::Arc<crate::streams::Streams>,
 }
@@ -42,6 +44,7 @@ impl Context {
         // store and wait until the cache has them (read-your-writes).
         let store: Shared = Arc::new(CachedStore::new(store, &config.keys.all()).await);
         let tokens = Tokens::load(store.as_ref(), &config.keys, config.token_ttl).await?;
+        let registry = lb_pkg::registry::Signer::load(store.as_ref(), &config.keys).await?;
         Ok(Arc::new(Self {
             store,
             keys: config.keys.clone(),
@@ -51,6 +54,7 @@ impl Context {
                 config.login_limit_per_address,
             ),
             tokens,
+            registry,
             metrics,
             streams: Default::default(),
             config,

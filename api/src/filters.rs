@@ -501,6 +501,18 @@ pub fn api(ctx: Ctx) -> BoxedFilter<(Response,)> {
         .unify()
         .boxed();
 
+    let registry_token = warp::path!("registry" / "token")
+        .and(warp::get())
+        .and(c())
+        .and(warp::addr::remote())
+        .and(warp::header::optional::<String>("authorization"))
+        .and(
+            warp::query::<handlers::registry::TokenQuery>()
+                .or(warp::any().map(Vec::new))
+                .unify(),
+        )
+        .and_then(|ctx, addr, auth, q| respond_fut(handlers::registry::token(ctx, addr, auth, q)));
+
     let openapi = warp::path!("openapi.json")
         .and(warp::get())
         .map(|| warp::reply::json(&crate::openapi::document()).into_response());
@@ -514,6 +526,8 @@ pub fn api(ctx: Ctx) -> BoxedFilter<(Response,)> {
             .or(events)
             .unify()
             .or(nodes)
+            .unify()
+            .or(registry_token)
             .unify()
             .or(openapi)
             .unify(),

@@ -197,6 +197,12 @@ pub const ROUTES: &[Route] = &[
         "Websocket of visible changes (snapshot, then changes)",
     )
     .ok(101, None),
+    r(
+        "GET",
+        "/api/v1/registry/token",
+        "A registry token (Docker token auth; Basic credentials, scope=repository:<project>/<service>:pull,push)",
+    )
+    .ok(200, None),
     r("GET", "/api/v1/openapi.json", "This document")
         .public()
         .ok(200, None),

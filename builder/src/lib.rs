@@ -2,17 +2,126 @@
 //! the Docker engine and pushes it to lb's private OCI registry, which this
 //! crate also serves.
 //!
-//! Not built yet (issue 6): [`run`] refuses to start rather than pretend.
+//! `registry` is the OCI Distribution server; `worker` the build queue.
 
-/// Errors of the builder.
+pub mod registry;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use lb_pkg::keys::Keys;
+use lb_pkg::store::Shared;
+
+/// Errors of the builder role.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// This role is not implemented yet.
-    #[error("the builder is not implemented yet")]
-    NotImplemented,
+    /// The registry address cannot be bound.
+    #[error("cannot listen on {addr} (registry): {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The registry's directory cannot be prepared.
+    #[error("registry storage {path}: {source}")]
+    Storage {
+        /// The directory.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
-/// Runs the builder and the registry until shutdown.
-pub async fn run(_store: lb_pkg::store::Shared) -> Result<(), Error> {
-    Err(Error::NotImplemented)
+/// Builder settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The key tree.
+    pub keys: Keys,
+    /// Where the registry listens.
+    pub registry_listen: SocketAddr,
+    /// Where blobs and build work dirs live.
+    pub data_dir: PathBuf,
+    /// host:port the registry is reached at (image references use it).
+    pub registry_address: String,
+    /// The API's base URL (the registry sends clients there for tokens).
+    pub api: String,
+    /// Builds run at once.
+    pub concurrency: usize,
+    /// Memory limit of one build, MiB.
+    pub build_memory: u64,
+    /// Time limit of one build.
+    pub build_timeout: std::time::Duration,
+    /// Images kept per service.
+    pub keep_images: usize,
+    /// Base image per template language (overrides the defaults).
+    pub base_images: std::collections::BTreeMap<String, String>,
+}
+
+/// A registry bound to its address, ready to serve.
+pub struct Bound {
+    registry: std::sync::Arc<registry::Registry>,
+    listener: tokio::net::TcpListener,
+    address: String,
+}
+
+impl Bound {
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// host:port image references name the registry by.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> &std::sync::Arc<registry::Registry> {
+        &self.registry
+    }
+}
+
+/// Binds the registry's address and prepares its storage.
+pub async fn bind(store: Shared, config: &Config) -> Result<Bound, Error> {
+    let listener = tokio::net::TcpListener::bind(config.registry_listen)
+        .await
+        .map_err(|source| Error::Listen {
+            addr: config.registry_listen,
+            source,
+        })?;
+    let dir = config.data_dir.join("registry");
+    let realm = format!("{}/api/v1/registry/token", config.api.trim_end_matches('/'));
+    let registry = registry::Registry::new(store, config.keys.clone(), &dir, realm)
+        .await
+        .map_err(|source| Error::Storage {
+            path: dir.display().to_string(),
+            source,
+        })?;
+    // Asked for any free port: name the one we got.
+    let address = match config.registry_address.strip_suffix(":0") {
+        Some(host) => {
+            let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+            format!("{host}:{port}")
+        }
+        None => config.registry_address.clone(),
+    };
+    Ok(Bound {
+        registry,
+        listener,
+        address,
+    })
+}
+
+/// Runs the registry (and the build worker) until `shutdown` resolves.
+pub async fn run(
+    bound: Bound,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    bound.registry.serve(bound.listener, shutdown).await;
+    Ok(())
 }

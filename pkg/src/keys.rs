@@ -253,9 +253,26 @@ impl Keys {
         format!("{}/nodes/", self.root)
     }
 
-    /// `<root>/images/<project>/<service>/`.
+    /// `<root>/images/<project>/<service>/`: a repository's metadata
+    /// (project and service ids).
     pub fn images(&self, project: &str, service: &str) -> String {
         format!("{}/images/{project}/{service}/", self.root)
+    }
+
+    /// `<root>/images/<pid>/<sid>/tags/<tag>` -> `{"digest"}`.
+    pub fn image_tag(&self, pid: &str, sid: &str, tag: &str) -> String {
+        format!("{}tags/{tag}", self.images(pid, sid))
+    }
+
+    /// `<root>/images/<pid>/<sid>/manifests/<digest>` -> `{"media_type", "size"}`.
+    pub fn image_manifest(&self, pid: &str, sid: &str, digest: &str) -> String {
+        format!("{}manifests/{digest}", self.images(pid, sid))
+    }
+
+    /// `<root>/images/<pid>/<sid>/blobs/<digest>` -> `{"size"}`: the blob
+    /// is part of this repository (blobs are stored once, by digest).
+    pub fn image_blob(&self, pid: &str, sid: &str, digest: &str) -> String {
+        format!("{}blobs/{digest}", self.images(pid, sid))
     }
 
     /// `<root>/cluster/<name>`: cluster-wide settings.

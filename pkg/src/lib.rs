@@ -8,6 +8,7 @@ pub mod ids;
 pub mod keys;
 pub mod model;
 pub mod protocol;
+pub mod registry;
 pub mod store;
 
 #[cfg(feature = "test-support")]

@@ -65,9 +65,22 @@ fn taken(username: &str) -> ApiError {
 
 /// `POST /auth/login`: an access token for a name and password.
 pub async fn login(ctx: Ctx, addr: Option<SocketAddr>, body: Credentials) -> Result<Response> {
+    let user = check_password(&ctx, addr, &body.username, &body.password).await?;
+    let (token, expires) = ctx.tokens.issue(&user.id)?;
+    Ok(json(StatusCode::OK, &LoginResponse { token, expires }))
+}
+
+/// The user a name and password belong to, under the failed-login limits
+/// (also used by the registry's token endpoint).
+pub async fn check_password(
+    ctx: &Ctx,
+    addr: Option<SocketAddr>,
+    username: &str,
+    password: &str,
+) -> Result<lb_pkg::model::User> {
     let ip = addr.map(|a| a.ip());
     // Bound what we hash and what the limiter keys on.
-    let username: String = body.username.chars().take(64).collect();
+    let username: String = username.chars().take(64).collect();
     ctx.limiter.check(&username, ip)?;
     let user = find_user(ctx.store.as_ref(), &ctx.keys, &username)
         .await
@@ -77,12 +90,12 @@ pub async fn login(ctx: Ctx, addr: Option<SocketAddr>, body: Credentials) -> Res
         })?;
     let user = user.filter(|_| lb_pkg::model::validate_name(&username).is_ok());
     let ok = match &user {
-        Some(user) if body.password.len() <= MAX_PASSWORD => {
-            verify_password(&body.password, &user.password_hash)
+        Some(user) if password.len() <= MAX_PASSWORD => {
+            verify_password(password, &user.password_hash)
         }
         _ => {
             // Spend the same time as a real check, so names do not leak.
-            let _ = verify_password(&body.password, dummy_hash());
+            let _ = verify_password(password, dummy_hash());
             false
         }
     };
@@ -91,8 +104,7 @@ pub async fn login(ctx: Ctx, addr: Option<SocketAddr>, body: Credentials) -> Res
         return Err(ApiError::unauthorized("invalid user name or password"));
     };
     ctx.limiter.succeeded(&username);
-    let (token, expires) = ctx.tokens.issue(&user.id)?;
-    Ok(json(StatusCode::OK, &LoginResponse { token, expires }))
+    Ok(user)
 }
 
 /// An argon2 hash of a random password, checked against when the user does

@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod events;
 pub mod nodes;
 pub mod projects;
+pub mod registry;
 pub mod services;
 pub mod streams;
 
