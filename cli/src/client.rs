@@ -5,14 +5,19 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::WebSocketStream;
 
 use crate::error::{Error, Kind, Result};
 
+/// A connection a websocket runs on: TCP, or TLS over TCP.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
 /// A websocket to the API.
-pub type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+pub type Socket = WebSocketStream<Box<dyn Io>>;
 
 /// Talks to one API.
 #[derive(Clone)]
@@ -147,7 +152,8 @@ impl Client {
         let value = HeaderValue::from_str(&format!("Bearer {token}"))
             .map_err(|_| Error::auth("the token holds characters a header cannot carry"))?;
         request.headers_mut().insert("authorization", value);
-        match tokio_tungstenite::connect_async(request).await {
+        let stream = self.connect(&url).await?;
+        match tokio_tungstenite::client_async(request, stream).await {
             Ok((socket, _)) => Ok(socket),
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
                 let status = response.status().as_u16();
@@ -159,6 +165,50 @@ impl Client {
                 self.api
             ))),
         }
+    }
+
+    /// TCP to the URL's host, with TLS (webpki roots) for `wss://`.
+    async fn connect(&self, url: &str) -> Result<Box<dyn Io>> {
+        let parsed = reqwest::Url::parse(url)
+            .map_err(|e| Error::usage(format!("bad websocket URL {url:?}: {e}")))?;
+        let tls = parsed.scheme() == "wss";
+        let host = parsed
+            .host_str()
+            .ok_or_else(|| Error::usage(format!("no host in {url:?}")))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = parsed.port().unwrap_or(if tls { 443 } else { 80 });
+        let unreachable =
+            |e: std::io::Error| Error::server(format!("cannot reach the API at {}: {e}", self.api));
+        let tcp = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::net::TcpStream::connect((host.as_str(), port)),
+        )
+        .await
+        .map_err(|_| Error::server(format!("cannot reach the API at {}: timed out", self.api)))?
+        .map_err(unreachable)?;
+        let _ = tcp.set_nodelay(true);
+        if !tls {
+            return Ok(Box::new(tcp));
+        }
+        use tokio_rustls::rustls;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::server(format!("TLS setup: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from(host.clone())
+            .map_err(|e| Error::usage(format!("bad host name {host:?}: {e}")))?;
+        let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .map_err(unreachable)?;
+        Ok(Box::new(stream))
     }
 }
 
