@@ -539,6 +539,10 @@ fn operations_logs_and_exec() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "from stdin\n");
     assert_eq!(out.status.code(), Some(3));
 
+    up.fails(&["exec", "-i", "missing", "--", "true"], 3);
+    up.fails(&["exec", "-i", "tick", "--replica", "nope", "--", "true"], 3);
+    up.fails(&["exec", "tick", "--replica", "nope", "--", "true"], 3);
+
     // Scale, pause, resume, restart.
     up.ok(&["scale", "tick", "3"]);
     up.wait_running("tick", 3);
