@@ -229,8 +229,9 @@ pub async fn deploy(
         return Err(Error::failed(format!("build {number} {status}{why}")));
     }
     out.note(&format!(
-        "==> Build {number} succeeded in {}: {}",
+        "==> Build {number} succeeded in {} ({}): {}",
         took(&build),
+        steps(&build),
         s(&build, "image")
     ));
     let replicas = wait_running(&client, &path, &build, deadline).await?;
