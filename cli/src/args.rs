@@ -19,19 +19,38 @@ use crate::output::Format;
 )]
 pub struct Cli {
     /// Use this context instead of the current one.
-    #[arg(long, global = true, env = "LB_CONTEXT", value_name = "NAME")]
+    #[arg(
+        long,
+        global = true,
+        env = "LB_CONTEXT",
+        value_name = "NAME",
+        help_heading = "Global options"
+    )]
     pub context: Option<String>,
     /// The project of bare SERVICE names (instead of the context's default).
-    #[arg(long, global = true, env = "LB_PROJECT", value_name = "NAME")]
+    #[arg(
+        long,
+        global = true,
+        env = "LB_PROJECT",
+        value_name = "NAME",
+        help_heading = "Global options"
+    )]
     pub project: Option<String>,
     /// Output format.
-    #[arg(short, long, global = true, value_enum, default_value = "table")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        value_enum,
+        default_value = "table",
+        help_heading = "Global options"
+    )]
     pub output: Format,
     /// Print only ids (or nothing for actions).
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = "Global options")]
     pub quiet: bool,
     /// No colour even on a terminal (NO_COLOR works too).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     pub no_color: bool,
     #[command(subcommand)]
     pub command: Command,

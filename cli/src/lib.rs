@@ -66,12 +66,21 @@ fn usage_error(e: clap::Error) -> i32 {
         let _ = e.print();
         return code::USAGE;
     }
+    // The first paragraph is the error (with the missing arguments, if any).
     let text = e.render().to_string();
-    let first = text
+    let paragraph: Vec<&str> = text
         .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("invalid arguments");
-    let message = first.strip_prefix("error: ").unwrap_or(first);
+        .skip_while(|l| l.trim().is_empty())
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let joined = paragraph.join(" ");
+    let message = joined.strip_prefix("error: ").unwrap_or(&joined);
+    let message = if message.is_empty() {
+        "invalid arguments"
+    } else {
+        message
+    };
     eprintln!("lbc: error: {message} (see --help)");
     code::USAGE
 }
