@@ -540,7 +540,10 @@ fn operations_logs_and_exec() {
     assert_eq!(out.status.code(), Some(3));
 
     up.fails(&["exec", "-i", "missing", "--", "true"], 3);
-    up.fails(&["exec", "-i", "tick", "--replica", "nope", "--", "true"], 3);
+    up.fails(
+        &["exec", "-i", "tick", "--replica", "nope", "--", "true"],
+        3,
+    );
     up.fails(&["exec", "tick", "--replica", "nope", "--", "true"], 3);
 
     // Scale, pause, resume, restart.
