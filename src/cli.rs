@@ -120,6 +120,9 @@ struct BuildArgs {
     /// Time limit of one build (e.g. 30m).
     #[arg(long, env = "LB_BUILD_TIMEOUT", default_value = "30m", value_parser = parse_duration)]
     build_timeout: std::time::Duration,
+    /// The largest build context, MiB.
+    #[arg(long, env = "LB_BUILD_MAX_CONTEXT", default_value_t = 512)]
+    build_max_context: u64,
     /// Images kept per service (older builds' tags are removed).
     #[arg(long, env = "LB_KEEP_IMAGES", default_value_t = 10)]
     keep_images: usize,
@@ -155,6 +158,7 @@ impl BuildArgs {
             build_memory: self.build_memory,
             build_timeout: self.build_timeout,
             keep_images: self.keep_images.max(1),
+            max_context: self.build_max_context << 20,
             base_images,
         })
     }

@@ -2,7 +2,7 @@
 //! a real etcd, killed and restarted, and fed bad input.
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -13,6 +13,7 @@ use lb_pkg::store::{Store, StoreExt};
 use lb_pkg::testing::EtcdServer;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use serde_json::{json, Value};
 
 const LB: &str = env!("CARGO_BIN_EXE_lb");
 
@@ -465,6 +466,266 @@ fn up_runs_a_created_service_on_its_local_node() {
     let ids = String::from_utf8_lossy(&ids.stdout).to_string();
     assert_eq!(ids.lines().count(), 2, "containers outlive lb: {ids}");
     for id in ids.lines() {
+        let _ = Command::new("docker").args(["rm", "-f", id]).output();
+    }
+}
+
+/// Runs git in `dir`, panicking with its output on failure.
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.test"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A git repository served over dumb HTTP by a real web server
+/// (`python3 -m http.server`), as a user's code host would.
+struct GitServer {
+    work: PathBuf,
+    bare: PathBuf,
+    url: String,
+    server: Child,
+}
+
+impl Drop for GitServer {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+impl GitServer {
+    fn start(root: &Path) -> Self {
+        let work = root.join("work");
+        let served = root.join("served");
+        let bare = served.join("app.git");
+        std::fs::create_dir_all(&work).unwrap();
+        std::fs::create_dir_all(&served).unwrap();
+        git(&work, &["init", "-q", "-b", "main"]);
+        git(root, &["init", "-q", "--bare", bare.to_str().unwrap()]);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let server = Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .current_dir(&served)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "http.server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        GitServer {
+            work,
+            bare,
+            url: format!("http://127.0.0.1:{port}/app.git"),
+            server,
+        }
+    }
+
+    /// Writes files, commits and publishes them.
+    fn commit(&self, files: &[(&str, &str)], message: &str) {
+        for (name, text) in files {
+            std::fs::write(self.work.join(name), text).unwrap();
+        }
+        git(&self.work, &["add", "-A"]);
+        git(&self.work, &["commit", "-q", "-m", message]);
+        git(
+            &self.work,
+            &["push", "-q", self.bare.to_str().unwrap(), "main"],
+        );
+        git(&self.bare, &["update-server-info"]);
+    }
+}
+
+/// From a git repository to replicas running the new image: build, deploy,
+/// rebuild after a change, roll back, and the ways a build fails.
+#[test]
+fn builds_from_git_deploy_roll_back_and_fail_clearly() {
+    let image = lb_pkg::testing::busybox_image();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = GitServer::start(&dir.path().join("git"));
+    let dockerfile = format!(
+        "FROM {image}\nCOPY index.html /www/index.html\nCMD [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
+    );
+    repo.commit(
+        &[("Dockerfile", &dockerfile), ("index.html", "version one\n")],
+        "first version",
+    );
+    let data = dir.path().join("data");
+    let up = start(
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--build-timeout",
+            "120s",
+        ],
+        Some("admin-password"),
+    );
+    let api = format!("{}/api/v1", up.url);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let node_id = runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let creds = json!({"username": "builder-user", "password": "password-1"});
+        client.post(format!("{api}/auth/signup")).json(&creds).send().await.unwrap();
+        let login: Value = client.post(format!("{api}/auth/login")).json(&creds).send().await.unwrap().json().await.unwrap();
+        let token = login["token"].as_str().unwrap().to_owned();
+        let call = |method: &str, path: &str, body: Value| {
+            let mut req = client.request(method.parse().unwrap(), format!("{api}{path}")).bearer_auth(&token);
+            if !body.is_null() {
+                req = req.json(&body);
+            }
+            async move {
+                let resp = req.send().await.unwrap();
+                let status = resp.status().as_u16();
+                (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+            }
+        };
+        assert_eq!(call("POST", "/projects", json!({"name": "demo"})).await.0, 201);
+        // A local path is refused up front.
+        let (status, body) = call("POST", "/projects/demo/services",
+            json!({"name": "local", "source": {"url": "/etc", "branch": "main"}})).await;
+        assert_eq!((status, body["error"]["field"].as_str()), (400, Some("source.url")), "{body}");
+        let spec = json!({"name": "site", "replicas": 2, "memory": 16, "ports": [{"container": 8080}],
+            "source": {"url": repo.url, "branch": "main"}});
+        assert_eq!(call("POST", "/projects/demo/services", spec).await.0, 201);
+
+        // Waits for a build to end; answers it.
+        let wait_build = |n: u64| {
+            let call = &call;
+            async move {
+                let deadline = std::time::Instant::now() + Duration::from_secs(120);
+                loop {
+                    let (_, build) = call("GET", &format!("/projects/demo/services/site/builds/{n}"), Value::Null).await;
+                    if ["succeeded", "failed", "canceled"].contains(&build["status"].as_str().unwrap_or("")) {
+                        return build;
+                    }
+                    assert!(std::time::Instant::now() < deadline, "build {n} did not end: {build}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        };
+        // Waits until both replicas serve `text`.
+        let wait_serving = |text: &'static str| {
+            let call = &call;
+            async move {
+                let deadline = std::time::Instant::now() + Duration::from_secs(90);
+                loop {
+                    let (_, list) = call("GET", "/projects/demo/services/site/replicas", Value::Null).await;
+                    let items = list["items"].as_array().cloned().unwrap_or_default();
+                    let mut serving = 0;
+                    for r in items.iter().filter(|r| r["state"] == "running") {
+                        if let Some(host) = r["ports"][0]["host"].as_u64() {
+                            if let Ok(resp) = reqwest::get(format!("http://127.0.0.1:{host}/index.html")).await {
+                                if resp.text().await.unwrap_or_default() == text {
+                                    serving += 1;
+                                }
+                            }
+                        }
+                    }
+                    if serving == 2 && items.len() == 2 {
+                        return items[0]["node"].as_str().unwrap_or_default().to_owned();
+                    }
+                    assert!(std::time::Instant::now() < deadline, "replicas do not serve {text:?}: {list}");
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+            }
+        };
+
+        // Build 1: every status in order, timed; the service runs it.
+        let (status, queued) = call("POST", "/projects/demo/services/site/builds", json!({})).await;
+        assert_eq!((status, queued["status"].as_str()), (201, Some("queued")), "{queued}");
+        let build = wait_build(1).await;
+        assert_eq!(build["status"], "succeeded", "{build}");
+        let steps: Vec<&str> = build["steps"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+        assert_eq!(steps, ["cloning", "preparing", "building", "pushing"], "{build}");
+        assert!(build["steps"].as_array().unwrap().iter().all(|s| s["finished"].as_i64() >= s["started"].as_i64()));
+        assert_eq!(build["message"], "first version");
+        let digest = build["digest"].as_str().unwrap().to_owned();
+        let (_, service) = call("GET", "/projects/demo/services/site", Value::Null).await;
+        assert!(service["spec"]["image"].as_str().unwrap().ends_with(&format!("@{digest}")), "{service}");
+        let node = wait_serving("version one\n").await;
+        let logs = client.get(format!("{api}/projects/demo/services/site/builds/1/logs")).bearer_auth(&token)
+            .send().await.unwrap().text().await.unwrap();
+        assert!(logs.contains("commit ") && logs.contains("pushed "), "{logs}");
+
+        // Build 2 after a change; then roll back to build 1.
+        repo.commit(&[("index.html", "version two\n")], "second version");
+        call("POST", "/projects/demo/services/site/builds", Value::Null).await;
+        assert_eq!(wait_build(2).await["status"], "succeeded");
+        wait_serving("version two\n").await;
+        let (status, _) = call("POST", "/projects/demo/services/site/rollback", json!({"build": 1})).await;
+        assert_eq!(status, 200);
+        wait_serving("version one\n").await;
+
+        // A failing build step: failed, with the cause; the service keeps running.
+        repo.commit(&[("Dockerfile", &format!("FROM {image}\nRUN [\"/bin/busybox\", \"false\"]\n"))], "broken");
+        call("POST", "/projects/demo/services/site/builds", Value::Null).await;
+        let build = wait_build(3).await;
+        assert_eq!(build["status"], "failed", "{build}");
+        assert!(build["message"].as_str().unwrap().contains("returned a non-zero code"), "{build}");
+        wait_serving("version one\n").await;
+
+        // A missing Dockerfile, then a missing branch.
+        std::fs::remove_file(repo.work.join("Dockerfile")).unwrap();
+        repo.commit(&[], "no dockerfile");
+        call("POST", "/projects/demo/services/site/builds", Value::Null).await;
+        let build = wait_build(4).await;
+        assert!(build["message"].as_str().unwrap().contains("\"Dockerfile\" not found in the repository"), "{build}");
+        call("PATCH", "/projects/demo/services/site", json!({"source": {"url": repo.url, "branch": "nope"}})).await;
+        call("POST", "/projects/demo/services/site/builds", Value::Null).await;
+        let build = wait_build(5).await;
+        assert_eq!(build["status"], "failed");
+        assert!(build["message"].as_str().unwrap().starts_with("cannot clone"), "{build}");
+
+        // Cancel stops a long build at once.
+        repo.commit(&[("Dockerfile", &format!("FROM {image}\nRUN [\"/bin/busybox\", \"sleep\", \"60\"]\n"))], "slow");
+        call("PATCH", "/projects/demo/services/site", json!({"source": {"url": repo.url, "branch": "main"}})).await;
+        call("POST", "/projects/demo/services/site/builds", Value::Null).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, b) = call("GET", "/projects/demo/services/site/builds/6", Value::Null).await;
+            if b["status"] == "building" {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "never building: {b}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (status, canceled) = call("POST", "/projects/demo/services/site/builds/6/cancel", Value::Null).await;
+        assert_eq!((status, canceled["status"].as_str()), (200, Some("canceled")), "{canceled}");
+        let (status, _) = call("POST", "/projects/demo/services/site/builds/6/cancel", Value::Null).await;
+        assert_eq!(status, 409, "an ended build cannot be canceled again");
+        let (_, list) = call("GET", "/projects/demo/services/site/builds", Value::Null).await;
+        assert_eq!(list["items"][0]["number"], 6, "newest first");
+        node
+    });
+    drop(up);
+    let ids = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label=lb.node={node_id}")])
+        .output()
+        .unwrap();
+    for id in String::from_utf8_lossy(&ids.stdout).lines() {
         let _ = Command::new("docker").args(["rm", "-f", id]).output();
     }
 }

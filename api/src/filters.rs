@@ -10,7 +10,9 @@ use warp::{Filter, Rejection, Reply};
 use crate::auth::{authenticate, Caller};
 use crate::context::Ctx;
 use crate::error::{ApiError, Result};
-use crate::handlers::{self, accounts, events, nodes, projects, services, streams, Response};
+use crate::handlers::{
+    self, accounts, builds, events, nodes, projects, services, streams, Response,
+};
 use crate::models::Paging;
 
 /// The largest request body accepted.
@@ -411,6 +413,55 @@ pub fn api(ctx: Ctx) -> BoxedFilter<(Response,)> {
         .and(who())
         .and(body())
         .and_then(|p, s, ctx, caller, b| respond_fut(services::exec(ctx, caller, p, s, b)));
+    let builds_list = warp::path!("projects" / String / "services" / String / "builds")
+        .and(warp::get())
+        .and(c())
+        .and(who())
+        .and_then(|p, s, ctx, caller| respond_fut(builds::list(ctx, caller, p, s)));
+    let builds_create = warp::path!("projects" / String / "services" / String / "builds")
+        .and(warp::post())
+        .and(c())
+        .and(who())
+        .and(body_or_default())
+        .and_then(|p, s, ctx, caller, b| respond_fut(builds::create(ctx, caller, p, s, b)));
+    let build_get = warp::path!("projects" / String / "services" / String / "builds" / String)
+        .and(warp::get())
+        .and(c())
+        .and(who())
+        .and_then(|p, s, n, ctx, caller| respond_fut(builds::get(ctx, caller, p, s, n)));
+    let build_cancel =
+        warp::path!("projects" / String / "services" / String / "builds" / String / "cancel")
+            .and(warp::post())
+            .and(c())
+            .and(who())
+            .and_then(|p, s, n, ctx, caller| respond_fut(builds::cancel(ctx, caller, p, s, n)));
+    let build_logs_ws =
+        warp::path!("projects" / String / "services" / String / "builds" / String / "logs")
+            .and(warp::get())
+            .and(warp::ws())
+            .and(c())
+            .and(ws_caller(ctx.clone()))
+            .and_then(|p, s, n, ws, ctx, caller| {
+                respond_fut(builds::logs_ws(ctx, caller, p, s, n, ws))
+            });
+    let build_logs =
+        warp::path!("projects" / String / "services" / String / "builds" / String / "logs")
+            .and(warp::get())
+            .and(c())
+            .and(who())
+            .and_then(|p, s, n, ctx, caller| respond_fut(builds::logs(ctx, caller, p, s, n)));
+    let builds = builds_list
+        .or(builds_create)
+        .unify()
+        .or(build_get)
+        .unify()
+        .or(build_cancel)
+        .unify()
+        .or(build_logs_ws)
+        .unify()
+        .or(build_logs)
+        .unify()
+        .boxed();
     let services = logs_ws
         .or(exec_ws)
         .unify()
@@ -522,6 +573,8 @@ pub fn api(ctx: Ctx) -> BoxedFilter<(Response,)> {
             .or(projects)
             .unify()
             .or(services)
+            .unify()
+            .or(builds)
             .unify()
             .or(events)
             .unify()

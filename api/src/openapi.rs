@@ -191,6 +191,24 @@ pub const ROUTES: &[Route] = &[
     )
     .body("Exec")
     .ok(200, Some("ExecOutput")),
+    r("GET", "/api/v1/projects/{p}/services/{s}/builds", "List builds, newest first")
+        .ok(200, Some("BuildList")),
+    r("POST", "/api/v1/projects/{p}/services/{s}/builds", "Queue a build of the service's source")
+        .body("BuildRequest")
+        .ok(201, Some("Build")),
+    r("GET", "/api/v1/projects/{p}/services/{s}/builds/{n}", "Read a build").ok(200, Some("Build")),
+    r(
+        "POST",
+        "/api/v1/projects/{p}/services/{s}/builds/{n}/cancel",
+        "Cancel a build that has not ended",
+    )
+    .ok(200, Some("Build")),
+    r(
+        "GET",
+        "/api/v1/projects/{p}/services/{s}/builds/{n}/logs",
+        "A build's output (text); upgraded to a websocket it follows the build",
+    )
+    .ok(200, None),
     r(
         "GET",
         "/api/v1/events",
@@ -248,7 +266,7 @@ fn schemas() -> Value {
         "items": {"type": "array", "items": {"$ref": format!("#/components/schemas/{item}")}},
         "total": {"type": "integer", "minimum": 0}}})
     };
-    json!({
+    let mut schemas = json!({
         "Error": error,
         "Credentials": {"type": "object", "required": ["username", "password"], "additionalProperties": false,
             "properties": {"username": {"type": "string"}, "password": {"type": "string"}}},
@@ -320,7 +338,23 @@ fn schemas() -> Value {
             "alive": {"type": "boolean"}, "capacity": {"type": "object"}, "status": {"type": "object", "nullable": true},
             "created": {"type": "integer"}}},
         "NodeList": list("Node"),
-    })
+    });
+    let builds = json!({
+        "BuildRequest": {"type": "object", "additionalProperties": false, "properties": {
+            "commit": {"type": "string", "nullable": true, "pattern": "^[0-9a-fA-F]{4,64}$"}}},
+        "Build": {"type": "object", "required": ["number", "status", "commit", "image", "digest", "message", "steps", "created"], "properties": {
+            "number": {"type": "integer"},
+            "status": {"enum": ["queued", "cloning", "preparing", "installing_dependencies", "building", "pushing", "succeeded", "failed", "canceled"]},
+            "commit": {"type": "string", "nullable": true}, "image": {"type": "string", "nullable": true},
+            "digest": {"type": "string", "nullable": true}, "message": {"type": "string"},
+            "steps": {"type": "array", "items": {"type": "object"}}, "created": {"type": "integer"},
+            "finished": {"type": "integer", "nullable": true}}},
+        "BuildList": list("Build"),
+    });
+    if let (Some(all), Some(more)) = (schemas.as_object_mut(), builds.as_object()) {
+        all.extend(more.clone());
+    }
+    schemas
 }
 
 /// The OpenAPI 3 document.

@@ -5,6 +5,8 @@
 //! `registry` is the OCI Distribution server; `worker` the build queue.
 
 pub mod registry;
+pub mod template;
+pub mod worker;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -54,6 +56,8 @@ pub struct Config {
     pub build_memory: u64,
     /// Time limit of one build.
     pub build_timeout: std::time::Duration,
+    /// The largest build context, bytes.
+    pub max_context: u64,
     /// Images kept per service.
     pub keep_images: usize,
     /// Base image per template language (overrides the defaults).
@@ -65,6 +69,7 @@ pub struct Bound {
     registry: std::sync::Arc<registry::Registry>,
     listener: tokio::net::TcpListener,
     address: String,
+    config: Config,
 }
 
 impl Bound {
@@ -114,6 +119,7 @@ pub async fn bind(store: Shared, config: &Config) -> Result<Bound, Error> {
         registry,
         listener,
         address,
+        config: config.clone(),
     })
 }
 
@@ -122,6 +128,34 @@ pub async fn run(
     bound: Bound,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    bound.registry.serve(bound.listener, shutdown).await;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let worker = match worker::Worker::new(
+        bound.registry.store().clone(),
+        bound.config.clone(),
+        bound.address.clone(),
+        bound.registry.signer_arc(),
+    )
+    .await
+    {
+        Ok(worker) => Some(std::sync::Arc::new(worker)),
+        Err(e) => {
+            tracing::warn!("no builds on this machine: {e}");
+            None
+        }
+    };
+    if let Some(worker) = worker {
+        let mut rx = rx.clone();
+        tokio::spawn(worker.run(async move {
+            let _ = rx.changed().await;
+        }));
+    }
+    bound
+        .registry
+        .serve(bound.listener, async move {
+            shutdown.await;
+            let _ = tx.send(true);
+        })
+        .await;
+    drop(rx);
     Ok(())
 }

@@ -44,7 +44,7 @@ pub const MANIFEST_TYPES: [&str; 4] = [
 pub struct Registry {
     store: Shared,
     keys: Keys,
-    signer: Signer,
+    signer: Arc<Signer>,
     dir: PathBuf,
     realm: String,
     uploads: Mutex<HashMap<String, Upload>>,
@@ -254,7 +254,7 @@ impl Registry {
         Ok(Arc::new(Self {
             store,
             keys,
-            signer,
+            signer: Arc::new(signer),
             dir: dir.to_owned(),
             realm,
             uploads: Mutex::new(HashMap::new()),
@@ -264,6 +264,16 @@ impl Registry {
     /// Signs a token for lb's own use (the builder pushing, tests).
     pub fn signer(&self) -> &Signer {
         &self.signer
+    }
+
+    /// The signer, shared.
+    pub fn signer_arc(&self) -> Arc<Signer> {
+        self.signer.clone()
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Shared {
+        &self.store
     }
 
     /// The warp filter serving `/v2/...`.

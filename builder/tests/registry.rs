@@ -45,6 +45,7 @@ impl Setup {
             build_memory: 512,
             build_timeout: std::time::Duration::from_secs(300),
             keep_images: 3,
+            max_context: 64 << 20,
             base_images: Default::default(),
         };
         let bound = lb_builder::bind(store, &builder).await.unwrap();

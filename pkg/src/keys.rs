@@ -181,6 +181,41 @@ impl Keys {
         format!("{}builds/{number:010}", self.service_prefix(pid, sid))
     }
 
+    /// `<root>/projects/<pid>/services/<sid>/build-logs/<number>`: a build's
+    /// output so far (bounded), beside the build so that listing builds
+    /// stays small.
+    pub fn build_log(&self, pid: &str, sid: &str, number: u64) -> String {
+        format!("{}build-logs/{number:010}", self.service_prefix(pid, sid))
+    }
+
+    /// `<root>/queue/builds/<pid>.<sid>.<number>`: a queued build, until a
+    /// builder claims it.
+    pub fn build_queue(&self) -> String {
+        format!("{}/queue/builds/", self.root)
+    }
+
+    /// A build's entry in [`Keys::build_queue`].
+    pub fn build_queued(&self, pid: &str, sid: &str, number: u64) -> String {
+        format!("{}{pid}.{sid}.{number:010}", self.build_queue())
+    }
+
+    /// `<root>/queue/claimed/<pid>.<sid>.<number>` -> builder id: a build a
+    /// builder runs; `<root>/queue/running/...` is the same, bound to the
+    /// builder's lease (gone = the builder died and the build failed).
+    pub fn build_claimed(&self, pid: &str, sid: &str, number: u64) -> String {
+        format!("{}{pid}.{sid}.{number:010}", self.build_claimed_prefix())
+    }
+
+    /// Prefix of [`Keys::build_claimed`].
+    pub fn build_claimed_prefix(&self) -> String {
+        format!("{}/queue/claimed/", self.root)
+    }
+
+    /// See [`Keys::build_claimed`].
+    pub fn build_running(&self, pid: &str, sid: &str, number: u64) -> String {
+        format!("{}/queue/running/{pid}.{sid}.{number:010}", self.root)
+    }
+
     /// `<root>/projects/<pid>/services/<sid>/placements`: touched by every
     /// scheduler write for the service, compared by the API's deletes, so a
     /// delete never misses a node key placed after it read.

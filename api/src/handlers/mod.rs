@@ -2,6 +2,7 @@
 //! request, and answers a reply or an [`ApiError`](crate::error::ApiError).
 
 pub mod accounts;
+pub mod builds;
 pub mod events;
 pub mod nodes;
 pub mod projects;

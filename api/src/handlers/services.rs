@@ -490,6 +490,9 @@ pub async fn delete(
         let mut txn = loaded
             .compares(&ctx)
             .then(Op::DeletePrefix(prefix.clone()))
+            .then(Op::DeletePrefix(
+                ctx.keys.images(&loaded.pid, &loaded.meta.id),
+            ))
             .then(Op::delete(
                 ctx.keys.service_index(&loaded.pid, &loaded.spec.name),
             ));
