@@ -105,7 +105,16 @@ async fn serve(
     // Bind before anything is written, so a port in use changes nothing.
     let server = lb_api::Server::bind(&config, store.clone(), shutdown.clone().wait()).await?;
     let builder = match builder {
-        Some(builder) => Some(lb_builder::bind(store.clone(), &builder).await?),
+        Some(mut builder) => {
+            // Registry clients get tokens from this API: name the address it
+            // really listens on (a free port, or 127.0.0.1 for 0.0.0.0).
+            let mut api = server.addr();
+            if api.ip().is_unspecified() {
+                api.set_ip([127, 0, 0, 1].into());
+            }
+            builder.api = format!("http://{api}");
+            Some(lb_builder::bind(store.clone(), &builder).await?)
+        }
         None => None,
     };
     let password = std::env::var("LB_ADMIN_PASSWORD")

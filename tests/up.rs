@@ -666,6 +666,22 @@ fn builds_from_git_deploy_roll_back_and_fail_clearly() {
         let (_, service) = call("GET", "/projects/demo/services/site", Value::Null).await;
         assert!(service["spec"]["image"].as_str().unwrap().ends_with(&format!("@{digest}")), "{service}");
         let node = wait_serving("version one\n").await;
+        // Nodes pull from lb's registry with their own credential: drop the
+        // image from Docker, restart, and the new containers pull it.
+        let pinned = service["spec"]["image"].as_str().unwrap().to_owned();
+        let tagged = build["image"].as_str().unwrap().to_owned();
+        let out = Command::new("docker").args(["rmi", "-f", &tagged, &pinned]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(call("POST", "/projects/demo/services/site/restart", Value::Null).await.0, 200);
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        while !Command::new("docker").args(["image", "inspect", &pinned]).output().unwrap().status.success() {
+            if std::time::Instant::now() > deadline {
+                let (_, list) = call("GET", "/projects/demo/services/site/replicas", Value::Null).await;
+                panic!("the node never pulled {pinned}: {list}");
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        wait_serving("version one\n").await;
         let logs = client.get(format!("{api}/projects/demo/services/site/builds/1/logs")).bearer_auth(&token)
             .send().await.unwrap().text().await.unwrap();
         assert!(logs.contains("commit ") && logs.contains("pushed "), "{logs}");

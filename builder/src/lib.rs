@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use lb_pkg::keys::Keys;
-use lb_pkg::store::Shared;
+use lb_pkg::store::{Shared, StoreExt};
 
 /// Errors of the builder role.
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +115,19 @@ pub async fn bind(store: Shared, config: &Config) -> Result<Bound, Error> {
         }
         None => config.registry_address.clone(),
     };
+    // Nodes learn where lb's registry is (to pull from it with their
+    // credential) from this key.
+    registry
+        .store()
+        .put(
+            &config.keys.cluster("registry"),
+            address.clone().into_bytes(),
+        )
+        .await
+        .map_err(|e| Error::Storage {
+            path: "the store".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
     Ok(Bound {
         registry,
         listener,

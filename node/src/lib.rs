@@ -82,8 +82,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     // Streams (logs, exec) get their own Docker client: the reconciler's
     // holds its long-lived events request.
     let streams = runtime::Runtime::connect(&credential.id).await?;
-    let reconciler =
-        reconcile::Reconciler::new(docker, config.port_range.clone(), to_channel.clone());
+    let reconciler = reconcile::Reconciler::new(
+        docker,
+        config.port_range.clone(),
+        to_channel.clone(),
+        credential.credential.clone(),
+    );
     let reconcile_task = tokio::spawn(reconciler.run(from_channel));
     let result = tokio::select! {
         r = channel::run(&config, &credential, &streams, to_reconciler, to_channel, from_reconciler) => r,

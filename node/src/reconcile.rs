@@ -42,6 +42,9 @@ pub struct Reconciler {
     desired: HashMap<String, Assignment>,
     crashes: HashMap<String, Crashes>,
     reported: HashMap<String, ReplicaStatus>,
+    /// lb's registry, and the node's credential to pull from it.
+    registry: Option<String>,
+    credential: String,
 }
 
 /// A hash of everything a container is made from: a change means a new one.
@@ -71,8 +74,15 @@ fn now_secs() -> i64 {
 
 impl Reconciler {
     /// A reconciler sending statuses to `out`.
-    pub fn new(runtime: Runtime, ports: RangeInclusive<u16>, out: mpsc::Sender<FromNode>) -> Self {
+    pub fn new(
+        runtime: Runtime,
+        ports: RangeInclusive<u16>,
+        out: mpsc::Sender<FromNode>,
+        credential: String,
+    ) -> Self {
         Self {
+            registry: None,
+            credential,
             runtime,
             ports,
             out,
@@ -134,7 +144,8 @@ impl Reconciler {
 
     fn apply(&mut self, message: ToNode) {
         match message {
-            ToNode::Desired { replicas } => {
+            ToNode::Desired { replicas, registry } => {
+                self.registry = registry;
                 self.desired = replicas
                     .into_iter()
                     .map(|a| (a.replica.clone(), a))
@@ -285,7 +296,13 @@ impl Reconciler {
                 return;
             }
         }
-        if let Err(message) = self.runtime.ensure_image(&a.image).await {
+        // Only lb's own registry gets the node's credential.
+        let pull = self
+            .registry
+            .as_deref()
+            .filter(|r| a.image.starts_with(&format!("{r}/")))
+            .map(|r| (r, self.credential.as_str()));
+        if let Err(message) = self.runtime.ensure_image(&a.image, pull).await {
             self.fail(a, &message).await;
             return;
         }

@@ -166,7 +166,14 @@ impl Runtime {
     }
 
     /// Pulls the image if the engine lacks it; the error is the registry's.
-    pub async fn ensure_image(&self, image: &str) -> Result<(), String> {
+    /// With `pull` = (registry, node credential) the registry is asked with
+    /// the node's credential (its token endpoint answers pull access to
+    /// what this node is assigned).
+    pub async fn ensure_image(
+        &self,
+        image: &str,
+        pull: Option<(&str, &str)>,
+    ) -> Result<(), String> {
         match self.docker.inspect_image(image).await {
             Ok(_) => return Ok(()),
             Err(e) if is_status(&e, &[404]) => {}
@@ -176,7 +183,13 @@ impl Runtime {
             from_image: image,
             ..Default::default()
         };
-        let mut pull = self.docker.create_image(Some(options), None, None);
+        let credentials = pull.map(|(registry, secret)| bollard::auth::DockerCredentials {
+            username: Some(format!("node-{}", self.node)),
+            password: Some(secret.to_owned()),
+            serveraddress: Some(registry.to_owned()),
+            ..Default::default()
+        });
+        let mut pull = self.docker.create_image(Some(options), None, credentials);
         while let Some(step) = pull.next().await {
             step.map_err(|e| format!("cannot pull {image}: {}", message(&e)))?;
         }

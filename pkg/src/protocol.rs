@@ -13,6 +13,10 @@ pub enum ToNode {
     Desired {
         /// Every assignment of this node.
         replicas: Vec<Assignment>,
+        /// lb's registry (host:port): images from it are pulled with the
+        /// node's credential, images from anywhere else without.
+        #[serde(default)]
+        registry: Option<String>,
     },
     /// An assignment was added or changed.
     Put(Box<Assignment>),

@@ -350,7 +350,13 @@ async fn run_channel(ctx: &Ctx, nid: &str, socket: WebSocket) -> std::result::Re
         let prefix = ctx.keys.node_replicas(nid);
         let (kvs, revision) = ctx.store.list(&prefix).await.map_err(|e| e.to_string())?;
         let replicas = kvs.iter().filter_map(|kv| serde_json::from_slice::<Assignment>(&kv.value).ok()).collect();
-        send(&mut tx, &ToNode::Desired { replicas }).await?;
+        let registry = ctx
+            .store
+            .get(&ctx.keys.cluster("registry"))
+            .await
+            .map_err(|e| e.to_string())?
+            .map(|kv| String::from_utf8_lossy(&kv.value).into_owned());
+        send(&mut tx, &ToNode::Desired { replicas, registry }).await?;
         let mut watch = ctx.store.watch(&prefix, revision + 1).await.map_err(|e| e.to_string())?;
         let mut keepalive = tokio::time::interval(Duration::from_secs((ALIVE_TTL / 3).max(1) as u64));
         loop {
