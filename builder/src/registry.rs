@@ -1085,11 +1085,11 @@ where
     }))
 }
 
+/// A page of names, and the next page's `n` and `last` if there is one.
+type Page = (Vec<String>, Option<(usize, String)>);
+
 /// `?n=&last=` over sorted names: the page, and the next page's query.
-fn paginate(
-    all: Vec<String>,
-    q: &HashMap<String, String>,
-) -> Result<(Vec<String>, Option<(usize, String)>)> {
+fn paginate(all: Vec<String>, q: &HashMap<String, String>) -> Result<Page> {
     let n = match q.get("n") {
         Some(n) => n.parse::<usize>().map_err(|_| {
             err(

@@ -356,12 +356,12 @@ impl Run {
             while let Some(Ok(changes)) = watch.next().await {
                 for event in changes.events {
                     match event {
-                        lb_pkg::store::Event::Put(kv) if kv.key == key => {
-                            if serde_json::from_slice::<Build>(&kv.value)
-                                .is_ok_and(|b| b.status == BuildStatus::Canceled)
-                            {
-                                return;
-                            }
+                        lb_pkg::store::Event::Put(kv)
+                            if kv.key == key
+                                && serde_json::from_slice::<Build>(&kv.value)
+                                    .is_ok_and(|b| b.status == BuildStatus::Canceled) =>
+                        {
+                            return;
                         }
                         lb_pkg::store::Event::Delete(kv) if kv.key == key => return,
                         _ => {}

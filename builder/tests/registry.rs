@@ -192,7 +192,7 @@ async fn docker_and_skopeo_push_and_pull_and_strangers_cannot() {
         ),
         "docker login",
     );
-    ok(&s.docker(&["tag", &image, &reference], None), "docker tag");
+    ok(&s.docker(&["tag", image, &reference], None), "docker tag");
     ok(&s.docker(&["push", &reference], None), "docker push");
     ok(&s.docker(&["rmi", &reference], None), "docker rmi");
     ok(&s.docker(&["pull", &reference], None), "docker pull");
