@@ -79,10 +79,7 @@ fn serve_repo(base: &Path) -> (GitDaemon, String) {
     (daemon, format!("git://127.0.0.1:{port}/app"))
 }
 
-// Written against DESIGN.md's build shapes before the builder and its routes
-// landed; never run yet. Run it with `--run-ignored all` once `lb up` builds.
 #[test]
-#[ignore = "needs the builds routes and the builder worker in lb up"]
 fn deploy_follows_a_real_build_until_the_new_version_runs() {
     let up = Up::start();
     let repos = up.dir.path().join("repos");
