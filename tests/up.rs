@@ -202,13 +202,21 @@ fn sigkill_keeps_every_key_and_the_revision() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     // No local node or scheduler: they write (heartbeats, the leader key)
-    // between the two snapshots.
+    // between the two snapshots. The registry on one port both times: it
+    // records its address, and writes only when that changes.
+    let registry = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
     let up = start(
         &[
             "--data-dir",
             data.to_str().unwrap(),
             "--no-node",
             "--no-scheduler",
+            "--registry-listen",
+            &registry,
         ],
         Some("first-password"),
     );
@@ -228,6 +236,8 @@ fn sigkill_keeps_every_key_and_the_revision() {
             data.to_str().unwrap(),
             "--no-node",
             "--no-scheduler",
+            "--registry-listen",
+            &registry,
         ],
         Some("other-password"),
     );
@@ -381,14 +391,18 @@ fn bad_input_gets_one_clear_line() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--listen"));
 
-    // Roles not built yet say so instead of pretending to run.
+    // The registry's port in use: the builder says which.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let registry = taken.local_addr().unwrap().to_string();
     fails(
         &mut lb(&[
             "builder",
             "--data-dir",
             dir.path().join("s").to_str().unwrap(),
+            "--registry-listen",
+            &registry,
         ]),
-        "not implemented",
+        &format!("cannot listen on {registry} (registry)"),
     );
 }
 

@@ -117,17 +117,19 @@ pub async fn bind(store: Shared, config: &Config) -> Result<Bound, Error> {
     };
     // Nodes learn where lb's registry is (to pull from it with their
     // credential) from this key.
-    registry
-        .store()
-        .put(
-            &config.keys.cluster("registry"),
-            address.clone().into_bytes(),
-        )
-        .await
-        .map_err(|e| Error::Storage {
-            path: "the store".into(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
+    let key = config.keys.cluster("registry");
+    let store_error = |e: lb_pkg::store::Error| Error::Storage {
+        path: "the store".into(),
+        source: std::io::Error::other(e.to_string()),
+    };
+    let known = registry.store().get(&key).await.map_err(store_error)?;
+    if known.is_none_or(|kv| kv.value != address.as_bytes()) {
+        registry
+            .store()
+            .put(&key, address.clone().into_bytes())
+            .await
+            .map_err(store_error)?;
+    }
     Ok(Bound {
         registry,
         listener,
