@@ -7,16 +7,24 @@
 #   busybox (busybox-static)     test images built FROM scratch  [--test]
 #   skopeo                       a second registry client in tests [--test]
 #   git                          builds clone with it; tests serve repositories
+#   libjs-term.js, libjs-chart.js  the web UI's console and charts (served from
+#                                /usr/share/javascript; Debian's libjs-xterm 3.8 ships no
+#                                browser bundle, only a stub that calls require())
+#   chromium, chromium-driver    the web UI's end-to-end tests   [--test]
 set -euo pipefail
 need=()
 command -v protoc >/dev/null || need+=(protobuf-compiler)
 command -v git >/dev/null || need+=(git)
+dpkg -s libjs-term.js >/dev/null 2>&1 || need+=(libjs-term.js)
+dpkg -s libjs-chart.js >/dev/null 2>&1 || need+=(libjs-chart.js)
 if [ "${1:-}" = "--test" ]; then
   command -v etcd >/dev/null || need+=(etcd-server)
   command -v etcdctl >/dev/null || need+=(etcd-client)
   command -v curl >/dev/null || need+=(curl)
   dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
   command -v skopeo >/dev/null || need+=(skopeo)
+  command -v chromium >/dev/null || need+=(chromium)
+  command -v chromedriver >/dev/null || need+=(chromium-driver)
 fi
 command -v cargo >/dev/null || { echo "lb needs a Rust toolchain (cargo): see https://rustup.rs" >&2; exit 1; }
 [ ${#need[@]} -eq 0 ] && exit 0

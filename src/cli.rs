@@ -76,6 +76,9 @@ struct ApiArgs {
     /// Whether anyone may sign up.
     #[arg(long, env = "LB_SIGNUP", value_enum, default_value = "closed")]
     signup: SignupArg,
+    /// Where the web UI's browser libraries are (term.js, Chart.js).
+    #[arg(long, env = "LB_UI_VENDOR_DIR", default_value = lb_api::ui::DEFAULT_VENDOR_DIR)]
+    ui_vendor_dir: std::path::PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -90,6 +93,9 @@ struct UpArgs {
     /// Whether anyone may sign up.
     #[arg(long, env = "LB_SIGNUP", value_enum, default_value = "open")]
     signup: SignupArg,
+    /// Where the web UI's browser libraries are (term.js, Chart.js).
+    #[arg(long, env = "LB_UI_VENDOR_DIR", default_value = lb_api::ui::DEFAULT_VENDOR_DIR)]
+    ui_vendor_dir: std::path::PathBuf,
     /// Do not run a local node (no containers on this machine).
     #[arg(long, env = "LB_NO_NODE")]
     no_node: bool,
@@ -257,7 +263,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Up(args) => {
             crate::up::run(crate::up::Options {
                 backend: args.store.backend(),
-                api: lb_api::Config::new(args.listen, signup(args.signup)),
+                api: lb_api::Config {
+                    ui_vendor_dir: args.ui_vendor_dir,
+                    ..lb_api::Config::new(args.listen, signup(args.signup))
+                },
                 builder: args
                     .build
                     .config(&args.store, format!("http://{}", args.listen))?,
@@ -271,7 +280,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Api(args) => {
             crate::up::run_api(
                 args.store.backend(),
-                lb_api::Config::new(args.listen, signup(args.signup)),
+                lb_api::Config {
+                    ui_vendor_dir: args.ui_vendor_dir,
+                    ..lb_api::Config::new(args.listen, signup(args.signup))
+                },
             )
             .await
         }

@@ -37,21 +37,31 @@ fn bearer(header: Option<String>) -> Result<Option<String>> {
     }
 }
 
-/// The caller, if credentials were sent (invalid ones are refused).
+/// The caller, if credentials were sent (invalid ones are refused): the
+/// `Authorization` header, else the web UI's session cookie (CSRF-checked).
 fn optional_caller(
     ctx: Ctx,
 ) -> impl Filter<Extract = (Option<Caller>,), Error = Rejection> + Clone {
     warp::header::optional::<String>("authorization")
+        .and(crate::session::credential())
         .and(with_ctx(ctx))
-        .and_then(|header: Option<String>, ctx: Ctx| async move {
-            let Some(token) = bearer(header)? else {
-                return Ok(None);
-            };
-            authenticate(ctx.store.as_ref(), &ctx.keys, &ctx.tokens, &token)
-                .await
-                .map(Some)
-                .map_err(Rejection::from)
-        })
+        .and_then(
+            |header: Option<String>,
+             session: crate::session::SessionCredential,
+             ctx: Ctx| async move {
+                let token = match bearer(header)? {
+                    Some(token) => token,
+                    None => match session.token()? {
+                        Some(token) => token,
+                        None => return Ok(None),
+                    },
+                };
+                authenticate(ctx.store.as_ref(), &ctx.keys, &ctx.tokens, &token)
+                    .await
+                    .map(Some)
+                    .map_err(Rejection::from)
+            },
+        )
 }
 
 /// The caller; 401 without valid credentials.
@@ -65,7 +75,8 @@ fn caller(ctx: Ctx) -> impl Filter<Extract = (Caller,), Error = Rejection> + Clo
     })
 }
 
-/// The caller of a websocket: the header, or `?access_token=` for browsers.
+/// The caller of a websocket: the header, or `?access_token=` for browsers,
+/// or the web UI's session cookie (same origin only).
 fn ws_caller(ctx: Ctx) -> impl Filter<Extract = (Caller,), Error = Rejection> + Clone {
     #[derive(serde::Deserialize)]
     struct Token {
@@ -77,13 +88,17 @@ fn ws_caller(ctx: Ctx) -> impl Filter<Extract = (Caller,), Error = Rejection> + 
                 .or(warp::any().map(|| Token { access_token: None }))
                 .unify(),
         )
+        .and(crate::session::credential())
         .and(with_ctx(ctx))
         .and_then(
-            |header: Option<String>, query: Token, ctx: Ctx| async move {
-                let token = match bearer(header)? {
-                    Some(token) => token,
-                    None => query
-                        .access_token
+            |header: Option<String>,
+             query: Token,
+             session: crate::session::SessionCredential,
+             ctx: Ctx| async move {
+                let token = match (bearer(header)?, query.access_token) {
+                    (Some(token), _) | (None, Some(token)) => token,
+                    (None, None) => session
+                        .token()?
                         .ok_or_else(|| ApiError::unauthorized("authentication required"))?,
                 };
                 authenticate(ctx.store.as_ref(), &ctx.keys, &ctx.tokens, &token)
@@ -630,7 +645,9 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
         .unify()
         .or(metrics)
         .unify()
-        .or(api(ctx))
+        .or(api(ctx.clone()))
+        .unify()
+        .or(crate::ui::routes(ctx))
         .unify()
         .recover(crate::error::recover)
         .unify()

@@ -15,6 +15,8 @@ pub mod metrics;
 pub mod models;
 pub mod openapi;
 pub mod server;
+pub mod session;
 pub mod streams;
+pub mod ui;
 
 pub use server::{Config, Server};

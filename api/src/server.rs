@@ -34,6 +34,9 @@ pub struct Config {
     pub login_limit_per_user: usize,
     /// Failed logins allowed per client address in 5 minutes.
     pub login_limit_per_address: usize,
+    /// Where the web UI's browser libraries are (Debian's
+    /// `/usr/share/javascript`), served under `/vendor/`.
+    pub ui_vendor_dir: std::path::PathBuf,
 }
 
 impl Config {
@@ -46,6 +49,7 @@ impl Config {
             token_ttl: Duration::from_secs(12 * 3600),
             login_limit_per_user: 5,
             login_limit_per_address: 20,
+            ui_vendor_dir: crate::ui::DEFAULT_VENDOR_DIR.into(),
         }
     }
 }

@@ -1,0 +1,361 @@
+// A service's page: replicas updated live from /api/v1/events, logs of every
+// running replica followed live, an interactive console (term.js over the
+// exec websocket), builds with steps and logs, actions and settings.
+import { $, h, api, seg, wsUrl, onSubmit, confirmDialog, toast, badge, when, fillTable, events, debounce, showError, clearErrors } from './lb.js';
+import { buildSpecForm, readSpec, fillSpec } from './specform.js';
+
+const P = document.body.dataset.project;
+const S = document.body.dataset.service;
+const base = `/projects/${seg(P)}/services/${seg(S)}`;
+let svc = null;
+let replicas = [];
+let nodeNames = {};
+const short = (id) => (id || '').slice(-6).toLowerCase();
+
+// ---- the service and its actions ----
+
+async function loadService() {
+  try {
+    svc = await api('GET', base);
+  } catch (e) {
+    $('#service-name').textContent = e.status === 404 ? `Service "${S}" not found` : e.message;
+    return;
+  }
+  const st = svc.status || {};
+  const paused = svc.spec.state === 'paused';
+  const state = $('#service-state');
+  state.replaceWith(Object.assign(badge(paused ? 'paused' : st.replicas && st.replicas.failed ? 'failed' : 'running'), { id: 'service-state' }));
+  $('#service-image').textContent = svc.spec.image || (svc.spec.source ? `${svc.spec.source.url} (${svc.spec.source.branch || 'default branch'}), not built yet` : '');
+  const scale = $('#scale-replicas');
+  if (document.activeElement !== scale) scale.value = svc.spec.replicas;
+  $('#pause').hidden = paused;
+  $('#resume').hidden = !paused;
+  $('#deploy').hidden = !svc.spec.source;
+  $('#builds-card').hidden = !svc.spec.source;
+}
+
+async function action(name, body) {
+  try {
+    await api('POST', `${base}/${name}`, body);
+    toast(`${name[0].toUpperCase() + name.slice(1)}: requested`);
+    await loadService();
+  } catch (e) {
+    toast(e.message, 'error');
+  }
+}
+$('#restart').addEventListener('click', () => action('restart'));
+$('#pause').addEventListener('click', () => action('pause'));
+$('#resume').addEventListener('click', () => action('resume'));
+$('#deploy').addEventListener('click', async () => {
+  try {
+    const b = await api('POST', `${base}/builds`, { commit: null });
+    toast(`Build #${b.number} queued`);
+    await loadBuilds();
+    showBuild(b.number);
+  } catch (e) {
+    toast(e.message, 'error');
+  }
+});
+$('#delete-service').addEventListener('click', async () => {
+  if (!(await confirmDialog(`Delete service "${svc ? svc.name : S}" and its replicas? This cannot be undone.`))) return;
+  try {
+    await api('DELETE', base);
+    location.href = '/projects/' + seg(P);
+  } catch (e) {
+    toast(e.message, 'error');
+  }
+});
+const scaleForm = $('#scale-form');
+scaleForm.addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const err = $('#scale-form-error');
+  err.textContent = '';
+  const n = parseInt($('#scale-replicas').value, 10);
+  if (Number.isNaN(n)) { err.textContent = 'replicas: must be a number'; return; }
+  try {
+    await api('POST', `${base}/scale`, { replicas: n });
+    toast(`Scaling to ${n}`);
+    await loadService();
+  } catch (e) {
+    err.textContent = e.message;
+  }
+});
+
+// ---- replicas, live ----
+
+async function loadNodes() {
+  try {
+    const list = await api('GET', '/nodes');
+    nodeNames = Object.fromEntries(list.items.map((n) => [n.id, n.name]));
+  } catch { /* ids then */ }
+}
+
+async function loadReplicas() {
+  let list;
+  try {
+    list = await api('GET', `${base}/replicas`);
+  } catch (e) {
+    return;
+  }
+  replicas = list.items;
+  if (replicas.some((r) => r.node && !nodeNames[r.node])) await loadNodes();
+  fillTable($('#replicas'), replicas.map((r) => h('tr', { dataset: { id: r.id, state: r.state } },
+    h('td', { class: 'mono', title: r.id }, short(r.id)),
+    h('td', {}, r.node ? nodeNames[r.node] || r.node : '—'),
+    h('td', {}, badge(r.state)),
+    h('td', { class: 'mono' }, (r.ports || []).map((p) => p.host ? `${p.host}→${p.container}` : `${p.container}`).join(', ')),
+    h('td', {}, String(r.restarts ?? 0)),
+    h('td', { class: 'muted' }, r.message || ''))), 'No replicas.');
+  const sel = $('#console-replica');
+  const chosen = sel.value;
+  sel.replaceChildren(h('option', { value: '' }, 'any replica'),
+    ...replicas.filter((r) => r.state === 'running').map((r) => h('option', { value: r.id, selected: r.id === chosen }, short(r.id))));
+  followLogs();
+}
+
+// ---- logs of every running replica ----
+
+const logs = $('#logs');
+const streams = new Map();
+const MAX_LOG = 200000;
+
+function appendLog(text) {
+  const follow = $('#logs-follow').checked;
+  logs.append(text);
+  if (logs.textContent.length > MAX_LOG) logs.textContent = logs.textContent.slice(-MAX_LOG / 2);
+  if (follow) logs.scrollTop = logs.scrollHeight;
+}
+
+function followLogs() {
+  for (const r of replicas) {
+    if (r.state !== 'running' || streams.has(r.id)) continue;
+    const ws = new WebSocket(wsUrl(`${base}/logs?follow=true&tail=100&replica=${seg(r.id)}`));
+    ws.binaryType = 'arraybuffer';
+    const dec = new TextDecoder();
+    let partial = '';
+    const tag = `[${short(r.id)}] `;
+    streams.set(r.id, ws);
+    ws.onmessage = (m) => {
+      if (typeof m.data === 'string') {
+        try {
+          const c = JSON.parse(m.data);
+          if (c.error) appendLog(`${tag}(${c.error.message})\n`);
+        } catch { /* not control */ }
+        return;
+      }
+      const text = partial + dec.decode(m.data, { stream: true });
+      const parts = text.split('\n');
+      partial = parts.pop();
+      if (parts.length) appendLog(parts.map((l) => tag + l + '\n').join(''));
+    };
+    ws.onclose = () => {
+      if (partial) appendLog(tag + partial + '\n');
+      setTimeout(() => streams.delete(r.id), 3000);
+    };
+  }
+}
+$('#logs-clear').addEventListener('click', () => { logs.textContent = ''; });
+
+// ---- console ----
+
+let term = null;
+let execWs = null;
+const enc = new TextEncoder();
+
+function closeConsole() {
+  if (execWs) execWs.close();
+  execWs = null;
+  $('#console-connect').hidden = false;
+  $('#console-close').hidden = true;
+}
+
+function openConsole(command, fallback) {
+  const el = $('#console');
+  if (!window.Terminal) {
+    $('#console-status').textContent = 'The terminal library (term.js) is not installed on the server.';
+    return;
+  }
+  if (term) term.destroy();
+  el.replaceChildren();
+  const probe = h('span', { class: 'terminal', style: 'position:absolute;visibility:hidden;padding:0' }, 'M'.repeat(50));
+  el.append(probe);
+  const charWidth = probe.getBoundingClientRect().width / 50 || 8;
+  probe.remove();
+  const cols = Math.max(20, Math.min(200, Math.floor((el.clientWidth - 16) / charWidth)));
+  const rows = 20;
+  term = new window.Terminal({ cols, rows, useStyle: true, screenKeys: false, cursorBlink: true });
+  term.open(el);
+  const dec = new TextDecoder();
+  const ws = new WebSocket(wsUrl(`${base}/exec`));
+  ws.binaryType = 'arraybuffer';
+  execWs = ws;
+  const started = Date.now();
+  $('#console-connect').hidden = true;
+  $('#console-close').hidden = false;
+  $('#console-status').textContent = 'Connecting…';
+  ws.onopen = () => {
+    const replica = $('#console-replica').value || null;
+    ws.send(JSON.stringify({ command, tty: true, stdin: true, replica, cols, rows }));
+    $('#console-status').textContent = `Connected to ${command.join(' ')}: type in the terminal (Close to end).`;
+    term.focus();
+  };
+  term.on('data', (d) => {
+    if (ws.readyState !== WebSocket.OPEN) return;
+    const bytes = enc.encode(d);
+    const frame = new Uint8Array(bytes.length + 1);
+    frame[0] = 0;
+    frame.set(bytes, 1);
+    ws.send(frame);
+  });
+  ws.onmessage = (m) => {
+    if (typeof m.data === 'string') {
+      let c = {};
+      try { c = JSON.parse(m.data); } catch { return; }
+      if ('exit_code' in c) {
+        // No such shell in the image: try busybox's.
+        if (fallback && (c.exit_code === 126 || c.exit_code === 127) && Date.now() - started < 5000) {
+          ws.onclose = null;
+          ws.close();
+          openConsole(fallback, null);
+          return;
+        }
+        term.write(`\r\n[exited with code ${c.exit_code}]\r\n`);
+        $('#console-status').textContent = `The shell exited with code ${c.exit_code}.`;
+      } else if (c.error) {
+        if (fallback && /no such file|not found|executable/i.test(c.error.message || '')) {
+          ws.onclose = null;
+          ws.close();
+          openConsole(fallback, null);
+          return;
+        }
+        term.write(`\r\n[${c.error.message}]\r\n`);
+        $('#console-status').textContent = c.error.message;
+      }
+      return;
+    }
+    const b = new Uint8Array(m.data);
+    if (b.length) term.write(dec.decode(b.subarray(1), { stream: true }));
+  };
+  ws.onclose = () => { closeConsole(); };
+}
+
+$('#console-connect').addEventListener('click', () => {
+  const command = $('#console-command').value.trim().split(/\s+/).filter(Boolean);
+  if (!command.length) command.push('/bin/sh');
+  const fallback = command.join(' ') === '/bin/sh' ? ['/bin/busybox', 'sh'] : null;
+  openConsole(command, fallback);
+});
+$('#console-close').addEventListener('click', closeConsole);
+
+// ---- builds ----
+
+let shownBuild = null;
+let buildWs = null;
+
+async function loadBuilds() {
+  if (!svc || !svc.spec.source) return;
+  let list;
+  try {
+    list = await api('GET', `${base}/builds`);
+  } catch {
+    return;
+  }
+  const items = (list.items || []).slice().sort((a, b) => b.number - a.number);
+  fillTable($('#builds'), items.map((b) => h('tr', { dataset: { number: b.number } },
+    h('td', {}, h('button', { type: 'button', class: 'link', onclick: () => showBuild(b.number) }, `#${b.number}`)),
+    h('td', {}, badge(b.status)),
+    h('td', { class: 'mono' }, (b.commit || '').slice(0, 10)),
+    h('td', {}, when(b.created)),
+    h('td', {}, (b.steps || []).map((s) => `${s.name}${s.finished ? ' ' + Math.max(0, (Date.parse(s.finished) || s.finished * 1000) - (Date.parse(s.started) || s.started * 1000)) / 1000 + 's' : '…'}`).join(' → ')),
+    h('td', { class: 'actions' },
+      ['queued', 'claimed', 'running', 'cloning', 'building', 'pushing'].includes(b.status)
+        ? h('button', { type: 'button', class: 'secondary', onclick: () => cancelBuild(b.number) }, 'Cancel') : null,
+      b.status === 'succeeded' || b.status === 'success'
+        ? h('button', { type: 'button', class: 'secondary', onclick: () => rollback(b.number) }, 'Roll back to this') : null))),
+  'No builds yet: Deploy builds the branch head.');
+}
+
+async function cancelBuild(n) {
+  try { await api('POST', `${base}/builds/${n}/cancel`); toast(`Build #${n} canceled`); } catch (e) { toast(e.message, 'error'); }
+  loadBuilds();
+}
+async function rollback(n) {
+  if (!(await confirmDialog(`Roll back to build #${n}'s image?`, 'Roll back'))) return;
+  try { await api('POST', `${base}/rollback`, { build: n }); toast(`Rolling back to build #${n}`); } catch (e) { toast(e.message, 'error'); }
+  loadService();
+}
+
+function showBuild(n) {
+  if (buildWs) buildWs.close();
+  shownBuild = n;
+  $('#build-detail').hidden = false;
+  $('#build-title').textContent = `Build #${n}`;
+  const out = $('#build-logs');
+  out.textContent = '';
+  const ws = new WebSocket(wsUrl(`${base}/builds/${n}/logs`));
+  ws.binaryType = 'arraybuffer';
+  buildWs = ws;
+  const dec = new TextDecoder();
+  ws.onmessage = (m) => {
+    if (typeof m.data === 'string') {
+      try {
+        const c = JSON.parse(m.data);
+        if (c.status) out.append(`\n[build ${c.status}]\n`);
+        if (c.error) out.append(`\n[${c.error.message}]\n`);
+      } catch { /* not control */ }
+    } else {
+      out.append(dec.decode(m.data, { stream: true }));
+    }
+    out.scrollTop = out.scrollHeight;
+    if (typeof m.data === 'string') loadBuilds();
+  };
+}
+
+// ---- settings ----
+
+const specForm = $('#spec-form');
+buildSpecForm(specForm, { create: false });
+// The form follows live changes until you edit it; a save is checked against
+// the revision it was filled from (409 if someone changed the service since).
+let edited = false;
+let shown = null;
+specForm.addEventListener('input', () => { edited = true; });
+function refillSpec() {
+  if (edited || !svc) return;
+  fillSpec(specForm, svc.spec);
+  shown = svc;
+}
+onSubmit(specForm, async () => {
+  const form = readSpec(specForm);
+  const spec = { ...shown.spec, ...form };
+  if (form.source && shown.spec.image) spec.image = shown.spec.image;
+  if (!form.source) spec.source = null;
+  try {
+    svc = await api('PUT', base, spec, { 'If-Match': String(shown.revision) });
+  } catch (e) {
+    if (e.status === 409) e.message = 'the service changed since this form was filled (your input is kept): reload the page to see the changes';
+    throw e;
+  }
+  edited = false;
+  toast('Settings saved: replicas roll out one at a time');
+  await loadService();
+});
+void showError; void clearErrors; void shownBuild;
+
+// ---- start ----
+
+await loadService();
+if (svc) {
+  refillSpec();
+  await loadNodes();
+  await loadReplicas();
+  await loadBuilds();
+  const refresh = debounce(async () => { await loadService(); refillSpec(); await loadReplicas(); }, 150);
+  const refreshBuilds = debounce(loadBuilds, 300);
+  events((ev) => {
+    if (ev.type === 'snapshot') return refresh();
+    if (ev.service !== svc.id) return;
+    if (ev.kind === 'build') refreshBuilds();
+    else refresh();
+  });
+}

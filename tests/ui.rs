@@ -1,0 +1,462 @@
+//! End-to-end test of the web UI in a real browser: Debian's headless
+//! chromium driven through chromium-driver (WebDriver, with fantoccini)
+//! against a real `lb up` running containers on this machine's Docker.
+//!
+//! It signs up, creates a project and a service from a locally built image,
+//! sees two replicas turn `running` without a reload, reads their logs, runs
+//! `echo ok` in the console, scales to three and sees the third appear live,
+//! checks CSRF and errors beside fields, and saves a screenshot of every page
+//! at 1280×800 and at 390×844 under `$CARGO_TARGET_TMPDIR/ui-screenshots/`.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+
+const LB: &str = env!("CARGO_BIN_EXE_lb");
+const ENTER: &str = "\u{E007}";
+
+/// A child process killed when the test ends, however it ends.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `lb up` on free ports and answers it with its URL.
+fn start_lb(data: &std::path::Path) -> (Killed, String) {
+    let mut child = Command::new(LB)
+        .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .env_remove("LB_ETCD")
+        .env_remove("LB_DATA_DIR")
+        .env_remove("LB_LISTEN")
+        .env("LB_REGISTRY_LISTEN", "127.0.0.1:0")
+        .env("LB_ADMIN_PASSWORD", "admin-password")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start lb up");
+    let mut stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        eprintln!("--- lb up stderr ---\n{s}");
+    });
+    let stdout = child.stdout.take().unwrap();
+    let child = Killed(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("lb up printed no URL within 30 s");
+        if let Some(rest) = line.strip_prefix("lb is up: ") {
+            let url = rest.split_whitespace().next().unwrap();
+            return (child, url.trim_end_matches('/').to_owned());
+        }
+    }
+}
+
+/// Starts chromium-driver on a free port.
+fn start_driver() -> (Killed, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver (Debian chromium-driver; contrib/deps.sh --test installs it)");
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "chromedriver did not listen within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (Killed(child), url)
+}
+
+/// Removes the containers of the nodes it knows when the test ends (they
+/// outlive lb), however it ends.
+#[derive(Default)]
+struct Containers(std::sync::Mutex<Vec<String>>);
+
+impl Drop for Containers {
+    fn drop(&mut self) {
+        for node in self.0.lock().unwrap().iter() {
+            let out = Command::new("docker")
+                .args(["ps", "-aq", "--filter", &format!("label=lb.node={node}")])
+                .output();
+            for id in out
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default()
+                .lines()
+            {
+                let _ = Command::new("docker").args(["rm", "-f", id]).output();
+            }
+        }
+    }
+}
+
+/// The browser and where its screenshots go.
+struct Browser {
+    client: Client,
+    base: String,
+    shots: std::path::PathBuf,
+    containers: Containers,
+}
+
+impl Browser {
+    async fn goto(&self, path: &str) {
+        self.client
+            .goto(&format!("{}{path}", self.base))
+            .await
+            .unwrap();
+    }
+
+    async fn find(&self, css: &str) -> fantoccini::elements::Element {
+        self.client
+            .wait()
+            .at_most(Duration::from_secs(20))
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no element {css:?} within 20 s: {e}"))
+    }
+
+    async fn fill(&self, css: &str, text: &str) {
+        let el = self.find(css).await;
+        el.clear().await.unwrap();
+        el.send_keys(text).await.unwrap();
+    }
+
+    async fn click(&self, css: &str) {
+        self.find(css).await.click().await.unwrap();
+    }
+
+    async fn js(&self, script: &str) -> Value {
+        self.client.execute(script, vec![]).await.unwrap()
+    }
+
+    /// Polls a script until it answers true; fails with `what` after `secs`.
+    async fn until(&self, what: &str, secs: u64, script: &str) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if self.js(script).await == Value::Bool(true) {
+                return;
+            }
+            if Instant::now() > deadline {
+                let shot = self
+                    .shot(&format!("failed-{}", what.replace(' ', "-")))
+                    .await;
+                panic!("{what}: not within {secs} s (screenshot {shot})");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn shot(&self, name: &str) -> String {
+        let png = self.client.screenshot().await.unwrap();
+        let path = self.shots.join(format!("{name}.png"));
+        std::fs::write(&path, png).unwrap();
+        path.display().to_string()
+    }
+
+    async fn size(&self, w: u32, h: u32) {
+        self.client.set_window_size(w, h).await.unwrap();
+    }
+}
+
+/// Running replicas shown in the replicas table.
+const RUNNING: &str =
+    "return document.querySelectorAll('#replicas tr[data-state=\"running\"]').length";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_platform_in_a_browser() {
+    let image = lb_pkg::testing::busybox_image();
+    let dir = tempfile::tempdir().unwrap();
+    let (_lb, base) = start_lb(&dir.path().join("data"));
+    let (_driver, driver) = start_driver();
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
+    let _ = std::fs::remove_dir_all(&shots);
+    std::fs::create_dir_all(&shots).unwrap();
+    println!("screenshots: {}", shots.display());
+
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({"binary": "/usr/bin/chromium", "args": [
+            "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+            "--window-size=1280,800", "--lang=en-US"]}),
+    );
+    let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&driver)
+        .await
+        .expect("a chromium session through chromedriver");
+    let b = Browser {
+        client,
+        base: base.clone(),
+        shots,
+        containers: Containers::default(),
+    };
+    run(&b, image).await;
+    let _ = b.client.clone().close().await;
+}
+
+async fn run(b: &Browser, image: &str) {
+    b.size(1280, 800).await;
+    // Pages need a session.
+    b.goto("/projects").await;
+    b.find("#auth-form").await;
+    let url = b.client.current_url().await.unwrap();
+    assert_eq!(
+        (url.path(), url.query()),
+        ("/login", Some("next=/projects"))
+    );
+    let page = reqwest::get(format!("{}/login", b.base)).await.unwrap();
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    b.shot("01-login").await;
+
+    // Sign up: a bad password is shown beside its field, the name kept.
+    b.click("#to-signup").await;
+    b.find("#auth-form[data-mode=\"signup\"]").await;
+    b.fill("#username", "alice").await;
+    b.fill("#password", "short").await;
+    b.click("#auth-submit").await;
+    b.until(
+        "the password error beside its field",
+        10,
+        "return document.querySelector('#password-error').textContent.includes('characters')",
+    )
+    .await;
+    assert_eq!(
+        b.js("return document.querySelector('#username').value")
+            .await,
+        "alice"
+    );
+    b.shot("02-signup-error").await;
+    b.fill("#password", "a long password").await;
+    b.click("#auth-submit").await;
+    b.find("#project-form").await;
+    b.shot("03-projects-empty").await;
+
+    // The session cookie is HttpOnly; a write without the CSRF header is 403.
+    let cookies = b.js("return document.cookie").await;
+    assert!(
+        !cookies.as_str().unwrap().contains("lb_session"),
+        "{cookies}"
+    );
+    let status = b
+        .js("return fetch('/api/v1/projects', {method: 'POST', body: '{\"name\": \"x\"}'}).then(r => r.status)")
+        .await;
+    assert_eq!(status, 403, "a cookie write without the CSRF token");
+
+    // A project: a bad name errors beside the field, then it is created.
+    b.fill("#p-name", "Bad Name").await;
+    b.fill("#p-description", "kept when it fails").await;
+    b.click("#project-form button[type=submit]").await;
+    b.until(
+        "the project name error",
+        10,
+        "return document.querySelector('#p-name-error').textContent.length > 0",
+    )
+    .await;
+    assert_eq!(
+        b.js("return document.querySelector('#p-description').value")
+            .await,
+        "kept when it fails"
+    );
+    b.shot("04-project-error").await;
+    b.fill("#p-name", "demo").await;
+    b.click("#project-form button[type=submit]").await;
+    b.find("#projects a[href=\"/projects/demo\"]").await;
+    b.shot("05-projects").await;
+    b.click("#projects a[href=\"/projects/demo\"]").await;
+
+    // A service from the local image, two replicas.
+    b.find("#service-form #n-name").await;
+    b.fill("#n-name", "web").await;
+    b.fill("#n-image", image).await;
+    b.fill("#n-replicas", "2").await;
+    b.fill("#n-memory", "16").await;
+    b.fill("#n-ports", "8080").await;
+    b.fill(
+        "#n-command",
+        r#"["/bin/busybox", "sh", "-c", "echo started-$HOSTNAME; exec /bin/busybox httpd -f -p 8080 -h /www"]"#,
+    )
+    .await;
+    b.shot("06-new-service").await;
+    b.click("#service-form button[type=submit]").await;
+    b.find("#replicas").await;
+    assert!(b
+        .client
+        .current_url()
+        .await
+        .unwrap()
+        .path()
+        .ends_with("/projects/demo/services/web"));
+    // Marks this page load: a reload would lose it.
+    b.js("window.__loaded_once = true; return true").await;
+
+    b.until(
+        "two replicas running, live",
+        90,
+        &format!("{RUNNING} === 2"),
+    )
+    .await;
+    b.until(
+        "both replicas' logs",
+        30,
+        "return (document.querySelector('#logs').textContent.match(/started-/g) || []).length >= 2",
+    )
+    .await;
+    b.shot("07-service-running").await;
+    let nodes = b
+        .js("return fetch('/api/v1/nodes').then(r => r.json()).then(j => j.items.map(n => n.id))")
+        .await;
+    *b.containers.0.lock().unwrap() = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap().to_owned())
+        .collect();
+
+    // The console: `echo ok` in a replica's shell.
+    b.click("#console-connect").await;
+    b.find("#console .terminal").await;
+    b.until(
+        "the console connected",
+        20,
+        "return document.querySelector('#console-status').textContent.startsWith('Connected to /bin/busybox')",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let term = b.find("#console .terminal").await;
+    term.send_keys(&format!("echo ok{ENTER}")).await.unwrap();
+    b.until(
+        "ok printed in the console",
+        20,
+        "return [...document.querySelectorAll('#console .terminal > div')].some(d => d.textContent.trim() === 'ok')",
+    )
+    .await;
+    b.shot("08-console").await;
+
+    // Scale to three: the third replica appears without a reload.
+    b.fill("#scale-replicas", "3").await;
+    b.click("#scale").await;
+    b.until(
+        "three replicas running, live",
+        90,
+        &format!("{RUNNING} === 3"),
+    )
+    .await;
+    assert_eq!(
+        b.js("return window.__loaded_once === true").await,
+        true,
+        "the page reloaded"
+    );
+    b.shot("09-service-scaled").await;
+
+    // An invalid spec edit: the error is beside the field, the input kept.
+    b.fill("#e-memory", "1").await;
+    b.click("#spec-form button[type=submit]").await;
+    b.until(
+        "the memory error",
+        10,
+        "return document.querySelector('#e-memory-error').textContent.length > 0",
+    )
+    .await;
+    assert_eq!(
+        b.js("return document.querySelector('#e-memory').value")
+            .await,
+        "1"
+    );
+    b.js("document.querySelector('#e-memory').scrollIntoView(); return true")
+        .await;
+    b.shot("10-spec-error").await;
+
+    // The other pages.
+    b.goto("/nodes").await;
+    b.until(
+        "the node row",
+        20,
+        "return document.querySelectorAll('#nodes tbody tr .badge.alive').length === 1",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    b.shot("11-nodes").await;
+    b.goto("/account").await;
+    b.fill("#t-name", "ci").await;
+    b.click("#token-form button[type=submit]").await;
+    b.until(
+        "the new token shown once",
+        10,
+        "return document.querySelector('#new-token-value').value.startsWith('lbt_')",
+    )
+    .await;
+    b.until(
+        "the vendors section answered",
+        10,
+        "return document.querySelector('#vendors-note').textContent.length > 0",
+    )
+    .await;
+    b.shot("12-account").await;
+
+    // The phone layout.
+    b.size(390, 844).await;
+    for (path, name) in [
+        ("/projects", "13-phone-projects"),
+        ("/projects/demo", "14-phone-project"),
+        ("/projects/demo/services/web", "15-phone-service"),
+        ("/nodes", "16-phone-nodes"),
+        ("/account", "17-phone-account"),
+    ] {
+        b.goto(path).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        b.shot(name).await;
+    }
+    b.size(1280, 800).await;
+
+    // Delete the service (with confirmation), then log out.
+    b.goto("/projects/demo/services/web").await;
+    b.click("#delete-service").await;
+    b.find("#confirm[open]").await;
+    b.shot("18-confirm-delete").await;
+    b.click("#confirm-ok").await;
+    b.until(
+        "back on the project page",
+        20,
+        "return location.pathname === '/projects/demo'",
+    )
+    .await;
+    b.until(
+        "the service gone from the list",
+        20,
+        "return document.querySelectorAll('#services tr[data-id]').length === 0",
+    )
+    .await;
+    b.click("#logout").await;
+    b.find("#auth-form").await;
+    b.goto("/projects").await;
+    b.find("#auth-form").await;
+}
