@@ -169,6 +169,24 @@ function closeConsole() {
   $('#console-close').hidden = true;
 }
 
+/** How many columns fit the console's width. */
+function termCols(el) {
+  const probe = h('span', { class: 'term-probe' }, 'M'.repeat(50));
+  el.append(probe);
+  const charWidth = probe.getBoundingClientRect().width / 50 || 8;
+  probe.remove();
+  return Math.max(20, Math.min(200, Math.floor((el.clientWidth - 32) / charWidth)));
+}
+
+// The terminal follows the window's width (the shell is told the new size).
+window.addEventListener('resize', debounce(() => {
+  if (!term || !execWs || execWs.readyState !== WebSocket.OPEN) return;
+  const cols = termCols($('#console'));
+  if (cols === term.cols) return;
+  term.resize(cols, term.rows);
+  execWs.send(JSON.stringify({ resize: { cols, rows: term.rows } }));
+}, 200));
+
 function openConsole(command, fallback) {
   const el = $('#console');
   if (!window.Terminal) {
@@ -177,11 +195,7 @@ function openConsole(command, fallback) {
   }
   if (term) term.destroy();
   el.replaceChildren();
-  const probe = h('span', { class: 'terminal', style: 'position:absolute;visibility:hidden;padding:0' }, 'M'.repeat(50));
-  el.append(probe);
-  const charWidth = probe.getBoundingClientRect().width / 50 || 8;
-  probe.remove();
-  const cols = Math.max(20, Math.min(200, Math.floor((el.clientWidth - 16) / charWidth)));
+  const cols = termCols(el);
   const rows = 20;
   term = new window.Terminal({ cols, rows, useStyle: true, screenKeys: false, cursorBlink: true });
   term.open(el);
