@@ -30,6 +30,10 @@ pub struct Context {
     pub registry: lb_pkg::registry::Signer,
     /// Requests to nodes over their channels.
     pub streams: std::sync::Arc<crate::streams::Streams>,
+    /// Seals vendor tokens at rest; derives webhook secrets.
+    pub sealer: lb_pkg::secrets::Sealer,
+    /// HTTP client for the git vendors (no redirects followed).
+    pub http: reqwest::Client,
 }
 
 /// A handle to the shared state.
@@ -45,6 +49,13 @@ impl Context {
         let store: Shared = Arc::new(CachedStore::new(store, &config.keys.all()).await);
         let tokens = Tokens::load(store.as_ref(), &config.keys, config.token_ttl).await?;
         let registry = lb_pkg::registry::Signer::load(store.as_ref(), &config.keys).await?;
+        let sealer = lb_pkg::secrets::Sealer::load(store.as_ref(), &config.keys).await?;
+        let http = reqwest::Client::builder()
+            // Following redirects from a token endpoint invites SSRF.
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(20))
+            .build()
+            .map_err(|e| lb_pkg::store::Error::Backend(format!("http client: {e}")))?;
         Ok(Arc::new(Self {
             store,
             keys: config.keys.clone(),
@@ -57,6 +68,8 @@ impl Context {
             registry,
             metrics,
             streams: Default::default(),
+            sealer,
+            http,
             config,
         }))
     }

@@ -18,5 +18,6 @@ pub mod server;
 pub mod session;
 pub mod streams;
 pub mod ui;
+pub mod vendors;
 
 pub use server::{Config, Server};

@@ -221,6 +221,60 @@ pub const ROUTES: &[Route] = &[
         "A registry token (Docker token auth; Basic credentials, scope=repository:<project>/<service>:pull,push)",
     )
     .ok(200, None),
+    r("GET", "/api/v1/vendors", "The caller's linked vendor accounts (no tokens)")
+        .ok(200, Some("VendorLinkList")),
+    r(
+        "GET",
+        "/api/v1/vendors/{v}/connect",
+        "Link a vendor account: a redirect to the vendor's consent page (v: github, gitlab, bitbucket)",
+    )
+    .ok(302, None),
+    r(
+        "GET",
+        "/api/v1/vendors/{v}/callback",
+        "Where the vendor sends the browser back (?code=&state=, with the state cookie from connect)",
+    )
+    .public()
+    .ok(200, Some("VendorLink")),
+    r("DELETE", "/api/v1/vendors/{v}", "Unlink a vendor account").ok(204, None),
+    r(
+        "GET",
+        "/api/v1/vendors/{v}/repos",
+        "Repositories the linked account reaches (?page=&per_page=)",
+    )
+    .ok(200, Some("RepoPage")),
+    r(
+        "GET",
+        "/api/v1/vendors/{v}/branches",
+        "Branches of a repository (?repo=owner/name&page=&per_page=)",
+    )
+    .ok(200, Some("BranchPage")),
+    r(
+        "GET",
+        "/api/v1/admin/allowlist",
+        "Repository owners builds may come from (admin)",
+    )
+    .ok(200, Some("Allowlist")),
+    r(
+        "PUT",
+        "/api/v1/admin/allowlist",
+        "Replace the allowlist; empty allows any (admin)",
+    )
+    .body("Allowlist")
+    .ok(200, Some("Allowlist")),
+    r(
+        "POST",
+        "/api/v1/hooks/{v}/{sid}",
+        "A vendor's push webhook (signed with the service's secret; queues a build of the pushed commit)",
+    )
+    .public()
+    .ok(202, Some("HookResult")),
+    r(
+        "GET",
+        "/api/v1/projects/{p}/services/{s}/webhook",
+        "The service's webhook URL and secret, for setting it up by hand",
+    )
+    .ok(200, Some("Webhook")),
     r("GET", "/api/v1/openapi.json", "This document")
         .public()
         .ok(200, None),
@@ -352,6 +406,36 @@ fn schemas() -> Value {
         "BuildList": list("Build"),
     });
     if let (Some(all), Some(more)) = (schemas.as_object_mut(), builds.as_object()) {
+        all.extend(more.clone());
+    }
+    let vendors = json!({
+        "VendorLink": {"type": "object", "required": ["vendor", "login", "account_id"], "properties": {
+            "vendor": {"enum": ["github", "gitlab", "bitbucket"]}, "login": {"type": "string"},
+            "account_id": {"type": "string"}, "scopes": {"type": "array", "items": {"type": "string"}},
+            "expires": {"type": "integer", "nullable": true}, "created": {"type": "integer"},
+            "updated": {"type": "integer"}}},
+        "VendorLinkList": list("VendorLink"),
+        "RepoPage": {"type": "object", "required": ["items", "next_page"], "properties": {
+            "items": {"type": "array", "items": {"type": "object", "properties": {
+                "full_name": {"type": "string"}, "private": {"type": "boolean"},
+                "clone_url": {"type": "string"}, "default_branch": {"type": "string", "nullable": true}}}},
+            "next_page": {"type": "integer", "nullable": true}}},
+        "BranchPage": {"type": "object", "required": ["items", "next_page"], "properties": {
+            "items": {"type": "array", "items": {"type": "object", "properties": {
+                "name": {"type": "string"}, "commit": {"type": "string"}}}},
+            "next_page": {"type": "integer", "nullable": true}}},
+        "Allowlist": {"type": "object", "additionalProperties": false, "properties": {
+            "owners": {"type": "array", "maxItems": 1000, "items": {"type": "string",
+                "description": "host (e.g. github.com) or host/owner (e.g. github.com/acme)"}}}},
+        "HookResult": {"type": "object", "required": ["queued", "message"], "properties": {
+            "queued": {"type": "boolean"}, "message": {"type": "string"},
+            "build": {"type": "integer", "nullable": true}}},
+        "Webhook": {"type": "object", "required": ["url", "secret"], "properties": {
+            "url": {"type": "string"}, "secret": {"type": "string"},
+            "vendor": {"type": "string", "nullable": true}, "active": {"type": "boolean"},
+            "vendor_hook": {"type": "boolean"}, "error": {"type": "string", "nullable": true}}},
+    });
+    if let (Some(all), Some(more)) = (schemas.as_object_mut(), vendors.as_object()) {
         all.extend(more.clone());
     }
     schemas

@@ -26,6 +26,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Key tree.
     pub keys: Keys,
+    /// Git vendors: OAuth applications, public URL, polling.
+    pub vendors: crate::vendors::Settings,
     /// Signup policy.
     pub signup: Signup,
     /// Lifetime of access tokens from login.
@@ -45,6 +47,7 @@ impl Config {
         Self {
             listen,
             keys: Keys::default(),
+            vendors: Default::default(),
             signup,
             token_ttl: Duration::from_secs(12 * 3600),
             login_limit_per_user: 5,
@@ -96,7 +99,15 @@ impl Server {
             reason: e.to_string(),
         })?;
         drop(listener);
+        let mut config = config.clone();
+        // OAuth callbacks and webhook URLs need an address: the bound one
+        // unless one was configured.
+        config
+            .vendors
+            .public_url
+            .get_or_insert_with(|| format!("http://{addr}"));
         let ctx = Context::new(config.clone(), store).await?;
+        tokio::spawn(crate::vendors::controller::run(ctx.clone()));
         let routes = crate::filters::routes(ctx.clone());
         let (addr, serve) = warp::serve(routes)
             .try_bind_with_graceful_shutdown(addr, shutdown)

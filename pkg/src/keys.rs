@@ -20,6 +20,9 @@
 //! <root>/cluster/join-tokens/<id>                          single-use join token (hashed)
 //! <root>/images/<project>/<service>/...                    registry metadata
 //! <root>/cluster/<name>                                    cluster settings (e.g. signing keys)
+//! <root>/cluster/allowlist                                 repository owners builds may come from
+//! <root>/hooks/<sid>                                       a service's push webhook (vendor hook id, deliveries seen)
+//! <root>/oauth/<state hash>                                a pending vendor OAuth link (user, vendor, expiry)
 //! ```
 
 /// The default root prefix.
@@ -308,6 +311,38 @@ impl Keys {
     /// is part of this repository (blobs are stored once, by digest).
     pub fn image_blob(&self, pid: &str, sid: &str, digest: &str) -> String {
         format!("{}blobs/{digest}", self.images(pid, sid))
+    }
+
+    /// `<root>/hooks/<sid>`: a service's push webhook registration.
+    pub fn hook(&self, sid: &str) -> String {
+        format!("{}/hooks/{sid}", self.root)
+    }
+
+    /// Prefix of the whole service name index (every project).
+    pub fn service_index_all(&self) -> String {
+        format!("{}/index/services/", self.root)
+    }
+
+    /// Prefix of [`Keys::hook`].
+    pub fn hooks(&self) -> String {
+        format!("{}/hooks/", self.root)
+    }
+
+    /// `<root>/oauth/<state hash>`: a vendor link in progress (the OAuth
+    /// `state`, hashed), deleted when used.
+    pub fn oauth_state(&self, hash: &str) -> String {
+        format!("{}/oauth/{hash}", self.root)
+    }
+
+    /// Prefix of a user's linked vendor accounts.
+    pub fn user_vendors(&self, uid: &str) -> String {
+        format!("{}/users/{uid}/vendors/", self.root)
+    }
+
+    /// `<root>/cluster/allowlist`: the repository owners builds may come
+    /// from (empty or absent: any).
+    pub fn allowlist(&self) -> String {
+        self.cluster("allowlist")
     }
 
     /// `<root>/cluster/<name>`: cluster-wide settings.

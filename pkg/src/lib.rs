@@ -9,6 +9,7 @@ pub mod keys;
 pub mod model;
 pub mod protocol;
 pub mod registry;
+pub mod secrets;
 pub mod store;
 
 #[cfg(feature = "test-support")]

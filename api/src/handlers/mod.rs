@@ -4,11 +4,13 @@
 pub mod accounts;
 pub mod builds;
 pub mod events;
+pub mod hooks;
 pub mod nodes;
 pub mod projects;
 pub mod registry;
 pub mod services;
 pub mod streams;
+pub mod vendors;
 
 use lb_pkg::store::KeyValue;
 use serde::de::DeserializeOwned;

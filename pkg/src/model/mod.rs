@@ -11,6 +11,7 @@ mod project;
 mod replica;
 mod service;
 mod user;
+mod vendor;
 
 pub use assignment::Assignment;
 pub use build::{Build, BuildStatus, BuildStep};
@@ -22,6 +23,7 @@ pub use service::{
     Source, Volume,
 };
 pub use user::{Role, User};
+pub use vendor::{repository_of, Allowlist, HookRecord, Vendor, VendorLink, MAX_DELIVERIES};
 
 /// An invalid value, with the field it is in.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

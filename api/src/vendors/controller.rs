@@ -1,0 +1,382 @@
+//! The hook controller, run by every API server: a level-triggered pass
+//! every 2 s that makes `/lb/hooks/<sid>` match the services.
+//!
+//! - A service with `autodeploy` and a git source gets a hook record (which
+//!   lets deliveries in). If its source names a linked vendor and the
+//!   owner has linked that vendor, a push webhook with the service's secret
+//!   is created on the repository with the owner's token; failures are kept
+//!   on the record (shown by `GET .../webhook`) and not retried until the
+//!   source changes.
+//! - A record whose service is gone, or lost `autodeploy` or its source, is
+//!   removed, with the vendor's webhook lb created.
+//! - With `--poll-interval`, a service whose source names no vendor has its
+//!   branch head read (`git ls-remote`) every interval; a new head queues a
+//!   build of it.
+//! - Vendor tokens expiring within 10 minutes are refreshed, so a builder
+//!   (which cannot refresh) always finds a valid one.
+//!
+//! Several API servers may run passes at once: record writes compare
+//! revisions, but two could create a vendor webhook each (the second is
+//! then left behind on the vendor).
+
+use std::time::Duration;
+
+use lb_pkg::model::{repository_of, HookRecord, ServiceSpec, Vendor, VendorLink};
+use lb_pkg::store::{Compare, Op, StoreExt, Txn};
+
+use super::client::Api;
+use crate::accounts::now;
+use crate::auth::Caller;
+use crate::context::Ctx;
+use crate::handlers::builds::{self, BuildRequest};
+use crate::handlers::hooks::owner_of;
+use crate::handlers::vendors::{token_for, token_within};
+use crate::handlers::{decode, encode};
+
+/// How often a pass runs.
+pub const PERIOD: Duration = Duration::from_secs(2);
+
+/// Runs passes until the process ends.
+pub async fn run(ctx: Ctx) {
+    loop {
+        if let Err(e) = pass(&ctx).await {
+            tracing::warn!("hook controller pass failed: {e}");
+        }
+        tokio::time::sleep(PERIOD).await;
+    }
+}
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// One pass.
+pub async fn pass(ctx: &Ctx) -> Result<(), Error> {
+    // Services: the name index gives (pid, sid) without reading their logs.
+    let (index, _) = ctx.store.list(&ctx.keys.service_index_all()).await?;
+    let mut wanted = std::collections::HashMap::new();
+    for kv in &index {
+        let Some(pid) = kv
+            .key
+            .strip_prefix(&ctx.keys.service_index_all())
+            .and_then(|rest| rest.split('/').next())
+        else {
+            continue;
+        };
+        let sid = String::from_utf8_lossy(&kv.value).into_owned();
+        let Some(spec_kv) = ctx.store.get(&ctx.keys.service_spec(pid, &sid)).await? else {
+            continue;
+        };
+        let Ok(spec) = serde_json::from_slice::<ServiceSpec>(&spec_kv.value) else {
+            continue;
+        };
+        if spec.autodeploy && spec.source.is_some() {
+            wanted.insert(sid.clone(), (pid.to_owned(), spec));
+        }
+    }
+    let (records, _) = ctx.store.list(&ctx.keys.hooks()).await?;
+    let mut have = std::collections::HashMap::new();
+    for kv in records {
+        let Ok(record) = serde_json::from_slice::<HookRecord>(&kv.value) else {
+            continue;
+        };
+        have.insert(record.sid.clone(), (record, kv.mod_revision));
+    }
+    for (sid, (record, revision)) in &have {
+        let keep = wanted
+            .get(sid)
+            .is_some_and(|(pid, spec)| *pid == record.pid && same_source(record, spec));
+        if !keep {
+            remove(ctx, record, *revision).await;
+        }
+    }
+    for (sid, (pid, spec)) in &wanted {
+        match have.get(sid) {
+            Some((record, revision)) if same_source(record, spec) => {
+                poll(ctx, record, *revision, spec).await;
+            }
+            _ => create(ctx, pid, sid, spec).await,
+        }
+    }
+    refresh_tokens(ctx).await?;
+    Ok(())
+}
+
+/// Whether a record was made for this source (vendor and repository).
+fn same_source(record: &HookRecord, spec: &ServiceSpec) -> bool {
+    let Some(source) = &spec.source else {
+        return false;
+    };
+    record.repository == repository_of(&source.url).map(|(_, path)| path)
+        && record.vendor == linked_vendor(spec)
+}
+
+fn linked_vendor(spec: &ServiceSpec) -> Option<Vendor> {
+    spec.source
+        .as_ref()
+        .and_then(|s| s.vendor.as_deref())
+        .and_then(Vendor::parse)
+}
+
+async fn create(ctx: &Ctx, pid: &str, sid: &str, spec: &ServiceSpec) {
+    let Some(source) = &spec.source else { return };
+    let vendor = linked_vendor(spec);
+    let repository = repository_of(&source.url).map(|(_, path)| path);
+    let mut record = HookRecord {
+        pid: pid.to_owned(),
+        sid: sid.to_owned(),
+        vendor,
+        repository: repository.clone(),
+        vendor_hook_id: None,
+        created_by: None,
+        error: None,
+        polled_head: None,
+        polled: None,
+        deliveries: Vec::new(),
+    };
+    if let (Some(vendor), Some(repo)) = (vendor, &repository) {
+        match create_on_vendor(ctx, pid, sid, vendor, repo).await {
+            Ok((uid, id)) => {
+                record.vendor_hook_id = Some(id);
+                record.created_by = Some(uid);
+            }
+            Err(e) => record.error = Some(e),
+        }
+    }
+    let key = ctx.keys.hook(sid);
+    // Replace any record of an older source (its vendor hook is removed by
+    // the next pass only if it is still there: remove it now).
+    if let Ok(Some(kv)) = ctx.store.get(&key).await {
+        if let Ok(old) = decode::<HookRecord>(&kv) {
+            remove(ctx, &old, kv.mod_revision).await;
+        }
+    }
+    match ctx.store.create(&key, encode(&record)).await {
+        Ok(Some(_)) => {
+            tracing::info!(service = %sid, vendor = ?vendor, hook = ?record.vendor_hook_id, "webhook registered");
+        }
+        Ok(None) | Err(_) => {
+            // Another server registered it first: drop the vendor hook we made.
+            if record.vendor_hook_id.is_some() {
+                remove_on_vendor(ctx, &record).await;
+            }
+        }
+    }
+}
+
+async fn create_on_vendor(
+    ctx: &Ctx,
+    pid: &str,
+    sid: &str,
+    vendor: Vendor,
+    repo: &str,
+) -> Result<(String, String), String> {
+    let owner = owner_of(ctx, pid).await.map_err(|e| e.message)?;
+    let config = ctx
+        .config
+        .vendors
+        .get(vendor)
+        .ok_or_else(|| format!("{vendor} is not configured on this server"))?;
+    let (_, token) = token_for(ctx, &owner.id, vendor)
+        .await
+        .map_err(|e| e.message)?;
+    let url = ctx.config.vendors.hook_url(Some(vendor), sid);
+    let secret = ctx.sealer.webhook_secret(pid, sid);
+    let id = Api::new(&ctx.http, vendor, config, &token)
+        .create_hook(repo, &url, &secret)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((owner.id, id))
+}
+
+async fn remove_on_vendor(ctx: &Ctx, record: &HookRecord) -> bool {
+    let (Some(vendor), Some(repo), Some(id), Some(uid)) = (
+        record.vendor,
+        &record.repository,
+        &record.vendor_hook_id,
+        &record.created_by,
+    ) else {
+        return true;
+    };
+    let Some(config) = ctx.config.vendors.get(vendor) else {
+        return true;
+    };
+    let token = match token_for(ctx, uid, vendor).await {
+        Ok((_, token)) => token,
+        // Unlinked: lb can no longer reach the hook.
+        Err(_) => return true,
+    };
+    match Api::new(&ctx.http, vendor, config, &token)
+        .delete_hook(repo, id)
+        .await
+    {
+        Ok(()) => true,
+        Err(super::client::Error::Unavailable { message, .. }) => {
+            tracing::warn!(service = %record.sid, "webhook removal failed, will retry: {message}");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(service = %record.sid, "webhook removal refused: {e}");
+            true
+        }
+    }
+}
+
+async fn remove(ctx: &Ctx, record: &HookRecord, revision: i64) {
+    if !remove_on_vendor(ctx, record).await {
+        return;
+    }
+    let key = ctx.keys.hook(&record.sid);
+    if let Ok(true) = ctx.store.delete_if(&key, revision).await {
+        tracing::info!(service = %record.sid, "webhook removed");
+    }
+}
+
+/// Polls a plain git URL's branch head when the interval has passed.
+async fn poll(ctx: &Ctx, record: &HookRecord, revision: i64, spec: &ServiceSpec) {
+    let Some(interval) = ctx.config.vendors.poll_interval else {
+        return;
+    };
+    let Some(source) = &spec.source else { return };
+    if record.vendor.is_some() {
+        return;
+    }
+    let at = now();
+    if record
+        .polled
+        .is_some_and(|t| at - t < interval.as_secs() as i64)
+    {
+        return;
+    }
+    let head = match ls_remote(&source.url, source.branch.as_deref()).await {
+        Ok(head) => head,
+        Err(e) => {
+            tracing::warn!(service = %record.sid, "polling {}: {e}", source.url);
+            None
+        }
+    };
+    let mut updated = record.clone();
+    updated.polled = Some(at);
+    let changed = head.is_some() && record.polled_head.is_some() && head != record.polled_head;
+    if head.is_some() {
+        updated.polled_head = head.clone();
+    }
+    let key = ctx.keys.hook(&record.sid);
+    let txn = Txn::new()
+        .when(Compare::ModRevision(key.clone(), revision))
+        .then(Op::put(key, encode(&updated)));
+    match ctx.store.txn(txn).await {
+        Ok(r) if r.succeeded => {}
+        _ => return,
+    }
+    if !changed {
+        return;
+    }
+    let Some(commit) = head else { return };
+    if !ctx
+        .store
+        .get(&ctx.keys.allowlist())
+        .await
+        .ok()
+        .flatten()
+        .and_then(|kv| decode::<lb_pkg::model::Allowlist>(&kv).ok())
+        .unwrap_or_default()
+        .allows(&source.url)
+    {
+        tracing::warn!(service = %record.sid, "{} is not in the allowlist: not built", source.url);
+        return;
+    }
+    let Ok(owner) = owner_of(ctx, &record.pid).await else {
+        return;
+    };
+    match builds::create(
+        ctx.clone(),
+        Caller { user: owner },
+        record.pid.clone(),
+        record.sid.clone(),
+        BuildRequest {
+            commit: Some(commit.clone()),
+        },
+    )
+    .await
+    {
+        Ok(_) => tracing::info!(service = %record.sid, %commit, "branch moved: build queued"),
+        Err(e) => tracing::warn!(
+            service = %record.sid,
+            "polling could not queue a build: {}",
+            e.message
+        ),
+    }
+}
+
+/// The head commit of `branch` (or `HEAD`) at `url`, by `git ls-remote`:
+/// network URLs only, no prompts, 30 s at most.
+async fn ls_remote(url: &str, branch: Option<&str>) -> Result<Option<String>, String> {
+    let reference = match branch {
+        Some(b) => format!("refs/heads/{b}"),
+        None => "HEAD".into(),
+    };
+    if url.starts_with('-') || reference.starts_with('-') {
+        return Err("refusing an option-like URL".into());
+    }
+    let run = tokio::process::Command::new("git")
+        .args([
+            "-c",
+            "protocol.file.allow=never",
+            "ls-remote",
+            "--",
+            url,
+            &reference,
+        ])
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_ASKPASS", "true")
+        .env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .map_err(|_| "git ls-remote timed out".to_owned())?
+        .map_err(|e| format!("git ls-remote: {e}"))?;
+    if !output.status.success() {
+        let err = String::from_utf8_lossy(&output.stderr);
+        return Err(format!(
+            "git ls-remote failed: {}",
+            err.trim().chars().take(200).collect::<String>()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|l| {
+            let (sha, name) = l.split_once('\t')?;
+            (name == reference).then(|| sha.to_owned())
+        }))
+}
+
+/// Refreshes vendor tokens that expire within 10 minutes.
+async fn refresh_tokens(ctx: &Ctx) -> Result<(), Error> {
+    let (kvs, _) = ctx.store.list(&ctx.keys.users()).await?;
+    let soon = now() + 600;
+    for kv in kvs {
+        let Some((before, vendor)) = kv.key.rsplit_once("/vendors/") else {
+            continue;
+        };
+        let Some(uid) = before.rsplit('/').next() else {
+            continue;
+        };
+        let Ok(link) = serde_json::from_slice::<VendorLink>(&kv.value) else {
+            continue;
+        };
+        if link.refresh_token.is_none() || link.expires.is_none_or(|e| e > soon) {
+            continue;
+        }
+        let Some(vendor) = Vendor::parse(vendor) else {
+            continue;
+        };
+        if ctx.config.vendors.get(vendor).is_none() {
+            continue;
+        }
+        if let Err(e) = token_within(ctx, uid, vendor, 600).await {
+            tracing::warn!(user = %uid, %vendor, "token refresh failed: {}", e.message);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,192 @@
+//! Webhook delivery checks, as each vendor documents them, all in constant
+//! time:
+//!
+//! - GitHub: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256(secret, body)>`
+//!   (<https://docs.github.com/en/webhooks/using-webhooks/validating-webhook-deliveries>);
+//!   delivery id `X-GitHub-Delivery`, event `X-GitHub-Event`.
+//! - GitLab: `X-Gitlab-Token: <secret>`, the secret itself
+//!   (<https://docs.gitlab.com/user/project/integrations/webhooks/#validate-requests-with-a-secret-token>);
+//!   delivery id `X-Gitlab-Event-UUID` (or `Idempotency-Key`), event
+//!   `X-Gitlab-Event`.
+//! - Bitbucket Cloud: `X-Hub-Signature: sha256=<hex HMAC-SHA256(secret, body)>`
+//!   (<https://support.atlassian.com/bitbucket-cloud/docs/manage-webhooks/#Secure-webhooks>);
+//!   delivery id `X-Request-UUID`, event `X-Event-Key`.
+
+use hmac::{Hmac, Mac};
+use lb_pkg::model::Vendor;
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+use warp::http::HeaderMap;
+
+/// Why a delivery is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// The signature (or token) header is missing.
+    #[error("the delivery is not signed: {0} is missing")]
+    Unsigned(&'static str),
+    /// The signature does not match the body and the service's secret.
+    #[error("the delivery's {0} does not match")]
+    BadSignature(&'static str),
+}
+
+/// The header carrying the signature or token.
+pub fn signature_header(vendor: Vendor) -> &'static str {
+    match vendor {
+        Vendor::Github => "x-hub-signature-256",
+        Vendor::Gitlab => "x-gitlab-token",
+        Vendor::Bitbucket => "x-hub-signature",
+    }
+}
+
+/// The delivery id, unique per delivery (a redelivery by hand from the
+/// vendor's page gets a new one on GitHub and Bitbucket).
+pub fn delivery_id(vendor: Vendor, headers: &HeaderMap) -> Option<String> {
+    let names: &[&str] = match vendor {
+        Vendor::Github => &["x-github-delivery"],
+        Vendor::Gitlab => &["x-gitlab-event-uuid", "idempotency-key"],
+        Vendor::Bitbucket => &["x-request-uuid"],
+    };
+    names
+        .iter()
+        .find_map(|n| header(headers, n))
+        .filter(|v| !v.trim().is_empty() && v.len() <= 200)
+}
+
+/// The event name, normalised: `push`, `ping`, or the vendor's own name.
+pub fn event(vendor: Vendor, headers: &HeaderMap) -> String {
+    let raw = match vendor {
+        Vendor::Github => header(headers, "x-github-event"),
+        Vendor::Gitlab => header(headers, "x-gitlab-event"),
+        Vendor::Bitbucket => header(headers, "x-event-key"),
+    }
+    .unwrap_or_default();
+    match (vendor, raw.as_str()) {
+        (Vendor::Github, "push")
+        | (Vendor::Gitlab, "Push Hook")
+        | (Vendor::Bitbucket, "repo:push") => "push".into(),
+        (Vendor::Github, "ping") => "ping".into(),
+        _ => raw,
+    }
+}
+
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// Checks a delivery's signature against the service's secret.
+pub fn verify(
+    vendor: Vendor,
+    headers: &HeaderMap,
+    body: &[u8],
+    secret: &str,
+) -> Result<(), Refused> {
+    let name = signature_header(vendor);
+    let value = headers.get(name).ok_or(Refused::Unsigned(name))?.as_bytes();
+    match vendor {
+        Vendor::Gitlab => {
+            if bool::from(value.ct_eq(secret.as_bytes())) {
+                Ok(())
+            } else {
+                Err(Refused::BadSignature(name))
+            }
+        }
+        Vendor::Github | Vendor::Bitbucket => {
+            let hex = value
+                .strip_prefix(b"sha256=")
+                .ok_or(Refused::BadSignature(name))?;
+            let expected = decode_hex(hex).ok_or(Refused::BadSignature(name))?;
+            let mut mac =
+                <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()).expect("any key length");
+            mac.update(body);
+            // verify_slice compares in constant time.
+            mac.verify_slice(&expected)
+                .map_err(|_| Refused::BadSignature(name))
+        }
+    }
+}
+
+/// `sha256=<hex>` of a body, as GitHub and Bitbucket sign it (tests, and
+/// documentation by example).
+pub fn sign(secret: &str, body: &[u8]) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(body);
+    let digest = mac.finalize().into_bytes();
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256={hex}")
+}
+
+fn decode_hex(hex: &[u8]) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    hex.chunks(2)
+        .map(|pair| {
+            let text = std::str::from_utf8(pair).ok()?;
+            u8::from_str_radix(text, 16).ok()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn github_signatures() {
+        // The example in GitHub's documentation.
+        let secret = "It's a Secret to Everybody";
+        let body = b"Hello, World!";
+        let good = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+        assert_eq!(sign(secret, body), good);
+        let h = headers(&[("x-hub-signature-256", good)]);
+        assert_eq!(verify(Vendor::Github, &h, body, secret), Ok(()));
+        assert!(verify(Vendor::Github, &h, b"Hello, World?", secret).is_err());
+        assert!(verify(Vendor::Github, &h, body, "other").is_err());
+        let h = headers(&[("x-hub-signature-256", "sha256=zz")]);
+        assert!(verify(Vendor::Github, &h, body, secret).is_err());
+        let h = headers(&[("x-hub-signature", good)]);
+        assert_eq!(
+            verify(Vendor::Github, &h, body, secret),
+            Err(Refused::Unsigned("x-hub-signature-256"))
+        );
+    }
+
+    #[test]
+    fn gitlab_tokens_and_bitbucket_signatures() {
+        let h = headers(&[("x-gitlab-token", "s3cret")]);
+        assert_eq!(verify(Vendor::Gitlab, &h, b"{}", "s3cret"), Ok(()));
+        assert!(verify(Vendor::Gitlab, &h, b"{}", "s3cret2").is_err());
+        assert!(verify(Vendor::Gitlab, &h, b"{}", "s3cre").is_err());
+        let sig = sign("k", b"{}");
+        let h = headers(&[("x-hub-signature", &sig)]);
+        assert_eq!(verify(Vendor::Bitbucket, &h, b"{}", "k"), Ok(()));
+        assert!(verify(Vendor::Bitbucket, &h, b"{ }", "k").is_err());
+        let h = headers(&[("x-hub-signature-256", &sig)]);
+        assert!(verify(Vendor::Bitbucket, &h, b"{}", "k").is_err());
+    }
+
+    #[test]
+    fn events_and_delivery_ids() {
+        let h = headers(&[
+            ("x-gitlab-event", "Push Hook"),
+            ("x-gitlab-event-uuid", "u1"),
+        ]);
+        assert_eq!(event(Vendor::Gitlab, &h), "push");
+        assert_eq!(delivery_id(Vendor::Gitlab, &h).as_deref(), Some("u1"));
+        let h = headers(&[("x-event-key", "repo:push"), ("x-request-uuid", "r1")]);
+        assert_eq!(event(Vendor::Bitbucket, &h), "push");
+        assert_eq!(delivery_id(Vendor::Bitbucket, &h).as_deref(), Some("r1"));
+        assert_eq!(delivery_id(Vendor::Github, &h), None);
+    }
+}
