@@ -244,9 +244,12 @@ async fn template_rebuild_reuses_dependencies_and_logs_follow_live() {
     let base = python_like_base();
     let dir = tempfile::tempdir().unwrap();
     let repo = Repo::serve(dir.path());
+    // Docker's cache outlives test runs: dependencies unique to this run.
+    let run = lb_pkg::ids::new_id();
+    let requirements = format!("flask==3.0 # {run}\n");
     repo.commit(
         &[
-            ("requirements.txt", b"flask==3.0\n"),
+            ("requirements.txt", requirements.as_bytes()),
             ("app.py", b"print('one')\n"),
         ],
         "one",
@@ -327,7 +330,8 @@ async fn template_rebuild_reuses_dependencies_and_logs_follow_live() {
         "dependencies installed again:\n{log}"
     );
     // A dependency change installs again.
-    repo.commit(&[("requirements.txt", b"flask==3.1\n")], "three");
+    let requirements = format!("flask==3.1 # {run}\n");
+    repo.commit(&[("requirements.txt", requirements.as_bytes())], "three");
     s.call("POST", "/projects/demo/services/api/builds", Value::Null)
         .await;
     assert_eq!(s.wait_build("api", 3).await["status"], "succeeded");
