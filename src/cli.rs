@@ -79,6 +79,8 @@ struct ApiArgs {
     /// Where the web UI's browser libraries are (term.js, Chart.js).
     #[arg(long, env = "LB_UI_VENDOR_DIR", default_value = lb_api::ui::DEFAULT_VENDOR_DIR)]
     ui_vendor_dir: std::path::PathBuf,
+    #[command(flatten)]
+    vendors: crate::vendors::VendorArgs,
 }
 
 #[derive(Args, Debug)]
@@ -96,6 +98,8 @@ struct UpArgs {
     /// Where the web UI's browser libraries are (term.js, Chart.js).
     #[arg(long, env = "LB_UI_VENDOR_DIR", default_value = lb_api::ui::DEFAULT_VENDOR_DIR)]
     ui_vendor_dir: std::path::PathBuf,
+    #[command(flatten)]
+    vendors: crate::vendors::VendorArgs,
     /// Do not run a local node (no containers on this machine).
     #[arg(long, env = "LB_NO_NODE")]
     no_node: bool,
@@ -190,7 +194,7 @@ struct SchedulerArgs {
     node_grace: std::time::Duration,
 }
 
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = number
         .parse()
@@ -265,6 +269,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 backend: args.store.backend(),
                 api: lb_api::Config {
                     ui_vendor_dir: args.ui_vendor_dir,
+                    vendors: args.vendors.settings()?,
                     ..lb_api::Config::new(args.listen, signup(args.signup))
                 },
                 builder: args
@@ -282,6 +287,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 args.store.backend(),
                 lb_api::Config {
                     ui_vendor_dir: args.ui_vendor_dir,
+                    vendors: args.vendors.settings()?,
                     ..lb_api::Config::new(args.listen, signup(args.signup))
                 },
             )

@@ -5,6 +5,7 @@
 mod cli;
 mod shutdown;
 mod up;
+mod vendors;
 
 use std::process::ExitCode;
 

@@ -4,6 +4,7 @@
 //!
 //! `registry` is the OCI Distribution server; `worker` the build queue.
 
+pub mod credentials;
 pub mod registry;
 pub mod template;
 pub mod worker;

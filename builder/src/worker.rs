@@ -387,7 +387,20 @@ impl Run {
             .clone()
             .ok_or_else(|| "the service has no source to build".to_string())?;
 
-        // Cloning.
+        // Cloning: only from owners the allowlist names (if it names any),
+        // with the owner's linked vendor token for private repositories.
+        crate::credentials::check_allowlist(w.store.as_ref(), &w.keys, &source.url).await?;
+        let (auth, note) = crate::credentials::git_env(
+            w.store.as_ref(),
+            &w.keys,
+            &self.pid,
+            source.vendor.as_deref(),
+            &source.url,
+        )
+        .await?;
+        if let Some(note) = note {
+            self.line(&note);
+        }
         let _ = tokio::fs::remove_dir_all(&self.dir).await;
         tokio::fs::create_dir_all(&self.dir)
             .await
@@ -414,12 +427,12 @@ impl Run {
         let repo_arg = repo.to_string_lossy().into_owned();
         clone.extend([source.url.as_str(), repo_arg.as_str()]);
         let dir = self.dir.clone();
-        let mut cloned = self.git(&dir, &clone).await;
+        let mut cloned = self.git_with(&dir, &clone, &auth).await;
         if cloned.as_ref().is_err_and(|e| e.contains("shallow")) {
             // Dumb HTTP servers cannot serve a shallow clone: a full one.
             let _ = tokio::fs::remove_dir_all(&repo).await;
             clone.retain(|a| *a != "--depth" && *a != "1");
-            cloned = self.git(&dir, &clone).await;
+            cloned = self.git_with(&dir, &clone, &auth).await;
         }
         cloned.map_err(|e| format!("cannot clone {}: {e}", source.url))?;
         if let Some(commit) = &commit {
@@ -690,6 +703,16 @@ impl Run {
 
     /// Runs git in `dir`; answers stdout, or the last lines of stderr.
     async fn git(&mut self, dir: &Path, args: &[&str]) -> Result<String, String> {
+        self.git_with(dir, args, &[]).await
+    }
+
+    /// Runs git with extra environment (credentials: never in arguments).
+    async fn git_with(
+        &mut self,
+        dir: &Path,
+        args: &[&str],
+        env: &[(String, String)],
+    ) -> Result<String, String> {
         let output = Command::new("git")
             .args([
                 "-c",
@@ -700,6 +723,7 @@ impl Run {
             .args(args)
             .current_dir(dir)
             .env("GIT_TERMINAL_PROMPT", "0")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("GIT_ALLOW_PROTOCOL", "http:https:ssh:git")
             .env(
                 "GIT_SSH_COMMAND",
