@@ -185,6 +185,64 @@ impl Browser {
     }
 }
 
+/// Runs git in `dir`, panicking with its output on failure.
+fn git(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.test"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A git repository with one commit served over dumb HTTP by
+/// `python3 -m http.server`; answers its URL and the server.
+fn git_server(root: &std::path::Path, files: &[(&str, &str)]) -> (String, Killed) {
+    let work = root.join("work");
+    let served = root.join("served");
+    let bare = served.join("app.git");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::create_dir_all(&served).unwrap();
+    git(&work, &["init", "-q", "-b", "main"]);
+    git(root, &["init", "-q", "--bare", bare.to_str().unwrap()]);
+    for (name, text) in files {
+        std::fs::write(work.join(name), text).unwrap();
+    }
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-q", "-m", "first version"]);
+    git(&work, &["push", "-q", bare.to_str().unwrap(), "main"]);
+    git(&bare, &["update-server-info"]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .current_dir(&served)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "http.server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (format!("http://127.0.0.1:{port}/app.git"), Killed(server))
+}
+
 /// Running replicas shown in the replicas table.
 const RUNNING: &str =
     "return document.querySelectorAll('#replicas tr[data-state=\"running\"]').length";
@@ -218,11 +276,18 @@ async fn the_platform_in_a_browser() {
         shots,
         containers: Containers::default(),
     };
-    run(&b, image).await;
+    let dockerfile = format!(
+        "FROM {image}\nCOPY index.html /www/index.html\nCMD [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
+    );
+    let (repo, _git) = git_server(
+        &dir.path().join("git"),
+        &[("Dockerfile", &dockerfile), ("index.html", "built by lb\n")],
+    );
+    run(&b, image, &repo).await;
     let _ = b.client.clone().close().await;
 }
 
-async fn run(b: &Browser, image: &str) {
+async fn run(b: &Browser, image: &str, repo: &str) {
     b.size(1280, 800).await;
     // Pages need a session.
     b.goto("/projects").await;
@@ -395,6 +460,58 @@ async fn run(b: &Browser, image: &str) {
         .await;
     b.shot("10-spec-error").await;
 
+    // A service from git: built from its Dockerfile, the build's steps and
+    // log live, a second build with Deploy, a rollback to the first.
+    b.goto("/projects/demo").await;
+    b.find("#service-form #n-name").await;
+    b.fill("#n-name", "site").await;
+    b.click("#service-form input[name=kind][value=git]").await;
+    b.fill("#n-url", repo).await;
+    b.fill("#n-branch", "main").await;
+    b.fill("#n-replicas", "1").await;
+    b.fill("#n-memory", "16").await;
+    b.fill("#n-ports", "8080").await;
+    b.click("#service-form button[type=submit]").await;
+    b.find("#builds").await;
+    b.until(
+        "build 1 succeeded, live",
+        180,
+        "return !!document.querySelector('#builds tr[data-number=\"1\"] .badge.succeeded')",
+    )
+    .await;
+    b.click("#builds tr[data-number=\"1\"] button.link").await;
+    b.until(
+        "build 1's log",
+        20,
+        "return document.querySelector('#build-logs').textContent.includes('[build succeeded]')",
+    )
+    .await;
+    b.until("the built replica running", 90, &format!("{RUNNING} === 1"))
+        .await;
+    b.js("document.querySelector('#builds-card').scrollIntoView(); return true")
+        .await;
+    b.shot("11-service-built").await;
+    b.click("#deploy").await;
+    b.until(
+        "build 2 succeeded, live",
+        180,
+        "return !!document.querySelector('#builds tr[data-number=\"2\"] .badge.succeeded')",
+    )
+    .await;
+    b.click("#builds tr[data-number=\"1\"] td.actions button")
+        .await;
+    b.find("#confirm[open]").await;
+    b.click("#confirm-ok").await;
+    b.until(
+        "the rollback requested",
+        20,
+        "return document.querySelector('#toast').textContent.includes('Rolling back to build #1')",
+    )
+    .await;
+    b.js("document.querySelector('#builds-card').scrollIntoView(); return true")
+        .await;
+    b.shot("12-service-rollback").await;
+
     // The other pages.
     b.goto("/nodes").await;
     b.until(
@@ -404,7 +521,7 @@ async fn run(b: &Browser, image: &str) {
     )
     .await;
     tokio::time::sleep(Duration::from_secs(6)).await;
-    b.shot("11-nodes").await;
+    b.shot("13-nodes").await;
     b.goto("/account").await;
     b.fill("#t-name", "ci").await;
     b.click("#token-form button[type=submit]").await;
@@ -420,16 +537,16 @@ async fn run(b: &Browser, image: &str) {
         "return document.querySelector('#vendors-note').textContent.length > 0",
     )
     .await;
-    b.shot("12-account").await;
+    b.shot("14-account").await;
 
     // The phone layout.
     b.size(390, 844).await;
     for (path, name) in [
-        ("/projects", "13-phone-projects"),
-        ("/projects/demo", "14-phone-project"),
-        ("/projects/demo/services/web", "15-phone-service"),
-        ("/nodes", "16-phone-nodes"),
-        ("/account", "17-phone-account"),
+        ("/projects", "15-phone-projects"),
+        ("/projects/demo", "16-phone-project"),
+        ("/projects/demo/services/web", "17-phone-service"),
+        ("/nodes", "18-phone-nodes"),
+        ("/account", "19-phone-account"),
     ] {
         b.goto(path).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -441,7 +558,7 @@ async fn run(b: &Browser, image: &str) {
     b.goto("/projects/demo/services/web").await;
     b.click("#delete-service").await;
     b.find("#confirm[open]").await;
-    b.shot("18-confirm-delete").await;
+    b.shot("20-confirm-delete").await;
     b.click("#confirm-ok").await;
     b.until(
         "back on the project page",
@@ -452,7 +569,7 @@ async fn run(b: &Browser, image: &str) {
     b.until(
         "the service gone from the list",
         20,
-        "return document.querySelectorAll('#services tr[data-id]').length === 0",
+        "return document.querySelectorAll('#services tr[data-id]').length === 1 && !document.querySelector('#services a[href$=\"/web\"]')",
     )
     .await;
     b.click("#logout").await;

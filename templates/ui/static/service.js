@@ -264,6 +264,9 @@ $('#console-close').addEventListener('click', closeConsole);
 // ---- builds ----
 
 let shownBuild = null;
+const FINAL = ['succeeded', 'failed', 'canceled'];
+// Step times are Unix seconds (or milliseconds: told apart by size).
+const seconds = (a, b) => Math.max(0, a > 1e11 ? (b - a) / 1000 : b - a).toFixed(0);
 let buildWs = null;
 
 async function loadBuilds() {
@@ -280,11 +283,11 @@ async function loadBuilds() {
     h('td', {}, badge(b.status)),
     h('td', { class: 'mono' }, (b.commit || '').slice(0, 10)),
     h('td', {}, when(b.created)),
-    h('td', {}, (b.steps || []).map((s) => `${s.name}${s.finished ? ' ' + Math.max(0, (Date.parse(s.finished) || s.finished * 1000) - (Date.parse(s.started) || s.started * 1000)) / 1000 + 's' : '…'}`).join(' → ')),
+    h('td', { class: 'steps' }, (b.steps || []).map((s) => `${s.name.replace('_', ' ')} ${s.finished ? seconds(s.started, s.finished) + ' s' : '…'}`).join(' → ')),
     h('td', { class: 'actions' },
-      ['queued', 'claimed', 'running', 'cloning', 'building', 'pushing'].includes(b.status)
+      !FINAL.includes(b.status)
         ? h('button', { type: 'button', class: 'secondary', onclick: () => cancelBuild(b.number) }, 'Cancel') : null,
-      b.status === 'succeeded' || b.status === 'success'
+      b.status === 'succeeded'
         ? h('button', { type: 'button', class: 'secondary', onclick: () => rollback(b.number) }, 'Roll back to this') : null))),
   'No builds yet: Deploy builds the branch head.');
 }
