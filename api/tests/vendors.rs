@@ -22,6 +22,7 @@ both_backends!(
     webhooks_are_checked_and_queue_builds,
     allowlist_limits_owners,
     oauth_links_lists_repos_and_creates_webhooks,
+    polling_builds_when_the_branch_moves,
 );
 
 const SHA: &str = "3f786850e387550fdab836ed7e6dc881de23001b";
@@ -939,4 +940,107 @@ async fn oauth_links_lists_repos_and_creates_webhooks(backend: Backend) {
             .body["total"],
         2
     );
+}
+
+fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.test"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A plain git URL (no vendor, no webhook) with `--poll-interval`: the
+/// first look records the head, a new head queues a build of it.
+async fn polling_builds_when_the_branch_moves(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    let served = dir.path().join("served");
+    let bare = served.join("app.git");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::create_dir_all(&served).unwrap();
+    git(&work, &["init", "-q", "-b", "main"]);
+    git(
+        dir.path(),
+        &["init", "-q", "--bare", bare.to_str().unwrap()],
+    );
+    let commit = |text: &str| {
+        std::fs::write(work.join("index.html"), text).unwrap();
+        git(&work, &["add", "-A"]);
+        git(&work, &["commit", "-q", "-m", text]);
+        git(&work, &["push", "-q", bare.to_str().unwrap(), "main"]);
+        git(&bare, &["update-server-info"]);
+        git(&work, &["rev-parse", "HEAD"])
+    };
+    commit("one");
+    // A dumb HTTP git server: the bare repository's files.
+    let (addr, server) =
+        warp::serve(warp::fs::dir(served.clone())).bind_ephemeral(([127, 0, 0, 1], 0));
+    tokio::spawn(server);
+    let api = start_with(backend, |c| {
+        c.vendors.poll_interval = Some(Duration::from_secs(1));
+    })
+    .await;
+    let alice = api.user("alice").await;
+    api.call(
+        "POST",
+        "/api/v1/projects",
+        Some(&alice),
+        Some(json!({"name": "demo"})),
+    )
+    .await;
+    let url = format!("http://{addr}/app.git");
+    let r = api
+        .call(
+            "POST",
+            "/api/v1/projects/demo/services",
+            Some(&alice),
+            Some(json!({"name": "polled", "autodeploy": true, "source": {"url": url, "branch": "main"}})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let sid = r.body["id"].as_str().unwrap().to_owned();
+    // The first look records the head and builds nothing.
+    let key = lb_pkg::keys::Keys::default().hook(&sid);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let record = api.store.get(&key).await.unwrap();
+        let head = record
+            .and_then(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
+            .and_then(|v| v["polled_head"].as_str().map(str::to_owned));
+        if head.is_some() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the branch head was never polled"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(builds(&api, &alice, "polled").await.is_empty());
+    let second = commit("two");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let list = builds(&api, &alice, "polled").await;
+        if let Some(build) = list.first() {
+            assert_eq!(build["commit"], second.as_str(), "{build}");
+            assert_eq!(list.len(), 1);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no build after the branch moved"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Nothing more while it stays.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(builds(&api, &alice, "polled").await.len(), 1);
 }
