@@ -772,3 +772,94 @@ async fn logs_follow_and_interactive_exec_over_websockets() {
         );
     }
 }
+
+/// Two API instances on one store: the node's channel lands on the first;
+/// logs and exec asked of the second reach it through the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn streams_reach_a_node_held_by_another_api_instance() {
+    use futures::{SinkExt, StreamExt};
+    let mut cluster = Cluster::start().await;
+    let _a = cluster.node("a").await;
+    let mut spec = sleeper("ticker", 1);
+    spec["command"] = json!([
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "i=0; while true; do echo tick $i; i=$((i+1)); /bin/busybox sleep 0.2; done"
+    ]);
+    cluster.call("POST", "/projects/demo/services", spec).await;
+    cluster
+        .wait("ticker", "running", Duration::from_secs(30), |r| {
+            running(r) == 1
+        })
+        .await;
+
+    // A second API instance over the same store.
+    let config = lb_api::Config::new("127.0.0.1:0".parse().unwrap(), Signup::Open);
+    let second = lb_api::Server::bind(&config, cluster.store.clone(), std::future::pending())
+        .await
+        .unwrap();
+    let other = format!("http://{}", second.addr());
+    tokio::spawn(second.run());
+    let first = std::mem::replace(&mut cluster.api, other.clone());
+
+    // One-off exec and logs through the second instance.
+    let out = cluster
+        .call(
+            "POST",
+            "/projects/demo/services/ticker/exec",
+            json!({"command": ["/bin/busybox", "echo", "forwarded"]}),
+        )
+        .await;
+    assert_eq!(out["stdout"], "forwarded\n", "{out}");
+    let logs = cluster
+        .client
+        .get(format!(
+            "{other}/api/v1/projects/demo/services/ticker/logs?tail=2"
+        ))
+        .bearer_auth(&cluster.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(logs.starts_with("tick "), "{logs:?}");
+
+    // Following logs and an interactive exec, over websockets to the second.
+    let mut socket = stream_socket(
+        &cluster,
+        "/projects/demo/services/ticker/logs?tail=0&follow=true",
+    )
+    .await;
+    let mut text = String::new();
+    while text.lines().count() < 3 {
+        match tokio::time::timeout(Duration::from_secs(20), socket.next()).await {
+            Ok(Some(Ok(WsMessage::Binary(data)))) => text.push_str(&String::from_utf8_lossy(&data)),
+            other => panic!("forwarded log stream: {other:?} after {text:?}"),
+        }
+    }
+    drop(socket);
+    let mut exec = stream_socket(&cluster, "/projects/demo/services/ticker/exec").await;
+    let start = json!({"command": ["/bin/busybox", "sh", "-c", "read x; echo got $x; exit 4"]});
+    exec.send(WsMessage::Text(start.to_string())).await.unwrap();
+    exec.send(WsMessage::Binary(b"\x00hello\n".to_vec()))
+        .await
+        .unwrap();
+    let (output, end) = read_exec(&mut exec, |_| false).await;
+    assert_eq!(
+        (output.as_str(), end),
+        ("got hello\n", Some(json!({"exit_code": 4})))
+    );
+
+    // The internal routes refuse anyone without the cluster secret.
+    let resp = cluster
+        .client
+        .post(format!("{first}/api/v1/internal/ask"))
+        .bearer_auth(&cluster.token)
+        .json(&json!({"node": "x", "message": {"command": "logs", "data": {"request": "r", "replica": "r", "tail": 1}}, "limit": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+}

@@ -567,6 +567,19 @@ pub fn api(ctx: Ctx) -> BoxedFilter<(Response,)> {
         .unify()
         .boxed();
 
+    let internal_ask = warp::path!("internal" / "ask")
+        .and(warp::post())
+        .and(c())
+        .and(warp::header::optional::<String>("authorization"))
+        .and(body())
+        .and_then(|ctx, auth, b| respond_fut(handlers::internal::ask(ctx, auth, b)));
+    let internal_stream = warp::path!("internal" / "stream")
+        .and(warp::get())
+        .and(warp::ws())
+        .and(c())
+        .and(warp::header::optional::<String>("authorization"))
+        .and_then(|ws, ctx, auth| respond_fut(handlers::internal::stream(ctx, auth, ws)));
+    let internal = internal_ask.or(internal_stream).unify().boxed();
     let registry_token = warp::path!("registry" / "token")
         .and(warp::get())
         .and(c())
@@ -596,6 +609,8 @@ pub fn api(ctx: Ctx) -> BoxedFilter<(Response,)> {
             .or(nodes)
             .unify()
             .or(registry_token)
+            .unify()
+            .or(internal)
             .unify()
             .or(vendors(ctx.clone()))
             .unify()

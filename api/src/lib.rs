@@ -14,6 +14,7 @@ pub mod handlers;
 pub mod metrics;
 pub mod models;
 pub mod openapi;
+pub mod peers;
 pub mod server;
 pub mod session;
 pub mod streams;

@@ -39,6 +39,9 @@ pub struct Config {
     /// Where the web UI's browser libraries are (Debian's
     /// `/usr/share/javascript`), served under `/vendor/`.
     pub ui_vendor_dir: std::path::PathBuf,
+    /// The URL other API instances reach this one at (forwarded log and
+    /// exec requests); default `http://<bound address>`.
+    pub advertise_url: Option<String>,
 }
 
 impl Config {
@@ -53,6 +56,7 @@ impl Config {
             login_limit_per_user: 5,
             login_limit_per_address: 20,
             ui_vendor_dir: crate::ui::DEFAULT_VENDOR_DIR.into(),
+            advertise_url: None,
         }
     }
 }
@@ -107,6 +111,22 @@ impl Server {
             .public_url
             .get_or_insert_with(|| format!("http://{addr}"));
         let ctx = Context::new(config.clone(), store).await?;
+        let mut own = addr;
+        if own.ip().is_unspecified() {
+            own.set_ip([127, 0, 0, 1].into());
+        }
+        let url = config
+            .advertise_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{own}"));
+        let peers = crate::peers::Peers::load(
+            ctx.store.clone(),
+            ctx.keys.clone(),
+            url.trim_end_matches('/').to_owned(),
+            ctx.http.clone(),
+        )
+        .await?;
+        ctx.streams.set_peers(peers);
         tokio::spawn(crate::vendors::controller::run(ctx.clone()));
         let routes = crate::filters::routes(ctx.clone());
         let (addr, serve) = warp::serve(routes)

@@ -3,8 +3,9 @@
 //! long-lived streams (logs that follow, interactive exec) whose output
 //! flows back to the user's connection.
 //!
-//! Only the instance holding a node's channel can reach it; forwarding a
-//! request that lands on another instance is not built yet.
+//! Only the instance holding a node's channel can reach it. A request for a
+//! node whose channel another instance holds goes there (`crate::peers`):
+//! the store says which instance that is.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -24,6 +25,8 @@ pub struct Streams {
     waiting: Mutex<HashMap<String, oneshot::Sender<FromNode>>>,
     /// Stream id -> (node, where its output goes).
     open: Mutex<HashMap<String, (String, mpsc::Sender<FromNode>)>>,
+    /// The other API instances, once this one is bound.
+    peers: std::sync::OnceLock<crate::peers::Peers>,
 }
 
 /// Output a stream may hold for a user who reads slower than the node
@@ -36,7 +39,7 @@ const STREAM_QUEUE: usize = 1024;
 pub struct Session {
     id: String,
     node: mpsc::Sender<ToNode>,
-    streams: std::sync::Arc<Streams>,
+    streams: Option<std::sync::Arc<Streams>>,
     /// Output and, last, the end of the stream. Closes early when the node
     /// goes away or the reader fell too far behind.
     pub output: mpsc::Receiver<FromNode>,
@@ -57,18 +60,47 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        self.streams
-            .open
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.id);
+        if let Some(streams) = &self.streams {
+            streams
+                .open
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&self.id);
+        }
         let _ = self.node.try_send(ToNode::Close {
             stream: self.id.clone(),
         });
     }
 }
 
+impl Session {
+    /// A session relayed from another instance: `node` carries input (and
+    /// the close) there, `output` brings back what the node sends.
+    pub fn relayed(
+        id: String,
+        node: mpsc::Sender<ToNode>,
+        output: mpsc::Receiver<FromNode>,
+    ) -> Self {
+        Session {
+            id,
+            node,
+            streams: None,
+            output,
+        }
+    }
+}
+
 impl Streams {
+    /// Tells this instance how to reach the others (once, at bind).
+    pub fn set_peers(&self, peers: crate::peers::Peers) {
+        let _ = self.peers.set(peers);
+    }
+
+    /// The peers, once set.
+    pub fn peers(&self) -> Option<&crate::peers::Peers> {
+        self.peers.get()
+    }
+
     /// A node's channel opened: requests for it arrive on the receiver.
     /// Answers the connection's number for [`Streams::detach`].
     pub fn attach(&self, node: &str) -> (u64, mpsc::Receiver<ToNode>) {
@@ -110,21 +142,44 @@ impl Streams {
             })
     }
 
-    /// Sends a request to a node and waits for its answer.
+    /// Sends a request to a node and waits for its answer; a node whose
+    /// channel another instance holds is asked through that instance.
     pub async fn ask(
         &self,
         node: &str,
         make: impl FnOnce(String) -> ToNode,
         limit: Duration,
     ) -> Result<FromNode> {
+        let message = make(lb_pkg::ids::new_id());
+        if self.sender(node).is_err() {
+            if let Some(peers) = self.peers() {
+                if let Some(url) = peers.holder(node).await? {
+                    return peers.ask(&url, node, &message, limit).await;
+                }
+            }
+        }
+        self.ask_local(node, message, limit).await
+    }
+
+    /// Sends a request (carrying its own request id) to a node whose
+    /// channel this instance holds, and waits for the answer.
+    pub async fn ask_local(
+        &self,
+        node: &str,
+        message: ToNode,
+        limit: Duration,
+    ) -> Result<FromNode> {
         let sender = self.sender(node)?;
-        let id = lb_pkg::ids::new_id();
+        let id = match &message {
+            ToNode::Logs { request, .. } | ToNode::Exec { request, .. } => request.clone(),
+            _ => return Err(ApiError::bad_request("not a request a node answers")),
+        };
         let (tx, rx) = oneshot::channel();
         self.waiting
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id.clone(), tx);
-        let sent = sender.send(make(id.clone())).await;
+        let sent = sender.send(message).await;
         let answer = match sent {
             Ok(()) => tokio::time::timeout(limit, rx).await.map(Result::ok),
             Err(_) => Ok(None),
@@ -143,8 +198,27 @@ impl Streams {
         }
     }
 
-    /// Opens a stream to a replica on a node.
+    /// Opens a stream to a replica on a node, through the instance holding
+    /// its channel if that is another one.
     pub async fn open(
+        self: &std::sync::Arc<Self>,
+        node: &str,
+        replica: &str,
+        kind: StreamKind,
+    ) -> Result<Session> {
+        if self.sender(node).is_err() {
+            if let Some(peers) = self.peers() {
+                if let Some(url) = peers.holder(node).await? {
+                    return peers.open(&url, node, replica, kind).await;
+                }
+            }
+        }
+        self.open_local(node, replica, kind).await
+    }
+
+    /// Opens a stream to a replica on a node whose channel this instance
+    /// holds.
+    pub async fn open_local(
         self: &std::sync::Arc<Self>,
         node: &str,
         replica: &str,
@@ -160,7 +234,7 @@ impl Streams {
         let session = Session {
             id: id.clone(),
             node: sender.clone(),
-            streams: self.clone(),
+            streams: Some(self.clone()),
             output,
         };
         let message = ToNode::Open {

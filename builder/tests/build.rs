@@ -295,10 +295,7 @@ async fn template_rebuild_reuses_dependencies_and_logs_follow_live() {
         s.log("api", 1).await,
         "the websocket carried the whole log"
     );
-    assert!(
-        streamed.contains("pip-installing install"),
-        "{streamed}"
-    );
+    assert!(streamed.contains("pip-installing install"), "{streamed}");
     let build = s.wait_build("api", 1).await;
     let steps: Vec<&str> = build["steps"]
         .as_array()

@@ -256,6 +256,12 @@ impl Keys {
         format!("{}/nodes/{nid}/alive", self.root)
     }
 
+    /// `<root>/nodes/<id>/channel` -> the URL of the API instance holding
+    /// the node's channel (bound to the channel's lease).
+    pub fn node_channel(&self, nid: &str) -> String {
+        format!("{}/nodes/{nid}/channel", self.root)
+    }
+
     /// `<root>/nodes/<nid>/replicas/<rid>`.
     pub fn node_replica(&self, nid: &str, rid: &str) -> String {
         format!("{}/nodes/{nid}/replicas/{rid}", self.root)

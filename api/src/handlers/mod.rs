@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod builds;
 pub mod events;
 pub mod hooks;
+pub mod internal;
 pub mod nodes;
 pub mod projects;
 pub mod registry;

@@ -338,11 +338,19 @@ async fn run_channel(ctx: &Ctx, nid: &str, socket: WebSocket) -> std::result::Re
         .lease_grant(ALIVE_TTL)
         .await
         .map_err(|e| e.to_string())?;
-    let alive = Txn::new().then(Op::Put {
+    let mut alive = Txn::new().then(Op::Put {
         key: ctx.keys.node_alive(nid),
         value: serde_json::json!({"since": now()}).to_string().into_bytes(),
         lease,
     });
+    if let Some(peers) = ctx.streams.peers() {
+        // Other instances forward this node's streams here.
+        alive = alive.then(Op::Put {
+            key: ctx.keys.node_channel(nid),
+            value: peers.url.clone().into_bytes(),
+            lease,
+        });
+    }
     ctx.store.txn(alive).await.map_err(|e| e.to_string())?;
     tracing::info!(node = %nid, "node connected");
     let (connection, mut requests) = ctx.streams.attach(nid);
