@@ -81,6 +81,11 @@ struct ApiArgs {
     ui_vendor_dir: std::path::PathBuf,
     #[command(flatten)]
     vendors: crate::vendors::VendorArgs,
+    /// The URL other API instances reach this one at (they forward log and
+    /// exec requests for the nodes whose channels this one holds); default
+    /// http://<listen address>.
+    #[arg(long, env = "LB_ADVERTISE_URL")]
+    advertise_url: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -286,6 +291,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::up::run_api(
                 args.store.backend(),
                 lb_api::Config {
+                    advertise_url: args.advertise_url,
                     ui_vendor_dir: args.ui_vendor_dir,
                     vendors: args.vendors.settings()?,
                     ..lb_api::Config::new(args.listen, signup(args.signup))
