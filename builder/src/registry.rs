@@ -575,10 +575,13 @@ impl Registry {
             }
         }
         let result = async {
-            let mut file = tokio::fs::OpenOptions::new()
+            let file = tokio::fs::OpenOptions::new()
                 .append(true)
                 .open(self.upload_path(id))
                 .await?;
+            // Request chunks are small: write in large pieces, each of
+            // which is one trip to the blocking pool.
+            let mut file = tokio::io::BufWriter::with_capacity(1 << 20, file);
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(|e| {
                     err(
