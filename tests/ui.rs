@@ -538,6 +538,51 @@ async fn run(b: &Browser, image: &str, repo: &str) {
     )
     .await;
     b.shot("14-account").await;
+    // A vendor this server has no OAuth application for: said, not a JSON page.
+    b.click("#vendors li:first-child button").await;
+    b.until(
+        "the vendor's error shown",
+        10,
+        "return document.querySelector('#toast').textContent.toLowerCase().includes('github')",
+    )
+    .await;
+    assert!(b
+        .client
+        .current_url()
+        .await
+        .unwrap()
+        .path()
+        .ends_with("/account"));
+    b.click("#tokens td.actions button").await;
+    b.find("#confirm[open]").await;
+    b.click("#confirm-ok").await;
+    b.until(
+        "the token revoked",
+        10,
+        "return document.querySelectorAll('#tokens tbody td.actions').length === 0",
+    )
+    .await;
+
+    // Rename a project in its row, then delete it with confirmation.
+    b.goto("/projects").await;
+    b.fill("#p-name", "scratch").await;
+    b.click("#project-form button[type=submit]").await;
+    b.find("#projects a[href=\"/projects/scratch\"]").await;
+    let row = "#projects tr:has(a[href=\"/projects/scratch\"])";
+    b.click(&format!("{row} td.actions button.secondary")).await;
+    b.fill("#projects form.inline input", "renamed").await;
+    b.click("#projects form.inline button[type=submit]").await;
+    b.find("#projects a[href=\"/projects/renamed\"]").await;
+    let row = "#projects tr:has(a[href=\"/projects/renamed\"])";
+    b.click(&format!("{row} td.actions button.danger")).await;
+    b.find("#confirm[open]").await;
+    b.click("#confirm-ok").await;
+    b.until(
+        "the renamed project deleted",
+        10,
+        "return !document.querySelector('#projects a[href=\"/projects/renamed\"]') && !!document.querySelector('#projects a[href=\"/projects/demo\"]')",
+    )
+    .await;
 
     // The phone layout.
     b.size(390, 844).await;

@@ -3,7 +3,11 @@ import { $, h, api, seg, onSubmit, confirmDialog, toast, when, fillTable, events
 
 const table = $('#projects');
 
+// While a row is being renamed, live reloads wait (they would drop the input).
+let renaming = false;
+
 async function load() {
+  if (renaming) return;
   let list;
   try {
     list = await api('GET', '/projects?limit=1000');
@@ -26,18 +30,20 @@ function row(p) {
 }
 
 function rename(tr, p) {
+  renaming = true;
   const input = h('input', { value: p.name, 'aria-label': 'New name', 'data-field': 'name', id: 'rename-' + p.id });
   const err = h('p', { class: 'error', id: 'rename-' + p.id + '-error' });
   const form = h('form', { class: 'inline', novalidate: true },
     input,
     h('button', { type: 'submit' }, 'Save'),
-    h('button', { type: 'button', class: 'secondary', onclick: load }, 'Cancel'),
+    h('button', { type: 'button', class: 'secondary', onclick: () => { renaming = false; load(); } }, 'Cancel'),
     err, h('p', { class: 'error form-error' }));
   tr.cells[0].replaceChildren(form);
   input.focus();
   input.select();
   onSubmit(form, async () => {
     await api('PATCH', '/projects/' + seg(p.id), { name: input.value.trim() }, { 'If-Match': String(p.revision) });
+    renaming = false;
     toast('Project renamed');
     await load();
   });
