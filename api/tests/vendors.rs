@@ -636,6 +636,51 @@ async fn oauth_links_lists_repos_and_creates_webhooks(backend: Backend) {
         .build()
         .unwrap();
 
+    // A service made before its vendor is linked: the webhook cannot be
+    // created yet, and is once the account is linked.
+    api.call(
+        "POST",
+        "/api/v1/projects",
+        Some(&alice),
+        Some(json!({"name": "demo"})),
+    )
+    .await;
+    let r = api
+        .call("POST", "/api/v1/projects/demo/services", Some(&alice),
+            Some(json!({"name": "early", "autodeploy": true,
+                "source": {"url": "https://github.com/acme/web.git", "branch": "main", "vendor": "github"}})))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let hook = api
+            .call(
+                "GET",
+                "/api/v1/projects/demo/services/early/webhook",
+                Some(&alice),
+                None,
+            )
+            .await;
+        if hook.body["active"] == true {
+            assert_eq!(hook.body["vendor_hook"], false, "{}", hook.body);
+            assert!(
+                hook.body["error"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("no github account linked"),
+                "{}",
+                hook.body
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never registered: {}",
+            hook.body
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     for (vendor, login) in [
         (Vendor::Github, "octo"),
         (Vendor::Gitlab, "tanuki"),
@@ -721,6 +766,46 @@ async fn oauth_links_lists_repos_and_creates_webhooks(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(r.status(), 422);
+
+    // The early service's webhook is created now that GitHub is linked;
+    // deleting the service removes it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let hook = api
+            .call(
+                "GET",
+                "/api/v1/projects/demo/services/early/webhook",
+                Some(&alice),
+                None,
+            )
+            .await;
+        if hook.body["vendor_hook"] == true {
+            assert_eq!(hook.body["error"], Value::Null, "{}", hook.body);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never created: {}",
+            hook.body
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(seen.lock().unwrap().hooks.len(), 1);
+    api.call(
+        "DELETE",
+        "/api/v1/projects/demo/services/early",
+        Some(&alice),
+        None,
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !seen.lock().unwrap().hooks.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the early webhook was not removed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // The links: listed without tokens; stored sealed.
     let links = api.call("GET", "/api/v1/vendors", Some(&alice), None).await;

@@ -5,8 +5,8 @@
 //!   lets deliveries in). If its source names a linked vendor and the
 //!   owner has linked that vendor, a push webhook with the service's secret
 //!   is created on the repository with the owner's token; failures are kept
-//!   on the record (shown by `GET .../webhook`) and not retried until the
-//!   source changes.
+//!   on the record (shown by `GET .../webhook`) and the creation is tried
+//!   again every 10 s (so linking the vendor later is enough).
 //! - A record whose service is gone, or lost `autodeploy` or its source, is
 //!   removed, with the vendor's webhook lb created.
 //! - With `--poll-interval`, a service whose source names no vendor has its
@@ -35,6 +35,8 @@ use crate::handlers::{decode, encode};
 
 /// How often a pass runs.
 pub const PERIOD: Duration = Duration::from_secs(2);
+/// How often a vendor webhook that could not be created is tried again.
+pub const RETRY_SECS: i64 = 10;
 
 /// Runs passes until the process ends.
 pub async fn run(ctx: Ctx) {
@@ -91,7 +93,9 @@ pub async fn pass(ctx: &Ctx) -> Result<(), Error> {
     for (sid, (pid, spec)) in &wanted {
         match have.get(sid) {
             Some((record, revision)) if same_source(record, spec) => {
-                poll(ctx, record, *revision, spec).await;
+                if !retry(ctx, record, *revision).await {
+                    poll(ctx, record, *revision, spec).await;
+                }
             }
             _ => create(ctx, pid, sid, spec).await,
         }
@@ -128,6 +132,7 @@ async fn create(ctx: &Ctx, pid: &str, sid: &str, spec: &ServiceSpec) {
         vendor_hook_id: None,
         created_by: None,
         error: None,
+        attempted: Some(now()),
         polled_head: None,
         polled: None,
         deliveries: Vec::new(),
@@ -160,6 +165,46 @@ async fn create(ctx: &Ctx, pid: &str, sid: &str, spec: &ServiceSpec) {
             }
         }
     }
+}
+
+/// Tries again, every [`RETRY_SECS`], to create a vendor webhook that could not
+/// be created (the owner had not linked the vendor yet, the vendor was
+/// down); answers whether it wrote the record.
+async fn retry(ctx: &Ctx, record: &HookRecord, revision: i64) -> bool {
+    let (Some(vendor), Some(repo)) = (record.vendor, &record.repository) else {
+        return false;
+    };
+    if record.vendor_hook_id.is_some() || record.attempted.is_some_and(|t| now() - t < RETRY_SECS) {
+        return false;
+    }
+    let mut updated = record.clone();
+    updated.attempted = Some(now());
+    match create_on_vendor(ctx, &record.pid, &record.sid, vendor, repo).await {
+        Ok((uid, id)) => {
+            updated.vendor_hook_id = Some(id);
+            updated.created_by = Some(uid);
+            updated.error = None;
+        }
+        Err(e) => updated.error = Some(e),
+    }
+    let key = ctx.keys.hook(&record.sid);
+    let txn = Txn::new()
+        .when(Compare::ModRevision(key.clone(), revision))
+        .then(Op::put(key, encode(&updated)));
+    match ctx.store.txn(txn).await {
+        Ok(r) if r.succeeded => {
+            if updated.vendor_hook_id.is_some() {
+                tracing::info!(service = %record.sid, %vendor, "webhook created on retry");
+            }
+        }
+        _ => {
+            // The record changed meanwhile (a delivery): drop what we made.
+            if updated.vendor_hook_id.is_some() {
+                remove_on_vendor(ctx, &updated).await;
+            }
+        }
+    }
+    true
 }
 
 async fn create_on_vendor(
@@ -327,6 +372,7 @@ async fn ls_remote(url: &str, branch: Option<&str>) -> Result<Option<String>, St
             &reference,
         ])
         .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_ALLOW_PROTOCOL", "http:https:ssh:git")
         .env("GIT_ASKPASS", "true")
         .env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
         .stdin(std::process::Stdio::null())

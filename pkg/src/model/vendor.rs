@@ -105,6 +105,10 @@ pub struct HookRecord {
     /// Why the vendor's webhook could not be created (shown to the owner).
     #[serde(default)]
     pub error: Option<String>,
+    /// When lb last tried to create the vendor's webhook (Unix seconds);
+    /// a failed try is repeated (e.g. once the owner links the vendor).
+    #[serde(default)]
+    pub attempted: Option<Timestamp>,
     /// The branch head seen last by polling.
     #[serde(default)]
     pub polled_head: Option<String>,
