@@ -545,7 +545,7 @@ impl Run {
                 {
                     self.step(BuildStatus::Building).await?;
                 }
-                for line in text.lines() {
+                for line in text.lines().filter(|l| !l.trim().is_empty()) {
                     self.line(line);
                 }
                 self.maybe_flush().await?;
