@@ -967,15 +967,28 @@ async fn oauth_links_lists_repos_and_creates_webhooks(backend: Backend) {
         let text = body.to_string();
         assert!(text.contains(&hook_url), "{text}");
         assert!(text.contains(&secret), "{text}");
-        let hook = api
-            .call(
-                "GET",
-                &format!("/api/v1/projects/demo/services/{name}/webhook"),
-                Some(&alice),
-                None,
-            )
-            .await;
-        assert_eq!(hook.body["vendor_hook"], true, "{}", hook.body);
+        // The vendor saw the hook created; the controller records that
+        // right after the vendor's answer: wait for the record.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let hook = api
+                .call(
+                    "GET",
+                    &format!("/api/v1/projects/demo/services/{name}/webhook"),
+                    Some(&alice),
+                    None,
+                )
+                .await;
+            if hook.body["vendor_hook"] == true {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "created on {v} but not recorded: {}",
+                hook.body
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         if v == "gitlab" {
             api.call(
                 "PATCH",
