@@ -143,13 +143,34 @@ impl Browser {
     }
 
     async fn fill(&self, css: &str, text: &str) {
-        let el = self.find(css).await;
-        el.clear().await.unwrap();
-        el.send_keys(text).await.unwrap();
+        // Live updates re-render parts of the page: an element found a
+        // moment ago may be replaced; find it again.
+        for attempt in 0.. {
+            let el = self.find(css).await;
+            let done = match el.clear().await {
+                Ok(()) => el.send_keys(text).await,
+                Err(e) => Err(e),
+            };
+            match done {
+                Ok(()) => return,
+                Err(e) if attempt < 20 && is_stale(&e) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Err(e) => panic!("fill {css:?}: {e}"),
+            }
+        }
     }
 
     async fn click(&self, css: &str) {
-        self.find(css).await.click().await.unwrap();
+        for attempt in 0.. {
+            match self.find(css).await.click().await {
+                Ok(()) => return,
+                Err(e) if attempt < 20 && is_stale(&e) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Err(e) => panic!("click {css:?}: {e}"),
+            }
+        }
     }
 
     async fn js(&self, script: &str) -> Value {
@@ -621,4 +642,9 @@ async fn run(b: &Browser, image: &str, repo: &str) {
     b.find("#auth-form").await;
     b.goto("/projects").await;
     b.find("#auth-form").await;
+}
+
+/// Whether WebDriver says the element was replaced since it was found.
+fn is_stale(e: &fantoccini::error::CmdError) -> bool {
+    e.to_string().to_lowercase().contains("stale element")
 }
