@@ -2,7 +2,7 @@
 //! a real etcd, killed and restarted, and fed bad input.
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -484,107 +484,21 @@ fn up_runs_a_created_service_on_its_local_node() {
     }
 }
 
-/// Runs git in `dir`, panicking with its output on failure.
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.test"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A git repository served over dumb HTTP by a real web server
-/// (`python3 -m http.server`), as a user's code host would.
-struct GitServer {
-    work: PathBuf,
-    bare: PathBuf,
-    url: String,
-    server: Child,
-}
-
-impl Drop for GitServer {
-    fn drop(&mut self) {
-        let _ = self.server.kill();
-        let _ = self.server.wait();
-    }
-}
-
-impl GitServer {
-    fn start(root: &Path) -> Self {
-        let work = root.join("work");
-        let served = root.join("served");
-        let bare = served.join("app.git");
-        std::fs::create_dir_all(&work).unwrap();
-        std::fs::create_dir_all(&served).unwrap();
-        git(&work, &["init", "-q", "-b", "main"]);
-        git(root, &["init", "-q", "--bare", bare.to_str().unwrap()]);
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let server = Command::new("python3")
-            .args([
-                "-m",
-                "http.server",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-            ])
-            .current_dir(&served)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "http.server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        GitServer {
-            work,
-            bare,
-            url: format!("http://127.0.0.1:{port}/app.git"),
-            server,
-        }
-    }
-
-    /// Writes files, commits and publishes them.
-    fn commit(&self, files: &[(&str, &str)], message: &str) {
-        for (name, text) in files {
-            std::fs::write(self.work.join(name), text).unwrap();
-        }
-        git(&self.work, &["add", "-A"]);
-        git(&self.work, &["commit", "-q", "-m", message]);
-        git(
-            &self.work,
-            &["push", "-q", self.bare.to_str().unwrap(), "main"],
-        );
-        git(&self.bare, &["update-server-info"]);
-    }
-}
-
 /// From a git repository to replicas running the new image: build, deploy,
 /// rebuild after a change, roll back, and the ways a build fails.
 #[test]
 fn builds_from_git_deploy_roll_back_and_fail_clearly() {
     let image = lb_pkg::testing::busybox_image();
     let dir = tempfile::tempdir().unwrap();
-    let repo = GitServer::start(&dir.path().join("git"));
+    let repo = lb_pkg::testing::GitRepo::serve(&dir.path().join("git"));
     let dockerfile = format!(
         "FROM {image}\nCOPY index.html /www/index.html\nCMD [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
     );
     repo.commit(
-        &[("Dockerfile", &dockerfile), ("index.html", "version one\n")],
+        &[
+            ("Dockerfile", dockerfile.as_bytes()),
+            ("index.html", b"version one\n"),
+        ],
         "first version",
     );
     let data = dir.path().join("data");
@@ -701,7 +615,7 @@ fn builds_from_git_deploy_roll_back_and_fail_clearly() {
         assert!(logs.contains("commit ") && logs.contains("pushed "), "{logs}");
 
         // Build 2 after a change; then roll back to build 1.
-        repo.commit(&[("index.html", "version two\n")], "second version");
+        repo.commit(&[("index.html", b"version two\n")], "second version");
         call("POST", "/projects/demo/services/site/builds", Value::Null).await;
         assert_eq!(wait_build(2).await["status"], "succeeded");
         wait_serving("version two\n").await;
@@ -710,7 +624,7 @@ fn builds_from_git_deploy_roll_back_and_fail_clearly() {
         wait_serving("version one\n").await;
 
         // A failing build step: failed, with the cause; the service keeps running.
-        repo.commit(&[("Dockerfile", &format!("FROM {image}\nRUN [\"/bin/busybox\", \"false\"]\n"))], "broken");
+        repo.commit(&[("Dockerfile", format!("FROM {image}\nRUN [\"/bin/busybox\", \"false\"]\n").as_bytes())], "broken");
         call("POST", "/projects/demo/services/site/builds", Value::Null).await;
         let build = wait_build(3).await;
         assert_eq!(build["status"], "failed", "{build}");
@@ -730,7 +644,7 @@ fn builds_from_git_deploy_roll_back_and_fail_clearly() {
         assert!(build["message"].as_str().unwrap().starts_with("cannot clone"), "{build}");
 
         // Cancel stops a long build at once.
-        repo.commit(&[("Dockerfile", &format!("FROM {image}\nRUN [\"/bin/busybox\", \"sleep\", \"60\"]\n"))], "slow");
+        repo.commit(&[("Dockerfile", format!("FROM {image}\nRUN [\"/bin/busybox\", \"sleep\", \"60\"]\n").as_bytes())], "slow");
         call("PATCH", "/projects/demo/services/site", json!({"source": {"url": repo.url, "branch": "main"}})).await;
         call("POST", "/projects/demo/services/site/builds", Value::Null).await;
         let deadline = std::time::Instant::now() + Duration::from_secs(60);

@@ -4,8 +4,7 @@
 //! build whose rebuild after a code-only change reuses the dependency layer,
 //! its logs followed over the websocket, and a build over the context limit.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,88 +39,6 @@ fn python_like_base() -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     name.to_owned()
-}
-
-struct Repo {
-    work: PathBuf,
-    bare: PathBuf,
-    url: String,
-    server: Child,
-}
-
-impl Drop for Repo {
-    fn drop(&mut self) {
-        let _ = self.server.kill();
-        let _ = self.server.wait();
-    }
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.test"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-impl Repo {
-    fn serve(root: &Path) -> Self {
-        let work = root.join("work");
-        let served = root.join("served");
-        let bare = served.join("app.git");
-        std::fs::create_dir_all(&work).unwrap();
-        std::fs::create_dir_all(&served).unwrap();
-        git(&work, &["init", "-q", "-b", "main"]);
-        git(root, &["init", "-q", "--bare", bare.to_str().unwrap()]);
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let server = Command::new("python3")
-            .args([
-                "-m",
-                "http.server",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-            ])
-            .current_dir(&served)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "http.server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Repo {
-            work,
-            bare,
-            url: format!("http://127.0.0.1:{port}/app.git"),
-            server,
-        }
-    }
-
-    fn commit(&self, files: &[(&str, &[u8])], message: &str) {
-        for (name, bytes) in files {
-            std::fs::write(self.work.join(name), bytes).unwrap();
-        }
-        git(&self.work, &["add", "-A"]);
-        git(&self.work, &["commit", "-q", "-m", message]);
-        git(
-            &self.work,
-            &["push", "-q", self.bare.to_str().unwrap(), "main"],
-        );
-        git(&self.bare, &["update-server-info"]);
-    }
 }
 
 struct Setup {
@@ -243,7 +160,7 @@ impl Setup {
 async fn template_rebuild_reuses_dependencies_and_logs_follow_live() {
     let base = python_like_base();
     let dir = tempfile::tempdir().unwrap();
-    let repo = Repo::serve(dir.path());
+    let repo = lb_pkg::testing::GitRepo::serve(dir.path());
     // Docker's cache outlives test runs: dependencies unique to this run.
     let run = lb_pkg::ids::new_id();
     let requirements = format!("flask==3.0 # {run}\n");
@@ -339,7 +256,7 @@ async fn template_rebuild_reuses_dependencies_and_logs_follow_live() {
 async fn an_oversized_context_and_an_unknown_template_fail_with_the_cause() {
     let image = lb_pkg::testing::busybox_image();
     let dir = tempfile::tempdir().unwrap();
-    let repo = Repo::serve(dir.path());
+    let repo = lb_pkg::testing::GitRepo::serve(dir.path());
     let big = vec![7u8; 3 << 20];
     repo.commit(
         &[

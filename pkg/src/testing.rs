@@ -132,3 +132,92 @@ pub fn busybox_image() -> &'static str {
     });
     IMAGE
 }
+
+/// Runs git in `dir` (a fixed author), panicking with its output on failure.
+pub fn git(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.test"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A git repository served over dumb HTTP by a real web server
+/// (`python3 -m http.server`), as a user's code host would; stopped when
+/// dropped.
+pub struct GitRepo {
+    /// The working copy commits are made in.
+    pub work: PathBuf,
+    bare: PathBuf,
+    /// The clone URL.
+    pub url: String,
+    server: Child,
+}
+
+impl Drop for GitRepo {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+impl GitRepo {
+    /// An empty repository (branch `main`) under `root`, served.
+    pub fn serve(root: &std::path::Path) -> Self {
+        let work = root.join("work");
+        let served = root.join("served");
+        let bare = served.join("app.git");
+        std::fs::create_dir_all(&work).expect("work dir");
+        std::fs::create_dir_all(&served).expect("served dir");
+        git(&work, &["init", "-q", "-b", "main"]);
+        git(root, &["init", "-q", "--bare", &bare.to_string_lossy()]);
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let server = Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .current_dir(&served)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start python3 -m http.server");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "http.server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        GitRepo {
+            work,
+            bare,
+            url: format!("http://127.0.0.1:{port}/app.git"),
+            server,
+        }
+    }
+
+    /// Writes files, commits everything in the working copy, publishes it.
+    pub fn commit(&self, files: &[(&str, &[u8])], message: &str) {
+        for (name, bytes) in files {
+            std::fs::write(self.work.join(name), bytes).expect("write file");
+        }
+        git(&self.work, &["add", "-A"]);
+        git(&self.work, &["commit", "-q", "-m", message]);
+        git(
+            &self.work,
+            &["push", "-q", &self.bare.to_string_lossy(), "main"],
+        );
+        git(&self.bare, &["update-server-info"]);
+    }
+}
