@@ -357,7 +357,9 @@ fn schemas() -> Value {
             "domains": {"type": "array", "items": {"type": "string"}},
             "node_selector": {"type": "object", "additionalProperties": {"type": "string"}},
             "autodeploy": {"type": "boolean"},
-            "state": {"enum": ["running", "paused"]}}},
+            "state": {"enum": ["running", "paused"]},
+            "stop_timeout": {"type": "integer", "minimum": 0, "maximum": 300, "default": 10,
+                "description": "seconds between SIGTERM and SIGKILL when a replica is stopped"}}},
         "Service": {"type": "object", "required": ["id", "name", "project", "revision", "created", "updated", "spec", "status"], "properties": {
             "id": {"type": "string"}, "name": {"type": "string"}, "project": {"type": "string"},
             "revision": {"type": "integer"}, "created": {"type": "integer"}, "updated": {"type": "integer"},

@@ -344,6 +344,9 @@ pub struct ServiceFlags {
     /// Redeploy on pushes to the branch.
     #[arg(long, value_name = "BOOL")]
     pub autodeploy: Option<bool>,
+    /// Seconds a replica gets to exit after SIGTERM before it is killed (0–300).
+    #[arg(long, value_name = "SECONDS")]
+    pub stop_timeout: Option<u32>,
     /// The command to run instead of the image's.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,

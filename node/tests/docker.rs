@@ -223,6 +223,7 @@ fn assignment(command: &[&str], memory: u64, ports: Vec<Port>) -> Assignment {
         ports,
         volumes: Vec::new(),
         running: true,
+        stop_timeout: 10,
     }
 }
 

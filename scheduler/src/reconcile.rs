@@ -331,6 +331,7 @@ fn assignment(service: &Service, rid: &str, generation: u64) -> Option<Assignmen
         ports: spec.ports.clone(),
         volumes: spec.volumes.clone(),
         running: spec.state == ServiceState::Running,
+        stop_timeout: spec.stop_timeout,
     })
 }
 

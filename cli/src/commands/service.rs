@@ -221,6 +221,7 @@ fn one(project: &str, service: Value, color: bool) -> Shown {
         ("Replicas", replica_counts(status)),
         ("Memory", format!("{} MiB", s(spec, "memory"))),
         ("CPU", s(spec, "cpu")),
+        ("Stop timeout", format!("{} s", s(spec, "stop_timeout"))),
         ("Ports", ports(&spec["ports"])),
         ("Env", map(&spec["env"])),
         ("Command", list(&spec["command"])),
@@ -426,6 +427,9 @@ fn common(flags: &ServiceFlags, removal: bool) -> Result<Map<String, Value>> {
             )));
         }
         body.insert("cpu".into(), json!(cpu));
+    }
+    if let Some(t) = flags.stop_timeout {
+        body.insert("stop_timeout".into(), json!(t));
     }
     if !flags.ports.is_empty() {
         let ports = flags

@@ -146,6 +146,7 @@ async fn measure(
             ports: Vec::new(),
             volumes: Vec::new(),
             running: true,
+            stop_timeout: 10,
         };
         let replica = Replica {
             id: rid.clone(),

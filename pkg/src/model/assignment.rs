@@ -47,8 +47,28 @@ pub struct Assignment {
     /// Whether the replica should run (false while its service is paused).
     #[serde(default = "yes")]
     pub running: bool,
+    /// Seconds between SIGTERM and SIGKILL when the container is stopped
+    /// (the service's `stop_timeout`; absent in records older than it).
+    #[serde(default = "super::service::default_stop_timeout")]
+    pub stop_timeout: u32,
 }
 
 fn yes() -> bool {
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_older_than_stop_timeout_still_decode() {
+        let old = serde_json::json!({
+            "replica": "R", "project": "P", "service": "S", "service_name": "web",
+            "generation": 1, "image": "x", "memory": 64, "cpu": 0.5
+        });
+        let a: Assignment = serde_json::from_value(old).unwrap();
+        assert_eq!(a.stop_timeout, super::super::DEFAULT_STOP_TIMEOUT);
+        assert!(a.running);
+    }
 }

@@ -20,7 +20,7 @@ pub use project::Project;
 pub use replica::{PortBinding, Replica, ReplicaState, ReplicaStatus};
 pub use service::{
     validate_label, BuildKind, BuildSpec, Port, Protocol, ServiceMeta, ServiceSpec, ServiceState,
-    Source, Volume,
+    Source, Volume, DEFAULT_STOP_TIMEOUT, MAX_STOP_TIMEOUT,
 };
 pub use user::{Role, User};
 pub use vendor::{repository_of, Allowlist, HookRecord, Vendor, VendorLink, MAX_DELIVERIES};

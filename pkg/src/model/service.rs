@@ -16,6 +16,10 @@ pub const MAX_MEMORY_MIB: u64 = 1 << 20;
 pub const MAX_CPU: f64 = 1024.0;
 /// The most replicas of one service.
 pub const MAX_REPLICAS: u32 = 1000;
+/// The stop grace period a service gets unless it says otherwise, in seconds.
+pub const DEFAULT_STOP_TIMEOUT: u32 = 10;
+/// The longest stop grace period, in seconds (5 minutes).
+pub const MAX_STOP_TIMEOUT: u32 = 300;
 const MAX_ENV: usize = 1000;
 const MAX_ENV_VALUE: usize = 32 * 1024;
 const MAX_LIST: usize = 100;
@@ -136,6 +140,9 @@ fn default_memory() -> u64 {
 fn default_cpu() -> f64 {
     0.5
 }
+pub(crate) fn default_stop_timeout() -> u32 {
+    DEFAULT_STOP_TIMEOUT
+}
 
 /// The desired spec of a service.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -185,6 +192,10 @@ pub struct ServiceSpec {
     /// running or paused.
     #[serde(default)]
     pub state: ServiceState,
+    /// Seconds a replica's process gets to exit after SIGTERM before it is
+    /// killed, 0–300 (`docker stop -t`).
+    #[serde(default = "default_stop_timeout")]
+    pub stop_timeout: u32,
 }
 
 impl ServiceSpec {
@@ -246,6 +257,15 @@ impl ServiceSpec {
             }
         }
         check_volumes(&self.volumes)?;
+        if self.stop_timeout > MAX_STOP_TIMEOUT {
+            return Err(ValidationError::new(
+                "stop_timeout",
+                format!(
+                    "{} s is out of range (0–{MAX_STOP_TIMEOUT} s)",
+                    self.stop_timeout
+                ),
+            ));
+        }
         if self.domains.len() > MAX_LIST {
             return Err(ValidationError::new(
                 "domains",
@@ -658,6 +678,18 @@ mod tests {
             Some("command"),
         );
         check(
+            json!({"name": "web", "image": "x", "stop_timeout": 0}),
+            None,
+        );
+        check(
+            json!({"name": "web", "image": "x", "stop_timeout": 300}),
+            None,
+        );
+        check(
+            json!({"name": "web", "image": "x", "stop_timeout": 301}),
+            Some("stop_timeout"),
+        );
+        check(
             json!({"name": "web", "image": "x", "volumes": [{"name": "d", "path": "rel"}]}),
             Some("volumes[0].path"),
         );
@@ -702,6 +734,8 @@ mod tests {
             json!({"name": "web", "image": "x", "ports": [{"container": 70000}]}),
             json!({"name": "web", "image": "x", "memory": -64}),
             json!({"name": "web", "image": "x", "unknown": 1}),
+            json!({"name": "web", "image": "x", "stop_timeout": -1}),
+            json!({"name": "web", "image": "x", "stop_timeout": 1.5}),
         ] {
             assert!(
                 serde_json::from_value::<ServiceSpec>(body.clone()).is_err(),
