@@ -161,4 +161,7 @@ impl Store for MeteredStore {
     async fn lease_revoke(&self, lease: i64) -> Result<()> {
         self.inner.lease_revoke(lease).await
     }
+    fn limits(&self) -> lb_pkg::store::Limits {
+        self.inner.limits()
+    }
 }

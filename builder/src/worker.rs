@@ -36,7 +36,7 @@ const LOG_FLUSH: Duration = Duration::from_millis(300);
 /// Lease of a builder's running marks.
 const LEASE_TTL: i64 = 10;
 /// Queue rescans without changes, and sweeps for builds of dead builders.
-const RESCAN: Duration = Duration::from_secs(5);
+const RESCAN: Duration = Duration::from_secs(10);
 
 /// Why a build stopped early.
 enum Stop {
@@ -61,6 +61,8 @@ pub struct Worker {
     signer: Arc<Signer>,
     docker: Docker,
     id: String,
+    /// Told when a build ends and its permit is free again.
+    freed: tokio::sync::Notify,
 }
 
 impl Worker {
@@ -81,6 +83,7 @@ impl Worker {
             signer,
             docker,
             id: lb_pkg::ids::new_id(),
+            freed: tokio::sync::Notify::new(),
         })
     }
 
@@ -112,34 +115,47 @@ impl Worker {
         }
     }
 
-    /// One lease's life: keep it alive, sweep, claim what is queued.
+    /// One lease's life: keep it alive, sweep, claim what is queued. Each
+    /// wait is on a timer, the queue's watch or a finished build: an idle
+    /// builder sleeps (a permit's `acquire` would return at once while
+    /// permits are free, and made this a busy loop).
     async fn serve(self: Arc<Self>, lease: i64, permits: Arc<Semaphore>) -> Result<(), String> {
         let queue = self.keys.build_queue();
         let mut keepalive = tokio::time::interval(Duration::from_secs(3));
+        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut rescan = tokio::time::interval(RESCAN);
+        rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (_, revision) = self.store.list(&queue).await.map_err(|e| e.to_string())?;
         let mut watch = self
             .store
             .watch(&queue, revision + 1)
             .await
             .map_err(|e| e.to_string())?;
+        // What woke the loop decides what it does.
+        let mut sweep = true;
+        let mut claim = true;
         loop {
-            self.sweep().await;
-            self.claim_all(lease, &permits).await?;
+            if sweep {
+                self.sweep().await;
+            }
+            if claim && permits.available_permits() > 0 {
+                self.claim_all(lease, &permits).await?;
+            }
+            (sweep, claim) = (false, false);
             tokio::select! {
                 _ = keepalive.tick() => {
                     self.store.lease_keep_alive(lease).await.map_err(|e| e.to_string())?;
                 }
-                _ = rescan.tick() => {}
+                _ = rescan.tick() => (sweep, claim) = (true, true),
                 changes = watch.next() => {
                     match changes {
-                        Some(Ok(_)) => {}
+                        Some(Ok(_)) => claim = true,
                         Some(Err(e)) => return Err(e.to_string()),
                         None => return Err("watch ended".into()),
                     }
                 }
                 // A finished build frees a permit: look again.
-                _ = permits.clone().acquire_owned() => {}
+                _ = self.freed.notified() => claim = true,
             }
         }
     }
@@ -233,9 +249,11 @@ impl Worker {
                     .join("builds")
                     .join(format!("{pid}-{sid}-{number}")),
             };
+            let worker = self.clone();
             tokio::spawn(async move {
                 run.execute().await;
                 drop(permit);
+                worker.freed.notify_one();
             });
         }
         Ok(())

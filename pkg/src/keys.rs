@@ -219,13 +219,6 @@ impl Keys {
         format!("{}/queue/running/{pid}.{sid}.{number:010}", self.root)
     }
 
-    /// `<root>/projects/<pid>/services/<sid>/placements`: touched by every
-    /// scheduler write for the service, compared by the API's deletes, so a
-    /// delete never misses a node key placed after it read.
-    pub fn service_placements(&self, pid: &str, sid: &str) -> String {
-        format!("{}placements", self.service_prefix(pid, sid))
-    }
-
     /// `<root>/projects/<pid>/services/<sid>/replicas/<rid>`.
     pub fn replica(&self, pid: &str, sid: &str, rid: &str) -> String {
         format!("{}replicas/{rid}", self.service_prefix(pid, sid))

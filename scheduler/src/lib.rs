@@ -1,25 +1,32 @@
 //! The scheduler: a level-triggered controller that watches services, nodes
 //! and replicas in the store and places replicas on nodes by resources.
 //!
-//! `placement` chooses a node (pure logic); `reconcile` runs one pass over
-//! the cluster and writes each service's changes in one fenced transaction;
-//! this module holds leadership and drives passes on changes and on a timer.
+//! `state` is the scheduler's view of the cluster, kept from a list and the
+//! watch that follows it; `placement` chooses a node (pure logic);
+//! `reconcile` plans the services something happened to; `commit` writes
+//! the decisions in fenced transactions within the store's limits. This
+//! module holds leadership and drives passes: on changes that matter, when
+//! a timer is due (a node's grace, a rollout's wait), and on a slow resync.
+//! An idle cluster wakes nothing but the lease keep-alive.
 //!
 //! Leadership: one scheduler leads through a leased key. Every write of a
 //! pass compares that key's revision, so a leader that lost its lease (and
 //! a standby took over) cannot write a stale decision: no replica is placed
 //! twice, none is lost.
 
+pub mod commit;
 pub mod placement;
 pub mod reconcile;
+pub mod state;
 
 use std::future::Future;
 use std::time::Duration;
 
 use futures::StreamExt;
 use lb_pkg::keys::Keys;
-use lb_pkg::store::cache::CachedStore;
-use lb_pkg::store::{Compare, Op, Shared, Txn};
+use lb_pkg::store::{Compare, Op, Shared, StoreExt, Txn, WatchStream};
+
+use crate::state::State;
 
 /// Errors of the scheduler.
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +45,9 @@ pub struct Config {
     pub node_grace: Duration,
     /// Leadership lease TTL.
     pub lease_ttl: Duration,
-    /// Passes at least this often.
+    /// A full pass over every service at least this often (passes are
+    /// otherwise driven by changes and timers; this is the safety net of a
+    /// level-triggered controller).
     pub resync: Duration,
 }
 
@@ -48,7 +57,7 @@ impl Default for Config {
             keys: Keys::default(),
             node_grace: Duration::from_secs(10),
             lease_ttl: Duration::from_secs(5),
-            resync: Duration::from_secs(2),
+            resync: Duration::from_secs(30),
         }
     }
 }
@@ -104,41 +113,106 @@ async fn lead(
     fence: i64,
     lease: i64,
 ) -> Result<(), Error> {
-    let cache: Shared =
-        std::sync::Arc::new(CachedStore::new(store.clone(), &config.keys.all()).await);
-    let mut changes = store.watch(&config.keys.all(), 0).await?;
-    let mut keepalive = tokio::time::interval(config.lease_ttl / 3);
-    let mut resync = tokio::time::interval(config.resync);
-    let mut memory = reconcile::Memory::default();
-    loop {
-        tokio::select! {
-            _ = keepalive.tick() => {
+    // The lease is kept alive beside the passes, so a long pass never lets
+    // it lapse; its loss ends the leadership.
+    let (lost_tx, mut lost) = tokio::sync::oneshot::channel::<()>();
+    let keeper = {
+        let store = store.clone();
+        let period = config.lease_ttl / 3;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
                 if store.lease_keep_alive(lease).await.is_err() {
-                    return Ok(());
-                }
-                continue;
-            }
-            change = changes.next() => {
-                match change {
-                    Some(Ok(_)) => {
-                        // Let a burst settle into one pass.
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                    Some(Err(_)) | None => changes = store.watch(&config.keys.all(), 0).await?,
+                    let _ = lost_tx.send(());
+                    return;
                 }
             }
-            _ = resync.tick() => {}
+        })
+    };
+    let _keeper = AbortOnDrop(keeper);
+    let (mut state, mut changes) = relist(store, &config.keys).await?;
+    let mut resync = tokio::time::interval(config.resync);
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    resync.tick().await;
+    loop {
+        if state.has_work() {
+            let outcome = reconcile::pass(
+                store,
+                &config.keys,
+                (key, fence),
+                config.node_grace,
+                &mut state,
+            )
+            .await?;
+            if outcome != reconcile::Outcome::default() {
+                tracing::debug!(?outcome, "scheduling pass");
+            }
+            // Read our own writes before deciding again: the next pass must
+            // see what this one placed.
+            if outcome.revision > state.revision
+                && !catch_up(&mut state, &mut changes, outcome.revision).await
+            {
+                (state, changes) = relist(store, &config.keys).await?;
+            }
+            continue;
         }
-        let outcome = reconcile::pass(
-            &cache,
-            &config.keys,
-            (key, fence),
-            config.node_grace,
-            &mut memory,
-        )
-        .await?;
-        if outcome != reconcile::Outcome::default() {
-            tracing::debug!(?outcome, "scheduling pass");
+        let wake = state.wake_at;
+        let wake_sleep = async {
+            match wake {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = &mut lost => return Ok(()),
+            change = changes.next() => match change {
+                Some(Ok(c)) => {
+                    state.apply(c);
+                    // Take what else is ready, so a burst is one pass.
+                    while let Some(Some(Ok(c))) = futures::FutureExt::now_or_never(changes.next()) {
+                        state.apply(c);
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::info!(error = %e, "scheduler watch lost; listing again");
+                    (state, changes) = relist(store, &config.keys).await?;
+                }
+                None => (state, changes) = relist(store, &config.keys).await?,
+            },
+            _ = wake_sleep => state.wake(),
+            _ = resync.tick() => state.mark_all(),
         }
     }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A fresh view: the whole tree listed, and a watch from just after it.
+async fn relist(store: &Shared, keys: &Keys) -> Result<(State, WatchStream), Error> {
+    let (kvs, revision) = store.list(&keys.all()).await?;
+    let state = State::load(keys.clone(), kvs, revision);
+    let changes = store.watch(&keys.all(), revision + 1).await?;
+    Ok((state, changes))
+}
+
+/// Applies watch events until the view holds `revision`; false when the
+/// watch failed or took too long (the caller lists again).
+async fn catch_up(state: &mut State, changes: &mut WatchStream, revision: i64) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while state.revision < revision {
+        match tokio::time::timeout_at(deadline, changes.next()).await {
+            Ok(Some(Ok(c))) => state.apply(c),
+            _ => return false,
+        }
+    }
+    true
 }

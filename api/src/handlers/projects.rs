@@ -256,7 +256,9 @@ async fn update(
 }
 
 /// `DELETE /projects/{p}`: the project, its services with their replicas and
-/// builds, and every index key, in one transaction.
+/// builds, and every index key, in one transaction of prefix deletes (it
+/// fits any limit whatever the project holds); then the nodes' keys of its
+/// replicas (see [`cleanup`]).
 pub async fn delete(
     ctx: Ctx,
     caller: Caller,
@@ -271,26 +273,21 @@ pub async fn delete(
             retry_or_conflict(expected, attempt, &format!("project {p:?}"))?;
         }
         let pid = loaded.project.id.clone();
-        let (node_keys, fences) = cleanup(&ctx, &ctx.keys.project_prefix(&pid)).await?;
-        let mut txn = Txn {
-            compares: fences,
-            ..Txn::new()
-        }
-        .when(Compare::ModRevision(
-            ctx.keys.project(&pid),
-            loaded.revision,
-        ))
-        .then(Op::DeletePrefix(ctx.keys.project_prefix(&pid)))
-        .then(Op::DeletePrefix(ctx.keys.service_index_prefix(&pid)))
-        .then(Op::delete(
-            ctx.keys
-                .project_index(&loaded.project.owner, &loaded.project.name),
-        ));
-        for key in node_keys {
-            txn = txn.then(Op::delete(key));
-        }
+        let node_keys = node_keys(&ctx, &ctx.keys.project_prefix(&pid)).await?;
+        let txn = Txn::new()
+            .when(Compare::ModRevision(
+                ctx.keys.project(&pid),
+                loaded.revision,
+            ))
+            .then(Op::DeletePrefix(ctx.keys.project_prefix(&pid)))
+            .then(Op::DeletePrefix(ctx.keys.service_index_prefix(&pid)))
+            .then(Op::delete(
+                ctx.keys
+                    .project_index(&loaded.project.owner, &loaded.project.name),
+            ));
         if ctx.store.txn(txn).await?.succeeded {
             tracing::info!(project = %pid, "project deleted");
+            cleanup(&ctx, node_keys).await;
             return Ok(no_content());
         }
         retry_or_conflict(expected, attempt, &format!("project {p:?}"))?;
@@ -298,36 +295,34 @@ pub async fn delete(
     }
 }
 
-/// What a delete under `prefix` must also do: the node-side keys
-/// (`/nodes/<n>/replicas/<r>`) of the replicas placed there, and a compare on
-/// each service's `placements` key, so a placement made after this read
-/// fails the delete (which then reads again) instead of leaving its node key
-/// behind.
-pub async fn cleanup(ctx: &Ctx, prefix: &str) -> Result<(Vec<String>, Vec<Compare>)> {
+/// The nodes' keys (`/nodes/<n>/replicas/<r>`) of the replicas placed under
+/// `prefix`.
+pub async fn node_keys(ctx: &Ctx, prefix: &str) -> Result<Vec<String>> {
     let (kvs, _) = ctx.store.list(prefix).await?;
-    let revisions: std::collections::HashMap<&str, i64> = kvs
-        .iter()
-        .map(|kv| (kv.key.as_str(), kv.mod_revision))
-        .collect();
-    let mut node_keys = Vec::new();
-    let mut compares = Vec::new();
+    let mut keys = Vec::new();
     for kv in &kvs {
-        match ctx.keys.parse(&kv.key) {
-            Some(Parsed::Replica { rid, .. }) => {
-                let replica: lb_pkg::model::Replica = decode(kv)?;
-                if let Some(node) = &replica.node {
-                    node_keys.push(ctx.keys.node_replica(node, rid));
-                }
+        if let Some(Parsed::Replica { rid, .. }) = ctx.keys.parse(&kv.key) {
+            let replica: lb_pkg::model::Replica = decode(kv)?;
+            if let Some(node) = &replica.node {
+                keys.push(ctx.keys.node_replica(node, rid));
             }
-            Some(Parsed::ServiceMeta { pid, sid }) => {
-                let key = ctx.keys.service_placements(pid, sid);
-                let revision = revisions.get(key.as_str()).copied().unwrap_or(0);
-                compares.push(Compare::ModRevision(key, revision));
-            }
-            _ => {}
         }
     }
-    Ok((node_keys, compares))
+    Ok(keys)
+}
+
+/// After a delete: removes the nodes' keys of the deleted replicas, in
+/// transactions within the store's limits, so nodes stop the containers at
+/// once. Not atomic with the delete, and needing not be: a placement the
+/// scheduler wrote in between, or a key left by a failure here, is an
+/// assignment without its replica, which the scheduler deletes on its next
+/// pass (its writes compare the service's records, so none lands after the
+/// delete).
+pub async fn cleanup(ctx: &Ctx, node_keys: Vec<String>) {
+    let ops = node_keys.into_iter().map(Op::delete).collect();
+    if let Err(e) = ctx.store.write_all(ops).await {
+        tracing::warn!(error = %e, "assignments of deleted replicas left to the scheduler");
+    }
 }
 
 /// A short pause before retrying a delete that lost a race (the cache

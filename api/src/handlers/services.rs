@@ -14,7 +14,7 @@ use lb_pkg::model::{
 use lb_pkg::store::{Compare, KeyValue, Op, StoreExt, Txn};
 use warp::http::StatusCode;
 
-use super::projects::{self, backoff, cleanup, get_many};
+use super::projects::{self, backoff, cleanup, get_many, node_keys};
 use super::{
     decode, encode, json, json_tagged, merge_patch, no_content, paging, retry_or_conflict, Response,
 };
@@ -469,8 +469,9 @@ pub async fn rollback(
     .await
 }
 
-/// `DELETE /projects/{p}/services/{s}`: the service, its replicas (with the
-/// nodes' keys), builds and index key, in one transaction.
+/// `DELETE /projects/{p}/services/{s}`: the service, its replicas, builds
+/// and index key, in one transaction of prefix deletes; then the nodes' keys
+/// of its replicas (see `projects::cleanup`).
 pub async fn delete(
     ctx: Ctx,
     caller: Caller,
@@ -487,7 +488,8 @@ pub async fn delete(
             retry_or_conflict(expected, attempt, &what)?;
         }
         let prefix = ctx.keys.service_prefix(&loaded.pid, &loaded.meta.id);
-        let mut txn = loaded
+        let node_keys = node_keys(&ctx, &prefix).await?;
+        let txn = loaded
             .compares(&ctx)
             .then(Op::DeletePrefix(prefix.clone()))
             .then(Op::DeletePrefix(
@@ -496,13 +498,9 @@ pub async fn delete(
             .then(Op::delete(
                 ctx.keys.service_index(&loaded.pid, &loaded.spec.name),
             ));
-        let (node_keys, fences) = cleanup(&ctx, &prefix).await?;
-        txn.compares.extend(fences);
-        for key in node_keys {
-            txn = txn.then(Op::delete(key));
-        }
         if ctx.store.txn(txn).await?.succeeded {
             tracing::info!(service = %loaded.meta.id, "service deleted");
+            cleanup(&ctx, node_keys).await;
             return Ok(no_content());
         }
         retry_or_conflict(expected, attempt, &what)?;

@@ -309,4 +309,7 @@ impl Store for CachedStore {
         self.catch_up(revision).await;
         Ok(())
     }
+    fn limits(&self) -> super::Limits {
+        self.inner.limits()
+    }
 }

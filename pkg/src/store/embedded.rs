@@ -30,8 +30,8 @@ use tokio::sync::{broadcast, mpsc};
 
 use super::codec;
 use super::{
-    prefix_end, Changes, Compare, Error, Event, KeyValue, Op, OpResult, Page, Result, Store, Txn,
-    TxnResponse, WatchStream, MAX_TXN_OPS,
+    prefix_end, Changes, Compare, Error, Event, KeyValue, Limits, Op, OpResult, Page, Result,
+    Store, Txn, TxnResponse, WatchStream,
 };
 
 const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
@@ -284,12 +284,8 @@ impl Inner {
     /// Applies a transaction under the writer lock; commits (fsync) before
     /// answering, then publishes the events.
     fn apply(&self, txn: &Txn) -> Result<TxnResponse> {
-        let ops = txn.success.len().max(txn.failure.len());
-        if ops > MAX_TXN_OPS {
-            return Err(Error::Invalid(format!(
-                "{ops} operations in one transaction (at most {MAX_TXN_OPS})"
-            )));
-        }
+        // The same limits as etcd's defaults, so both backends fail alike.
+        Limits::default().check(txn)?;
         let mut state = self.lock();
         let next = state.revision + 1;
         let wtx = self.db.begin_write().map_err(backend)?;

@@ -12,8 +12,8 @@ use etcd_client as ec;
 use tokio::sync::mpsc;
 
 use super::{
-    prefix_end, Changes, Compare, Error, Event, KeyValue, Op, OpResult, Page, Result, Store, Txn,
-    TxnResponse, WatchStream,
+    prefix_end, Changes, Compare, Error, Event, KeyValue, Limits, Op, OpResult, Page, Result,
+    Store, Txn, TxnResponse, WatchStream,
 };
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -25,6 +25,7 @@ const WATCH_RETRY_MAX: Duration = Duration::from_secs(5);
 pub struct EtcdStore {
     client: ec::Client,
     endpoints: Vec<String>,
+    limits: Limits,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -42,7 +43,10 @@ fn map_err(err: ec::Error) -> Error {
             if message.contains("lease not found") {
                 // The id is not in the status; callers that know it rewrite.
                 Error::LeaseNotFound(0)
-            } else if message.contains("too many operations") || message.contains("duplicate key") {
+            } else if message.contains("too many operations")
+                || message.contains("too large")
+                || message.contains("duplicate key")
+            {
                 Error::Invalid(message)
             } else if matches!(
                 status.code(),
@@ -89,6 +93,13 @@ fn prefix_options(prefix: &str) -> (Vec<u8>, Vec<u8>) {
 }
 
 impl EtcdStore {
+    /// The same store, held to `limits` (the cluster's `--max-txn-ops` and
+    /// `--max-request-bytes`).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
     /// Connects to the endpoints and checks that etcd answers.
     pub async fn connect(endpoints: &[String]) -> Result<Self> {
         if endpoints.is_empty() {
@@ -110,6 +121,7 @@ impl EtcdStore {
         let store = Self {
             client,
             endpoints: endpoints.to_vec(),
+            limits: Limits::default(),
         };
         match tokio::time::timeout(CONNECT_TIMEOUT * 2, store.revision()).await {
             Err(_) => return Err(unreachable("timed out".into())),
@@ -178,7 +190,12 @@ impl Store for EtcdStore {
         })
     }
 
+    fn limits(&self) -> Limits {
+        self.limits
+    }
+
     async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+        self.limits.check(&txn)?;
         let compares = txn
             .compares
             .iter()

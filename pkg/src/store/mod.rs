@@ -287,6 +287,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Revokes a lease at once, deleting its keys.
     async fn lease_revoke(&self, lease: i64) -> Result<()>;
+
+    /// What one transaction may carry on this store.
+    fn limits(&self) -> Limits {
+        Limits::default()
+    }
 }
 
 /// A store shared between tasks.
@@ -335,6 +340,15 @@ pub trait StoreExt: Store {
 
     /// Reads every key under `prefix`, page by page. Answers the keys and the
     /// revision of the first page: watching from it + 1 misses no change.
+    /// Puts or deletes many keys that need no atomicity together, in as
+    /// few transactions as the store's [`Limits`] allow.
+    async fn write_all(&self, ops: Vec<Op>) -> Result<()> {
+        for txn in split(ops, self.limits()) {
+            self.txn(txn).await?;
+        }
+        Ok(())
+    }
+
     async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64)> {
         const PAGE: usize = 500;
         let mut out = Vec::new();
@@ -357,6 +371,30 @@ impl<S: Store + ?Sized> StoreExt for S {}
 
 /// The end of the key range of a prefix: the smallest key greater than every
 /// key starting with `prefix` (etcd's "range end"). Empty means "no end".
+/// Packs independent operations into unconditional transactions within
+/// `limits` (an operation too large on its own goes alone, and the store
+/// names the problem).
+pub fn split(ops: Vec<Op>, limits: Limits) -> Vec<Txn> {
+    let mut out = Vec::new();
+    let mut txn = Txn::new();
+    let mut size = Limits::size(&txn);
+    for op in ops {
+        let weight = Limits::op_size(&op);
+        if !txn.success.is_empty()
+            && (txn.success.len() >= limits.max_ops || size + weight > limits.max_bytes)
+        {
+            out.push(std::mem::take(&mut txn));
+            size = Limits::size(&txn);
+        }
+        size += weight;
+        txn.success.push(op);
+    }
+    if !txn.success.is_empty() {
+        out.push(txn);
+    }
+    out
+}
+
 pub fn prefix_end(prefix: &str) -> Vec<u8> {
     let mut end = prefix.as_bytes().to_vec();
     while let Some(last) = end.pop() {
@@ -379,12 +417,112 @@ pub enum Backend {
 
 /// Opens the store chosen by `backend`.
 pub async fn open(backend: &Backend) -> Result<Shared> {
+    open_with(backend, Limits::default()).await
+}
+
+/// Opens a store whose transactions are held to `limits` (for an etcd
+/// cluster configured with other limits than etcd's defaults).
+pub async fn open_with(backend: &Backend, limits: Limits) -> Result<Shared> {
     Ok(match backend {
-        Backend::Etcd(endpoints) => Arc::new(etcd::EtcdStore::connect(endpoints).await?),
+        Backend::Etcd(endpoints) => Arc::new(
+            etcd::EtcdStore::connect(endpoints)
+                .await?
+                .with_limits(limits),
+        ),
         Backend::Embedded(dir) => Arc::new(embedded::EmbeddedStore::open_dir(dir).await?),
     })
 }
 
-/// The maximum number of operations one transaction may carry. etcd's own
-/// default (`--max-txn-ops`) is 128; lb needs etcd started with at least this.
-pub const MAX_TXN_OPS: usize = 10_000;
+/// What one transaction may carry. etcd refuses a request with more
+/// compares, or more operations in either branch, than `--max-txn-ops`
+/// (default 128), and a request larger than `--max-request-bytes` (default
+/// 1.5 MiB). lb runs on etcd's defaults: writers that may touch many keys
+/// split their work into transactions that fit ([`Limits::fits`]), and the
+/// embedded store enforces the same limits so both backends fail alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Compares, or operations per branch, in one transaction.
+    pub max_ops: usize,
+    /// Bytes of one request (as [`Limits::size`] estimates it).
+    pub max_bytes: usize,
+}
+
+/// etcd's default `--max-txn-ops`.
+pub const DEFAULT_MAX_TXN_OPS: usize = 128;
+/// etcd's default `--max-request-bytes` (1.5 MiB).
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1536 * 1024;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_ops: DEFAULT_MAX_TXN_OPS,
+            max_bytes: DEFAULT_MAX_REQUEST_BYTES,
+        }
+    }
+}
+
+impl Limits {
+    /// An upper estimate of a transaction's request size: keys and values
+    /// plus the framing of each entry (protobuf tags and lengths, well under
+    /// 32 bytes an entry).
+    pub fn size(txn: &Txn) -> usize {
+        let op = Self::op_size;
+        let compares: usize = txn.compares.iter().map(Self::compare_size).sum();
+        compares
+            + txn
+                .success
+                .iter()
+                .chain(&txn.failure)
+                .map(op)
+                .sum::<usize>()
+            + 64
+    }
+
+    /// The estimated bytes of one operation in a request.
+    pub fn op_size(op: &Op) -> usize {
+        match op {
+            Op::Put { key, value, .. } => key.len() + value.len() + 32,
+            Op::Delete(key) | Op::DeletePrefix(key) | Op::Get(key) => 2 * key.len() + 32,
+        }
+    }
+
+    /// The estimated bytes of one compare in a request.
+    pub fn compare_size(compare: &Compare) -> usize {
+        match compare {
+            Compare::ModRevision(key, _) => key.len() + 32,
+        }
+    }
+
+    /// Whether `txn` is within these limits.
+    pub fn fits(&self, txn: &Txn) -> bool {
+        self.check(txn).is_ok()
+    }
+
+    /// `Ok` when `txn` is within these limits, else the error naming which.
+    pub fn check(&self, txn: &Txn) -> Result<()> {
+        let ops = txn
+            .compares
+            .len()
+            .max(txn.success.len())
+            .max(txn.failure.len());
+        if ops > self.max_ops {
+            return Err(Error::Invalid(format!(
+                "too many operations in txn request: {ops} (at most {}, --etcd-max-txn-ops)",
+                self.max_ops
+            )));
+        }
+        let size = Self::size(txn);
+        if size > self.max_bytes {
+            return Err(Error::Invalid(format!(
+                "request is too large: about {size} bytes (at most {}, --etcd-max-request-bytes)",
+                self.max_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// The bytes a transaction may still take after `used`.
+    pub fn room(&self, used: usize) -> usize {
+        self.max_bytes.saturating_sub(used)
+    }
+}
