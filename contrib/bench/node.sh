@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Replica start latency through lb (a real `lb node` process) beside raw
-# docker create + start, and the node's RSS. Usage: contrib/bench/node.sh [REPLICAS]
+# Replicas started and deleted at once through lb (a real `lb node` process)
+# beside raw docker create + start and docker stop + rm, all at once, in the
+# same run; and the node's RSS. Usage: contrib/bench/node.sh [REPLICAS]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ./contrib/deps.sh

@@ -3,6 +3,7 @@
 //! "already done" are treated as done, so every step can be repeated.
 
 use std::collections::HashMap;
+use std::future::Future;
 
 use bollard::container::{
     Config as ContainerConfig, CreateContainerOptions, ListContainersOptions,
@@ -35,6 +36,9 @@ pub mod labels {
     pub const GENERATION: &str = "lb.generation";
     /// A hash of everything the container was made from.
     pub const SPEC: &str = "lb.spec";
+    /// The stop grace period in seconds, so a container whose assignment is
+    /// gone is still stopped with its own.
+    pub const STOP_TIMEOUT: &str = "lb.stop-timeout";
 }
 
 /// Output of a stream: `(channel, bytes)`, channel 1 stdout, 2 stderr.
@@ -70,6 +74,9 @@ pub struct Container {
     pub spec: String,
     /// Bound ports: (container port, host port).
     pub ports: Vec<(u16, u16)>,
+    /// Its stop grace period in seconds, from its label (none on containers
+    /// made before lb recorded it).
+    pub stop_timeout: Option<u32>,
 }
 
 /// The exit of a stopped container.
@@ -137,6 +144,9 @@ impl Runtime {
                     replica: labels.get(labels::REPLICA)?.clone(),
                     state: s.state.unwrap_or_default(),
                     spec: labels.get(labels::SPEC).cloned().unwrap_or_default(),
+                    stop_timeout: labels
+                        .get(labels::STOP_TIMEOUT)
+                        .and_then(|t| t.parse().ok()),
                     ports: {
                         let mut ports: Vec<(u16, u16)> = s
                             .ports
@@ -238,6 +248,7 @@ impl Runtime {
             (labels::REPLICA.to_owned(), a.replica.clone()),
             (labels::GENERATION.to_owned(), a.generation.to_string()),
             (labels::SPEC.to_owned(), spec_hash.to_owned()),
+            (labels::STOP_TIMEOUT.to_owned(), a.stop_timeout.to_string()),
         ]);
         let config = ContainerConfig {
             image: Some(a.image.clone()),
@@ -279,10 +290,11 @@ impl Runtime {
     }
 
     /// Stops with a grace period, then Docker kills.
-    pub async fn stop(&self, id: &str, grace_secs: i64) -> Result<(), DockerError> {
+    pub async fn stop(&self, id: &str, grace_secs: u32) -> Result<(), DockerError> {
+        let t = i64::from(grace_secs);
         match self
             .docker
-            .stop_container(id, Some(StopContainerOptions { t: grace_secs }))
+            .stop_container(id, Some(StopContainerOptions { t }))
             .await
         {
             Err(e) if is_status(&e, &[304, 404]) => Ok(()),
@@ -291,7 +303,7 @@ impl Runtime {
     }
 
     /// Stops (with grace) and removes a container; gone already is fine.
-    pub async fn remove(&self, id: &str, grace_secs: i64) -> Result<(), DockerError> {
+    pub async fn remove(&self, id: &str, grace_secs: u32) -> Result<(), DockerError> {
         self.stop(id, grace_secs).await?;
         let options = RemoveContainerOptions {
             force: true,
@@ -496,5 +508,75 @@ impl Runtime {
             code: state.exit_code,
             oom_killed: state.oom_killed.unwrap_or(false),
         })
+    }
+}
+
+/// The Docker operations the reconciler uses, so its logic can be tested
+/// against an in-memory engine; [`Runtime`] is the real one.
+pub trait Engine: Clone + Send + Sync + 'static {
+    /// Every container of this node, running or not.
+    fn list(&self) -> impl Future<Output = Result<Vec<Container>, DockerError>> + Send;
+    /// A signal per Docker event about this node's containers.
+    fn events(&self) -> futures::stream::BoxStream<'static, ()>;
+    /// Pulls the image if missing (see [`Runtime::ensure_image`]).
+    fn ensure_image(
+        &self,
+        image: &str,
+        pull: Option<(&str, &str)>,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+    /// Creates (not starts) the container of an assignment.
+    fn create(
+        &self,
+        a: &Assignment,
+        spec_hash: &str,
+        host_ports: &[u16],
+    ) -> impl Future<Output = Result<String, DockerError>> + Send;
+    /// Starts a container (already running is fine).
+    fn start(&self, id: &str) -> impl Future<Output = Result<(), DockerError>> + Send;
+    /// Stops with a grace period (already stopped or gone is fine).
+    fn stop(
+        &self,
+        id: &str,
+        grace_secs: u32,
+    ) -> impl Future<Output = Result<(), DockerError>> + Send;
+    /// Stops with a grace period and removes (gone is fine).
+    fn remove(
+        &self,
+        id: &str,
+        grace_secs: u32,
+    ) -> impl Future<Output = Result<(), DockerError>> + Send;
+    /// How a stopped container ended.
+    fn exit(&self, id: &str) -> impl Future<Output = Result<Exit, DockerError>> + Send;
+}
+
+impl Engine for Runtime {
+    async fn list(&self) -> Result<Vec<Container>, DockerError> {
+        Runtime::list(self).await
+    }
+    fn events(&self) -> futures::stream::BoxStream<'static, ()> {
+        Runtime::events(self).boxed()
+    }
+    async fn ensure_image(&self, image: &str, pull: Option<(&str, &str)>) -> Result<(), String> {
+        Runtime::ensure_image(self, image, pull).await
+    }
+    async fn create(
+        &self,
+        a: &Assignment,
+        spec_hash: &str,
+        host_ports: &[u16],
+    ) -> Result<String, DockerError> {
+        Runtime::create(self, a, spec_hash, host_ports).await
+    }
+    async fn start(&self, id: &str) -> Result<(), DockerError> {
+        Runtime::start(self, id).await
+    }
+    async fn stop(&self, id: &str, grace_secs: u32) -> Result<(), DockerError> {
+        Runtime::stop(self, id, grace_secs).await
+    }
+    async fn remove(&self, id: &str, grace_secs: u32) -> Result<(), DockerError> {
+        Runtime::remove(self, id, grace_secs).await
+    }
+    async fn exit(&self, id: &str) -> Result<Exit, DockerError> {
+        Runtime::exit(self, id).await
     }
 }

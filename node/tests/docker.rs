@@ -330,6 +330,77 @@ async fn replica_runs_with_limits_and_answers_on_its_host_port() {
     node.stop().await;
 }
 
+/// A process that ignores SIGTERM: only the kill after the grace ends it.
+const DEAF: &[&str] = &[
+    "/bin/busybox",
+    "sh",
+    "-c",
+    "trap '' TERM; while true; do /bin/busybox sleep 1; done",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_are_stopped_at_once_each_with_its_grace() {
+    const N: usize = 20;
+    const GRACE: u32 = 2;
+    let cluster = Cluster::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = cluster.node(dir.path().join("node"), true).await;
+    let _cleanup = Cleanup(vec![node.id.clone()]);
+    let replicas: Vec<Assignment> = (0..N)
+        .map(|_| Assignment {
+            stop_timeout: GRACE,
+            ..assignment(DEAF, 8, Vec::new())
+        })
+        .collect();
+    for a in &replicas {
+        cluster.assign(&node.id, a).await;
+    }
+    let mut ids = Vec::new();
+    for a in &replicas {
+        let s = cluster
+            .wait(a, "running", |s| s.state == ReplicaState::Running)
+            .await;
+        ids.push(s.container_id.unwrap());
+    }
+    assert_eq!(
+        inspect(&ids[0])["Config"]["Labels"]["lb.stop-timeout"],
+        GRACE.to_string(),
+        "the grace period is on the container"
+    );
+
+    // All assignments go at once.
+    let mut txn = lb_pkg::store::Txn::new();
+    for a in &replicas {
+        txn = txn.then(lb_pkg::store::Op::delete(
+            cluster.keys.node_replica(&node.id, &a.replica),
+        ));
+    }
+    let started = Instant::now();
+    cluster.store.txn(txn).await.unwrap();
+    let filter = format!("label=lb.node={}", node.id);
+    // One after another: at least N × GRACE = 40 s.
+    let bound = Duration::from_secs(u64::from(GRACE) * 3 + 9);
+    loop {
+        let left = docker(&["ps", "-aq", "--filter", &filter]).lines().count();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < bound,
+            "{left} of {N} containers still there after {:?}: stops do not run at once",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = started.elapsed();
+    eprintln!("{N} replicas ignoring SIGTERM removed in {took:?} (grace {GRACE} s)");
+    assert!(
+        took >= Duration::from_secs(u64::from(GRACE)),
+        "removed in {took:?}: the grace period was not given"
+    );
+    node.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killed_and_removed_containers_come_back() {
     let cluster = Cluster::start().await;
