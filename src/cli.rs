@@ -47,6 +47,13 @@ pub struct StoreArgs {
     /// Data directory (embedded store, registry blobs, node credential).
     #[arg(long, env = "LB_DATA_DIR", default_value = "./lb-data")]
     data_dir: PathBuf,
+    /// The etcd cluster's `--max-txn-ops` (lb splits its transactions to
+    /// fit); etcd's default.
+    #[arg(long, env = "LB_ETCD_MAX_TXN_OPS", default_value_t = lb_pkg::store::DEFAULT_MAX_TXN_OPS as u32, value_parser = clap::value_parser!(u32).range(16..))]
+    etcd_max_txn_ops: u32,
+    /// The etcd cluster's `--max-request-bytes`; etcd's default (1.5 MiB).
+    #[arg(long, env = "LB_ETCD_MAX_REQUEST_BYTES", default_value_t = lb_pkg::store::DEFAULT_MAX_REQUEST_BYTES as u32, value_parser = clap::value_parser!(u32).range(262_144..))]
+    etcd_max_request_bytes: u32,
 }
 
 impl StoreArgs {
@@ -55,6 +62,13 @@ impl StoreArgs {
             Backend::Embedded(self.data_dir.clone())
         } else {
             Backend::Etcd(self.etcd.clone())
+        }
+    }
+
+    fn limits(&self) -> lb_pkg::store::Limits {
+        lb_pkg::store::Limits {
+            max_ops: self.etcd_max_txn_ops as usize,
+            max_bytes: self.etcd_max_request_bytes as usize,
         }
     }
 }
@@ -272,6 +286,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Up(args) => {
             crate::up::run(crate::up::Options {
                 backend: args.store.backend(),
+                limits: args.store.limits(),
                 api: lb_api::Config {
                     ui_vendor_dir: args.ui_vendor_dir,
                     vendors: args.vendors.settings()?,
@@ -290,6 +305,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Api(args) => {
             crate::up::run_api(
                 args.store.backend(),
+                args.store.limits(),
                 lb_api::Config {
                     advertise_url: args.advertise_url,
                     ui_vendor_dir: args.ui_vendor_dir,
@@ -302,7 +318,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Scheduler(args) => {
             let shutdown =
                 crate::shutdown::on_signals().context("cannot install signal handlers")?;
-            let store = crate::up::open_store(&args.store.backend()).await?;
+            let store = crate::up::open_store(&args.store.backend(), args.store.limits()).await?;
             let config = lb_scheduler::Config {
                 node_grace: args.node_grace,
                 ..Default::default()
@@ -315,7 +331,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let shutdown =
                 crate::shutdown::on_signals().context("cannot install signal handlers")?;
             let config = args.build.config(&args.store, args.api.clone())?;
-            let store = crate::up::open_store(&args.store.backend()).await?;
+            let store = crate::up::open_store(&args.store.backend(), args.store.limits()).await?;
             let bound = lb_builder::bind(store, &config).await?;
             println!("lb builder: registry on {}", bound.addr());
             lb_builder::run(bound, shutdown.wait())

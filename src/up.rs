@@ -11,6 +11,8 @@ use lb_pkg::store::{Backend, Shared};
 pub struct Options {
     /// Where the store is.
     pub backend: Backend,
+    /// What one etcd transaction may carry.
+    pub limits: lb_pkg::store::Limits,
     /// API settings.
     pub api: lb_api::Config,
     /// The builder and registry.
@@ -26,8 +28,11 @@ pub struct Options {
 }
 
 /// Opens the store; its errors name the endpoints or the file.
-pub async fn open_store(backend: &Backend) -> anyhow::Result<Shared> {
-    Ok(lb_pkg::store::open(backend).await?)
+pub async fn open_store(
+    backend: &Backend,
+    limits: lb_pkg::store::Limits,
+) -> anyhow::Result<Shared> {
+    Ok(lb_pkg::store::open_with(backend, limits).await?)
 }
 
 /// Runs the control plane on this machine.
@@ -40,6 +45,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     });
     serve(
         options.backend,
+        options.limits,
         options.api,
         local,
         scheduler,
@@ -87,21 +93,26 @@ async fn start_local_node(
 }
 
 /// Runs the API role until a signal.
-pub async fn run_api(backend: Backend, config: lb_api::Config) -> anyhow::Result<()> {
-    serve(backend, config, None, None, None).await
+pub async fn run_api(
+    backend: Backend,
+    limits: lb_pkg::store::Limits,
+    config: lb_api::Config,
+) -> anyhow::Result<()> {
+    serve(backend, limits, config, None, None, None).await
 }
 
 /// Runs the API, and optionally the scheduler and a local node keeping its
 /// credential in `node_dir`.
 async fn serve(
     backend: Backend,
+    limits: lb_pkg::store::Limits,
     config: lb_api::Config,
     node_dir: Option<std::path::PathBuf>,
     scheduler: Option<lb_scheduler::Config>,
     builder: Option<lb_builder::Config>,
 ) -> anyhow::Result<()> {
     let shutdown = crate::shutdown::on_signals().context("cannot install signal handlers")?;
-    let store = open_store(&backend).await?;
+    let store = open_store(&backend, limits).await?;
     // Bind before anything is written, so a port in use changes nothing.
     let server = lb_api::Server::bind(&config, store.clone(), shutdown.clone().wait()).await?;
     let builder = match builder {

@@ -673,3 +673,61 @@ fn builds_from_git_deploy_roll_back_and_fail_clearly() {
         let _ = Command::new("docker").args(["rm", "-f", id]).output();
     }
 }
+
+/// CPU time (user + system) a process has used so far.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command's closing parenthesis; utime and stime are
+    // the 14th and 15th fields of the line.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    let hz = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .unwrap_or(100.0);
+    ticks / hz
+}
+
+/// An idle `lb up` (API, scheduler, builder, registry and local node, nothing
+/// deployed) sleeps: over 10 s it uses well under 0.5 s of CPU, on the
+/// embedded store and on etcd. Not a speed test: a busy loop anywhere (the
+/// builder's queue loop once spun on a free permit) uses the whole 10 s.
+fn idle_up_sleeps(args: &[&str]) {
+    let up = start(args, Some("pw"));
+    assert_eq!(up.get("/readyz"), 200);
+    // Start-up work (the node joining, first passes) settles.
+    std::thread::sleep(Duration::from_secs(3));
+    let before = cpu_secs(up.child.id());
+    std::thread::sleep(Duration::from_secs(10));
+    let used = cpu_secs(up.child.id()) - before;
+    assert!(used < 0.5, "an idle lb up used {used:.2} s of CPU in 10 s");
+    eprintln!("idle lb up {args:?}: {used:.2} s of CPU in 10 s");
+}
+
+#[test]
+fn idle_up_sleeps_on_the_embedded_store() {
+    let dir = tempfile::tempdir().unwrap();
+    idle_up_sleeps(&["--data-dir", dir.path().to_str().unwrap()]);
+}
+
+#[test]
+fn idle_up_sleeps_on_etcd() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let etcd = runtime.block_on(EtcdServer::start());
+    let dir = tempfile::tempdir().unwrap();
+    idle_up_sleeps(&[
+        "--etcd",
+        &etcd.endpoint(),
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    drop(etcd);
+}

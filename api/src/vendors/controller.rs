@@ -1,5 +1,9 @@
-//! The hook controller, run by every API server: a level-triggered pass
-//! every 2 s that makes `/lb/hooks/<sid>` match the services.
+//! The hook controller, run by every API server: level-triggered passes
+//! that make `/lb/hooks/<sid>` match the services. A full pass (every
+//! service's spec read) runs when a spec or hook record changes and once a
+//! minute; in between, a light pass every 2 s reads only the hook records
+//! and their services, for retries and polling. With no hooks an idle
+//! server does next to nothing, however many services it holds.
 //!
 //! - A service with `autodeploy` and a git source gets a hook record (which
 //!   lets deliveries in). If its source names a linked vendor and the
@@ -33,25 +37,81 @@ use crate::handlers::hooks::owner_of;
 use crate::handlers::vendors::{token_for, token_within};
 use crate::handlers::{decode, encode};
 
-/// How often a pass runs.
+/// How often a light pass runs (retries and polls of existing hooks).
 pub const PERIOD: Duration = Duration::from_secs(2);
+/// How often a full pass runs without a change (and tokens are refreshed).
+pub const RESYNC: Duration = Duration::from_secs(60);
 /// How often a vendor webhook that could not be created is tried again.
 pub const RETRY_SECS: i64 = 10;
 
 /// Runs passes until the process ends.
 pub async fn run(ctx: Ctx) {
+    let mut full = true;
+    let mut changes = None;
+    let mut light = tokio::time::interval(PERIOD);
+    light.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut resync = tokio::time::interval(RESYNC);
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        if let Err(e) = pass(&ctx).await {
+        if changes.is_none() {
+            // Watch from now: the full pass that follows reads the rest.
+            match ctx.store.revision().await {
+                Ok(revision) => {
+                    changes = ctx.store.watch(&ctx.keys.all(), revision + 1).await.ok();
+                }
+                Err(e) => tracing::warn!("hook controller cannot watch: {e}"),
+            }
+            full = true;
+        }
+        if let Err(e) = pass(&ctx, full).await {
             tracing::warn!("hook controller pass failed: {e}");
         }
-        tokio::time::sleep(PERIOD).await;
+        full = false;
+        let next = async {
+            match changes.as_mut() {
+                Some(c) => futures::StreamExt::next(c).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = light.tick() => {}
+            _ = resync.tick() => {
+                full = true;
+                if let Err(e) = refresh_tokens(&ctx).await {
+                    tracing::warn!("token refresh failed: {e}");
+                }
+            }
+            change = next => match change {
+                Some(Ok(c)) => full = c.events.iter().any(|e| relevant(&ctx, e.key())),
+                _ => {
+                    changes = None;
+                    tokio::time::sleep(PERIOD).await;
+                }
+            },
+        }
     }
+}
+
+/// Whether a change can alter which hooks are wanted.
+fn relevant(ctx: &Ctx, key: &str) -> bool {
+    key.starts_with(&ctx.keys.hooks())
+        || matches!(
+            ctx.keys.parse(key),
+            Some(
+                lb_pkg::keys::Parsed::ServiceSpec { .. } | lb_pkg::keys::Parsed::ServiceMeta { .. }
+            )
+        )
 }
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
-/// One pass.
-pub async fn pass(ctx: &Ctx) -> Result<(), Error> {
+/// One pass: `full` reads every service's spec; otherwise only the
+/// services that have a hook record (new ones come with a change, which
+/// asks for a full pass).
+pub async fn pass(ctx: &Ctx, full: bool) -> Result<(), Error> {
+    if !full {
+        return light_pass(ctx).await;
+    }
     // Services: the name index gives (pid, sid) without reading their logs.
     let (index, _) = ctx.store.list(&ctx.keys.service_index_all()).await?;
     let mut wanted = std::collections::HashMap::new();
@@ -74,6 +134,39 @@ pub async fn pass(ctx: &Ctx) -> Result<(), Error> {
             wanted.insert(sid.clone(), (pid.to_owned(), spec));
         }
     }
+    reconcile(ctx, wanted).await
+}
+
+/// Retries and polls of the hooks that exist.
+async fn light_pass(ctx: &Ctx) -> Result<(), Error> {
+    let (records, _) = ctx.store.list(&ctx.keys.hooks()).await?;
+    let mut wanted = std::collections::HashMap::new();
+    for kv in records {
+        let Ok(record) = serde_json::from_slice::<HookRecord>(&kv.value) else {
+            continue;
+        };
+        let Some(spec_kv) = ctx
+            .store
+            .get(&ctx.keys.service_spec(&record.pid, &record.sid))
+            .await?
+        else {
+            continue;
+        };
+        let Ok(spec) = serde_json::from_slice::<ServiceSpec>(&spec_kv.value) else {
+            continue;
+        };
+        if spec.autodeploy && spec.source.is_some() {
+            wanted.insert(record.sid.clone(), (record.pid.clone(), spec));
+        }
+    }
+    reconcile(ctx, wanted).await
+}
+
+/// Makes the hook records match `wanted` (service id → project id, spec).
+async fn reconcile(
+    ctx: &Ctx,
+    wanted: std::collections::HashMap<String, (String, ServiceSpec)>,
+) -> Result<(), Error> {
     let (records, _) = ctx.store.list(&ctx.keys.hooks()).await?;
     let mut have = std::collections::HashMap::new();
     for kv in records {
@@ -100,7 +193,6 @@ pub async fn pass(ctx: &Ctx) -> Result<(), Error> {
             _ => create(ctx, pid, sid, spec).await,
         }
     }
-    refresh_tokens(ctx).await?;
     Ok(())
 }
 

@@ -22,6 +22,11 @@ pub const DEFAULT_STOP_TIMEOUT: u32 = 10;
 pub const MAX_STOP_TIMEOUT: u32 = 300;
 const MAX_ENV: usize = 1000;
 const MAX_ENV_VALUE: usize = 32 * 1024;
+/// Names and values of all env variables together: every replica's
+/// assignment carries them, and must fit one store request.
+pub const MAX_ENV_TOTAL: usize = 64 * 1024;
+/// All arguments of the command together, for the same reason.
+pub const MAX_COMMAND_TOTAL: usize = 64 * 1024;
 const MAX_LIST: usize = 100;
 
 /// Running or paused: a paused service keeps its replica count but runs none.
@@ -255,6 +260,13 @@ impl ServiceSpec {
                     "an argument holds a NUL byte",
                 ));
             }
+            let total: usize = command.iter().map(String::len).sum();
+            if total > MAX_COMMAND_TOTAL {
+                return Err(ValidationError::new(
+                    "command",
+                    format!("{total} bytes in all; at most {MAX_COMMAND_TOTAL}"),
+                ));
+            }
         }
         check_volumes(&self.volumes)?;
         if self.stop_timeout > MAX_STOP_TIMEOUT {
@@ -426,6 +438,13 @@ fn check_env(env: &BTreeMap<String, String>) -> Result<()> {
                 format!("value must be at most {MAX_ENV_VALUE} bytes without NUL"),
             ));
         }
+    }
+    let total: usize = env.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if total > MAX_ENV_TOTAL {
+        return Err(ValidationError::new(
+            "env",
+            format!("{total} bytes of names and values in all; at most {MAX_ENV_TOTAL}"),
+        ));
     }
     Ok(())
 }
@@ -621,6 +640,31 @@ mod tests {
               "volumes": [ { "name": "data", "path": "/data" } ],
               "domains": [ "web.example.test" ], "node_selector": { "zone": "a" },
               "autodeploy": true, "state": "running" }),
+            None,
+        );
+    }
+
+    #[test]
+    fn a_spec_weighs_at_most_what_one_request_carries() {
+        let value = "x".repeat(30 * 1024);
+        let env = |n: usize| -> serde_json::Value {
+            (0..n)
+                .map(|i| (format!("V{i}"), json!(value)))
+                .collect::<serde_json::Map<_, _>>()
+                .into()
+        };
+        check(json!({"name": "web", "image": "x", "env": env(2)}), None);
+        check(
+            json!({"name": "web", "image": "x", "env": env(3)}),
+            Some("env"),
+        );
+        let args = vec![value.clone(); 3];
+        check(
+            json!({"name": "web", "image": "x", "command": args}),
+            Some("command"),
+        );
+        check(
+            json!({"name": "web", "image": "x", "command": [value]}),
             None,
         );
     }

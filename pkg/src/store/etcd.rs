@@ -312,17 +312,15 @@ impl Store for EtcdStore {
                 other => other,
             },
         };
-        let (mut keeper, mut stream) = self
-            .client
+        // Opening the keep-alive stream sends one renewal and waits for its
+        // answer (an expired lease answers a TTL of 0, an error here): that
+        // is the whole renewal, one message to etcd.
+        self.client
             .lease_client()
             .keep_alive(lease)
             .await
             .map_err(not_found)?;
-        keeper.keep_alive().await.map_err(not_found)?;
-        match stream.message().await.map_err(not_found)? {
-            Some(resp) if resp.ttl() > 0 => Ok(()),
-            _ => Err(Error::LeaseNotFound(lease)),
-        }
+        Ok(())
     }
 
     async fn lease_revoke(&self, lease: i64) -> Result<()> {
