@@ -246,6 +246,11 @@ async fn pending(
     let Some(Op::Put { key, .. }) = unit.ops.first() else {
         return Ok(());
     };
+    // Written once: the same reason again would be a change that wakes the
+    // next pass, which would fail the same way, for ever.
+    if unit.reason.as_deref() == Some(reason.as_str()) {
+        return Ok(());
+    }
     let replica = Replica {
         reason: Some(reason),
         node: None,

@@ -56,6 +56,8 @@ pub struct Unit {
     pub removed: usize,
     /// The replica placed, when a placement: told why if the write fails.
     pub placing: Option<Replica>,
+    /// Why the replica was pending before (not written again when the same).
+    pub reason: Option<String>,
 }
 
 /// One service's decisions, with the compares that fence them.
@@ -397,6 +399,7 @@ fn plan(
                         node: None,
                         ..replica
                     }),
+                    reason: existing.and_then(|p| p.replica.reason.clone()),
                 })
             }
             Err(reason) => {

@@ -281,3 +281,114 @@ async fn etcd_standby_takes_over() {
     let (store, _guard) = etcd().await;
     standby_takes_over(store).await;
 }
+
+/// One service's replicas take far more keys than one transaction holds on
+/// a stock etcd (128 operations): they are placed all the same, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn etcd_a_service_larger_than_a_transaction_is_placed() {
+    let (store, _guard) = etcd().await;
+    let keys = Keys::default();
+    let _lease = hollow_nodes(&store, &keys, 5).await;
+    service(&store, &keys, 0, 500).await;
+    let task = tokio::spawn(lb_scheduler::run(
+        store.clone(),
+        lb_scheduler::Config::default(),
+        std::future::pending(),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let placed = check(&store, &keys).await;
+        if placed == 500 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{placed} of 500 placed after 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    task.abort();
+}
+
+/// A service whose placements the store refuses (here: etcd configured for
+/// requests of at most 256 KiB, and a spec whose env makes each assignment
+/// larger, written around the API's 64 KiB limit) gets a pending reason
+/// saying so, and every other service is placed in the same pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn etcd_one_refused_service_never_stalls_the_rest() {
+    let server = EtcdServer::start().await;
+    let setup: Shared = Arc::new(EtcdStore::connect(&[server.endpoint()]).await.unwrap());
+    let limited: Shared = Arc::new(
+        EtcdStore::connect(&[server.endpoint()])
+            .await
+            .unwrap()
+            .with_limits(lb_pkg::store::Limits {
+                max_ops: 128,
+                max_bytes: 256 * 1024,
+            }),
+    );
+    let keys = Keys::default();
+    let _lease = hollow_nodes(&setup, &keys, 3).await;
+    for i in 0..6 {
+        service(&setup, &keys, i, 5).await;
+    }
+    // Service 3 grows an env of 300 KiB.
+    let pid = "PROJECT0000000000000000000";
+    let sid = format!("SERVICE{:019}", 3);
+    let kv = setup
+        .get(&keys.service_spec(pid, &sid))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut spec: ServiceSpec = serde_json::from_slice(&kv.value).unwrap();
+    spec.env = (0..10)
+        .map(|i| (format!("BIG{i}"), "x".repeat(30 * 1024)))
+        .collect();
+    setup
+        .put(
+            &keys.service_spec(pid, &sid),
+            serde_json::to_vec(&spec).unwrap(),
+        )
+        .await
+        .unwrap();
+    let task = tokio::spawn(lb_scheduler::run(
+        limited.clone(),
+        lb_scheduler::Config::default(),
+        std::future::pending(),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let placed = check(&setup, &keys).await;
+        let (kvs, _) = setup.list(&keys.replicas_prefix(pid, &sid)).await.unwrap();
+        let reasons: Vec<String> = kvs
+            .iter()
+            .filter(|kv| matches!(keys.parse(&kv.key), Some(Parsed::Replica { .. })))
+            .filter_map(|kv| serde_json::from_slice::<Replica>(&kv.value).ok())
+            .filter_map(|r| r.reason)
+            .collect();
+        if placed == 25 && reasons.len() == 5 {
+            assert!(
+                reasons
+                    .iter()
+                    .all(|r| r.contains("cannot write the placement")
+                        && r.contains("request is too large")),
+                "{reasons:?}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after 30 s: {placed} of 25 healthy replicas placed, refused service's reasons {reasons:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The refused service is not retried in a loop: nothing more is written.
+    let settled = setup.revision().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let later = setup.revision().await.unwrap();
+    assert!(
+        later - settled <= 2,
+        "the store went from revision {settled} to {later} in 1 s"
+    );
+    task.abort();
+}

@@ -2,7 +2,8 @@
 //! and a live lease; they start nothing and report nothing) and services
 //! totalling M replicas of mixed sizes, beside the raw limit measured in the
 //! same run: the same records a placement writes, straight to the store in
-//! the largest transactions it takes.
+//! the largest transactions it takes (etcd's defaults: 128 operations),
+//! as many in flight as the scheduler's.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -14,16 +15,18 @@ use lb_pkg::model::{Assignment, Capacity, Node, Replica, ServiceMeta, ServiceSpe
 use lb_pkg::store::{Event, Op, Shared, StoreExt, Txn};
 
 const NODE_MEMORY: u64 = 65_536;
-const OPS_PER_TXN: usize = 5_000;
+/// Transactions in flight at once: as many as the scheduler's commits.
+const IN_FLIGHT: usize = 16;
 
+/// Writes the operations in transactions as large as the store allows
+/// (etcd's defaults: 128 operations, 1.5 MiB), `IN_FLIGHT` at once.
 async fn write_batched(store: &Shared, ops: Vec<Op>) -> anyhow::Result<()> {
-    for chunk in ops.chunks(OPS_PER_TXN) {
-        store
-            .txn(Txn {
-                success: chunk.to_vec(),
-                ..Default::default()
-            })
-            .await?;
+    let txns = lb_pkg::store::split(ops, store.limits());
+    let mut results = futures::stream::iter(txns)
+        .map(|txn| store.txn(txn))
+        .buffer_unordered(IN_FLIGHT);
+    while let Some(result) = results.next().await {
+        result?;
     }
     Ok(())
 }
