@@ -161,6 +161,15 @@ impl Store for MeteredStore {
     async fn lease_revoke(&self, lease: i64) -> Result<()> {
         self.inner.lease_revoke(lease).await
     }
+    async fn window(
+        &self,
+        prefix: &str,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<lb_pkg::store::KeyValue>, usize)> {
+        self.inner.window(prefix, offset, limit).await
+    }
+
     fn limits(&self) -> lb_pkg::store::Limits {
         self.inner.limits()
     }

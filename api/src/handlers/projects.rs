@@ -119,12 +119,9 @@ pub async fn list(ctx: Ctx, caller: Caller, query: Paging) -> Result<Response> {
     } else {
         ctx.keys.project_index_prefix(&caller.user.id)
     };
-    let (index, _) = ctx.store.list(&prefix).await?;
-    let total = index.len();
+    let (index, total) = ctx.store.window(&prefix, offset, limit).await?;
     let ids: Vec<String> = index
         .iter()
-        .skip(offset)
-        .take(limit)
         .map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
         .collect();
     let records = get_many(&ctx, ids.iter().map(|id| ctx.keys.project(id)).collect()).await?;
@@ -144,21 +141,31 @@ pub async fn list(ctx: Ctx, caller: Caller, query: Paging) -> Result<Response> {
     Ok(json(StatusCode::OK, &List { items, total }))
 }
 
-/// Reads many keys at one revision (one transaction of gets).
+/// Reads many keys: at one revision when they fit one transaction (the
+/// cache answers any number from memory), else in transactions within the
+/// store's limits.
 pub async fn get_many(ctx: &Ctx, keys: Vec<String>) -> Result<Vec<Option<KeyValue>>> {
-    if keys.is_empty() {
-        return Ok(Vec::new());
-    }
-    let txn = keys.into_iter().fold(Txn::new(), |t, k| t.then(Op::Get(k)));
-    let resp = ctx.store.txn(txn).await?;
-    Ok(resp
-        .results
-        .into_iter()
-        .map(|r| match r {
+    let mut out = Vec::with_capacity(keys.len());
+    let per_txn = ctx.store.limits().max_ops.max(1);
+    let chunks: Vec<Vec<String>> = if keys.len() <= per_txn {
+        vec![keys]
+    } else {
+        keys.chunks(per_txn).map(<[String]>::to_vec).collect()
+    };
+    for chunk in chunks {
+        if chunk.is_empty() {
+            continue;
+        }
+        let txn = chunk
+            .into_iter()
+            .fold(Txn::new(), |t, k| t.then(Op::Get(k)));
+        let resp = ctx.store.txn(txn).await?;
+        out.extend(resp.results.into_iter().map(|r| match r {
             lb_pkg::store::OpResult::Get(kv) => kv,
             _ => None,
-        })
-        .collect())
+        }));
+    }
+    Ok(out)
 }
 
 /// `GET /projects/{p}`.

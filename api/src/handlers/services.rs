@@ -235,12 +235,12 @@ pub async fn list(ctx: Ctx, caller: Caller, p: String, query: Paging) -> Result<
     let (offset, limit) = paging(&query)?;
     let project = projects::resolve(&ctx, &caller, &p).await?;
     let pid = project.project.id.clone();
-    let (index, _) = ctx.store.list(&ctx.keys.service_index_prefix(&pid)).await?;
-    let total = index.len();
+    let (index, total) = ctx
+        .store
+        .window(&ctx.keys.service_index_prefix(&pid), offset, limit)
+        .await?;
     let ids: Vec<String> = index
         .iter()
-        .skip(offset)
-        .take(limit)
         .map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
         .collect();
     let keys = ids

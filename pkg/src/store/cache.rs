@@ -238,6 +238,32 @@ impl Store for CachedStore {
         self.inner.range(prefix, after, limit).await
     }
 
+    async fn window(
+        &self,
+        prefix: &str,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<KeyValue>, usize)> {
+        if self.covers(prefix) {
+            let d = self.read();
+            if d.ready {
+                let mut kvs = Vec::new();
+                let mut total = 0;
+                for (key, kv) in d.kvs.range(prefix.to_owned()..) {
+                    if !key.starts_with(prefix) {
+                        break;
+                    }
+                    if total >= offset && kvs.len() < limit {
+                        kvs.push(kv.clone());
+                    }
+                    total += 1;
+                }
+                return Ok((kvs, total));
+            }
+        }
+        self.inner.window(prefix, offset, limit).await
+    }
+
     async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
         let read_only = txn.compares.is_empty()
             && txn

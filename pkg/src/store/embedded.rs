@@ -15,6 +15,13 @@
 //! watchers through a broadcast channel, in revision order; a watcher that
 //! falls behind catches up from `log`.
 //!
+//! History is bounded two ways, checked every 100 ms: at most
+//! [`DEFAULT_HISTORY`] revisions and at most [`DEFAULT_HISTORY_BYTES`] of
+//! encoded events (the newest are kept; a watch from before them gets
+//! `Compacted` and relists). Space freed in the file is reused by later
+//! commits and a free tail is given back at commit; a file left much larger
+//! than its data (after a burst) is compacted when it is next opened.
+//!
 //! Lease deadlines live in memory. On open every persisted lease gets a fresh
 //! full TTL (what etcd does on leader change), so nodes have time to
 //! reconnect after a restart, and a lease nobody renews still expires.
@@ -45,8 +52,15 @@ const FORMAT: i64 = 1;
 pub const FILE_NAME: &str = "store.redb";
 /// Revisions kept in history by the automatic compaction.
 pub const DEFAULT_HISTORY: i64 = 100_000;
+/// Bytes of encoded events kept in history by the automatic compaction: a
+/// store whose values are large keeps fewer revisions, so the file stays
+/// bounded whatever is written.
+pub const DEFAULT_HISTORY_BYTES: u64 = 16 << 20;
+/// On open, a file larger than this and more than [`SPARSE_FACTOR`] times
+/// its allocated pages is rewritten by redb's compaction.
+const COMPACT_ON_OPEN_ABOVE: u64 = 64 << 20;
+const SPARSE_FACTOR: u64 = 2;
 const EXPIRY_TICK: Duration = Duration::from_millis(100);
-const COMPACTION_EVERY: Duration = Duration::from_secs(60);
 const BROADCAST_CAPACITY: usize = 4096;
 const REPLAY_CHUNK: usize = 1024;
 
@@ -66,7 +80,27 @@ struct Lease {
 struct WriteState {
     revision: i64,
     compact_revision: i64,
+    /// Encoded bytes of the events in `log` (values only).
+    log_bytes: u64,
     leases: HashMap<i64, Lease>,
+}
+
+/// How much history the automatic compaction keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Revisions.
+    pub revisions: i64,
+    /// Bytes of encoded events.
+    pub bytes: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            revisions: DEFAULT_HISTORY,
+            bytes: DEFAULT_HISTORY_BYTES,
+        }
+    }
 }
 
 struct Inner {
@@ -122,16 +156,36 @@ impl EmbeddedStore {
         Self::open_with_history(path, DEFAULT_HISTORY).await
     }
 
-    /// Opens the store keeping `history` revisions through automatic
-    /// compaction.
+    /// Opens the store keeping `history` revisions (and at most
+    /// [`DEFAULT_HISTORY_BYTES`]) through automatic compaction.
     pub async fn open_with_history(path: &Path, history: i64) -> Result<Self> {
+        let retention = Retention {
+            revisions: history,
+            ..Retention::default()
+        };
+        Self::open_with_retention(path, retention).await
+    }
+
+    /// Opens the store keeping the history `retention` allows through
+    /// automatic compaction.
+    pub async fn open_with_retention(path: &Path, retention: Retention) -> Result<Self> {
         let path = path.to_path_buf();
         let inner = tokio::task::spawn_blocking(move || Inner::open(path))
             .await
             .map_err(|e| Error::Backend(e.to_string()))??;
         let inner = Arc::new(inner);
-        let background = tokio::spawn(background(Arc::downgrade(&inner), history));
+        let background = tokio::spawn(background(Arc::downgrade(&inner), retention));
         Ok(Self { inner, background })
+    }
+
+    /// The store file's size on disk, in bytes.
+    pub fn file_size(&self) -> Result<u64> {
+        std::fs::metadata(&self.inner.path)
+            .map(|m| m.len())
+            .map_err(|source| Error::Io {
+                path: self.inner.path.display().to_string(),
+                source,
+            })
     }
 
     async fn blocking<T: Send + 'static>(
@@ -148,7 +202,7 @@ impl EmbeddedStore {
 impl Inner {
     fn open(path: PathBuf) -> Result<Self> {
         let shown = path.display().to_string();
-        let db = Database::create(&path).map_err(|err| match err {
+        let mut db = Database::create(&path).map_err(|err| match err {
             redb::DatabaseError::DatabaseAlreadyOpen => Error::Locked {
                 path: shown.clone(),
             },
@@ -170,7 +224,7 @@ impl Inner {
             reason,
         };
         let wtx = db.begin_write().map_err(|e| corrupt(e.to_string()))?;
-        let (revision, compact_revision, leases) = {
+        let (revision, compact_revision, log_bytes, leases) = {
             let mut meta = wtx.open_table(META).map_err(|e| corrupt(e.to_string()))?;
             let format = meta
                 .get("format")
@@ -194,7 +248,12 @@ impl Inner {
             let revision = read("revision")?;
             let compact_revision = read("compact_revision")?;
             wtx.open_table(KV).map_err(|e| corrupt(e.to_string()))?;
-            wtx.open_table(LOG).map_err(|e| corrupt(e.to_string()))?;
+            let log = wtx.open_table(LOG).map_err(|e| corrupt(e.to_string()))?;
+            let mut log_bytes = 0u64;
+            for entry in log.iter().map_err(backend)? {
+                let (_, events) = entry.map_err(backend)?;
+                log_bytes += events.value().len() as u64;
+            }
             wtx.open_table(LEASE_KEYS)
                 .map_err(|e| corrupt(e.to_string()))?;
             let leases_table = wtx.open_table(LEASES).map_err(|e| corrupt(e.to_string()))?;
@@ -206,9 +265,10 @@ impl Inner {
                 let deadline = now + Duration::from_secs(ttl.max(1) as u64);
                 leases.insert(id.value(), Lease { ttl, deadline });
             }
-            (revision, compact_revision, leases)
+            (revision, compact_revision, log_bytes, leases)
         };
         wtx.commit().map_err(backend)?;
+        compact_if_sparse(&mut db, &path);
         let (events, _) = broadcast::channel(BROADCAST_CAPACITY);
         Ok(Self {
             db,
@@ -216,6 +276,7 @@ impl Inner {
             write: Mutex::new(WriteState {
                 revision,
                 compact_revision,
+                log_bytes,
                 leases,
             }),
             events,
@@ -403,15 +464,16 @@ impl Inner {
         events: Vec<Event>,
     ) -> Result<()> {
         let next = state.revision + 1;
+        let encoded = codec::encode_events(&events);
         {
             let mut log = wtx.open_table(LOG).map_err(backend)?;
-            log.insert(next, codec::encode_events(&events).as_slice())
-                .map_err(backend)?;
+            log.insert(next, encoded.as_slice()).map_err(backend)?;
             let mut meta = wtx.open_table(META).map_err(backend)?;
             meta.insert("revision", next).map_err(backend)?;
         }
         wtx.commit().map_err(backend)?;
         state.revision = next;
+        state.log_bytes += encoded.len() as u64;
         // No receiver is not an error: nobody watches.
         let _ = self.events.send(Arc::new(Committed {
             revision: next,
@@ -456,15 +518,52 @@ impl Inner {
             return Ok(());
         }
         let wtx = self.db.begin_write().map_err(backend)?;
+        let mut removed = 0u64;
         {
             let mut log = wtx.open_table(LOG).map_err(backend)?;
-            log.retain_in(..revision, |_, _| false).map_err(backend)?;
+            log.retain_in(..revision, |_, events| {
+                removed += events.len() as u64;
+                false
+            })
+            .map_err(backend)?;
             let mut meta = wtx.open_table(META).map_err(backend)?;
             meta.insert("compact_revision", revision).map_err(backend)?;
         }
         wtx.commit().map_err(backend)?;
         state.compact_revision = revision;
+        state.log_bytes = state.log_bytes.saturating_sub(removed);
         Ok(())
+    }
+
+    /// The revision to compact to when history is past what `retention`
+    /// allows: down to 7/8 of the allowance, so that compactions come in
+    /// batches and not at every write.
+    fn compaction_due(&self, retention: Retention) -> Result<Option<i64>> {
+        let (revision, compact_revision, log_bytes) = {
+            let state = self.lock();
+            (state.revision, state.compact_revision, state.log_bytes)
+        };
+        let mut target = 0;
+        let keep = retention.revisions.max(1);
+        if revision - compact_revision > keep + keep / 8 {
+            target = revision - keep * 7 / 8;
+        }
+        if log_bytes > retention.bytes {
+            // The oldest revisions whose events hold the excess.
+            let excess = log_bytes - retention.bytes * 7 / 8;
+            let rtx = self.db.begin_read().map_err(backend)?;
+            let log = rtx.open_table(LOG).map_err(backend)?;
+            let mut dropped = 0u64;
+            for entry in log.iter().map_err(backend)? {
+                let (rev, events) = entry.map_err(backend)?;
+                dropped += events.value().len() as u64;
+                if dropped >= excess {
+                    target = target.max(rev.value() + 1);
+                    break;
+                }
+            }
+        }
+        Ok((target > compact_revision).then_some(target.min(revision)))
     }
 
     fn lease_grant(&self, ttl: i64) -> Result<i64> {
@@ -586,18 +685,44 @@ fn remove_key(
     })))
 }
 
+/// Rewrites the file when it is much larger than the pages in use (space
+/// freed by a burst that steady use will not need again). Only at open: it
+/// needs the database to itself. A failure leaves the file as it was.
+fn compact_if_sparse(db: &mut Database, path: &Path) {
+    let Ok(size) = std::fs::metadata(path).map(|m| m.len()) else {
+        return;
+    };
+    if size <= COMPACT_ON_OPEN_ABOVE {
+        return;
+    }
+    let Ok(wtx) = db.begin_write() else {
+        return;
+    };
+    let stats = wtx.stats();
+    let _ = wtx.abort();
+    let Ok(stats) = stats else {
+        return;
+    };
+    let used = stats.allocated_pages() * stats.page_size() as u64;
+    if size <= used.saturating_mul(SPARSE_FACTOR) {
+        return;
+    }
+    match db.compact() {
+        Ok(_) => {
+            let after = std::fs::metadata(path).map(|m| m.len()).unwrap_or(size);
+            tracing::info!(before = size, after, "store file compacted");
+        }
+        Err(err) => tracing::warn!(error = %err, "store file compaction failed"),
+    }
+}
+
 /// Expires leases and compacts old history while the store lives.
-async fn background(inner: std::sync::Weak<Inner>, history: i64) {
+async fn background(inner: std::sync::Weak<Inner>, retention: Retention) {
     let mut tick = tokio::time::interval(EXPIRY_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_compaction = Instant::now();
     loop {
         tick.tick().await;
         let Some(inner) = inner.upgrade() else { return };
-        let compact = last_compaction.elapsed() >= COMPACTION_EVERY;
-        if compact {
-            last_compaction = Instant::now();
-        }
         let done = tokio::task::spawn_blocking(move || {
             for id in inner.expired_leases() {
                 // Renewed in between? lease_remove checks again under the lock.
@@ -612,13 +737,9 @@ async fn background(inner: std::sync::Weak<Inner>, history: i64) {
                     }
                 }
             }
-            if compact {
-                let target = inner.lock().revision - history;
-                if target > 1 {
-                    if let Err(err) = inner.compact(target) {
-                        tracing::warn!(error = %err, "automatic compaction failed");
-                    }
-                }
+            let due = inner.compaction_due(retention);
+            if let Err(err) = due.and_then(|due| due.map_or(Ok(()), |to| inner.compact(to))) {
+                tracing::warn!(error = %err, "automatic compaction failed");
             }
         })
         .await;

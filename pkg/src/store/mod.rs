@@ -288,6 +288,21 @@ pub trait Store: Send + Sync + 'static {
     /// Revokes a lease at once, deleting its keys.
     async fn lease_revoke(&self, lease: i64) -> Result<()>;
 
+    /// A window of the keys under `prefix` in key order — at most `limit`
+    /// from position `offset` — and how many keys there are in all: a page
+    /// of a long listing without copying the rest (the cache counts in
+    /// memory; other stores list).
+    async fn window(
+        &self,
+        prefix: &str,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<KeyValue>, usize)> {
+        let (all, _) = self.list(prefix).await?;
+        let total = all.len();
+        Ok((all.into_iter().skip(offset).take(limit).collect(), total))
+    }
+
     /// What one transaction may carry on this store.
     fn limits(&self) -> Limits {
         Limits::default()
