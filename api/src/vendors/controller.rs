@@ -82,7 +82,18 @@ pub async fn run(ctx: Ctx) {
                 }
             }
             change = next => match change {
-                Some(Ok(c)) => full = c.events.iter().any(|e| relevant(&ctx, e.key())),
+                Some(Ok(c)) => {
+                    full = c.events.iter().any(|e| relevant(&ctx, e.key()));
+                    // Everything already queued joins this pass: a burst of
+                    // changes (a thousand services created) is one pass, not
+                    // one pass each.
+                    while let Some(Some(Ok(c))) = changes
+                        .as_mut()
+                        .and_then(|c| futures::FutureExt::now_or_never(futures::StreamExt::next(c)))
+                    {
+                        full |= c.events.iter().any(|e| relevant(&ctx, e.key()));
+                    }
+                }
                 _ => {
                     changes = None;
                     tokio::time::sleep(PERIOD).await;
