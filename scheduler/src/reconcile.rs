@@ -191,6 +191,7 @@ pub async fn pass(
     state: &mut State,
 ) -> lb_pkg::store::Result<Outcome> {
     let now = Instant::now();
+    state.due = false;
     let node_wake = state.expire_nodes(grace, now);
     let fence = Compare::ModRevision(fence.0.to_owned(), fence.1);
     let mut outcome = Outcome::default();

@@ -100,6 +100,9 @@ pub struct State {
     pub wake_at: Option<Instant>,
     /// Assignments to check against their placements on the next pass.
     pub check_assignments: bool,
+    /// A timer is due (a node's grace, a rollout's wait): pass even if no
+    /// service is marked yet.
+    pub due: bool,
 }
 
 fn decode<T: serde::de::DeserializeOwned>(kv: &KeyValue) -> Option<T> {
@@ -132,6 +135,7 @@ impl State {
             timed: HashSet::new(),
             wake_at: None,
             check_assignments: true,
+            due: false,
         }
     }
 
@@ -161,7 +165,7 @@ impl State {
 
     /// Whether a pass has anything to do.
     pub fn has_work(&self) -> bool {
-        !self.dirty.is_empty() || self.check_assignments
+        !self.dirty.is_empty() || self.check_assignments || self.due
     }
 
     /// Applies a batch of watch events.
@@ -296,6 +300,8 @@ impl State {
                 self.dead_since
                     .entry(nid.to_owned())
                     .or_insert_with(Instant::now);
+                // A pass sets the timer for the end of its grace.
+                self.due = true;
             }
             Some(Parsed::NodeReplica { rid, .. }) => {
                 if let Some(Some(a)) = self.assignments.remove(rid).map(|h| h.assignment) {
@@ -397,6 +403,7 @@ impl State {
     /// The timed services are due: plan them.
     pub fn wake(&mut self) {
         self.wake_at = None;
+        self.due = true;
         let timed = std::mem::take(&mut self.timed);
         self.dirty.extend(timed);
     }

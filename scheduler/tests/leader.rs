@@ -392,3 +392,92 @@ async fn etcd_one_refused_service_never_stalls_the_rest() {
     );
     task.abort();
 }
+
+/// A node whose liveness key goes (its lease revoked) loses its replicas to
+/// the other nodes once the grace is over, with no other change in the
+/// cluster to wake the scheduler: the grace is a timer of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embedded_a_lost_nodes_replicas_move_after_the_grace() {
+    let (store, _guard) = embedded().await;
+    let keys = Keys::default();
+    let _lease = hollow_nodes(&store, &keys, 2).await;
+    // A third node on a lease of its own, the only one with room at first.
+    let lease = store.lease_grant(60).await.unwrap();
+    let id = "NODEDOOMED000000000000000".to_owned();
+    let node = Node {
+        id: id.clone(),
+        name: "doomed".into(),
+        labels: BTreeMap::new(),
+        address: String::new(),
+        capacity: Capacity {
+            cpus: 64.0,
+            memory: 65_536,
+            disk: 0,
+        },
+        created: 0,
+    };
+    store
+        .txn(
+            Txn::new()
+                .then(Op::put(
+                    keys.node_meta(&id),
+                    serde_json::to_vec(&node).unwrap(),
+                ))
+                .then(Op::Put {
+                    key: keys.node_alive(&id),
+                    value: b"{}".to_vec(),
+                    lease,
+                }),
+        )
+        .await
+        .unwrap();
+    service(&store, &keys, 0, 6).await;
+    let config = lb_scheduler::Config {
+        node_grace: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let task = tokio::spawn(lb_scheduler::run(
+        store.clone(),
+        config,
+        std::future::pending(),
+    ));
+    let on_node = |kvs: &[lb_pkg::store::KeyValue], nid: &str| {
+        kvs.iter()
+            .filter(|kv| matches!(keys.parse(&kv.key), Some(Parsed::NodeReplica { nid: n, .. }) if n == nid))
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (kvs, _) = store.list(&keys.nodes()).await.unwrap();
+        if check(&store, &keys).await == 6 && on_node(&kvs, &id) > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not placed with some on the doomed node"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    store.lease_revoke(lease).await.unwrap();
+    let gone = Instant::now();
+    loop {
+        let (kvs, _) = store.list(&keys.nodes()).await.unwrap();
+        if on_node(&kvs, &id) == 0 && check(&store, &keys).await == 6 {
+            break;
+        }
+        assert!(
+            gone.elapsed() < Duration::from_secs(10),
+            "the lost node's replicas did not move within 10 s (grace 1 s)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        gone.elapsed() >= Duration::from_millis(900),
+        "moved before the grace"
+    );
+    eprintln!(
+        "replicas moved {:?} after the node was lost (grace 1 s)",
+        gone.elapsed()
+    );
+    task.abort();
+}
