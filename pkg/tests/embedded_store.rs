@@ -155,3 +155,98 @@ async fn compaction_drops_history_before_the_point() {
         "compacting past the current revision is refused"
     );
 }
+
+/// Steady churn, accelerated: 200,000 updates to 100 keys (values of 300 to
+/// 500 bytes, ten updates per transaction so it runs in seconds) must leave
+/// the file bounded, with history kept for watches but not all of it. Kept
+/// whole, that history alone is about 80 MB of events (the file reached
+/// ~200 MiB before history was bounded by size as well as by count).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_keeps_the_file_bounded() {
+    const BOUND: u64 = 48 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(&dir.path().join(FILE_NAME))
+        .await
+        .unwrap();
+    let first = store.revision().await.unwrap();
+    let mut largest = 0;
+    for batch in 0..20_000u64 {
+        let mut txn = Txn::new();
+        for i in 0..10 {
+            let n = batch * 10 + i;
+            let value = vec![b'a' + (n % 26) as u8; 300 + (n % 200) as usize];
+            txn = txn.then(Op::put(format!("/t/churn/{:03}", n % 100), value));
+        }
+        store.txn(txn).await.unwrap();
+        if batch % 500 == 0 {
+            largest = largest.max(store.file_size().unwrap());
+            assert!(
+                largest < BOUND,
+                "the store file grew to {} MiB after {} updates",
+                largest >> 20,
+                batch * 10
+            );
+        }
+    }
+    // The background compaction runs every 100 ms: give it one more turn.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let size = store.file_size().unwrap();
+    assert!(size < BOUND, "the store file is {} MiB", size >> 20);
+    let (kvs, revision) = store.list("/t/churn/").await.unwrap();
+    assert_eq!(kvs.len(), 100);
+    assert!(matches!(
+        store.watch("/t/", first).await,
+        Err(Error::Compacted { .. })
+    ));
+    // Recent history is still there to replay.
+    let mut watch = store.watch("/t/", revision - 1000).await.unwrap();
+    use futures::StreamExt;
+    let changes = watch.next().await.unwrap().unwrap();
+    assert_eq!(changes.revision, revision - 1000);
+    println!(
+        "file {} MiB at the end, {} MiB at most",
+        size >> 20,
+        largest >> 20
+    );
+}
+
+/// A burst (100 MiB of values, most deleted again) leaves the file large
+/// with its pages mostly free: the next open rewrites it to about what is
+/// live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_left_sparse_by_a_burst_is_compacted_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let burst = {
+        let store = EmbeddedStore::open(&path).await.unwrap();
+        for i in 0..100 {
+            store
+                .put(&format!("/t/burst/{i:03}"), vec![7; 1 << 20])
+                .await
+                .unwrap();
+        }
+        // One in ten stays, spread over the file.
+        for i in (0..100).filter(|i| i % 10 != 0) {
+            store.delete(&format!("/t/burst/{i:03}")).await.unwrap();
+        }
+        store.put("/t/after", b"x".to_vec()).await.unwrap();
+        let revision = store.revision().await.unwrap();
+        store.compact(revision).await.unwrap();
+        store.file_size().unwrap()
+    };
+    assert!(burst > 128 << 20, "the burst left {} MiB", burst >> 20);
+    let store = EmbeddedStore::open(&path).await.unwrap();
+    let reopened = store.file_size().unwrap();
+    assert!(
+        reopened < 48 << 20,
+        "{} MiB after the burst, {} MiB reopened",
+        burst >> 20,
+        reopened >> 20
+    );
+    let (kvs, _) = store.list("/t/").await.unwrap();
+    assert_eq!(kvs.len(), 11, "what was live is all there");
+    assert!(kvs
+        .iter()
+        .filter(|kv| kv.key.starts_with("/t/burst/"))
+        .all(|kv| kv.value == vec![7; 1 << 20]));
+}

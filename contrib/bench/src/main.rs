@@ -19,6 +19,7 @@ use serde_json::json;
 
 mod node;
 mod scheduler;
+mod store_growth;
 
 #[derive(Parser)]
 #[command(name = "lb-bench", about = "lb benchmarks")]
@@ -55,6 +56,27 @@ enum Command {
         /// etcd endpoints; without it the embedded store in a temp dir.
         #[arg(long, value_delimiter = ',')]
         etcd: Vec<String>,
+    },
+    /// The embedded store's file size under steady churn, over time.
+    StoreGrowth {
+        /// Updates per second.
+        #[arg(long, default_value_t = 50)]
+        rate: u64,
+        /// How long to run, in seconds.
+        #[arg(long, default_value_t = 3600)]
+        seconds: u64,
+        /// Keys updated in turn.
+        #[arg(long, default_value_t = 100)]
+        keys: u64,
+        /// Bytes per value.
+        #[arg(long, default_value_t = 400)]
+        value_bytes: usize,
+        /// Seconds between size reports.
+        #[arg(long, default_value_t = 60)]
+        every: u64,
+        /// Store directory (default: a temp dir, removed at the end).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
     },
     /// Replica start latency through lb beside raw docker create + start,
     /// and the node daemon's memory.
@@ -361,6 +383,24 @@ async fn main() -> anyhow::Result<()> {
             rate,
         } => api_bench(etcd, seconds, concurrency, rate).await,
         Command::Node { replicas, lb } => node::run(replicas, &lb).await,
+        Command::StoreGrowth {
+            rate,
+            seconds,
+            keys,
+            value_bytes,
+            every,
+            dir,
+        } => {
+            store_growth::run(store_growth::Options {
+                rate,
+                seconds,
+                keys,
+                value_bytes,
+                every,
+                dir,
+            })
+            .await
+        }
         Command::Scheduler {
             nodes,
             replicas,

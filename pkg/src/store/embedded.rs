@@ -521,11 +521,23 @@ impl Inner {
         let mut removed = 0u64;
         {
             let mut log = wtx.open_table(LOG).map_err(backend)?;
-            log.retain_in(..revision, |_, events| {
-                removed += events.len() as u64;
-                false
-            })
-            .map_err(backend)?;
+            // One `remove` at a time: redb's `retain_in` copies the tree's
+            // pages for every entry it drops (it does not modify the tree
+            // it iterates), and a compaction of thousands of revisions
+            // grew the file by 128 MiB at once.
+            loop {
+                let first = log
+                    .first()
+                    .map_err(backend)?
+                    .map(|(rev, events)| (rev.value(), events.value().len()));
+                match first {
+                    Some((rev, len)) if rev < revision => {
+                        log.remove(rev).map_err(backend)?;
+                        removed += len as u64;
+                    }
+                    _ => break,
+                }
+            }
             let mut meta = wtx.open_table(META).map_err(backend)?;
             meta.insert("compact_revision", revision).map_err(backend)?;
         }
