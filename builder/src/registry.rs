@@ -24,7 +24,7 @@ use lb_pkg::registry::{Claims, Signer};
 use lb_pkg::store::{Compare, Op, Shared, StoreExt, Txn};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use warp::http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 use warp::hyper::Body;
 use warp::Filter;
@@ -726,12 +726,12 @@ impl Registry {
             return Err(unknown());
         }
         let path = self.blob_path(hex);
-        let mut file = match tokio::fs::File::open(&path).await {
-            Ok(f) => f,
+        // HEAD needs the size only: no open, no read.
+        let size = match tokio::fs::metadata(&path).await {
+            Ok(m) => m.len(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(unknown()),
             Err(e) => return Err(e.into()),
         };
-        let size = file.metadata().await?.len();
         let range = headers
             .get("range")
             .and_then(|v| v.to_str().ok())
@@ -744,9 +744,12 @@ impl Registry {
         let body = if head {
             Body::empty()
         } else {
-            file.seek(std::io::SeekFrom::Start(start)).await?;
-            let stream = tokio_util::io::ReaderStream::with_capacity(file.take(len), 256 << 10);
-            Body::wrap_stream(stream)
+            let file = match tokio::fs::File::open(&path).await {
+                Ok(f) => f.into_std().await,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(unknown()),
+                Err(e) => return Err(e.into()),
+            };
+            Body::wrap_stream(read_chunks(file, start, len))
         };
         let mut reply = Response::new(body);
         *reply.status_mut() = status;
@@ -1182,6 +1185,56 @@ async fn read_limited(mut body: BodyStream, limit: usize) -> Result<Vec<u8>> {
         }
     }
     Ok(out)
+}
+
+/// Bytes read from a blob per chunk sent: large, so a 200 MB pull is a
+/// couple of hundred reads and socket writes, not thousands.
+const READ_CHUNK: usize = 2 << 20;
+/// Chunks read ahead of the socket (per download: `READ_CHUNK` times this,
+/// plus the one being sent).
+const READ_AHEAD: usize = 2;
+
+/// `len` bytes of `file` from `start`, as a stream of large chunks. A
+/// thread of the blocking pool reads with plain `read`s straight into each
+/// chunk's buffer (no intermediate buffer, no trip to the pool per read)
+/// and stays `READ_AHEAD` chunks ahead of the socket; it stops when the
+/// client goes away. An IO error ends the stream with that error, so the
+/// client sees a cut-off body, never wrong bytes.
+fn read_chunks(
+    file: std::fs::File,
+    start: u64,
+    len: u64,
+) -> impl Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static {
+    use std::io::{Read, Seek};
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(READ_AHEAD);
+    tokio::task::spawn_blocking(move || {
+        let mut file = file;
+        if let Err(e) = file.seek(std::io::SeekFrom::Start(start)) {
+            let _ = tx.blocking_send(Err(e));
+            return;
+        }
+        let mut left = len;
+        while left > 0 {
+            let want = left.min(READ_CHUNK as u64);
+            let mut buf = Vec::with_capacity(want as usize);
+            let chunk = match (&mut file).take(want).read_to_end(&mut buf) {
+                Ok(0) => Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "blob shorter than its size",
+                )),
+                Ok(n) => {
+                    left -= n as u64;
+                    Ok(bytes::Bytes::from(buf))
+                }
+                Err(e) => Err(e),
+            };
+            let failed = chunk.is_err();
+            if tx.blocking_send(chunk).is_err() || failed {
+                return;
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
 async fn sync_dir(dir: &Path) {
