@@ -610,8 +610,29 @@ async fn services_crud_and_actions(backend: Backend) {
         .put(&keys.build(&pid, &sid, 8), failed.to_string().into_bytes())
         .await
         .unwrap();
+    // Build 8's log: chunks 0 and 1 dropped by the builder, 2 and 3 kept.
+    for (seq, text) in [(2, "step 2\n"), (3, "step 3\n")] {
+        api.store
+            .put(&keys.build_log_chunk(&pid, &sid, 8, seq), text.into())
+            .await
+            .unwrap();
+    }
     // Written beside the API: let its cache see them before reading.
     api.sync(&t).await;
+    let log = api
+        .client
+        .get(format!("{}{svc}/builds/8/logs", api.base))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        log,
+        format!("{}step 2\nstep 3\n", lb_pkg::model::BUILD_LOG_DROPPED)
+    );
     let r = api
         .call(
             "POST",
@@ -750,6 +771,14 @@ async fn deletes_cascade_without_orphans(backend: Backend) {
             .then(lb_pkg::store::Op::put(
                 keys.build(&pid, sid, 1),
                 json!({"number": 1, "status": "queued", "created": 1}).to_string(),
+            ))
+            .then(lb_pkg::store::Op::put(
+                keys.build_log_chunk(&pid, sid, 1, 0),
+                "cloning\n",
+            ))
+            .then(lb_pkg::store::Op::put(
+                keys.build_log_chunk(&pid, sid, 1, 1),
+                "building\n",
             ));
         api.store.txn(txn).await.unwrap();
     }

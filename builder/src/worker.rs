@@ -8,10 +8,12 @@
 //! context, build with the Docker engine under a memory limit and a time
 //! limit, push to lb's registry, then point the service's image at the
 //! pushed digest (revision-checked) so the scheduler rolls it out. Each
-//! status change is a timed step on the build record; output goes to a
-//! bounded log key the API follows. A cancel (the API sets `canceled`)
-//! stops the work at once.
+//! status change is a timed step on the build record; output is appended
+//! to the store as chunks (`build-logs/<n>/<seq>`, what is new at each
+//! flush, the oldest dropped beyond 256 KiB) which the API joins and
+//! follows. A cancel (the API sets `canceled`) stops the work at once.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +23,10 @@ use bollard::image::{BuildImageOptions, PushImageOptions, RemoveImageOptions};
 use bollard::Docker;
 use futures::StreamExt;
 use lb_pkg::keys::Keys;
-use lb_pkg::model::{Build, BuildKind, BuildStatus, BuildStep, ServiceMeta, ServiceSpec};
+use lb_pkg::model::{
+    Build, BuildKind, BuildStatus, BuildStep, ServiceMeta, ServiceSpec, BUILD_LOG_DROPPED,
+    BUILD_LOG_MAX,
+};
 use lb_pkg::registry::{repository, Access, Signer};
 use lb_pkg::store::{Compare, Op, Shared, StoreExt, Txn};
 use tokio::process::Command;
@@ -29,9 +34,7 @@ use tokio::sync::Semaphore;
 
 use crate::Config;
 
-/// Log kept per build (the newest part).
-const MAX_LOG: usize = 256 << 10;
-/// How often log output is written to the store while a build runs.
+/// How often new log output is written to the store while a build runs.
 const LOG_FLUSH: Duration = Duration::from_millis(300);
 /// Lease of a builder's running marks.
 const LEASE_TTL: i64 = 10;
@@ -241,7 +244,7 @@ impl Worker {
                 number,
                 build,
                 revision: resp.revision,
-                log: Vec::new(),
+                log: Log::default(),
                 flushed: Instant::now(),
                 dir: self
                     .config
@@ -314,9 +317,93 @@ struct Run {
     number: u64,
     build: Build,
     revision: i64,
-    log: Vec<u8>,
+    log: Log,
     flushed: Instant,
     dir: PathBuf,
+}
+
+/// A build's log: output not yet written, and the chunks in the store.
+#[derive(Default)]
+struct Log {
+    /// Output since the last chunk written.
+    pending: Vec<u8>,
+    /// `pending` lost its front (more than the log keeps came at once).
+    cut: bool,
+    /// The next chunk's number.
+    next: u64,
+    /// Chunks in the store, oldest first: number and size.
+    stored: VecDeque<(u64, usize)>,
+    /// Bytes of `stored`.
+    stored_bytes: usize,
+}
+
+/// The chunks after a write of [`Log::pending`]: applied once it committed.
+struct LogWrite {
+    next: u64,
+    stored: VecDeque<(u64, usize)>,
+    stored_bytes: usize,
+}
+
+impl Log {
+    /// Appends one line, keeping `pending` within the bound.
+    fn line(&mut self, line: &str) {
+        self.pending
+            .extend_from_slice(line.trim_end_matches(['\r', '\n']).as_bytes());
+        self.pending.push(b'\n');
+        if self.pending.len() > BUILD_LOG_MAX {
+            let cut = self.pending.len() - BUILD_LOG_MAX;
+            let cut = self.pending[cut..]
+                .iter()
+                .position(|b| *b == b'\n')
+                .map_or(cut, |p| cut + p + 1);
+            self.pending.drain(..cut);
+            self.cut = true;
+        }
+    }
+
+    /// The store operations writing `pending` as the next chunk and
+    /// deleting the oldest chunks beyond the bound (none when nothing is
+    /// pending), and the state they lead to.
+    fn write(&self, keys: &Keys, pid: &str, sid: &str, number: u64) -> (Vec<Op>, LogWrite) {
+        let mut after = LogWrite {
+            next: self.next,
+            stored: self.stored.clone(),
+            stored_bytes: self.stored_bytes,
+        };
+        if self.pending.is_empty() {
+            return (Vec::new(), after);
+        }
+        let mut chunk = Vec::with_capacity(self.pending.len() + BUILD_LOG_DROPPED.len());
+        if self.cut {
+            chunk.extend_from_slice(BUILD_LOG_DROPPED.as_bytes());
+        }
+        chunk.extend_from_slice(&self.pending);
+        let mut ops = Vec::new();
+        while after.stored_bytes + chunk.len() > BUILD_LOG_MAX {
+            let Some((seq, len)) = after.stored.pop_front() else {
+                break;
+            };
+            ops.push(Op::delete(keys.build_log_chunk(pid, sid, number, seq)));
+            after.stored_bytes -= len;
+        }
+        after.stored.push_back((self.next, chunk.len()));
+        after.stored_bytes += chunk.len();
+        after.next = self.next + 1;
+        ops.push(Op::put(
+            keys.build_log_chunk(pid, sid, number, self.next),
+            chunk,
+        ));
+        (ops, after)
+    }
+
+    /// Takes in a write that committed.
+    fn written(&mut self, after: LogWrite) {
+        self.pending.clear();
+        self.cut = false;
+        self.next = after.next;
+        self.stored = after.stored;
+        self.stored_bytes = after.stored_bytes;
+    }
 }
 
 impl Run {
@@ -534,7 +621,7 @@ impl Run {
             ..Default::default()
         };
         let mut stream = w.docker.build_image(options, None, Some(tar.into()));
-        while let Some(item) = stream.next().await {
+        while let Some(item) = self.next_flushing(&mut stream).await? {
             let info = match item {
                 Ok(info) => info,
                 // Docker reports a failed step as an error in the stream.
@@ -595,7 +682,7 @@ impl Run {
             Some(PushImageOptions { tag: tag.clone() }),
             Some(credentials),
         );
-        while let Some(item) = push.next().await {
+        while let Some(item) = self.next_flushing(&mut push).await? {
             let info = match item {
                 Ok(info) => info,
                 Err(bollard::errors::Error::DockerStreamError { error }) => {
@@ -766,17 +853,7 @@ impl Run {
     }
 
     fn line(&mut self, line: &str) {
-        self.log
-            .extend_from_slice(line.trim_end_matches(['\r', '\n']).as_bytes());
-        self.log.push(b'\n');
-        if self.log.len() > MAX_LOG {
-            let cut = self.log.len() - MAX_LOG;
-            let cut = self.log[cut..]
-                .iter()
-                .position(|b| *b == b'\n')
-                .map_or(cut, |p| cut + p + 1);
-            self.log.drain(..cut);
-        }
+        self.log.line(line);
     }
 
     async fn maybe_flush(&mut self) -> Step<()> {
@@ -786,15 +863,37 @@ impl Run {
         Ok(())
     }
 
+    /// When output waits to be written: the next flush is due then.
+    fn flush_due(&self) -> Option<tokio::time::Instant> {
+        (!self.log.pending.is_empty()).then(|| (self.flushed + LOG_FLUSH).into())
+    }
+
+    /// The next item of a stream of Docker output; output that waits is
+    /// written when its flush is due, even while the stream is quiet.
+    async fn next_flushing<S: futures::Stream + Unpin>(
+        &mut self,
+        stream: &mut S,
+    ) -> Step<Option<S::Item>> {
+        loop {
+            let Some(due) = self.flush_due() else {
+                return Ok(stream.next().await);
+            };
+            match tokio::time::timeout_at(due, stream.next()).await {
+                Ok(item) => return Ok(item),
+                Err(_) => self.flush_log().await?,
+            }
+        }
+    }
+
+    /// Appends the output since the last write as the next chunk.
     async fn flush_log(&mut self) -> Step<()> {
-        let w = &self.worker;
-        w.store
-            .put(
-                &w.keys.build_log(&self.pid, &self.sid, self.number),
-                self.log.clone(),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
+        let w = self.worker.clone();
+        let (ops, after) = self.log.write(&w.keys, &self.pid, &self.sid, self.number);
+        if !ops.is_empty() {
+            let txn = ops.into_iter().fold(Txn::new(), Txn::then);
+            w.store.txn(txn).await.map_err(|e| e.to_string())?;
+            self.log.written(after);
+        }
         self.flushed = Instant::now();
         Ok(())
     }
@@ -814,22 +913,26 @@ impl Run {
         self.save().await
     }
 
-    /// Writes the build record and the log together, unless the record
-    /// changed (a cancel): then stops, and a canceled build stays canceled.
+    /// Writes the build record and the new log output together (the
+    /// output first, so a follower has it all when it sees the status),
+    /// unless the record changed (a cancel): then stops, and a canceled
+    /// build stays canceled.
     async fn save(&mut self) -> Step<()> {
         let w = self.worker.clone();
         let key = w.keys.build(&self.pid, &self.sid, self.number);
-        let txn = Txn::new()
-            .when(Compare::ModRevision(key.clone(), self.revision))
-            .then(Op::put(
-                w.keys.build_log(&self.pid, &self.sid, self.number),
-                self.log.clone(),
-            ))
+        let (ops, after) = self.log.write(&w.keys, &self.pid, &self.sid, self.number);
+        let txn = ops
+            .into_iter()
+            .fold(
+                Txn::new().when(Compare::ModRevision(key.clone(), self.revision)),
+                Txn::then,
+            )
             .then(Op::put(key, encode(&self.build)));
         let resp = w.store.txn(txn).await.map_err(|e| e.to_string())?;
         if !resp.succeeded {
             return Err(Stop::Canceled);
         }
+        self.log.written(after);
         self.revision = resp.revision;
         self.flushed = Instant::now();
         Ok(())
@@ -926,4 +1029,76 @@ fn now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes what is pending as the store would take it: chunk number ->
+    /// bytes, deletes removing.
+    fn flush(log: &mut Log, store: &mut std::collections::BTreeMap<String, Vec<u8>>) {
+        let keys = Keys::default();
+        let (ops, after) = log.write(&keys, "P", "S", 1);
+        for op in ops {
+            match op {
+                Op::Put { key, value, .. } => {
+                    store.insert(key, value);
+                }
+                Op::Delete(key) => {
+                    store.remove(&key);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        log.written(after);
+    }
+
+    fn joined(store: &std::collections::BTreeMap<String, Vec<u8>>) -> String {
+        let keys = Keys::default();
+        let prefix = keys.build_log_prefix("P", "S", 1);
+        let chunks = store
+            .iter()
+            .map(|(k, v)| (keys.build_log_seq(&prefix, k).unwrap(), v.as_slice()));
+        String::from_utf8(lb_pkg::model::join_log_chunks(chunks)).unwrap()
+    }
+
+    #[test]
+    fn log_appends_chunks_and_drops_the_oldest_beyond_the_bound() {
+        let mut log = Log::default();
+        let mut store = std::collections::BTreeMap::new();
+        flush(&mut log, &mut store);
+        assert!(store.is_empty(), "nothing pending, nothing written");
+        log.line("one\r\n");
+        flush(&mut log, &mut store);
+        log.line("two");
+        flush(&mut log, &mut store);
+        assert_eq!(store.len(), 2);
+        assert_eq!(joined(&store), "one\ntwo\n");
+
+        // 100 KiB chunks: the oldest go once the log passes 256 KiB.
+        let line = "x".repeat((100 << 10) - 1);
+        for _ in 0..4 {
+            log.line(&line);
+            flush(&mut log, &mut store);
+        }
+        let total: usize = store.values().map(Vec::len).sum();
+        assert!(total <= BUILD_LOG_MAX, "{total} bytes kept");
+        assert_eq!(store.len(), 2, "the two newest chunks");
+        let text = joined(&store);
+        assert!(text.starts_with(BUILD_LOG_DROPPED), "marker first");
+        assert_eq!(text.len(), BUILD_LOG_DROPPED.len() + (200 << 10));
+
+        // More than the bound at once: cut at a line, marked in the chunk.
+        let mut log = Log::default();
+        let mut store = std::collections::BTreeMap::new();
+        for i in 0..40_000 {
+            log.line(&format!("line {i:05}"));
+        }
+        flush(&mut log, &mut store);
+        let text = joined(&store);
+        assert!(text.starts_with(BUILD_LOG_DROPPED), "{}", &text[..80]);
+        assert!(text[BUILD_LOG_DROPPED.len()..].starts_with("line "));
+        assert!(text.ends_with("line 39999\n"));
+    }
 }

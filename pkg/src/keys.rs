@@ -10,6 +10,7 @@
 //! <root>/projects/<pid>/services/<sid>/meta                service meta
 //! <root>/projects/<pid>/services/<sid>/spec                desired spec
 //! <root>/projects/<pid>/services/<sid>/builds/<number>     build
+//! <root>/projects/<pid>/services/<sid>/build-logs/<number>/<seq>  a build's output, one chunk per flush (raw bytes)
 //! <root>/projects/<pid>/services/<sid>/replicas/<rid>      placement
 //! <root>/projects/<pid>/services/<sid>/replicas/<rid>/status  replica status
 //! <root>/index/services/<pid>/<service name>               -> service id
@@ -184,10 +185,35 @@ impl Keys {
         format!("{}builds/{number:010}", self.service_prefix(pid, sid))
     }
 
-    /// `<root>/projects/<pid>/services/<sid>/build-logs/<number>`: a build's
-    /// output so far (bounded), beside the build so that listing builds
-    /// stays small.
-    pub fn build_log(&self, pid: &str, sid: &str, number: u64) -> String {
+    /// `<root>/projects/<pid>/services/<sid>/build-logs/<number>/`: prefix
+    /// of a build's output, stored beside the build so that listing builds
+    /// stays small. The output is appended as chunks
+    /// ([`Keys::build_log_chunk`]): read it by listing this prefix and
+    /// joining the values in key order; follow it by watching the prefix.
+    /// The builder keeps the newest 256 KiB by deleting the oldest chunks, so
+    /// a list not starting at chunk 0 means earlier output was dropped.
+    /// Inside the service's prefix: deleting the service or its project
+    /// deletes the logs.
+    pub fn build_log_prefix(&self, pid: &str, sid: &str, number: u64) -> String {
+        format!("{}build-logs/{number:010}/", self.service_prefix(pid, sid))
+    }
+
+    /// `<root>/projects/<pid>/services/<sid>/build-logs/<number>/<seq>`:
+    /// chunk `seq` (from 0, zero-padded so chunks sort in order) of a
+    /// build's output, what was new since the chunk before.
+    pub fn build_log_chunk(&self, pid: &str, sid: &str, number: u64, seq: u64) -> String {
+        format!("{}{seq:010}", self.build_log_prefix(pid, sid, number))
+    }
+
+    /// The chunk number of a key under [`Keys::build_log_prefix`].
+    pub fn build_log_seq(&self, prefix: &str, key: &str) -> Option<u64> {
+        key.strip_prefix(prefix)?.parse().ok()
+    }
+
+    /// `<root>/projects/<pid>/services/<sid>/build-logs/<number>`: where
+    /// lb before chunked logs kept a build's whole output as one value.
+    /// Read only, for builds logged then; inside the service's prefix too.
+    pub fn build_log_legacy(&self, pid: &str, sid: &str, number: u64) -> String {
         format!("{}build-logs/{number:010}", self.service_prefix(pid, sid))
     }
 
@@ -444,6 +470,20 @@ mod tests {
             "/lb/projects/P/services/S/builds/0000000007"
         );
         assert_eq!(k.node_replica("N", "R"), "/lb/nodes/N/replicas/R");
+        let logs = k.build_log_prefix("P", "S", 7);
+        assert_eq!(logs, "/lb/projects/P/services/S/build-logs/0000000007/");
+        assert_eq!(
+            k.build_log_chunk("P", "S", 7, 12),
+            format!("{logs}0000000012")
+        );
+        assert!(k.build_log_chunk("P", "S", 7, 9) < k.build_log_chunk("P", "S", 7, 10));
+        assert!(logs.starts_with(&k.service_prefix("P", "S")));
+        assert!(!k.build_log_chunk("P", "S", 70, 0).starts_with(&logs));
+        assert_eq!(
+            k.build_log_seq(&logs, &k.build_log_chunk("P", "S", 7, 12)),
+            Some(12)
+        );
+        assert_eq!(k.build_log_seq(&logs, "/lb/other"), None);
         assert!(k.service_meta("P", "S").starts_with(&k.project_prefix("P")));
         assert!(k.build("P", "S", 9) < k.build("P", "S", 10));
         assert_eq!(

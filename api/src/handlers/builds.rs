@@ -172,25 +172,54 @@ pub async fn cancel(ctx: Ctx, caller: Caller, p: String, s: String, n: String) -
     }
 }
 
+/// A build's log as stored: the chunks joined (see
+/// [`lb_pkg::model::join_log_chunks`]), the number of the last chunk, and
+/// the revision it was read at. A build logged before logs were chunked
+/// has its whole output in one older key, read when there are no chunks.
+async fn read_log(
+    ctx: &Ctx,
+    pid: &str,
+    sid: &str,
+    number: u64,
+) -> lb_pkg::store::Result<(Vec<u8>, Option<u64>, i64)> {
+    let prefix = ctx.keys.build_log_prefix(pid, sid, number);
+    let (kvs, revision) = ctx.store.list(&prefix).await?;
+    let chunks: Vec<(u64, &[u8])> = kvs
+        .iter()
+        .filter_map(|kv| {
+            Some((
+                ctx.keys.build_log_seq(&prefix, &kv.key)?,
+                kv.value.as_slice(),
+            ))
+        })
+        .collect();
+    let last = chunks.last().map(|(seq, _)| *seq);
+    if chunks.is_empty() {
+        let legacy = ctx
+            .store
+            .get(&ctx.keys.build_log_legacy(pid, sid, number))
+            .await?;
+        return Ok((
+            legacy.map(|kv| kv.value).unwrap_or_default(),
+            None,
+            revision,
+        ));
+    }
+    Ok((lb_pkg::model::join_log_chunks(chunks), last, revision))
+}
+
 /// `GET .../builds/{n}/logs`: the output so far, as text.
 pub async fn logs(ctx: Ctx, caller: Caller, p: String, s: String, n: String) -> Result<Response> {
     let loaded = resolve(&ctx, &caller, &p, &s).await?;
     let (build, _) = load(&ctx, &loaded, &n).await?;
-    let text = ctx
-        .store
-        .get(
-            &ctx.keys
-                .build_log(&loaded.pid, &loaded.meta.id, build.number),
-        )
-        .await?
-        .map(|kv| kv.value)
-        .unwrap_or_default();
+    let (text, _, _) = read_log(&ctx, &loaded.pid, &loaded.meta.id, build.number).await?;
     Ok(warp::reply::with_header(text, "content-type", "text/plain; charset=utf-8").into_response())
 }
 
 /// `GET .../builds/{n}/logs` upgraded to a websocket: the output so far,
-/// then new output as the builder writes it (binary frames), then a text
-/// frame `{"status": ...}` when the build ends, and the close.
+/// then each chunk the builder appends as it appears (binary frames, from a
+/// watch of the log's chunks and the build), then a text frame
+/// `{"status": ...}` when the build ends, and the close.
 pub async fn logs_ws(
     ctx: Ctx,
     caller: Caller,
@@ -201,71 +230,11 @@ pub async fn logs_ws(
 ) -> Result<Response> {
     let loaded = resolve(&ctx, &caller, &p, &s).await?;
     let (build, _) = load(&ctx, &loaded, &n).await?;
-    let build_key = ctx.keys.build(&loaded.pid, &loaded.meta.id, build.number);
-    let log_key = ctx
-        .keys
-        .build_log(&loaded.pid, &loaded.meta.id, build.number);
+    let (pid, sid, number) = (loaded.pid.clone(), loaded.meta.id.clone(), build.number);
     Ok(ws
         .on_upgrade(move |socket| async move {
             let (mut tx, mut rx) = socket.split();
-            let result: std::result::Result<(), String> = async {
-                // Watch first, then read: nothing written between is missed.
-                let prefix = ctx.keys.service_prefix(&loaded.pid, &loaded.meta.id);
-                let current = ctx.store.get(&log_key).await.map_err(|e| e.to_string())?;
-                let (_, revision) = ctx.store.list(&build_key).await.map_err(|e| e.to_string())?;
-                let mut watch = ctx.store.watch(&prefix, revision + 1).await.map_err(|e| e.to_string())?;
-                let mut sent = 0usize;
-                if let Some(kv) = current {
-                    if !kv.value.is_empty() {
-                        tx.send(Message::binary(kv.value.clone())).await.map_err(|e| e.to_string())?;
-                    }
-                    sent = kv.value.len();
-                }
-                let status = |value: &[u8]| serde_json::from_slice::<Build>(value).ok().map(|b| b.status);
-                let ended = ctx.store.get(&build_key).await.map_err(|e| e.to_string())?
-                    .and_then(|kv| status(&kv.value))
-                    .filter(|s| s.is_final());
-                if let Some(done) = ended {
-                    let log = ctx.store.get(&log_key).await.map_err(|e| e.to_string())?;
-                    if let Some(kv) = log {
-                        if kv.value.len() > sent {
-                            tx.send(Message::binary(kv.value[sent..].to_vec())).await.map_err(|e| e.to_string())?;
-                        }
-                    }
-                    tx.send(Message::text(serde_json::json!({"status": done}).to_string())).await.map_err(|e| e.to_string())?;
-                    return Ok(());
-                }
-                loop {
-                    tokio::select! {
-                        changes = watch.next() => {
-                            let Some(Ok(changes)) = changes else { return Err("watch ended".into()) };
-                            for event in changes.events {
-                                let Event::Put(kv) = event else { continue };
-                                if kv.key == log_key {
-                                    // The log is bounded: it may have been cut at the front.
-                                    let start = if kv.value.len() >= sent { sent } else { 0 };
-                                    if kv.value.len() > start {
-                                        tx.send(Message::binary(kv.value[start..].to_vec())).await.map_err(|e| e.to_string())?;
-                                    }
-                                    sent = kv.value.len();
-                                } else if kv.key == build_key {
-                                    if let Some(done) = status(&kv.value).filter(|s| s.is_final()) {
-                                        tx.send(Message::text(serde_json::json!({"status": done}).to_string())).await.map_err(|e| e.to_string())?;
-                                        return Ok(());
-                                    }
-                                }
-                            }
-                        }
-                        incoming = rx.next() => {
-                            match incoming {
-                                Some(Ok(m)) if !m.is_close() => {}
-                                _ => return Ok(()),
-                            }
-                        }
-                    }
-                }
-            }
-            .await;
+            let result = follow_log(&ctx, &pid, &sid, number, &mut tx, &mut rx).await;
             if let Err(e) = result {
                 let body = ApiError::unavailable(e).body();
                 let _ = tx.send(Message::text(body.to_string())).await;
@@ -273,4 +242,101 @@ pub async fn logs_ws(
             let _ = tx.send(Message::close()).await;
         })
         .into_response())
+}
+
+/// Sends a build's log so far, then its new chunks as they are written,
+/// then its final status; ends early when the client goes.
+async fn follow_log<Tx, Rx>(
+    ctx: &Ctx,
+    pid: &str,
+    sid: &str,
+    number: u64,
+    tx: &mut Tx,
+    rx: &mut Rx,
+) -> std::result::Result<(), String>
+where
+    Tx: futures::Sink<Message, Error = warp::Error> + Unpin,
+    Rx: futures::Stream<Item = std::result::Result<Message, warp::Error>> + Unpin,
+{
+    let text = |e: &dyn std::fmt::Display| e.to_string();
+    let build_key = ctx.keys.build(pid, sid, number);
+    let prefix = ctx.keys.build_log_prefix(pid, sid, number);
+    let status = |value: &[u8]| {
+        serde_json::from_slice::<Build>(value)
+            .ok()
+            .map(|b| b.status)
+    };
+    let ended =
+        |status: BuildStatus| Message::text(serde_json::json!({"status": status}).to_string());
+    // The log as of a revision, then every change after it: nothing is
+    // missed, nothing sent twice (chunks are numbered).
+    let (so_far, mut last, revision) = read_log(ctx, pid, sid, number)
+        .await
+        .map_err(|e| text(&e))?;
+    let mut watch = ctx
+        .store
+        .watch(&ctx.keys.service_prefix(pid, sid), revision + 1)
+        .await
+        .map_err(|e| text(&e))?;
+    if !so_far.is_empty() {
+        tx.send(Message::binary(so_far))
+            .await
+            .map_err(|e| text(&e))?;
+    }
+    let done = ctx
+        .store
+        .get(&build_key)
+        .await
+        .map_err(|e| text(&e))?
+        .and_then(|kv| status(&kv.value))
+        .filter(|s| s.is_final());
+    if let Some(done) = done {
+        // Ended: whatever was appended since the read, then the status.
+        let (kvs, _) = ctx.store.list(&prefix).await.map_err(|e| text(&e))?;
+        for kv in kvs {
+            let seq = ctx.keys.build_log_seq(&prefix, &kv.key);
+            if seq.is_some() && seq > last {
+                tx.send(Message::binary(kv.value))
+                    .await
+                    .map_err(|e| text(&e))?;
+            }
+        }
+        tx.send(ended(done)).await.map_err(|e| text(&e))?;
+        return Ok(());
+    }
+    loop {
+        tokio::select! {
+            changes = watch.next() => {
+                let changes = match changes {
+                    Some(Ok(changes)) => changes,
+                    Some(Err(e)) => return Err(text(&e)),
+                    None => return Err("watch ended".into()),
+                };
+                // In revision order, and within one in write order: the
+                // builder writes a build's last output before its status.
+                for event in changes.events {
+                    let Event::Put(kv) = event else { continue };
+                    if let Some(seq) = ctx.keys.build_log_seq(&prefix, &kv.key) {
+                        if Some(seq) > last {
+                            last = Some(seq);
+                            if !kv.value.is_empty() {
+                                tx.send(Message::binary(kv.value)).await.map_err(|e| text(&e))?;
+                            }
+                        }
+                    } else if kv.key == build_key {
+                        if let Some(done) = status(&kv.value).filter(|s| s.is_final()) {
+                            tx.send(ended(done)).await.map_err(|e| text(&e))?;
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+            incoming = rx.next() => {
+                match incoming {
+                    Some(Ok(m)) if !m.is_close() => {}
+                    _ => return Ok(()),
+                }
+            }
+        }
+    }
 }

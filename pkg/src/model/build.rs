@@ -35,6 +35,28 @@ impl BuildStatus {
     }
 }
 
+/// Bytes of a build's output kept: the builder drops the oldest chunks of
+/// the log (`build-logs/<n>/<seq>`) beyond this.
+pub const BUILD_LOG_MAX: usize = 256 << 10;
+
+/// The line shown where output was dropped from the front of a build log.
+pub const BUILD_LOG_DROPPED: &str =
+    "[earlier output dropped: a build log keeps its newest 256 KiB]\n";
+
+/// A build log from its chunks, given as (chunk number, bytes) in order:
+/// the bytes joined, after [`BUILD_LOG_DROPPED`] when the first chunk kept
+/// is not chunk 0 (the builder dropped the ones before it).
+pub fn join_log_chunks<'a>(chunks: impl IntoIterator<Item = (u64, &'a [u8])>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, (seq, bytes)) in chunks.into_iter().enumerate() {
+        if i == 0 && seq != 0 {
+            out.extend_from_slice(BUILD_LOG_DROPPED.as_bytes());
+        }
+        out.extend_from_slice(bytes);
+    }
+    out
+}
+
 /// One timed step of a build.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BuildStep {
@@ -74,4 +96,23 @@ pub struct Build {
     /// When it ended.
     #[serde(default)]
     pub finished: Option<Timestamp>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_chunks_join_in_order_with_a_marker_for_dropped_output() {
+        let check = |chunks: &[(u64, &str)], expect: &str| {
+            let joined = join_log_chunks(chunks.iter().map(|(s, b)| (*s, b.as_bytes())));
+            assert_eq!(String::from_utf8(joined).unwrap(), expect, "{chunks:?}");
+        };
+        check(&[], "");
+        check(&[(0, "a\n"), (1, "b\n")], "a\nb\n");
+        check(
+            &[(3, "d\n"), (4, "e\n")],
+            &format!("{BUILD_LOG_DROPPED}d\ne\n"),
+        );
+    }
 }

@@ -14,7 +14,7 @@ mod user;
 mod vendor;
 
 pub use assignment::Assignment;
-pub use build::{Build, BuildStatus, BuildStep};
+pub use build::{join_log_chunks, Build, BuildStatus, BuildStep, BUILD_LOG_DROPPED, BUILD_LOG_MAX};
 pub use node::{Capacity, Node, NodeStatus};
 pub use project::Project;
 pub use replica::{PortBinding, Replica, ReplicaState, ReplicaStatus};
