@@ -175,9 +175,10 @@ async fn measure(
     let (mut raw_times, raw_ids) = raw_start(&docker, replicas).await?;
     let raw_delete = raw_remove(&docker, &raw_ids).await?;
 
-    // Through lb: every placement in one transaction.
+    // Through lb: every placement at once (in transactions within etcd's
+    // default of 128 operations).
     let mut watch = store.watch(&keys.projects(), 0).await?;
-    let mut txn = Txn::new();
+    let mut ops = Vec::new();
     let mut waiting = std::collections::HashMap::new();
     let mut placed = Vec::new();
     for i in 0..replicas {
@@ -209,20 +210,19 @@ async fn measure(
             reason: None,
             created: i as i64,
         };
-        txn = txn
-            .then(Op::put(
-                keys.replica(&a.project, &a.service, &rid),
-                serde_json::to_vec(&replica)?,
-            ))
-            .then(Op::put(
-                keys.node_replica(&nid, &rid),
-                serde_json::to_vec(&a)?,
-            ));
+        ops.push(Op::put(
+            keys.replica(&a.project, &a.service, &rid),
+            serde_json::to_vec(&replica)?,
+        ));
+        ops.push(Op::put(
+            keys.node_replica(&nid, &rid),
+            serde_json::to_vec(&a)?,
+        ));
         waiting.insert(keys.replica_status(&a.project, &a.service, &rid), ());
         placed.push(rid);
     }
     let started = Instant::now();
-    store.txn(txn).await?;
+    write(store, ops).await?;
     let mut lb_times = Vec::new();
     while !waiting.is_empty() {
         let changes = tokio::time::timeout(Duration::from_secs(60), watch.next())
@@ -250,12 +250,12 @@ async fn measure(
     let idle_cpu = (cpu_secs(pid) - cpu_before) / idle_started.elapsed().as_secs_f64() * 100.0;
 
     // Every placement deleted at once; done when the last container is gone.
-    let mut txn = Txn::new();
-    for rid in &placed {
-        txn = txn.then(Op::delete(keys.node_replica(&nid, rid)));
-    }
+    let ops = placed
+        .iter()
+        .map(|rid| Op::delete(keys.node_replica(&nid, rid)))
+        .collect();
     let started = Instant::now();
-    store.txn(txn).await?;
+    write(store, ops).await?;
     let filter = format!("label=lb.node={nid}");
     let deadline = Instant::now() + Duration::from_secs(u64::from(GRACE) * replicas as u64 + 60);
     loop {
@@ -307,6 +307,20 @@ async fn measure(
     );
     println!("lb node RSS with {replicas} replicas running: {rss:.1} MiB   (target <= 20 MiB)");
     println!("lb node CPU while idle with {replicas} replicas running: {idle_cpu:.2}% of a core");
+    Ok(())
+}
+
+/// Writes operations in transactions of at most 100, all in flight at once.
+async fn write(store: &Shared, ops: Vec<Op>) -> anyhow::Result<()> {
+    let mut txns = Vec::new();
+    let mut ops = ops.into_iter().peekable();
+    while ops.peek().is_some() {
+        let txn = ops.by_ref().take(100).fold(Txn::new(), Txn::then);
+        txns.push(store.txn(txn));
+    }
+    for r in futures::future::join_all(txns).await {
+        r?;
+    }
     Ok(())
 }
 
