@@ -382,6 +382,11 @@ fn projects_and_services() {
     assert_eq!(spec["cpu"], 0.25, "untouched");
     up.fails(&["service", "update", "web"], 2);
     up.fails(&["service", "update", "missing", "-r", "1"], 3);
+    // The stop grace period, checked by the API with the field named.
+    let svc = up.json(&["service", "update", "web", "--stop-timeout", "30"]);
+    assert_eq!(svc["spec"]["stop_timeout"], 30);
+    let line = up.fails(&["service", "update", "web", "--stop-timeout", "301"], 2);
+    assert!(line.contains("stop_timeout"), "{line}");
 
     // Lists, one resource, ids.
     let table = up.ok(&["service", "ls"]);
