@@ -386,6 +386,61 @@ async fn uploads_check_digests_and_manifests_check_blobs() {
     assert_eq!(resp.status(), 206);
     assert_eq!(resp.bytes().await.unwrap().as_ref(), &data[10..20]);
 
+    // A blob of several read chunks (2 MiB each): whole, a range across
+    // chunk boundaries, and HEAD (the size, no body).
+    let big: Vec<u8> = (0..(5 << 20) + 12345)
+        .map(|i: u32| (i % 251) as u8)
+        .collect();
+    let big_digest = digest_of(&big);
+    let resp = c
+        .post(s.url(&format!("demo/web/blobs/uploads/?digest={big_digest}")))
+        .bearer_auth(&token)
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let resp = c
+        .get(s.url(&format!("demo/web/blobs/{big_digest}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["content-length"],
+        big.len().to_string().as_str()
+    );
+    assert!(
+        resp.bytes().await.unwrap().as_ref() == big.as_slice(),
+        "the whole blob"
+    );
+    let (from, to) = ((2 << 20) - 7, (4 << 20) + 9);
+    let resp = c
+        .get(s.url(&format!("demo/web/blobs/{big_digest}")))
+        .bearer_auth(&token)
+        .header("range", format!("bytes={from}-{to}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 206);
+    assert!(
+        resp.bytes().await.unwrap().as_ref() == &big[from..=to],
+        "the range"
+    );
+    let resp = c
+        .head(s.url(&format!("demo/web/blobs/{big_digest}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["content-length"],
+        big.len().to_string().as_str()
+    );
+    assert!(resp.bytes().await.unwrap().is_empty());
+
     // A manifest naming a blob the repository lacks: refused.
     let config = b"{}".to_vec();
     let config_digest = digest_of(&config);
