@@ -39,7 +39,7 @@ const LOG_FLUSH: Duration = Duration::from_millis(300);
 /// Lease of a builder's running marks.
 const LEASE_TTL: i64 = 10;
 /// Queue rescans without changes, and sweeps for builds of dead builders.
-const RESCAN: Duration = Duration::from_secs(10);
+const RESCAN: Duration = Duration::from_secs(30);
 
 /// Why a build stopped early.
 enum Stop {
