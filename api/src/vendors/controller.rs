@@ -47,6 +47,8 @@ pub const RETRY_SECS: i64 = 10;
 /// Runs passes until the process ends.
 pub async fn run(ctx: Ctx) {
     let mut full = true;
+    // The newest change seen: a full pass must read at least this revision.
+    let mut seen = 0;
     let mut changes = None;
     let mut light = tokio::time::interval(PERIOD);
     light.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -63,8 +65,15 @@ pub async fn run(ctx: Ctx) {
             }
             full = true;
         }
-        if let Err(e) = pass(&ctx, full).await {
-            tracing::warn!("hook controller pass failed: {e}");
+        match pass(&ctx, full).await {
+            // The cache the pass read lagged behind the change that asked
+            // for it: read again in a moment, or the change is missed.
+            Ok(read) if full && read < seen => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("hook controller pass failed: {e}"),
         }
         full = false;
         let next = async {
@@ -83,6 +92,7 @@ pub async fn run(ctx: Ctx) {
             }
             change = next => match change {
                 Some(Ok(c)) => {
+                    seen = seen.max(c.revision);
                     full = c.events.iter().any(|e| relevant(&ctx, e.key()));
                     // Everything already queued joins this pass: a burst of
                     // changes (a thousand services created) is one pass, not
@@ -91,6 +101,7 @@ pub async fn run(ctx: Ctx) {
                         .as_mut()
                         .and_then(|c| futures::FutureExt::now_or_never(futures::StreamExt::next(c)))
                     {
+                        seen = seen.max(c.revision);
                         full |= c.events.iter().any(|e| relevant(&ctx, e.key()));
                     }
                 }
@@ -118,13 +129,14 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// One pass: `full` reads every service's spec; otherwise only the
 /// services that have a hook record (new ones come with a change, which
-/// asks for a full pass).
-pub async fn pass(ctx: &Ctx, full: bool) -> Result<(), Error> {
+/// asks for a full pass). Answers the revision a full pass read at.
+pub async fn pass(ctx: &Ctx, full: bool) -> Result<i64, Error> {
     if !full {
-        return light_pass(ctx).await;
+        light_pass(ctx).await?;
+        return Ok(0);
     }
     // Services: the name index gives (pid, sid) without reading their logs.
-    let (index, _) = ctx.store.list(&ctx.keys.service_index_all()).await?;
+    let (index, read) = ctx.store.list(&ctx.keys.service_index_all()).await?;
     let mut wanted = std::collections::HashMap::new();
     for kv in &index {
         let Some(pid) = kv
@@ -145,7 +157,8 @@ pub async fn pass(ctx: &Ctx, full: bool) -> Result<(), Error> {
             wanted.insert(sid.clone(), (pid.to_owned(), spec));
         }
     }
-    reconcile(ctx, wanted).await
+    reconcile(ctx, wanted).await?;
+    Ok(read)
 }
 
 /// Retries and polls of the hooks that exist.
