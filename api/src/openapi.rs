@@ -288,26 +288,29 @@ pub fn route_of(method: &str, path: &str) -> &'static str {
             return fixed;
         }
     }
-    let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
-    let matches = |template: &str| {
-        let t: Vec<&str> = template.split('/').collect();
-        t.len() == segments.len()
+    // The templates split once: this runs on every request.
+    static SPLIT: std::sync::OnceLock<Vec<(&'static Route, Vec<&'static str>, usize)>> =
+        std::sync::OnceLock::new();
+    let split = SPLIT.get_or_init(|| {
+        ROUTES
+            .iter()
+            .map(|r| (r, r.path.split('/').collect(), r.path.matches('{').count()))
+            .collect()
+    });
+    let path = path.trim_end_matches('/');
+    let count = path.split('/').count();
+    let matches = |t: &[&str]| {
+        t.len() == count
             && t.iter()
-                .zip(&segments)
-                .all(|(t, s)| t.starts_with('{') || t == s)
+                .zip(path.split('/'))
+                .all(|(t, s)| t.starts_with('{') || *t == s)
     };
     // Prefer the route of this method; fixed segments beat parameters.
-    ROUTES
+    split
         .iter()
-        .filter(|r| matches(r.path))
-        .max_by_key(|r| {
-            (
-                r.method == method,
-                r.path.matches('{').count() == 0,
-                usize::MAX - r.path.matches('{').count(),
-            )
-        })
-        .map_or("unmatched", |r| r.path)
+        .filter(|(_, t, _)| matches(t))
+        .max_by_key(|(r, _, params)| (r.method == method, *params == 0, usize::MAX - params))
+        .map_or("unmatched", |(r, _, _)| r.path)
 }
 
 fn schemas() -> Value {
