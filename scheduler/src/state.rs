@@ -189,8 +189,8 @@ impl State {
     }
 
     fn put(&mut self, kv: KeyValue) {
-        let keys = self.keys.clone();
-        match keys.parse(&kv.key) {
+        // The parsed parts borrow the key, not `self.keys`: no copy per event.
+        match self.keys.parse(&kv.key) {
             Some(Parsed::NodeMeta { nid }) => {
                 if let Some(node) = decode::<Node>(&kv) {
                     if !self.alive.contains(nid) {
@@ -285,8 +285,7 @@ impl State {
     }
 
     fn delete(&mut self, key: &str) {
-        let keys = self.keys.clone();
-        match keys.parse(key) {
+        match self.keys.parse(key) {
             Some(Parsed::NodeMeta { nid }) => {
                 self.nodes.remove(nid);
                 self.dead_since.remove(nid);
