@@ -41,32 +41,43 @@ async fn etcd() -> (Shared, Guard) {
 async fn hollow_nodes(store: &Shared, keys: &Keys, count: usize) -> i64 {
     let lease = store.lease_grant(60).await.unwrap();
     for i in 0..count {
-        let id = format!("NODE{i:022}");
-        let node = Node {
-            id: id.clone(),
-            name: format!("hollow-{i}"),
-            labels: BTreeMap::new(),
-            address: String::new(),
-            capacity: Capacity {
-                cpus: 64.0,
-                memory: 65_536,
-                disk: 0,
-            },
-            created: 0,
-        };
-        let txn = Txn::new()
-            .then(Op::put(
-                keys.node_meta(&id),
-                serde_json::to_vec(&node).unwrap(),
-            ))
-            .then(Op::Put {
-                key: keys.node_alive(&id),
-                value: b"{}".to_vec(),
-                lease,
-            });
-        store.txn(txn).await.unwrap();
+        hollow_node(
+            store,
+            keys,
+            &format!("NODE{i:022}"),
+            &format!("hollow-{i}"),
+            lease,
+        )
+        .await;
     }
     lease
+}
+
+/// One hollow node alive on `lease`.
+async fn hollow_node(store: &Shared, keys: &Keys, id: &str, name: &str, lease: i64) {
+    let node = Node {
+        id: id.to_owned(),
+        name: name.to_owned(),
+        labels: BTreeMap::new(),
+        address: String::new(),
+        capacity: Capacity {
+            cpus: 64.0,
+            memory: 65_536,
+            disk: 0,
+        },
+        created: 0,
+    };
+    let txn = Txn::new()
+        .then(Op::put(
+            keys.node_meta(id),
+            serde_json::to_vec(&node).unwrap(),
+        ))
+        .then(Op::Put {
+            key: keys.node_alive(id),
+            value: b"{}".to_vec(),
+            lease,
+        });
+    store.txn(txn).await.unwrap();
 }
 
 async fn service(store: &Shared, keys: &Keys, i: usize, replicas: u32) {
@@ -404,33 +415,7 @@ async fn embedded_a_lost_nodes_replicas_move_after_the_grace() {
     // A third node on a lease of its own, the only one with room at first.
     let lease = store.lease_grant(60).await.unwrap();
     let id = "NODEDOOMED000000000000000".to_owned();
-    let node = Node {
-        id: id.clone(),
-        name: "doomed".into(),
-        labels: BTreeMap::new(),
-        address: String::new(),
-        capacity: Capacity {
-            cpus: 64.0,
-            memory: 65_536,
-            disk: 0,
-        },
-        created: 0,
-    };
-    store
-        .txn(
-            Txn::new()
-                .then(Op::put(
-                    keys.node_meta(&id),
-                    serde_json::to_vec(&node).unwrap(),
-                ))
-                .then(Op::Put {
-                    key: keys.node_alive(&id),
-                    value: b"{}".to_vec(),
-                    lease,
-                }),
-        )
-        .await
-        .unwrap();
+    hollow_node(&store, &keys, &id, "doomed", lease).await;
     service(&store, &keys, 0, 6).await;
     let config = lb_scheduler::Config {
         node_grace: Duration::from_secs(1),
