@@ -1,4 +1,4 @@
-//! API errors: one typed error, turned into the JSON error body of DESIGN.md
+//! API errors: one typed error, turned into the JSON error body of docs/contracts.md
 //! in one place ([`recover`]), for our own errors and warp's rejections alike.
 //!
 //! `{"error": {"code": "not_found", "message": "...", "field": null}}`
