@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use lb_pkg::store::Backend;
+use lb_store::Backend;
 
 /// lb: a container cluster platform.
 #[derive(Parser, Debug)]
@@ -49,10 +49,10 @@ pub struct StoreArgs {
     data_dir: PathBuf,
     /// The etcd cluster's `--max-txn-ops` (lb splits its transactions to
     /// fit); etcd's default.
-    #[arg(long, env = "LB_ETCD_MAX_TXN_OPS", default_value_t = lb_pkg::store::DEFAULT_MAX_TXN_OPS as u32, value_parser = clap::value_parser!(u32).range(16..))]
+    #[arg(long, env = "LB_ETCD_MAX_TXN_OPS", default_value_t = lb_store::DEFAULT_MAX_TXN_OPS as u32, value_parser = clap::value_parser!(u32).range(16..))]
     etcd_max_txn_ops: u32,
     /// The etcd cluster's `--max-request-bytes`; etcd's default (1.5 MiB).
-    #[arg(long, env = "LB_ETCD_MAX_REQUEST_BYTES", default_value_t = lb_pkg::store::DEFAULT_MAX_REQUEST_BYTES as u32, value_parser = clap::value_parser!(u32).range(262_144..))]
+    #[arg(long, env = "LB_ETCD_MAX_REQUEST_BYTES", default_value_t = lb_store::DEFAULT_MAX_REQUEST_BYTES as u32, value_parser = clap::value_parser!(u32).range(262_144..))]
     etcd_max_request_bytes: u32,
 }
 
@@ -65,8 +65,8 @@ impl StoreArgs {
         }
     }
 
-    fn limits(&self) -> lb_pkg::store::Limits {
-        lb_pkg::store::Limits {
+    fn limits(&self) -> lb_store::Limits {
+        lb_store::Limits {
             max_ops: self.etcd_max_txn_ops as usize,
             max_bytes: self.etcd_max_request_bytes as usize,
         }
@@ -269,7 +269,7 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
     let (k, v) = s
         .split_once('=')
         .ok_or_else(|| format!("label {s:?} is not key=value"))?;
-    lb_pkg::model::validate_label(k, v)?;
+    lb_model::validate_label(k, v)?;
     Ok((k.to_owned(), v.to_owned()))
 }
 

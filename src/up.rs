@@ -5,14 +5,14 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 use lb_api::accounts::{ensure_admin, AdminOutcome};
-use lb_pkg::store::{Backend, Shared};
+use lb_store::{Backend, Shared};
 
 /// What `lb up` runs.
 pub struct Options {
     /// Where the store is.
     pub backend: Backend,
     /// What one etcd transaction may carry.
-    pub limits: lb_pkg::store::Limits,
+    pub limits: lb_store::Limits,
     /// API settings.
     pub api: lb_api::Config,
     /// The builder and registry.
@@ -28,11 +28,8 @@ pub struct Options {
 }
 
 /// Opens the store; its errors name the endpoints or the file.
-pub async fn open_store(
-    backend: &Backend,
-    limits: lb_pkg::store::Limits,
-) -> anyhow::Result<Shared> {
-    Ok(lb_pkg::store::open_with(backend, limits).await?)
+pub async fn open_store(backend: &Backend, limits: lb_store::Limits) -> anyhow::Result<Shared> {
+    Ok(lb_store::open_with(backend, limits).await?)
 }
 
 /// Runs the control plane on this machine.
@@ -95,7 +92,7 @@ async fn start_local_node(
 /// Runs the API role until a signal.
 pub async fn run_api(
     backend: Backend,
-    limits: lb_pkg::store::Limits,
+    limits: lb_store::Limits,
     config: lb_api::Config,
 ) -> anyhow::Result<()> {
     serve(backend, limits, config, None, None, None).await
@@ -105,7 +102,7 @@ pub async fn run_api(
 /// credential in `node_dir`.
 async fn serve(
     backend: Backend,
-    limits: lb_pkg::store::Limits,
+    limits: lb_store::Limits,
     config: lb_api::Config,
     node_dir: Option<std::path::PathBuf>,
     scheduler: Option<lb_scheduler::Config>,

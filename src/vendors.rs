@@ -4,7 +4,7 @@
 use anyhow::bail;
 use clap::Args;
 use lb_api::vendors::{Settings, VendorConfig};
-use lb_pkg::model::Vendor;
+use lb_model::Vendor;
 
 /// Vendor flags. A vendor is enabled by its client id and secret (prefer
 /// the environment variables for secrets: flags show in `ps`).

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lb_api::server::Signup;
-use lb_pkg::keys::Keys;
-use lb_pkg::store::embedded::EmbeddedStore;
-use lb_pkg::store::Shared;
+use lb_model::keys::Keys;
+use lb_store::embedded::EmbeddedStore;
+use lb_store::Shared;
 use serde_json::{json, Value};
 
 const IMAGE: &str = "lb-test-busybox:1";
@@ -66,7 +66,7 @@ impl Drop for Cluster {
 
 impl Cluster {
     async fn start() -> Self {
-        lb_pkg::testing::busybox_image();
+        lb_testing::busybox_image();
         let dir = tempfile::tempdir().unwrap();
         let store: Shared = Arc::new(
             EmbeddedStore::open_dir(&dir.path().join("store"))
@@ -141,7 +141,7 @@ impl Cluster {
             join_token: Some(token),
             name: Some(format!(
                 "{name}-{}",
-                &lb_pkg::ids::new_id().to_lowercase()[18..]
+                &lb_model::ids::new_id().to_lowercase()[18..]
             )),
             labels: vec![("zone".into(), name.into())],
             data_dir: data.clone(),

@@ -270,7 +270,7 @@ const RUNNING: &str =
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_platform_in_a_browser() {
-    let image = lb_pkg::testing::busybox_image();
+    let image = lb_testing::busybox_image();
     let dir = tempfile::tempdir().unwrap();
     let (_lb, base) = start_lb(&dir.path().join("data"));
     let (_driver, driver) = start_driver();

@@ -7,10 +7,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use lb_pkg::keys::Keys;
-use lb_pkg::store::embedded::{EmbeddedStore, FILE_NAME};
-use lb_pkg::store::{Store, StoreExt};
-use lb_pkg::testing::EtcdServer;
+use lb_model::keys::Keys;
+use lb_store::embedded::{EmbeddedStore, FILE_NAME};
+use lb_store::{Store, StoreExt};
+use lb_testing::EtcdServer;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
@@ -282,7 +282,7 @@ fn up_on_etcd_leaves_the_admin_where_etcdctl_finds_it() {
         String::from_utf8_lossy(&out.stderr)
     );
     let id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    assert!(lb_pkg::ids::is_id(&id), "admin id {id:?}");
+    assert!(lb_model::ids::is_id(&id), "admin id {id:?}");
     assert!(
         !dir.path().join(FILE_NAME).exists(),
         "no embedded store when --etcd is given"
@@ -422,7 +422,7 @@ fn help_describes_every_role() {
 /// and find its replicas answering on this machine.
 #[test]
 fn up_runs_a_created_service_on_its_local_node() {
-    let image = lb_pkg::testing::busybox_image();
+    let image = lb_testing::busybox_image();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let up = start(
@@ -488,9 +488,9 @@ fn up_runs_a_created_service_on_its_local_node() {
 /// rebuild after a change, roll back, and the ways a build fails.
 #[test]
 fn builds_from_git_deploy_roll_back_and_fail_clearly() {
-    let image = lb_pkg::testing::busybox_image();
+    let image = lb_testing::busybox_image();
     let dir = tempfile::tempdir().unwrap();
-    let repo = lb_pkg::testing::GitRepo::serve(&dir.path().join("git"));
+    let repo = lb_testing::GitRepo::serve(&dir.path().join("git"));
     let dockerfile = format!(
         "FROM {image}\nCOPY index.html /www/index.html\nCMD [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
     );

@@ -219,7 +219,7 @@ async fn serve(served: std::path::PathBuf, fake: Arc<Mutex<Fake>>) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn push_builds_a_private_repository_and_deploys_it() {
-    let image = lb_pkg::testing::busybox_image();
+    let image = lb_testing::busybox_image();
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path().join("work");
     let served = dir.path().join("served");

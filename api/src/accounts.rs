@@ -4,10 +4,10 @@ use argon2::password_hash::{
     rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
 };
 use argon2::Argon2;
-use lb_pkg::ids::new_id;
-use lb_pkg::keys::Keys;
-use lb_pkg::model::{Role, User};
-use lb_pkg::store::{Compare, Op, Store, Txn};
+use lb_model::ids::new_id;
+use lb_model::keys::Keys;
+use lb_model::{Role, User};
+use lb_store::{Compare, Op, Store, Txn};
 use rand::Rng;
 
 /// Errors of account handling.
@@ -15,7 +15,7 @@ use rand::Rng;
 pub enum Error {
     /// The store failed.
     #[error(transparent)]
-    Store(#[from] lb_pkg::store::Error),
+    Store(#[from] lb_store::Error),
     /// A password could not be hashed.
     #[error("cannot hash password: {0}")]
     Hash(String),
@@ -146,7 +146,7 @@ pub fn now() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lb_pkg::store::embedded::EmbeddedStore;
+    use lb_store::embedded::EmbeddedStore;
 
     #[test]
     fn passwords_hash_and_verify() {

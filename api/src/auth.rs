@@ -9,9 +9,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use lb_pkg::keys::Keys;
-use lb_pkg::model::User;
-use lb_pkg::store::{Store, StoreExt};
+use lb_model::keys::Keys;
+use lb_model::User;
+use lb_store::{Store, StoreExt};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -31,7 +31,7 @@ pub struct Caller {
 impl Caller {
     /// Whether the caller is an admin.
     pub fn is_admin(&self) -> bool {
-        self.user.role == lb_pkg::model::Role::Admin
+        self.user.role == lb_model::Role::Admin
     }
 }
 
@@ -58,7 +58,7 @@ impl Tokens {
         store: &dyn Store,
         keys: &Keys,
         ttl: Duration,
-    ) -> Result<Self, lb_pkg::store::Error> {
+    ) -> Result<Self, lb_store::Error> {
         let key = keys.cluster("jwt-signing-key");
         let secret: [u8; 32] = rand::random();
         let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
@@ -66,7 +66,7 @@ impl Tokens {
         let stored = store
             .get(&key)
             .await?
-            .ok_or_else(|| lb_pkg::store::Error::Backend("signing key vanished".into()))?;
+            .ok_or_else(|| lb_store::Error::Backend("signing key vanished".into()))?;
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
         validation.validate_exp = true;
@@ -128,7 +128,7 @@ pub fn hash_secret(secret: &str) -> String {
 
 /// A new API token for `uid`: the record to store and the token to show once.
 pub fn new_api_token(uid: &str, name: &str) -> (ApiToken, String) {
-    let id = lb_pkg::ids::new_id();
+    let id = lb_model::ids::new_id();
     let secret_bytes: [u8; 32] = rand::random();
     let secret: String = secret_bytes.iter().map(|b| format!("{b:02x}")).collect();
     let token = format!("{API_TOKEN_PREFIX}{uid}_{id}_{secret}");
@@ -153,7 +153,7 @@ pub fn parse_api_token(token: &str) -> Option<(&str, &str, &str)> {
     let rest = token.strip_prefix(API_TOKEN_PREFIX)?;
     let mut parts = rest.splitn(3, '_');
     let (uid, tid, secret) = (parts.next()?, parts.next()?, parts.next()?);
-    (lb_pkg::ids::is_id(uid) && lb_pkg::ids::is_id(tid) && !secret.is_empty())
+    (lb_model::ids::is_id(uid) && lb_model::ids::is_id(tid) && !secret.is_empty())
         .then_some((uid, tid, secret))
 }
 
@@ -277,7 +277,7 @@ mod tests {
 
     #[test]
     fn api_tokens_parse_and_hash() {
-        let uid = lb_pkg::ids::new_id();
+        let uid = lb_model::ids::new_id();
         let (record, token) = new_api_token(&uid, "ci");
         let (u, t, secret) = parse_api_token(&token).unwrap();
         assert_eq!((u, t), (uid.as_str(), record.id.as_str()));

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lb_pkg::keys::Keys;
-use lb_pkg::store::cache::CachedStore;
-use lb_pkg::store::Shared;
+use lb_model::keys::Keys;
+use lb_store::cache::CachedStore;
+use lb_store::Shared;
 
 use crate::auth::{LoginLimiter, Tokens};
 use crate::metrics::{MeteredStore, Metrics};
@@ -27,11 +27,11 @@ pub struct Context {
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Registry-token signing.
-    pub registry: lb_pkg::registry::Signer,
+    pub registry: lb_store::registry::Signer,
     /// Requests to nodes over their channels.
     pub streams: std::sync::Arc<crate::streams::Streams>,
     /// Seals vendor tokens at rest; derives webhook secrets.
-    pub sealer: lb_pkg::secrets::Sealer,
+    pub sealer: lb_store::secrets::Sealer,
     /// HTTP client for the git vendors (no redirects followed).
     pub http: reqwest::Client,
 }
@@ -41,21 +41,21 @@ pub type Ctx = Arc<Context>;
 
 impl Context {
     /// Builds the state; loads (or creates) the token signing key.
-    pub async fn new(config: Config, store: Shared) -> Result<Ctx, lb_pkg::store::Error> {
+    pub async fn new(config: Config, store: Shared) -> Result<Ctx, lb_store::Error> {
         let metrics = Arc::new(Metrics::new());
         let store: Shared = Arc::new(MeteredStore::new(store, &metrics));
         // Reads come from memory, kept current by a watch; writes go to the
         // store and wait until the cache has them (read-your-writes).
         let store: Shared = Arc::new(CachedStore::new(store, &config.keys.all()).await);
         let tokens = Tokens::load(store.as_ref(), &config.keys, config.token_ttl).await?;
-        let registry = lb_pkg::registry::Signer::load(store.as_ref(), &config.keys).await?;
-        let sealer = lb_pkg::secrets::Sealer::load(store.as_ref(), &config.keys).await?;
+        let registry = lb_store::registry::Signer::load(store.as_ref(), &config.keys).await?;
+        let sealer = lb_store::secrets::Sealer::load(store.as_ref(), &config.keys).await?;
         let http = reqwest::Client::builder()
             // Following redirects from a token endpoint invites SSRF.
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(20))
             .build()
-            .map_err(|e| lb_pkg::store::Error::Backend(format!("http client: {e}")))?;
+            .map_err(|e| lb_store::Error::Backend(format!("http client: {e}")))?;
         Ok(Arc::new(Self {
             store,
             keys: config.keys.clone(),

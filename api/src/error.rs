@@ -5,7 +5,7 @@
 
 use std::convert::Infallible;
 
-use lb_pkg::model::ValidationError;
+use lb_model::ValidationError;
 use warp::http::StatusCode;
 use warp::Reply;
 
@@ -139,10 +139,10 @@ impl From<ValidationError> for ApiError {
     }
 }
 
-impl From<lb_pkg::store::Error> for ApiError {
-    fn from(err: lb_pkg::store::Error) -> Self {
+impl From<lb_store::Error> for ApiError {
+    fn from(err: lb_store::Error) -> Self {
         match err {
-            lb_pkg::store::Error::Unavailable(m) => {
+            lb_store::Error::Unavailable(m) => {
                 ApiError::unavailable(format!("store unavailable: {m}"))
             }
             other => ApiError::internal(other),

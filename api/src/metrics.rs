@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use async_trait::async_trait;
-use lb_pkg::store::{KeyValue, Page, Result, Shared, Store, Txn, TxnResponse, WatchStream};
+use lb_store::{KeyValue, Page, Result, Shared, Store, Txn, TxnResponse, WatchStream};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
 };
@@ -166,11 +166,11 @@ impl Store for MeteredStore {
         prefix: &str,
         offset: usize,
         limit: usize,
-    ) -> Result<(Vec<lb_pkg::store::KeyValue>, usize)> {
+    ) -> Result<(Vec<lb_store::KeyValue>, usize)> {
         self.inner.window(prefix, offset, limit).await
     }
 
-    fn limits(&self) -> lb_pkg::store::Limits {
+    fn limits(&self) -> lb_store::Limits {
         self.inner.limits()
     }
 }

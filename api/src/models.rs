@@ -1,7 +1,7 @@
 //! Request and response bodies of the REST API. Stored models live in
-//! `lb_pkg::model`; these are the shapes on the wire around them.
+//! `lb_model`; these are the shapes on the wire around them.
 
-use lb_pkg::model::{ReplicaState, ServiceSpec, ServiceState, User};
+use lb_model::{ReplicaState, ServiceSpec, ServiceState, User};
 use serde::{Deserialize, Serialize};
 
 /// `POST /auth/signup`, `POST /auth/login`.
@@ -31,7 +31,7 @@ pub struct UserView {
     /// Name.
     pub username: String,
     /// admin or user.
-    pub role: lb_pkg::model::Role,
+    pub role: lb_model::Role,
     /// Creation time.
     pub created: i64,
 }

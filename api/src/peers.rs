@@ -15,9 +15,9 @@
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use lb_pkg::keys::Keys;
-use lb_pkg::protocol::{FromNode, StreamKind, ToNode};
-use lb_pkg::store::{Shared, StoreExt};
+use lb_model::keys::Keys;
+use lb_model::protocol::{FromNode, StreamKind, ToNode};
+use lb_store::{Shared, StoreExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
@@ -70,7 +70,7 @@ impl Peers {
         keys: Keys,
         url: String,
         http: reqwest::Client,
-    ) -> Result<Self, lb_pkg::store::Error> {
+    ) -> Result<Self, lb_store::Error> {
         let key = keys.cluster("internal-secret");
         let secret: [u8; 32] = rand::random();
         let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
@@ -78,7 +78,7 @@ impl Peers {
         let stored = store
             .get(&key)
             .await?
-            .ok_or_else(|| lb_pkg::store::Error::Backend("internal secret vanished".into()))?;
+            .ok_or_else(|| lb_store::Error::Backend("internal secret vanished".into()))?;
         Ok(Self {
             url,
             secret: String::from_utf8_lossy(&stored.value).into_owned(),
@@ -189,6 +189,6 @@ impl Peers {
             }
             let _ = tx.send(Message::Close(None)).await;
         });
-        Ok(Session::relayed(lb_pkg::ids::new_id(), to_node, output))
+        Ok(Session::relayed(lb_model::ids::new_id(), to_node, output))
     }
 }

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures::Future;
-use lb_pkg::keys::Keys;
-use lb_pkg::store::Shared;
+use lb_model::keys::Keys;
+use lb_store::Shared;
 
 use crate::context::{Context, Ctx};
 
@@ -74,7 +74,7 @@ pub enum Error {
     },
     /// The store failed while setting up.
     #[error(transparent)]
-    Store(#[from] lb_pkg::store::Error),
+    Store(#[from] lb_store::Error),
 }
 
 /// A bound server, ready to run.

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use lb_pkg::protocol::{FromNode, StreamInput, StreamKind, ToNode};
+use lb_model::protocol::{FromNode, StreamInput, StreamKind, ToNode};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{ApiError, Result};
@@ -150,7 +150,7 @@ impl Streams {
         make: impl FnOnce(String) -> ToNode,
         limit: Duration,
     ) -> Result<FromNode> {
-        let message = make(lb_pkg::ids::new_id());
+        let message = make(lb_model::ids::new_id());
         if self.sender(node).is_err() {
             if let Some(peers) = self.peers() {
                 if let Some(url) = peers.holder(node).await? {
@@ -225,7 +225,7 @@ impl Streams {
         kind: StreamKind,
     ) -> Result<Session> {
         let sender = self.sender(node)?;
-        let id = lb_pkg::ids::new_id();
+        let id = lb_model::ids::new_id();
         let (tx, output) = mpsc::channel(STREAM_QUEUE);
         self.open
             .lock()

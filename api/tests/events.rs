@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use common::{start, Api, Backend};
 use futures::StreamExt;
-use lb_pkg::keys::Keys;
-use lb_pkg::store::StoreExt;
+use lb_model::keys::Keys;
+use lb_store::StoreExt;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 

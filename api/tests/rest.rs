@@ -5,8 +5,8 @@ mod common;
 use std::time::Duration;
 
 use common::{start, start_with, Api, Backend};
-use lb_pkg::keys::Keys;
-use lb_pkg::store::{StoreExt, Txn};
+use lb_model::keys::Keys;
+use lb_store::{StoreExt, Txn};
 use serde_json::{json, Value};
 
 both_backends!(
@@ -631,7 +631,7 @@ async fn services_crud_and_actions(backend: Backend) {
         .unwrap();
     assert_eq!(
         log,
-        format!("{}step 2\nstep 3\n", lb_pkg::model::BUILD_LOG_DROPPED)
+        format!("{}step 2\nstep 3\n", lb_model::BUILD_LOG_DROPPED)
     );
     let r = api
         .call(
@@ -760,23 +760,23 @@ async fn deletes_cascade_without_orphans(backend: Backend) {
     for (sid, rid) in [(&sid_a, "RA"), (&sid_b, "RB")] {
         let placement = json!({"id": rid, "project": pid, "service": sid, "node": "N1", "image": "x", "generation": 1, "created": 1});
         let txn = Txn::new()
-            .then(lb_pkg::store::Op::put(
+            .then(lb_store::Op::put(
                 keys.replica(&pid, sid, rid),
                 placement.to_string(),
             ))
-            .then(lb_pkg::store::Op::put(
+            .then(lb_store::Op::put(
                 keys.node_replica("N1", rid),
                 placement.to_string(),
             ))
-            .then(lb_pkg::store::Op::put(
+            .then(lb_store::Op::put(
                 keys.build(&pid, sid, 1),
                 json!({"number": 1, "status": "queued", "created": 1}).to_string(),
             ))
-            .then(lb_pkg::store::Op::put(
+            .then(lb_store::Op::put(
                 keys.build_log_chunk(&pid, sid, 1, 0),
                 "cloning\n",
             ))
-            .then(lb_pkg::store::Op::put(
+            .then(lb_store::Op::put(
                 keys.build_log_chunk(&pid, sid, 1, 1),
                 "building\n",
             ));

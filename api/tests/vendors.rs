@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::{start, start_with, Api, Backend};
 use hmac::{Hmac, Mac};
 use lb_api::vendors::VendorConfig;
-use lb_pkg::model::Vendor;
+use lb_model::Vendor;
 use serde_json::{json, Value};
 use sha2::Sha256;
 use warp::Filter;
@@ -818,7 +818,7 @@ async fn oauth_links_lists_repos_and_creates_webhooks(backend: Backend) {
             .body["total"],
         0
     );
-    let (kvs, _) = lb_pkg::store::StoreExt::list(api.store.as_ref(), "/lb/users/")
+    let (kvs, _) = lb_store::StoreExt::list(api.store.as_ref(), "/lb/users/")
         .await
         .unwrap();
     for kv in kvs.iter().filter(|kv| kv.key.contains("/vendors/")) {
@@ -1106,7 +1106,7 @@ async fn polling_builds_when_the_branch_moves(backend: Backend) {
     assert_eq!(r.status, 201, "{}", r.body);
     let sid = r.body["id"].as_str().unwrap().to_owned();
     // The first look records the head and builds nothing.
-    let key = lb_pkg::keys::Keys::default().hook(&sid);
+    let key = lb_model::keys::Keys::default().hook(&sid);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let record = api.store.get(&key).await.unwrap();

@@ -2,7 +2,7 @@
 //! project owner's linked vendor token for a private repository.
 //!
 //! The token is read sealed from `/lb/users/<owner>/vendors/<vendor>` and
-//! opened with the cluster key ([`lb_pkg::secrets::Sealer`]); it reaches
+//! opened with the cluster key ([`lb_store::secrets::Sealer`]); it reaches
 //! git only as an environment-supplied `http.<origin>/.extraHeader`
 //! (`GIT_CONFIG_COUNT`/`GIT_CONFIG_KEY_0`/`GIT_CONFIG_VALUE_0`), scoped to
 //! the repository's origin, so it is never in a URL, an argument, a file
@@ -10,10 +10,10 @@
 //! only reads them.
 
 use base64::Engine;
-use lb_pkg::keys::Keys;
-use lb_pkg::model::{Allowlist, Project, Vendor, VendorLink};
-use lb_pkg::secrets::Sealer;
-use lb_pkg::store::Store;
+use lb_model::keys::Keys;
+use lb_model::{Allowlist, Project, Vendor, VendorLink};
+use lb_store::secrets::Sealer;
+use lb_store::Store;
 
 /// Refuses a repository whose owner the admin's allowlist leaves out.
 pub async fn check_allowlist(store: &dyn Store, keys: &Keys, url: &str) -> Result<(), String> {

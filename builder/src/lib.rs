@@ -12,8 +12,8 @@ pub mod worker;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use lb_pkg::keys::Keys;
-use lb_pkg::store::{Shared, StoreExt};
+use lb_model::keys::Keys;
+use lb_store::{Shared, StoreExt};
 
 /// Errors of the builder role.
 #[derive(Debug, thiserror::Error)]
@@ -119,7 +119,7 @@ pub async fn bind(store: Shared, config: &Config) -> Result<Bound, Error> {
     // Nodes learn where lb's registry is (to pull from it with their
     // credential) from this key.
     let key = config.keys.cluster("registry");
-    let store_error = |e: lb_pkg::store::Error| Error::Storage {
+    let store_error = |e: lb_store::Error| Error::Storage {
         path: "the store".into(),
         source: std::io::Error::other(e.to_string()),
     };

@@ -9,7 +9,7 @@
 //! which blobs, manifests and tags is in the store under
 //! `/lb/images/<pid>/<sid>/`.
 //!
-//! Every request carries a registry token (see `lb_pkg::registry`); the
+//! Every request carries a registry token (see `lb_store::registry`); the
 //! token names the repository as the client wrote it and the project and
 //! service ids it resolved to, so this server never resolves names.
 
@@ -19,9 +19,9 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Buf;
 use futures::{Stream, StreamExt};
-use lb_pkg::keys::Keys;
-use lb_pkg::registry::{Claims, Signer};
-use lb_pkg::store::{Compare, Op, Shared, StoreExt, Txn};
+use lb_model::keys::Keys;
+use lb_store::registry::{Claims, Signer};
+use lb_store::{Compare, Op, Shared, StoreExt, Txn};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt;
@@ -98,8 +98,8 @@ fn err(status: StatusCode, code: &'static str, message: impl Into<String>) -> Re
     }
 }
 
-impl From<lb_pkg::store::Error> for RegError {
-    fn from(e: lb_pkg::store::Error) -> Self {
+impl From<lb_store::Error> for RegError {
+    fn from(e: lb_store::Error) -> Self {
         tracing::warn!(error = %e, "registry: store error");
         err(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -130,7 +130,7 @@ impl RegError {
         if self.status == StatusCode::UNAUTHORIZED {
             let mut challenge = format!(
                 "Bearer realm=\"{realm}\",service=\"{}\"",
-                lb_pkg::registry::SERVICE
+                lb_store::registry::SERVICE
             );
             if let Some(scope) = &self.challenge {
                 challenge.push_str(&format!(",scope=\"{scope}\""));
@@ -450,7 +450,7 @@ impl Registry {
                         return Ok(reply);
                     }
                 }
-                let id = lb_pkg::ids::new_id().to_lowercase();
+                let id = lb_model::ids::new_id().to_lowercase();
                 tokio::fs::File::create(self.upload_path(&id)).await?;
                 self.uploads_lock().insert(
                     id.clone(),
@@ -949,7 +949,7 @@ impl Registry {
         if !tokio::fs::try_exists(&target).await.unwrap_or(false) {
             let tmp = self.upload_path(&format!(
                 "manifest-{}",
-                lb_pkg::ids::new_id().to_lowercase()
+                lb_model::ids::new_id().to_lowercase()
             ));
             let mut file = tokio::fs::File::create(&tmp).await?;
             file.write_all(&bytes).await?;
@@ -1057,7 +1057,7 @@ impl Registry {
                 let sid = String::from_utf8_lossy(&service.value).into_owned();
                 let tags = format!("{}tags/", self.keys.images(&pid, &sid));
                 if !self.store.list(&tags).await?.0.is_empty() {
-                    names.push(lb_pkg::registry::repository(&pid, &sid));
+                    names.push(lb_store::registry::repository(&pid, &sid));
                 }
             }
         }

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use lb_pkg::model::BuildSpec;
+use lb_model::BuildSpec;
 
 const STATIC: &str = include_str!("../../templates/dockerfiles/static.tera");
 const PYTHON: &str = include_str!("../../templates/dockerfiles/python.tera");
@@ -119,7 +119,7 @@ mod tests {
 
     fn spec(language: &str, framework: &str) -> BuildSpec {
         BuildSpec {
-            kind: lb_pkg::model::BuildKind::Template,
+            kind: lb_model::BuildKind::Template,
             language: Some(language.into()),
             framework: Some(framework.into()),
             ..Default::default()

@@ -22,13 +22,13 @@ use bollard::auth::DockerCredentials;
 use bollard::image::{BuildImageOptions, PushImageOptions, RemoveImageOptions};
 use bollard::Docker;
 use futures::StreamExt;
-use lb_pkg::keys::Keys;
-use lb_pkg::model::{
+use lb_model::keys::Keys;
+use lb_model::{
     Build, BuildKind, BuildStatus, BuildStep, ServiceMeta, ServiceSpec, BUILD_LOG_DROPPED,
     BUILD_LOG_MAX,
 };
-use lb_pkg::registry::{repository, Access, Signer};
-use lb_pkg::store::{Compare, Op, Shared, StoreExt, Txn};
+use lb_store::registry::{repository, Access, Signer};
+use lb_store::{Compare, Op, Shared, StoreExt, Txn};
 use tokio::process::Command;
 use tokio::sync::Semaphore;
 
@@ -85,7 +85,7 @@ impl Worker {
             registry,
             signer,
             docker,
-            id: lb_pkg::ids::new_id(),
+            id: lb_model::ids::new_id(),
             freed: tokio::sync::Notify::new(),
         })
     }
@@ -461,14 +461,14 @@ impl Run {
             while let Some(Ok(changes)) = watch.next().await {
                 for event in changes.events {
                     match event {
-                        lb_pkg::store::Event::Put(kv)
+                        lb_store::Event::Put(kv)
                             if kv.key == key
                                 && serde_json::from_slice::<Build>(&kv.value)
                                     .is_ok_and(|b| b.status == BuildStatus::Canceled) =>
                         {
                             return;
                         }
-                        lb_pkg::store::Event::Delete(kv) if kv.key == key => return,
+                        lb_store::Event::Delete(kv) if kv.key == key => return,
                         _ => {}
                     }
                 }
@@ -1060,7 +1060,7 @@ mod tests {
         let chunks = store
             .iter()
             .map(|(k, v)| (keys.build_log_seq(&prefix, k).unwrap(), v.as_slice()));
-        String::from_utf8(lb_pkg::model::join_log_chunks(chunks)).unwrap()
+        String::from_utf8(lb_model::join_log_chunks(chunks)).unwrap()
     }
 
     #[test]

@@ -10,14 +10,14 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use lb_api::server::Signup;
-use lb_pkg::store::embedded::EmbeddedStore;
-use lb_pkg::store::Shared;
+use lb_store::embedded::EmbeddedStore;
+use lb_store::Shared;
 use serde_json::{json, Value};
 
 /// A base image with a shell and a fake `pip` that says what it installs
 /// and takes its time, like the real one: enough for the Python template.
 fn python_like_base() -> String {
-    let busybox = lb_pkg::testing::busybox_image();
+    let busybox = lb_testing::busybox_image();
     let name = "lb-test-python-like:1";
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -160,9 +160,9 @@ impl Setup {
 async fn template_rebuild_reuses_dependencies_and_logs_follow_live() {
     let base = python_like_base();
     let dir = tempfile::tempdir().unwrap();
-    let repo = lb_pkg::testing::GitRepo::serve(dir.path());
+    let repo = lb_testing::GitRepo::serve(dir.path());
     // Docker's cache outlives test runs: dependencies unique to this run.
-    let run = lb_pkg::ids::new_id();
+    let run = lb_model::ids::new_id();
     let requirements = format!("flask==3.0 # {run}\n");
     repo.commit(
         &[
@@ -254,9 +254,9 @@ async fn template_rebuild_reuses_dependencies_and_logs_follow_live() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_oversized_context_and_an_unknown_template_fail_with_the_cause() {
-    let image = lb_pkg::testing::busybox_image();
+    let image = lb_testing::busybox_image();
     let dir = tempfile::tempdir().unwrap();
-    let repo = lb_pkg::testing::GitRepo::serve(dir.path());
+    let repo = lb_testing::GitRepo::serve(dir.path());
     let big = vec![7u8; 3 << 20];
     repo.commit(
         &[

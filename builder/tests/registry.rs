@@ -7,8 +7,8 @@ use std::process::Command;
 use std::sync::Arc;
 
 use lb_api::server::Signup;
-use lb_pkg::store::embedded::EmbeddedStore;
-use lb_pkg::store::Shared;
+use lb_store::embedded::EmbeddedStore;
+use lb_store::Shared;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -163,7 +163,7 @@ fn digest_of(bytes: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn docker_and_skopeo_push_and_pull_and_strangers_cannot() {
-    let image = lb_pkg::testing::busybox_image();
+    let image = lb_testing::busybox_image();
     let s = Setup::start().await;
     s.create("alice", "/projects", json!({"name": "demo"}))
         .await;

@@ -19,7 +19,7 @@ fn exit_code(session: &Session) -> i32 {
 
 #[test]
 fn login_prompt_and_exec_it_through_a_pty() {
-    let image = lb_pkg::testing::busybox_image();
+    let image = lb_testing::busybox_image();
     let up = Up::start();
 
     // The password prompt: no echo, the password never on the screen.

@@ -420,7 +420,7 @@ fn projects_and_services() {
 
 #[test]
 fn operations_logs_and_exec() {
-    let image = lb_pkg::testing::busybox_image();
+    let image = lb_testing::busybox_image();
     let up = Up::start();
     up.ok(&["project", "create", "ops"]);
     up.ok(&["project", "use", "ops"]);

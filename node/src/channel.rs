@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use lb_pkg::protocol::{FromNode, ToNode};
+use lb_model::protocol::{FromNode, ToNode};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message};

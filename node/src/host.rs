@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use lb_pkg::model::{Capacity, NodeStatus};
+use lb_model::{Capacity, NodeStatus};
 
 fn meminfo(field: &str) -> u64 {
     std::fs::read_to_string("/proc/meminfo")
@@ -34,7 +34,7 @@ pub fn hostname() -> String {
     std::fs::read_to_string("/etc/hostname")
         .map(|s| s.trim().to_lowercase())
         .ok()
-        .filter(|s| lb_pkg::model::validate_name(s).is_ok())
+        .filter(|s| lb_model::validate_name(s).is_ok())
         .unwrap_or_else(|| "node".into())
 }
 

@@ -23,10 +23,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use lb_pkg::model::{
+use lb_model::protocol::{FromNode, ToNode};
+use lb_model::{
     Assignment, NodeStatus, PortBinding, ReplicaState, ReplicaStatus, DEFAULT_STOP_TIMEOUT,
 };
-use lb_pkg::protocol::{FromNode, ToNode};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
@@ -796,8 +796,8 @@ mod tests {
 
     use bollard::errors::Error as DockerError;
     use futures::StreamExt;
-    use lb_pkg::model::{Assignment, Port, Protocol, ReplicaState, ReplicaStatus};
-    use lb_pkg::protocol::{FromNode, ToNode};
+    use lb_model::protocol::{FromNode, ToNode};
+    use lb_model::{Assignment, Port, Protocol, ReplicaState, ReplicaStatus};
     use tokio::sync::{broadcast, mpsc};
 
     use super::*;

@@ -15,7 +15,7 @@ use bollard::models::{ContainerSummary, HostConfig, Mount, MountTypeEnum, PortBi
 use bollard::system::EventsOptions;
 use bollard::Docker;
 use futures::{Stream, StreamExt};
-use lb_pkg::model::{Assignment, Protocol};
+use lb_model::{Assignment, Protocol};
 
 use crate::{Error, Result};
 
@@ -454,7 +454,7 @@ impl Runtime {
         &self,
         replica: &str,
         command: Vec<String>,
-    ) -> Result<lb_pkg::protocol::ExecOutput, String> {
+    ) -> Result<lb_model::protocol::ExecOutput, String> {
         use bollard::container::LogOutput;
         use bollard::exec::{CreateExecOptions, StartExecResults};
         let id = self.container_of(replica).await?;
@@ -493,7 +493,7 @@ impl Runtime {
             .inspect_exec(&exec.id)
             .await
             .map_err(|e| message(&e))?;
-        Ok(lb_pkg::protocol::ExecOutput {
+        Ok(lb_model::protocol::ExecOutput {
             exit_code: inspect.exit_code.unwrap_or(-1),
             stdout: String::from_utf8_lossy(&stdout).into_owned(),
             stderr: String::from_utf8_lossy(&stderr).into_owned(),

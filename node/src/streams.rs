@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use futures::StreamExt;
-use lb_pkg::protocol::{FromNode, StreamInput, StreamKind};
+use lb_model::protocol::{FromNode, StreamInput, StreamKind};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 

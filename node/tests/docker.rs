@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use lb_api::server::Signup;
 use lb_api::{Config, Server};
-use lb_pkg::keys::Keys;
-use lb_pkg::model::{Assignment, Port, Protocol, Replica, ReplicaState, ReplicaStatus};
-use lb_pkg::store::embedded::EmbeddedStore;
-use lb_pkg::store::{Shared, StoreExt};
+use lb_model::keys::Keys;
+use lb_model::{Assignment, Port, Protocol, Replica, ReplicaState, ReplicaStatus};
+use lb_store::embedded::EmbeddedStore;
+use lb_store::{Shared, StoreExt};
 
 const IMAGE: &str = "lb-test-busybox:1";
 
@@ -62,7 +62,7 @@ impl Drop for NodeProcess {
 
 impl Cluster {
     async fn start() -> Self {
-        lb_pkg::testing::busybox_image();
+        lb_testing::busybox_image();
         let dir = tempfile::tempdir().unwrap();
         let store: Shared = Arc::new(
             EmbeddedStore::open_dir(&dir.path().join("store"))
@@ -149,12 +149,12 @@ impl Cluster {
             reason: None,
             created: 0,
         };
-        let txn = lb_pkg::store::Txn::new()
-            .then(lb_pkg::store::Op::put(
+        let txn = lb_store::Txn::new()
+            .then(lb_store::Op::put(
                 self.keys.replica(&a.project, &a.service, &a.replica),
                 serde_json::to_vec(&placement).unwrap(),
             ))
-            .then(lb_pkg::store::Op::put(
+            .then(lb_store::Op::put(
                 self.keys.node_replica(node, &a.replica),
                 serde_json::to_vec(a).unwrap(),
             ));
@@ -203,11 +203,11 @@ impl Cluster {
 }
 
 fn rand_suffix() -> String {
-    lb_pkg::ids::new_id().to_lowercase()[14..].to_owned()
+    lb_model::ids::new_id().to_lowercase()[14..].to_owned()
 }
 
 fn assignment(command: &[&str], memory: u64, ports: Vec<Port>) -> Assignment {
-    let id = lb_pkg::ids::new_id();
+    let id = lb_model::ids::new_id();
     Assignment {
         replica: id.clone(),
         project: "P".repeat(2) + &id[..4],
@@ -369,9 +369,9 @@ async fn replicas_are_stopped_at_once_each_with_its_grace() {
     );
 
     // All assignments go at once.
-    let mut txn = lb_pkg::store::Txn::new();
+    let mut txn = lb_store::Txn::new();
     for a in &replicas {
-        txn = txn.then(lb_pkg::store::Op::delete(
+        txn = txn.then(lb_store::Op::delete(
             cluster.keys.node_replica(&node.id, &a.replica),
         ));
     }

@@ -7,8 +7,8 @@
 //! says why on its replica.
 
 use futures::StreamExt;
-use lb_pkg::model::Replica;
-use lb_pkg::store::{Compare, Error, Limits, Op, Shared, Txn};
+use lb_model::Replica;
+use lb_store::{Compare, Error, Limits, Op, Shared, Txn};
 
 use crate::reconcile::{Plan, Unit};
 use crate::state::ServiceKey;
@@ -130,11 +130,7 @@ fn count(batch: &mut Batch, plans: &[Plan], members: &[(usize, Vec<usize>)], rev
 
 /// Writes the plans' units. Store errors other than a refusal end the
 /// commit (the pass is redone once the store answers).
-pub async fn commit(
-    store: &Shared,
-    fence: &Compare,
-    plans: Vec<Plan>,
-) -> lb_pkg::store::Result<Batch> {
+pub async fn commit(store: &Shared, fence: &Compare, plans: Vec<Plan>) -> lb_store::Result<Batch> {
     let limits = store.limits();
     let all: Vec<(usize, Vec<usize>)> = plans
         .iter()
@@ -225,7 +221,7 @@ async fn one(
     fence: &Compare,
     plan: &Plan,
     unit: &Unit,
-) -> lb_pkg::store::Result<Option<i64>> {
+) -> lb_store::Result<Option<i64>> {
     let mut txn = Txn::new().when(fence.clone());
     txn.compares.extend(plan.compares.iter().cloned());
     txn.compares.extend(unit.compares.iter().cloned());
@@ -242,7 +238,7 @@ async fn pending(
     unit: &Unit,
     replica: &Replica,
     reason: String,
-) -> lb_pkg::store::Result<()> {
+) -> lb_store::Result<()> {
     let Some(Op::Put { key, .. }) = unit.ops.first() else {
         return Ok(());
     };

@@ -23,8 +23,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use futures::StreamExt;
-use lb_pkg::keys::Keys;
-use lb_pkg::store::{Compare, Op, Shared, StoreExt, Txn, WatchStream};
+use lb_model::keys::Keys;
+use lb_store::{Compare, Op, Shared, StoreExt, Txn, WatchStream};
 
 use crate::state::State;
 
@@ -33,7 +33,7 @@ use crate::state::State;
 pub enum Error {
     /// The store failed.
     #[error(transparent)]
-    Store(#[from] lb_pkg::store::Error),
+    Store(#[from] lb_store::Error),
 }
 
 /// Scheduler settings.

@@ -15,10 +15,10 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
-use lb_pkg::ids::new_id;
-use lb_pkg::keys::Keys;
-use lb_pkg::model::{Assignment, Replica, ReplicaState, ServiceState};
-use lb_pkg::store::{Compare, Op, Shared};
+use lb_model::ids::new_id;
+use lb_model::keys::Keys;
+use lb_model::{Assignment, Replica, ReplicaState, ServiceState};
+use lb_store::{Compare, Op, Shared};
 
 use crate::commit::{self, Batch};
 use crate::placement::{NodeView, Nodes, Request};
@@ -85,12 +85,12 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
 struct Service<'a> {
     pid: &'a str,
     sid: &'a str,
-    meta: &'a lb_pkg::model::ServiceMeta,
-    spec: &'a lb_pkg::model::ServiceSpec,
+    meta: &'a lb_model::ServiceMeta,
+    spec: &'a lb_model::ServiceSpec,
     replicas: Vec<&'a Placed>,
 }
 
-fn request_of<'a>(spec: &'a lb_pkg::model::ServiceSpec, service: &'a str) -> Request<'a> {
+fn request_of<'a>(spec: &'a lb_model::ServiceSpec, service: &'a str) -> Request<'a> {
     Request {
         service,
         memory: spec.memory,
@@ -104,7 +104,7 @@ fn request_of<'a>(spec: &'a lb_pkg::model::ServiceSpec, service: &'a str) -> Req
 /// for (the version it runs), else the service's current spec.
 fn taken<'a>(
     state: &'a State,
-    spec: &'a lb_pkg::model::ServiceSpec,
+    spec: &'a lb_model::ServiceSpec,
     sid: &'a str,
     rid: &str,
 ) -> Request<'a> {
@@ -189,7 +189,7 @@ pub async fn pass(
     fence: (&str, i64),
     grace: Duration,
     state: &mut State,
-) -> lb_pkg::store::Result<Outcome> {
+) -> lb_store::Result<Outcome> {
     let now = Instant::now();
     state.due = false;
     let node_wake = state.expire_nodes(grace, now);

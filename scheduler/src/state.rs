@@ -7,11 +7,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use lb_pkg::keys::{Keys, Parsed};
-use lb_pkg::model::{
-    Assignment, Node, Replica, ReplicaState, ReplicaStatus, ServiceMeta, ServiceSpec,
-};
-use lb_pkg::store::{Changes, Event, KeyValue};
+use lb_model::keys::{Keys, Parsed};
+use lb_model::{Assignment, Node, Replica, ReplicaState, ReplicaStatus, ServiceMeta, ServiceSpec};
+use lb_store::{Changes, Event, KeyValue};
 
 /// A service's key: (project id, service id).
 pub type ServiceKey = (String, String);

@@ -7,12 +7,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lb_pkg::keys::{Keys, Parsed};
-use lb_pkg::model::{Capacity, Node, Replica, ServiceMeta, ServiceSpec};
-use lb_pkg::store::embedded::EmbeddedStore;
-use lb_pkg::store::etcd::EtcdStore;
-use lb_pkg::store::{Op, Shared, StoreExt, Txn};
-use lb_pkg::testing::EtcdServer;
+use lb_model::keys::{Keys, Parsed};
+use lb_model::{Capacity, Node, Replica, ServiceMeta, ServiceSpec};
+use lb_store::embedded::EmbeddedStore;
+use lb_store::etcd::EtcdStore;
+use lb_store::{Op, Shared, StoreExt, Txn};
+use lb_testing::EtcdServer;
 
 /// Keeps the backend alive for the test.
 #[allow(dead_code)]
@@ -333,7 +333,7 @@ async fn etcd_one_refused_service_never_stalls_the_rest() {
         EtcdStore::connect(&[server.endpoint()])
             .await
             .unwrap()
-            .with_limits(lb_pkg::store::Limits {
+            .with_limits(lb_store::Limits {
                 max_ops: 128,
                 max_bytes: 256 * 1024,
             }),
@@ -426,7 +426,7 @@ async fn embedded_a_lost_nodes_replicas_move_after_the_grace() {
         config,
         std::future::pending(),
     ));
-    let on_node = |kvs: &[lb_pkg::store::KeyValue], nid: &str| {
+    let on_node = |kvs: &[lb_store::KeyValue], nid: &str| {
         kvs.iter()
             .filter(|kv| matches!(keys.parse(&kv.key), Some(Parsed::NodeReplica { nid: n, .. }) if n == nid))
             .count()

@@ -2,9 +2,9 @@
 
 use std::net::SocketAddr;
 
-use lb_pkg::ids::new_id;
-use lb_pkg::model::{check_name, Role, User};
-use lb_pkg::store::{Compare, Op, StoreExt, Txn};
+use lb_model::ids::new_id;
+use lb_model::{check_name, Role, User};
+use lb_store::{Compare, Op, StoreExt, Txn};
 use warp::http::StatusCode;
 
 use super::{decode, encode, json, no_content, Response};
@@ -77,7 +77,7 @@ pub async fn check_password(
     addr: Option<SocketAddr>,
     username: &str,
     password: &str,
-) -> Result<lb_pkg::model::User> {
+) -> Result<lb_model::User> {
     let ip = addr.map(|a| a.ip());
     // Bound what we hash and what the limiter keys on.
     let username: String = username.chars().take(64).collect();
@@ -88,7 +88,7 @@ pub async fn check_password(
             crate::accounts::Error::Store(e) => ApiError::from(e),
             other => ApiError::internal(other),
         })?;
-    let user = user.filter(|_| lb_pkg::model::validate_name(&username).is_ok());
+    let user = user.filter(|_| lb_model::validate_name(&username).is_ok());
     let ok = match &user {
         Some(user) if password.len() <= MAX_PASSWORD => {
             verify_password(password, &user.password_hash)
@@ -181,7 +181,7 @@ pub async fn token_list(ctx: Ctx, caller: Caller) -> Result<Response> {
 
 /// `DELETE /tokens/{id}`: revokes at once.
 pub async fn token_revoke(ctx: Ctx, caller: Caller, id: String) -> Result<Response> {
-    if !lb_pkg::ids::is_id(&id)
+    if !lb_model::ids::is_id(&id)
         || !ctx
             .store
             .delete(&ctx.keys.user_token(&caller.user.id, &id))

@@ -3,8 +3,8 @@
 //! records the request and shows what the builder wrote.
 
 use futures::{SinkExt, StreamExt};
-use lb_pkg::model::{Build, BuildStatus};
-use lb_pkg::store::{Compare, Event, Op, StoreExt, Txn};
+use lb_model::{Build, BuildStatus};
+use lb_store::{Compare, Event, Op, StoreExt, Txn};
 use warp::http::StatusCode;
 use warp::ws::{Message, Ws};
 use warp::Reply;
@@ -173,7 +173,7 @@ pub async fn cancel(ctx: Ctx, caller: Caller, p: String, s: String, n: String) -
 }
 
 /// A build's log as stored: the chunks joined (see
-/// [`lb_pkg::model::join_log_chunks`]), the number of the last chunk, and
+/// [`lb_model::join_log_chunks`]), the number of the last chunk, and
 /// the revision it was read at. A build logged before logs were chunked
 /// has its whole output in one older key, read when there are no chunks.
 async fn read_log(
@@ -181,7 +181,7 @@ async fn read_log(
     pid: &str,
     sid: &str,
     number: u64,
-) -> lb_pkg::store::Result<(Vec<u8>, Option<u64>, i64)> {
+) -> lb_store::Result<(Vec<u8>, Option<u64>, i64)> {
     let prefix = ctx.keys.build_log_prefix(pid, sid, number);
     let (kvs, revision) = ctx.store.list(&prefix).await?;
     let chunks: Vec<(u64, &[u8])> = kvs
@@ -205,7 +205,7 @@ async fn read_log(
             revision,
         ));
     }
-    Ok((lb_pkg::model::join_log_chunks(chunks), last, revision))
+    Ok((lb_model::join_log_chunks(chunks), last, revision))
 }
 
 /// `GET .../builds/{n}/logs`: the output so far, as text.

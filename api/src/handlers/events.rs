@@ -15,9 +15,9 @@
 use std::collections::HashSet;
 
 use futures::{SinkExt, StreamExt};
-use lb_pkg::keys::Parsed;
-use lb_pkg::model::Project;
-use lb_pkg::store::{Event, KeyValue, StoreExt};
+use lb_model::keys::Parsed;
+use lb_model::Project;
+use lb_store::{Event, KeyValue, StoreExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use warp::ws::{Message, WebSocket};
@@ -120,7 +120,7 @@ async fn stream(
     tx: &mut futures::stream::SplitSink<WebSocket, Message>,
     rx: &mut futures::stream::SplitStream<WebSocket>,
 ) -> Result<(), Value> {
-    let internal = |e: lb_pkg::store::Error| json!({"type": "error", "code": "unavailable", "message": e.to_string()});
+    let internal = |e: lb_store::Error| json!({"type": "error", "code": "unavailable", "message": e.to_string()});
     let mut vis = Visibility {
         admin: caller.is_admin(),
         uid: caller.user.id.clone(),
@@ -162,7 +162,7 @@ async fn stream(
     };
     let mut watch = match ctx.store.watch(&root, start).await {
         Ok(watch) => watch,
-        Err(lb_pkg::store::Error::Compacted {
+        Err(lb_store::Error::Compacted {
             compact_revision, ..
         }) => return Err(compacted(start, compact_revision)),
         Err(e) => return Err(internal(e)),
@@ -172,7 +172,7 @@ async fn stream(
             changes = watch.next() => {
                 let changes = match changes {
                     Some(Ok(changes)) => changes,
-                    Some(Err(lb_pkg::store::Error::Compacted { compact_revision, .. })) => {
+                    Some(Err(lb_store::Error::Compacted { compact_revision, .. })) => {
                         return Err(compacted(start, compact_revision))
                     }
                     Some(Err(e)) => return Err(internal(e)),

@@ -9,11 +9,11 @@
 //! controller keeps while the service has `autodeploy` and a git source;
 //! without it the answer is 404 and nothing is queued.
 
-use lb_pkg::model::{
+use lb_model::{
     repository_of, Allowlist, HookRecord, Project, ServiceSpec, Source, User, Vendor,
     MAX_DELIVERIES,
 };
-use lb_pkg::store::{Compare, Op, Txn};
+use lb_store::{Compare, Op, Txn};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use warp::http::{HeaderMap, StatusCode};
@@ -86,7 +86,7 @@ pub async fn deliver(
         ApiError::not_found(format!("no vendor {v:?}: github, gitlab or bitbucket"))
     })?;
     let no_hook = || ApiError::not_found(format!("no webhook for service {sid:?}"));
-    if !lb_pkg::ids::is_id(&sid) {
+    if !lb_model::ids::is_id(&sid) {
         return Err(no_hook());
     }
     let key = ctx.keys.hook(&sid);

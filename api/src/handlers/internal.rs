@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use lb_pkg::protocol::{FromNode, ToNode};
+use lb_model::protocol::{FromNode, ToNode};
 use warp::http::StatusCode;
 use warp::ws::{Message, Ws};
 use warp::Reply;

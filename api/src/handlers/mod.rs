@@ -13,7 +13,7 @@ pub mod services;
 pub mod streams;
 pub mod vendors;
 
-use lb_pkg::store::KeyValue;
+use lb_store::KeyValue;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use warp::http::StatusCode;

@@ -11,11 +11,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use lb_pkg::ids::{is_id, new_id};
-use lb_pkg::keys::Parsed;
-use lb_pkg::model::{check_name, validate_label, Assignment, Capacity, Node, NodeStatus};
-use lb_pkg::protocol::{FromNode, ToNode};
-use lb_pkg::store::{Compare, Event, Op, StoreExt, Txn};
+use lb_model::ids::{is_id, new_id};
+use lb_model::keys::Parsed;
+use lb_model::protocol::{FromNode, ToNode};
+use lb_model::{check_name, validate_label, Assignment, Capacity, Node, NodeStatus};
+use lb_store::{Compare, Event, Op, StoreExt, Txn};
 use serde::{Deserialize, Serialize};
 use warp::http::StatusCode;
 use warp::ws::{Message, WebSocket};
@@ -112,10 +112,10 @@ pub async fn create_join_token(
 /// Stores a new single-use join token valid for `ttl` seconds; answers the
 /// token (shown once) and its expiry. `lb up` uses it to join its own node.
 pub async fn issue_join_token(
-    store: &dyn lb_pkg::store::Store,
-    keys: &lb_pkg::keys::Keys,
+    store: &dyn lb_store::Store,
+    keys: &lb_model::keys::Keys,
     ttl: u64,
-) -> std::result::Result<(String, i64), lb_pkg::store::Error> {
+) -> std::result::Result<(String, i64), lb_store::Error> {
     let id = new_id();
     let secret = random_secret();
     let record = JoinTokenRecord {
@@ -196,10 +196,10 @@ pub async fn join(ctx: Ctx, body: JoinRequest) -> Result<Response> {
 /// Removes the node of this name, if any, with its credential and
 /// assignments (for `lb up`, which owns its local node).
 pub async fn forget_by_name(
-    store: &dyn lb_pkg::store::Store,
-    keys: &lb_pkg::keys::Keys,
+    store: &dyn lb_store::Store,
+    keys: &lb_model::keys::Keys,
     name: &str,
-) -> std::result::Result<(), lb_pkg::store::Error> {
+) -> std::result::Result<(), lb_store::Error> {
     let index = keys.node_index(name);
     let Some(kv) = store.get(&index).await? else {
         return Ok(());
@@ -434,7 +434,7 @@ async fn send(
 
 /// Applies one message from a node.
 async fn handle(ctx: &Ctx, nid: &str, message: FromNode) -> std::result::Result<(), String> {
-    let err = |e: lb_pkg::store::Error| e.to_string();
+    let err = |e: lb_store::Error| e.to_string();
     match message {
         FromNode::Hello { address, capacity } => {
             let key = ctx.keys.node_meta(nid);

@@ -3,10 +3,10 @@
 //! A project is visible to its owner and to admins; to anyone else it does
 //! not exist (404, and the name is not confirmed).
 
-use lb_pkg::ids::{is_id, new_id};
-use lb_pkg::keys::Parsed;
-use lb_pkg::model::Project;
-use lb_pkg::store::{Compare, KeyValue, Op, StoreExt, Txn};
+use lb_model::ids::{is_id, new_id};
+use lb_model::keys::Parsed;
+use lb_model::Project;
+use lb_store::{Compare, KeyValue, Op, StoreExt, Txn};
 use warp::http::StatusCode;
 
 use super::{
@@ -50,7 +50,7 @@ pub async fn resolve(ctx: &Ctx, caller: &Caller, reference: &str) -> Result<Load
     let id = if is_id(reference) {
         reference.to_owned()
     } else {
-        if lb_pkg::model::validate_name(reference).is_err() {
+        if lb_model::validate_name(reference).is_err() {
             return Err(not_found(reference));
         }
         match ctx
@@ -161,7 +161,7 @@ pub async fn get_many(ctx: &Ctx, keys: Vec<String>) -> Result<Vec<Option<KeyValu
             .fold(Txn::new(), |t, k| t.then(Op::Get(k)));
         let resp = ctx.store.txn(txn).await?;
         out.extend(resp.results.into_iter().map(|r| match r {
-            lb_pkg::store::OpResult::Get(kv) => kv,
+            lb_store::OpResult::Get(kv) => kv,
             _ => None,
         }));
     }
@@ -309,7 +309,7 @@ pub async fn node_keys(ctx: &Ctx, prefix: &str) -> Result<Vec<String>> {
     let mut keys = Vec::new();
     for kv in &kvs {
         if let Some(Parsed::Replica { rid, .. }) = ctx.keys.parse(&kv.key) {
-            let replica: lb_pkg::model::Replica = decode(kv)?;
+            let replica: lb_model::Replica = decode(kv)?;
             if let Some(node) = &replica.node {
                 keys.push(ctx.keys.node_replica(node, rid));
             }

@@ -15,10 +15,10 @@
 use std::net::SocketAddr;
 
 use base64::Engine;
-use lb_pkg::ids::is_id;
-use lb_pkg::model::Assignment;
-use lb_pkg::registry::{parse_scope, Access};
-use lb_pkg::store::StoreExt;
+use lb_model::ids::is_id;
+use lb_model::Assignment;
+use lb_store::registry::{parse_scope, Access};
+use lb_store::StoreExt;
 use warp::http::StatusCode;
 
 use super::{json, Response};

@@ -5,13 +5,13 @@
 //! times) and its spec. Its revision is the newer of the two; every write
 //! compares both.
 
-use lb_pkg::ids::{is_id, new_id};
-use lb_pkg::keys::Parsed;
-use lb_pkg::model::{
+use lb_model::ids::{is_id, new_id};
+use lb_model::keys::Parsed;
+use lb_model::{
     Build, BuildStatus, Replica, ReplicaState, ReplicaStatus, ServiceMeta, ServiceSpec,
     ServiceState,
 };
-use lb_pkg::store::{Compare, KeyValue, Op, StoreExt, Txn};
+use lb_store::{Compare, KeyValue, Op, StoreExt, Txn};
 use warp::http::StatusCode;
 
 use super::projects::{self, backoff, cleanup, get_many, node_keys};
@@ -75,7 +75,7 @@ pub async fn resolve(ctx: &Ctx, caller: &Caller, p: &str, s: &str) -> Result<Loa
     let sid = if is_id(s) {
         s.to_owned()
     } else {
-        if lb_pkg::model::validate_name(s).is_err() {
+        if lb_model::validate_name(s).is_err() {
             return Err(not_found(s, &project.project.name));
         }
         match ctx.store.get(&ctx.keys.service_index(&pid, s)).await? {
@@ -668,7 +668,7 @@ pub async fn logs(
     if query.follow == Some(true) {
         return super::streams::follow_text(&ctx, &node, &replica, tail).await;
     }
-    let make = |request| lb_pkg::protocol::ToNode::Logs {
+    let make = |request| lb_model::protocol::ToNode::Logs {
         request,
         replica: replica.clone(),
         tail,
@@ -678,7 +678,7 @@ pub async fn logs(
         .ask(&node, make, std::time::Duration::from_secs(30))
         .await?
     {
-        lb_pkg::protocol::FromNode::Logs {
+        lb_model::protocol::FromNode::Logs {
             result: Ok(text), ..
         } => {
             use warp::Reply;
@@ -687,7 +687,7 @@ pub async fn logs(
                     .into_response(),
             )
         }
-        lb_pkg::protocol::FromNode::Logs {
+        lb_model::protocol::FromNode::Logs {
             result: Err(message),
             ..
         } => Err(ApiError::unprocessable(message)),
@@ -717,7 +717,7 @@ pub async fn exec(
     let loaded = resolve(&ctx, &caller, &p, &s).await?;
     let (replica, node) = stream_target(&ctx, &loaded, body.replica.as_deref()).await?;
     let command = body.command.clone();
-    let make = |request| lb_pkg::protocol::ToNode::Exec {
+    let make = |request| lb_model::protocol::ToNode::Exec {
         request,
         replica: replica.clone(),
         command,
@@ -725,10 +725,10 @@ pub async fn exec(
     };
     let limit = std::time::Duration::from_secs(timeout + 5);
     match ctx.streams.ask(&node, make, limit).await? {
-        lb_pkg::protocol::FromNode::Exec {
+        lb_model::protocol::FromNode::Exec {
             result: Ok(output), ..
         } => Ok(json(StatusCode::OK, &output)),
-        lb_pkg::protocol::FromNode::Exec {
+        lb_model::protocol::FromNode::Exec {
             result: Err(message),
             ..
         } => Err(ApiError::unprocessable(message)),

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
-use lb_pkg::protocol::{FromNode, StreamInput, StreamKind};
+use lb_model::protocol::{FromNode, StreamInput, StreamKind};
 use warp::ws::{Message, WebSocket, Ws};
 use warp::Reply;
 

@@ -5,13 +5,13 @@
 //! `connect` stores a random `state` (hashed, for 10 minutes) bound to the
 //! caller and sets it in an HttpOnly cookie; `callback` takes it only with
 //! that cookie, once. Tokens are sealed at rest under the cluster key
-//! ([`lb_pkg::secrets::Sealer`]) and refreshed when they are about to
+//! ([`lb_store::secrets::Sealer`]) and refreshed when they are about to
 //! expire (GitLab, Bitbucket, expiring GitHub App tokens).
 
 use std::collections::HashMap;
 
-use lb_pkg::model::{Allowlist, Vendor, VendorLink};
-use lb_pkg::store::{Compare, Op, StoreExt, Txn};
+use lb_model::{Allowlist, Vendor, VendorLink};
+use lb_store::{Compare, Op, StoreExt, Txn};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;

@@ -3,7 +3,7 @@
 //! vendor's way. Tokens go in the `Authorization` header only and are never
 //! logged; errors name the endpoint and status, never the token.
 
-use lb_pkg::model::Vendor;
+use lb_model::Vendor;
 use oauth2::basic::BasicClient;
 use oauth2::{
     AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, RedirectUrl, RefreshToken,

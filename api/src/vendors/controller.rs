@@ -25,8 +25,8 @@
 
 use std::time::Duration;
 
-use lb_pkg::model::{repository_of, HookRecord, ServiceSpec, Vendor, VendorLink};
-use lb_pkg::store::{Compare, Op, StoreExt, Txn};
+use lb_model::{repository_of, HookRecord, ServiceSpec, Vendor, VendorLink};
+use lb_store::{Compare, Op, StoreExt, Txn};
 
 use super::client::Api;
 use crate::accounts::now;
@@ -120,7 +120,8 @@ fn relevant(ctx: &Ctx, key: &str) -> bool {
         || matches!(
             ctx.keys.parse(key),
             Some(
-                lb_pkg::keys::Parsed::ServiceSpec { .. } | lb_pkg::keys::Parsed::ServiceMeta { .. }
+                lb_model::keys::Parsed::ServiceSpec { .. }
+                    | lb_model::keys::Parsed::ServiceMeta { .. }
             )
         )
 }
@@ -438,7 +439,7 @@ async fn poll(ctx: &Ctx, record: &HookRecord, revision: i64, spec: &ServiceSpec)
         .await
         .ok()
         .flatten()
-        .and_then(|kv| decode::<lb_pkg::model::Allowlist>(&kv).ok())
+        .and_then(|kv| decode::<lb_model::Allowlist>(&kv).ok())
         .unwrap_or_default()
         .allows(&source.url)
     {

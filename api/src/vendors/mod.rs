@@ -11,7 +11,7 @@ pub mod signature;
 
 use std::time::Duration;
 
-use lb_pkg::model::Vendor;
+use lb_model::Vendor;
 
 /// One vendor's OAuth application and addresses.
 #[derive(Clone)]

@@ -8,7 +8,7 @@
 //! - Bitbucket `repo:push`: `push.changes[].new.{type, name, target.hash}`
 //!   (<https://support.atlassian.com/bitbucket-cloud/docs/event-payloads/#Push>).
 
-use lb_pkg::model::Vendor;
+use lb_model::Vendor;
 use serde_json::Value;
 
 /// A branch pushed to a commit.

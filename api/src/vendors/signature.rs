@@ -13,7 +13,7 @@
 //!   delivery id `X-Request-UUID`, event `X-Event-Key`.
 
 use hmac::{Hmac, Mac};
-use lb_pkg::model::Vendor;
+use lb_model::Vendor;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use warp::http::HeaderMap;

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use lb_api::server::Signup;
 use lb_api::{Config, Server};
-use lb_pkg::store::embedded::EmbeddedStore;
-use lb_pkg::store::etcd::EtcdStore;
-use lb_pkg::store::Shared;
-use lb_pkg::testing::EtcdServer;
+use lb_store::embedded::EmbeddedStore;
+use lb_store::etcd::EtcdStore;
+use lb_store::Shared;
+use lb_testing::EtcdServer;
 use reqwest::Method;
 use serde_json::{json, Value};
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use lb_pkg::store::{Shared, StoreExt};
+use lb_store::{Shared, StoreExt};
 use serde_json::json;
 
 mod node;
@@ -224,13 +224,11 @@ async fn api_bench(
 ) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let backend = if etcd.is_empty() {
-        lb_pkg::store::Backend::Embedded(dir.path().to_path_buf())
+        lb_store::Backend::Embedded(dir.path().to_path_buf())
     } else {
-        lb_pkg::store::Backend::Etcd(etcd.clone())
+        lb_store::Backend::Etcd(etcd.clone())
     };
-    let store: Shared = lb_pkg::store::open(&backend)
-        .await
-        .context("open the store")?;
+    let store: Shared = lb_store::open(&backend).await.context("open the store")?;
     let duration = Duration::from_secs(seconds);
     let label = if etcd.is_empty() {
         "embedded".to_owned()

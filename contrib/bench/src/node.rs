@@ -19,10 +19,10 @@ use bollard::container::{
     Config, CreateContainerOptions, RemoveContainerOptions, StopContainerOptions,
 };
 use futures::StreamExt;
-use lb_pkg::keys::Keys;
-use lb_pkg::model::{Assignment, Replica, ReplicaState, ReplicaStatus};
-use lb_pkg::store::embedded::EmbeddedStore;
-use lb_pkg::store::{Event, Op, Shared, Txn};
+use lb_model::keys::Keys;
+use lb_model::{Assignment, Replica, ReplicaState, ReplicaStatus};
+use lb_store::embedded::EmbeddedStore;
+use lb_store::{Event, Op, Shared, Txn};
 
 const IMAGE: &str = "lb-test-busybox:1";
 /// Ignores SIGTERM: only the kill after the grace period ends it.
@@ -182,7 +182,7 @@ async fn measure(
     let mut waiting = std::collections::HashMap::new();
     let mut placed = Vec::new();
     for i in 0..replicas {
-        let rid = lb_pkg::ids::new_id();
+        let rid = lb_model::ids::new_id();
         let a = Assignment {
             replica: rid.clone(),
             project: "BENCHPROJECT".into(),

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::StreamExt;
-use lb_pkg::keys::{Keys, Parsed};
-use lb_pkg::model::{Assignment, Capacity, Node, Replica, ServiceMeta, ServiceSpec};
-use lb_pkg::store::{Event, Op, Shared, StoreExt, Txn};
+use lb_model::keys::{Keys, Parsed};
+use lb_model::{Assignment, Capacity, Node, Replica, ServiceMeta, ServiceSpec};
+use lb_store::{Event, Op, Shared, StoreExt, Txn};
 
 const NODE_MEMORY: u64 = 65_536;
 /// Transactions in flight at once: as many as the scheduler's commits.
@@ -21,7 +21,7 @@ const IN_FLIGHT: usize = 16;
 /// Writes the operations in transactions as large as the store allows
 /// (etcd's defaults: 128 operations, 1.5 MiB), `IN_FLIGHT` at once.
 async fn write_batched(store: &Shared, ops: Vec<Op>) -> anyhow::Result<()> {
-    let txns = lb_pkg::store::split(ops, store.limits());
+    let txns = lb_store::split(ops, store.limits());
     let mut results = futures::stream::iter(txns)
         .map(|txn| store.txn(txn))
         .buffer_unordered(IN_FLIGHT);
@@ -35,13 +35,11 @@ async fn write_batched(store: &Shared, ops: Vec<Op>) -> anyhow::Result<()> {
 pub async fn run(nodes: usize, replicas: usize, etcd: Vec<String>) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let backend = if etcd.is_empty() {
-        lb_pkg::store::Backend::Embedded(dir.path().to_path_buf())
+        lb_store::Backend::Embedded(dir.path().to_path_buf())
     } else {
-        lb_pkg::store::Backend::Etcd(etcd)
+        lb_store::Backend::Etcd(etcd)
     };
-    let store = lb_pkg::store::open(&backend)
-        .await
-        .context("open the store")?;
+    let store = lb_store::open(&backend).await.context("open the store")?;
     let keys = Keys::default();
     // Start clean on a shared etcd.
     store

@@ -8,8 +8,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use lb_pkg::store::embedded::{EmbeddedStore, FILE_NAME};
-use lb_pkg::store::StoreExt;
+use lb_store::embedded::{EmbeddedStore, FILE_NAME};
+use lb_store::StoreExt;
 
 /// What to run.
 pub struct Options {

@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use lb_pkg::store::cache::CachedStore;
-use lb_pkg::store::embedded::EmbeddedStore;
-use lb_pkg::store::etcd::EtcdStore;
-use lb_pkg::store::{
+use lb_store::cache::CachedStore;
+use lb_store::embedded::EmbeddedStore;
+use lb_store::etcd::EtcdStore;
+use lb_store::{
     Changes, Compare, Error, Event, KeyValue, Op, OpResult, Shared, StoreExt, Txn, WatchStream,
 };
-use lb_pkg::testing::EtcdServer;
+use lb_testing::EtcdServer;
 
 /// A backend under test, restartable.
 enum Harness {
@@ -344,7 +344,7 @@ async fn transactions_are_atomic(h: &mut Harness) {
 async fn transactions_within_limits(h: &mut Harness) {
     let s = h.store();
     let limits = s.limits();
-    assert_eq!(limits, lb_pkg::store::Limits::default());
+    assert_eq!(limits, lb_store::Limits::default());
     let txn = |n: usize| {
         (0..n).fold(Txn::new(), |t, i| {
             t.then(Op::put(format!("/t/many/{i:04}"), format!("value {i}")))

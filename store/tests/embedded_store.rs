@@ -5,8 +5,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use lb_pkg::store::embedded::{EmbeddedStore, FILE_NAME};
-use lb_pkg::store::{Error, Op, Store, StoreExt, Txn};
+use lb_store::embedded::{EmbeddedStore, FILE_NAME};
+use lb_store::{Error, Op, Store, StoreExt, Txn};
 
 /// Not a test on its own: the child process of
 /// `sigkill_loses_no_acknowledged_write`, which writes keys and prints each

@@ -1,8 +1,15 @@
-//! The data models: what lb stores in the key tree and shows through the API.
-//! Serde types with validation; no IO here.
+//! lb's model crate: what lb stores in the key tree and shows through the API
+//! (serde types with validation), the key tree itself and its parsing
+//! ([`keys`]), ids ([`ids`]) and the node wire protocol ([`protocol`]).
+//! Pure: no IO, no async runtime, no store client — the node and `lbc`
+//! depend on this crate alone, so they cannot reach the store.
 //!
 //! A validation error names the field at fault, so the API can return it in
 //! its error body.
+
+pub mod ids;
+pub mod keys;
+pub mod protocol;
 
 mod assignment;
 mod build;

@@ -13,8 +13,8 @@
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::keys::Keys;
-use crate::store::{Error, Store, StoreExt};
+use crate::{Error, Store, StoreExt};
+use lb_model::keys::Keys;
 
 /// The `aud` (and `service` in the token request) of registry tokens.
 pub const SERVICE: &str = "lb-registry";
@@ -169,7 +169,7 @@ mod tests {
         let open = |name: &str| {
             let path = dir.path().join(name);
             async move {
-                crate::store::embedded::EmbeddedStore::open_dir(&path)
+                crate::embedded::EmbeddedStore::open_dir(&path)
                     .await
                     .unwrap()
             }

@@ -46,8 +46,8 @@ mod tests {
         let b = new_id();
         assert!(a < b, "{a} < {b}");
         assert!(is_id(&a) && is_id(&b));
-        assert!(crate::model::validate_name(&a.to_lowercase()).is_ok());
-        assert!(crate::model::validate_name(&a).is_err());
+        assert!(crate::validate_name(&a.to_lowercase()).is_ok());
+        assert!(crate::validate_name(&a).is_err());
         assert!(!is_id("web"));
     }
 }

@@ -18,8 +18,8 @@ use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::keys::Keys;
-use crate::store::{Error, Store, StoreExt};
+use crate::{Error, Store, StoreExt};
+use lb_model::keys::Keys;
 
 /// The name under `/lb/cluster/` of the key.
 pub const KEY_NAME: &str = "secrets-key";

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Assignment, Capacity, NodeStatus, ReplicaStatus};
+use crate::{Assignment, Capacity, NodeStatus, ReplicaStatus};
 
 /// From the API to a node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

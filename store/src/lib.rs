@@ -1,9 +1,14 @@
+//! lb's store crate: everything that reads or writes the key tree. The
+//! [`Store`] trait, its two backends, the watch cache, sealed secrets, the
+//! registry's token keys and the cluster secrets every component loads.
+//! Models and key spelling live in `lb-model`; this crate adds the IO.
+//!
 //! The store: one async interface over a revisioned key-value tree, with two
 //! backends of the same semantics — etcd ([`etcd::EtcdStore`]) for clusters and
 //! a single file ([`embedded::EmbeddedStore`]) for one machine.
 //!
 //! Semantics, shared by both backends and checked by one conformance suite
-//! (`pkg/tests/store_conformance.rs`):
+//! (`store/tests/store_conformance.rs`):
 //!
 //! - Every committed write (a put, a delete or a transaction with at least one
 //!   mutation) gets the next store revision; revisions only rise, also across
@@ -22,6 +27,8 @@ pub mod cache;
 pub mod codec;
 pub mod embedded;
 pub mod etcd;
+pub mod registry;
+pub mod secrets;
 
 use std::pin::Pin;
 use std::sync::Arc;

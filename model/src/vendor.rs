@@ -53,7 +53,7 @@ impl std::fmt::Display for Vendor {
 }
 
 /// A user's linked vendor account, at `/lb/users/<uid>/vendors/<vendor>`.
-/// The tokens are sealed ([`crate::secrets::Sealer`], the record's key as
+/// The tokens are sealed ((`lb_store::secrets::Sealer`), the record's key as
 /// context) and never returned by the API.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VendorLink {
