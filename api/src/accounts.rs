@@ -136,12 +136,7 @@ pub async fn find_user(store: &dyn Store, keys: &Keys, username: &str) -> Result
         .map_err(|source| Error::Damaged { key, source })
 }
 
-/// Seconds since the Unix epoch.
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
+pub use lb_model::now;
 
 #[cfg(test)]
 mod tests {

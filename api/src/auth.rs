@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use lb_model::keys::Keys;
 use lb_model::User;
-use lb_store::{Store, StoreExt};
+use lb_store::Store;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -59,20 +59,13 @@ impl Tokens {
         keys: &Keys,
         ttl: Duration,
     ) -> Result<Self, lb_store::Error> {
-        let key = keys.cluster("jwt-signing-key");
-        let secret: [u8; 32] = rand::random();
-        let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
-        store.create(&key, hex.into_bytes()).await?;
-        let stored = store
-            .get(&key)
-            .await?
-            .ok_or_else(|| lb_store::Error::Backend("signing key vanished".into()))?;
+        let secret = lb_store::secrets::cluster_secret(store, keys, "jwt-signing-key").await?;
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
         validation.validate_exp = true;
         Ok(Self {
-            encoding: EncodingKey::from_secret(&stored.value),
-            decoding: DecodingKey::from_secret(&stored.value),
+            encoding: EncodingKey::from_secret(&secret),
+            decoding: DecodingKey::from_secret(&secret),
             validation,
             ttl,
         })

@@ -17,7 +17,7 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use lb_model::keys::Keys;
 use lb_model::protocol::{FromNode, StreamKind, ToNode};
-use lb_store::{Shared, StoreExt};
+use lb_store::Shared;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
@@ -71,17 +71,10 @@ impl Peers {
         url: String,
         http: reqwest::Client,
     ) -> Result<Self, lb_store::Error> {
-        let key = keys.cluster("internal-secret");
-        let secret: [u8; 32] = rand::random();
-        let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
-        store.create(&key, hex.into_bytes()).await?;
-        let stored = store
-            .get(&key)
-            .await?
-            .ok_or_else(|| lb_store::Error::Backend("internal secret vanished".into()))?;
+        let secret = lb_store::secrets::cluster_secret(&*store, &keys, "internal-secret").await?;
         Ok(Self {
             url,
-            secret: String::from_utf8_lossy(&stored.value).into_owned(),
+            secret: String::from_utf8_lossy(&secret).into_owned(),
             store,
             keys,
             http,

@@ -742,9 +742,9 @@ impl Run {
             if spec.image.as_deref() == Some(image) {
                 return Ok(());
             }
+            let old = spec.clone();
             spec.image = Some(image.to_owned());
-            meta.generation += 1;
-            meta.updated = now();
+            meta.record_change(&old, &spec, lb_model::now());
             let txn = Txn::new()
                 .when(Compare::ModRevision(meta_key.clone(), meta_kv.mod_revision))
                 .when(Compare::ModRevision(spec_key.clone(), spec_kv.mod_revision))

@@ -7,6 +7,7 @@
 //! A validation error names the field at fault, so the API can return it in
 //! its error body.
 
+pub mod backoff;
 pub mod ids;
 pub mod keys;
 pub mod protocol;
@@ -109,6 +110,13 @@ pub(crate) fn truncate(s: &str) -> String {
 
 /// Seconds since the Unix epoch, as stored in records.
 pub type Timestamp = i64;
+
+/// The current time as stored in records (0 if the clock is before 1970).
+pub fn now() -> Timestamp {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
 
 #[cfg(test)]
 mod tests {

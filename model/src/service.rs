@@ -614,6 +614,38 @@ pub struct ServiceMeta {
     pub restart_generation: u64,
 }
 
+impl ServiceSpec {
+    /// Whether going from `self` to `new` needs new containers: what a
+    /// replica runs (image, source, limits, ports, env, command, volumes,
+    /// placement) changed. Name, description, labels, domains, replica
+    /// count and stop timeout are applied without replacing containers.
+    pub fn needs_new_generation(&self, new: &ServiceSpec) -> bool {
+        self.image != new.image
+            || self.source != new.source
+            || self.memory != new.memory
+            || self.cpu != new.cpu
+            || self.ports != new.ports
+            || self.env != new.env
+            || self.command != new.command
+            || self.volumes != new.volumes
+            || self.node_selector != new.node_selector
+    }
+}
+
+impl ServiceMeta {
+    /// Records a change of the spec from `old` to `new` at `now`: a new
+    /// generation when the containers must be replaced, the name kept in
+    /// step, the update time. The one rule for both the API's updates and
+    /// the builder's deploys.
+    pub fn record_change(&mut self, old: &ServiceSpec, new: &ServiceSpec, now: Timestamp) {
+        if old.needs_new_generation(new) {
+            self.generation += 1;
+        }
+        self.name = new.name.clone();
+        self.updated = now;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -786,5 +818,36 @@ mod tests {
                 "{body}"
             );
         }
+    }
+
+    #[test]
+    fn a_new_generation_only_when_containers_must_change() {
+        let old: ServiceSpec =
+            serde_json::from_value(json!({"name": "web", "image": "a:1", "replicas": 1})).unwrap();
+        let mut meta = ServiceMeta {
+            id: "s".into(),
+            name: "web".into(),
+            project: "p".into(),
+            created: 1,
+            updated: 1,
+            generation: 3,
+            restart_generation: 0,
+        };
+        let mut scaled = old.clone();
+        scaled.replicas = 5;
+        scaled.name = "www".into();
+        meta.record_change(&old, &scaled, 7);
+        assert_eq!(
+            (meta.generation, meta.name.as_str(), meta.updated),
+            (3, "www", 7)
+        );
+        let mut new_image = scaled.clone();
+        new_image.image = Some("a:2".into());
+        meta.record_change(&scaled, &new_image, 8);
+        assert_eq!((meta.generation, meta.updated), (4, 8));
+        let mut new_env = new_image.clone();
+        new_env.env.insert("K".into(), "v".into());
+        meta.record_change(&new_image, &new_env, 9);
+        assert_eq!(meta.generation, 5);
     }
 }

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
+use lb_model::backoff::Backoff;
 use tokio::sync::watch;
 
 use super::{
@@ -112,7 +113,7 @@ async fn reflect(
     loaded: tokio::sync::oneshot::Sender<()>,
 ) {
     let mut loaded = Some(loaded);
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         let listed = inner.list(&prefix).await;
         let (kvs, revision) = match listed {
@@ -122,8 +123,7 @@ async fn reflect(
                 if let Some(done) = loaded.take() {
                     let _ = done.send(());
                 }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                tokio::time::sleep(backoff.next_delay()).await;
                 continue;
             }
         };
@@ -134,8 +134,7 @@ async fn reflect(
             Ok(stream) => stream,
             Err(err) => {
                 tracing::warn!(error = %err, "store cache cannot watch; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                tokio::time::sleep(backoff.next_delay()).await;
                 continue;
             }
         };
@@ -149,7 +148,7 @@ async fn reflect(
         if let Some(done) = loaded.take() {
             let _ = done.send(());
         }
-        backoff = Duration::from_millis(100);
+        backoff.reset();
         while let Some(item) = stream.next().await {
             let changes = match item {
                 Ok(changes) => changes,

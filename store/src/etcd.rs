@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client as ec;
+use lb_model::backoff::Backoff;
 use tokio::sync::mpsc;
 
 use super::{
@@ -361,7 +362,7 @@ async fn run_watch(
     tx: mpsc::Sender<Result<Changes>>,
 ) {
     let mut current = Some(first);
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), WATCH_RETRY_MAX);
     loop {
         let (watcher, mut stream) = match current.take() {
             Some(open) => open,
@@ -378,12 +379,10 @@ async fn run_watch(
                     }
                     Err(err) => {
                         tracing::debug!(%prefix, error = %err, "watch re-open failed, retrying");
-                        let jitter = Duration::from_millis(rand::random::<u64>() % 100);
                         tokio::select! {
-                            _ = tokio::time::sleep(backoff + jitter) => {}
+                            _ = tokio::time::sleep(backoff.next_delay()) => {}
                             _ = tx.closed() => return,
                         }
-                        backoff = (backoff * 2).min(WATCH_RETRY_MAX);
                         continue;
                     }
                 }
@@ -409,7 +408,7 @@ async fn run_watch(
             if resp.canceled() {
                 break;
             }
-            backoff = Duration::from_millis(100);
+            backoff.reset();
             let mut last = next - 1;
             let mut batch: Option<Changes> = None;
             for event in resp.events() {

@@ -13,7 +13,7 @@
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Store, StoreExt};
+use crate::{Error, Store};
 use lb_model::keys::Keys;
 
 /// The `aud` (and `service` in the token request) of registry tokens.
@@ -77,27 +77,20 @@ impl Signer {
     /// Loads the cluster's registry key, creating it on first use (the
     /// first of concurrent creators wins; all read it back).
     pub async fn load(store: &dyn Store, keys: &Keys) -> Result<Self, Error> {
-        let key = keys.cluster("registry-signing-key");
-        let secret: [u8; 32] = rand::random();
-        let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
-        store.create(&key, hex.into_bytes()).await?;
-        let stored = store
-            .get(&key)
-            .await?
-            .ok_or_else(|| Error::Backend("registry signing key vanished".into()))?;
+        let secret = crate::secrets::cluster_secret(store, keys, "registry-signing-key").await?;
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
         validation.set_audience(&[SERVICE]);
         Ok(Self {
-            encoding: EncodingKey::from_secret(&stored.value),
-            decoding: DecodingKey::from_secret(&stored.value),
+            encoding: EncodingKey::from_secret(&secret),
+            decoding: DecodingKey::from_secret(&secret),
             validation,
         })
     }
 
     /// A token for `sub` allowing `access`, valid for `ttl_secs`.
     pub fn sign(&self, sub: &str, access: Vec<Access>, ttl_secs: i64) -> String {
-        let iat = now();
+        let iat = lb_model::now();
         let claims = Claims {
             sub: sub.to_owned(),
             aud: SERVICE.to_owned(),
@@ -136,13 +129,6 @@ pub fn parse_scope(scope: &str) -> Option<(&str, &str, Vec<&str>)> {
         name,
         actions.split(',').filter(|a| !a.is_empty()).collect(),
     ))
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

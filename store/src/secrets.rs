@@ -44,16 +44,9 @@ impl std::fmt::Debug for Sealer {
 impl Sealer {
     /// Loads the cluster key, creating it on first use.
     pub async fn load(store: &dyn Store, keys: &Keys) -> Result<Self, Error> {
-        let name = keys.cluster(KEY_NAME);
-        let fresh: [u8; 32] = rand::random();
-        let hex: String = fresh.iter().map(|b| format!("{b:02x}")).collect();
-        store.create(&name, hex.into_bytes()).await?;
-        let stored = store
-            .get(&name)
-            .await?
-            .ok_or_else(|| Error::Backend("secrets key vanished".into()))?;
-        let key = parse_hex32(&stored.value)
-            .ok_or_else(|| Error::Backend(format!("{name} is damaged")))?;
+        let stored = cluster_secret(store, keys, KEY_NAME).await?;
+        let key = parse_hex32(&stored)
+            .ok_or_else(|| Error::Backend(format!("{} is damaged", keys.cluster(KEY_NAME))))?;
         Ok(Self { key })
     }
 
@@ -116,14 +109,24 @@ impl Sealer {
 
 fn parse_hex32(value: &[u8]) -> Option<[u8; 32]> {
     let text = std::str::from_utf8(value).ok()?.trim();
-    if text.len() != 64 {
-        return None;
-    }
     let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
+    hex::decode_to_slice(text, &mut out).ok()?;
     Some(out)
+}
+
+/// A cluster-wide secret at `/lb/cluster/<name>`: 32 random bytes in hex,
+/// created on first use. Concurrent first starts agree, because the key is
+/// only created if absent and then read back; every component loads its
+/// keys (sealing, token signing, internal calls) through here.
+pub async fn cluster_secret(store: &dyn Store, keys: &Keys, name: &str) -> Result<Vec<u8>, Error> {
+    let key = keys.cluster(name);
+    let fresh: [u8; 32] = rand::random();
+    store.create(&key, hex::encode(fresh).into_bytes()).await?;
+    let stored = store
+        .get(&key)
+        .await?
+        .ok_or_else(|| Error::Backend(format!("{key} vanished after its creation")))?;
+    Ok(stored.value)
 }
 
 #[cfg(test)]

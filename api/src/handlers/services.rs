@@ -280,19 +280,6 @@ pub async fn get(ctx: Ctx, caller: Caller, p: String, s: String) -> Result<Respo
     reply(&ctx, StatusCode::OK, &loaded).await
 }
 
-/// Whether a spec change needs new containers (a new generation).
-fn needs_new_generation(old: &ServiceSpec, new: &ServiceSpec) -> bool {
-    old.image != new.image
-        || old.source != new.source
-        || old.memory != new.memory
-        || old.cpu != new.cpu
-        || old.ports != new.ports
-        || old.env != new.env
-        || old.command != new.command
-        || old.volumes != new.volumes
-        || old.node_selector != new.node_selector
-}
-
 /// Reads, changes and writes a service in a transaction comparing both
 /// records; retried on a concurrent change unless `If-Match` pinned the
 /// revision. `change` edits the meta and spec in place.
@@ -316,11 +303,7 @@ async fn update(
         let mut spec = loaded.spec.clone();
         change(&mut meta, &mut spec)?;
         spec.validate()?;
-        if needs_new_generation(&loaded.spec, &spec) {
-            meta.generation += 1;
-        }
-        meta.name = spec.name.clone();
-        meta.updated = now();
+        meta.record_change(&loaded.spec, &spec, now());
         let pid = &loaded.pid;
         let sid = &meta.id;
         let mut txn = loaded.compares(ctx);
