@@ -11,31 +11,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ./contrib/deps.sh --test
-command -v docker-registry >/dev/null || {
-  sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
-  $sudo apt-get install -y -qq docker-registry >/dev/null
-}
+. contrib/bench/lib.sh
+need_commands docker-registry:docker-registry
 # Debian starts a registry service on :5000 when it installs one; lb's
 # registry and ours get their own ports here.
-target="${CARGO_TARGET_DIR:-target}"
-if [ -z "${LB:-}" ]; then
-  cargo build --release --quiet --bin lb
-  LB="$target/release/lb"
-fi
+LB=$(lb_binary)
 mb="${1:-200}"
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+work="$dir"
+on_exit() {
   docker ps -aq --filter "label=lb.bench=1" | xargs -r docker rm -f >/dev/null 2>&1 || true
   if [ -n "${node:-}" ]; then
     docker ps -aq --filter "label=lb.node=$node" | xargs -r docker rm -f >/dev/null 2>&1 || true
   fi
-  rm -rf "$work"
 }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 now() { date +%s.%N; }
 elapsed() { python3 -c "print(f'{$2 - $1:.2f}')"; }
 export DOCKER_CONFIG="$work/docker"

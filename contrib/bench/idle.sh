@@ -9,45 +9,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ./contrib/deps.sh --test
-target="${CARGO_TARGET_DIR:-target}"
-if [ -z "${LB:-}" ]; then
-  cargo build --release --quiet --bin lb
-  lb="$(cd "$target/release" && pwd)/lb"
-else
-  lb="$LB" # another build of lb, e.g. a debug one
-fi
+. contrib/bench/lib.sh
+lb=$(lb_binary)
 secs="${1:-60}"
 hz=$(getconf CLK_TCK)
-dir=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$dir"
-}
-trap cleanup EXIT
 
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 # Requests etcd received (unary calls and stream messages, keep-alives included).
 etcd_requests() {
   curl -s "http://127.0.0.1:$1/metrics" | awk '/^grpc_server_msg_received_total/ {s+=$2} END {printf "%d\n", s}'
 }
 pct() { awk -v a="$1" -v b="$2" -v hz="$hz" -v s="$secs" 'BEGIN {printf "%.2f", (b-a)/hz/s*100}'; }
-
-start_etcd() {
-  local client peer
-  client=$(free_port); peer=$(free_port)
-  etcd --name idle --data-dir "$dir/etcd-$client" \
-    --listen-client-urls "http://127.0.0.1:$client" --advertise-client-urls "http://127.0.0.1:$client" \
-    --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
-    --initial-cluster "idle=http://127.0.0.1:$peer" >"$dir/etcd-$client.log" 2>&1 &
-  pids+=($!)
-  etcd_pid=$!
-  etcd_port=$client
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$client/health" >/dev/null && return; sleep 0.1; done
-  echo "etcd did not start" >&2; exit 1
-}
 
 start_lb() {
   local port registry data
@@ -56,7 +28,7 @@ start_lb() {
     --registry-listen "127.0.0.1:$registry" "$@" >"$data.log" 2>&1 &
   pids+=($!)
   lb_pid=$!
-  for _ in $(seq 300); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
+  wait_http "http://127.0.0.1:$port/readyz"
   # Let start-up work (the node joining, first passes) finish.
   sleep 5
 }

@@ -5,8 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ./contrib/deps.sh
-command -v busybox >/dev/null || { sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo; $sudo apt-get install -y -qq busybox-static >/dev/null; }
-cargo build --release --quiet -p lb-bench --bin lb-bench
-cargo build --release --quiet --bin lb
-target="${CARGO_TARGET_DIR:-target}"
-"$target/release/lb-bench" node --replicas "${1:-50}" --lb "$target/release/lb"
+. contrib/bench/lib.sh
+need_commands busybox:busybox-static
+bench=$(bench_binary)
+"$bench" node --replicas "${1:-50}" --lb "$(lb_binary)"

@@ -9,33 +9,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ./contrib/deps.sh
-need=()
-command -v wrk >/dev/null || need+=(wrk)
-command -v nginx >/dev/null || need+=(nginx)
-if [ ${#need[@]} -gt 0 ]; then
-  sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-target="${CARGO_TARGET_DIR:-target}"
-if [ -z "${LB:-}" ]; then
-  cargo build --release --quiet --bin lb
-  lb="$(cd "$target/release" && pwd)/lb"
-else
-  lb="$LB"
-fi
+. contrib/bench/lib.sh
+need_commands wrk:wrk nginx:nginx
+lb=$(lb_binary)
 services="${1:-10000}"
 secs="${2:-20}"
 hz=$(getconf CLK_TCK)
-dir=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 port=$(free_port); registry=$(free_port)
 LB_ADMIN_PASSWORD=scale-bench-1 "$lb" up --no-node --data-dir "$dir/lb" --listen "127.0.0.1:$port" \

@@ -10,7 +10,6 @@ rate="${1:-50}"
 seconds="${2:-3600}"
 keys="${3:-100}"
 every="${4:-60}"
-cargo build --release --quiet -p lb-bench
-bench=target/release/lb-bench
-[ -n "${CARGO_TARGET_DIR:-}" ] && bench="$CARGO_TARGET_DIR/release/lb-bench"
+. contrib/bench/lib.sh
+bench=$(bench_binary)
 "$bench" store-growth --rate "$rate" --seconds "$seconds" --keys "$keys" --every "$every"
