@@ -1,38 +1,31 @@
-//! Resource ids: 26 characters of Crockford base32 in upper case, the first
-//! ten encoding the creation time in milliseconds (so ids sort by creation),
-//! the rest random. Names are lower-case DNS labels, so an id never reads as
-//! a name: an API path segment is unambiguously one or the other.
+//! Resource ids: ULIDs (26 characters of Crockford base32 in upper case, the
+//! first ten the creation time in milliseconds, so ids sort by creation; the
+//! rest random), from the `ulid` crate. Names are lower-case DNS labels, so an
+//! id never reads as a name: an API path segment is unambiguously one or the
+//! other.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+use ulid::Ulid;
 
 /// A new unique id.
 pub fn new_id() -> String {
-    let millis = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
     loop {
-        let mut out = String::with_capacity(26);
-        for i in (0..10).rev() {
-            out.push(ALPHABET[((millis >> (i * 5)) & 31) as usize] as char);
-        }
-        let random: u128 = rand::random();
-        for i in 0..16 {
-            out.push(ALPHABET[((random >> (i * 5)) & 31) as usize] as char);
-        }
-        // At least one letter, so an id is never a valid (lower-case) name.
-        if out.bytes().any(|b| b.is_ascii_uppercase()) {
-            return out;
+        let id = Ulid::new().to_string();
+        // At least one letter, so an id is never a valid (lower-case) name
+        // (all 26 characters digits: about one id in 10^10).
+        if id.bytes().any(|b| b.is_ascii_uppercase()) {
+            return id;
         }
     }
 }
 
-/// Whether `s` has the shape of an id.
+/// Whether `s` has the shape of an id: a ULID in its canonical upper-case
+/// form with at least one letter.
 pub fn is_id(s: &str) -> bool {
     s.len() == 26
-        && s.bytes().all(|b| ALPHABET.contains(&b))
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
         && s.bytes().any(|b| b.is_ascii_uppercase())
+        && Ulid::from_string(s).is_ok_and(|u| u.to_string() == s)
 }
 
 #[cfg(test)]
@@ -49,5 +42,16 @@ mod tests {
         assert!(crate::validate_name(&a.to_lowercase()).is_ok());
         assert!(crate::validate_name(&a).is_err());
         assert!(!is_id("web"));
+    }
+
+    #[test]
+    fn the_shape_of_an_id_is_checked_exactly() {
+        // Crockford base32 has no I, L, O or U; lower case is a name.
+        assert!(is_id("01ARZ3NDEKTSV4RRFFQ69G5FAV"));
+        assert!(!is_id("01ARZ3NDEKTSV4RRFFQ69G5FAU"));
+        assert!(!is_id("01arz3ndektsv4rrffq69g5fav"));
+        assert!(!is_id("01ARZ3NDEKTSV4RRFFQ69G5FA"));
+        // The first character carries only 3 bits: 8 and above overflow.
+        assert!(!is_id("81ARZ3NDEKTSV4RRFFQ69G5FAV"));
     }
 }
