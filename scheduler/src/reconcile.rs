@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use lb_model::ids::new_id;
 use lb_model::keys::Keys;
 use lb_model::{Assignment, Replica, ReplicaState, ServiceState};
-use lb_store::{Compare, Op, Shared};
+use lb_store::{encode, Compare, Op, Shared};
 
 use crate::commit::{self, Batch};
 use crate::placement::{NodeView, Nodes, Request};
@@ -69,16 +69,6 @@ pub struct Plan {
     pub compares: Vec<Compare>,
     /// The decisions.
     pub units: Vec<Unit>,
-}
-
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
-fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).expect("models serialize")
 }
 
 /// A service as one pass reads it.
@@ -366,7 +356,7 @@ fn plan(
     // Place a replica (or record why it cannot be).
     let mut place = |nodes: &mut Nodes, existing: Option<&Placed>| -> Option<Unit> {
         let rid = existing.map_or_else(new_id, |p| p.replica.id.clone());
-        let created = existing.map_or_else(now_secs, |p| p.replica.created);
+        let created = existing.map_or_else(lb_model::now, |p| p.replica.created);
         let replica_key = keys.replica(pid, sid, &rid);
         let compare = Compare::ModRevision(replica_key.clone(), existing.map_or(0, |p| p.revision));
         let decision = match assignment(service, &rid, generation) {
@@ -450,7 +440,7 @@ fn plan(
         let restarts = |p: &Placed| p.status.as_ref().map_or(0, |s| s.restarts);
         // It must also have stayed up a while: a container that dies at once
         // is reported running first.
-        let now = now_secs();
+        let now = lb_model::now();
         let ready = |p: &Placed| {
             p.state() == ReplicaState::Running
                 && restarts(p) == 0

@@ -105,6 +105,12 @@ pub struct KeyValue {
     pub lease: i64,
 }
 
+/// Encodes one of lb's records (JSON) for a put. Models always serialize:
+/// they hold no maps with non-string keys and no failing `Serialize`.
+pub fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("models serialize")
+}
+
 /// A compare in a transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Compare {
