@@ -9,8 +9,8 @@ use lb_store::cache::CachedStore;
 use lb_store::Shared;
 
 use crate::auth::{LoginLimiter, Tokens};
+use crate::config::Config;
 use crate::metrics::{MeteredStore, Metrics};
-use crate::server::Config;
 
 /// Shared handler state.
 pub struct Context {

@@ -7,6 +7,7 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod config;
 pub mod context;
 pub mod error;
 pub mod filters;
@@ -21,4 +22,5 @@ pub mod streams;
 pub mod ui;
 pub mod vendors;
 
-pub use server::{Config, Server};
+pub use config::Config;
+pub use server::Server;

@@ -2,64 +2,12 @@
 //! gracefully (finishing requests in flight) when told to.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use futures::Future;
-use lb_model::keys::Keys;
 use lb_store::Shared;
 
+pub use crate::config::{Config, Signup};
 use crate::context::{Context, Ctx};
-
-/// Who may create an account.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Signup {
-    /// Anyone may sign up.
-    Open,
-    /// Only an admin creates accounts.
-    Closed,
-}
-
-/// API settings.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// Address for the API and UI.
-    pub listen: SocketAddr,
-    /// Key tree.
-    pub keys: Keys,
-    /// Git vendors: OAuth applications, public URL, polling.
-    pub vendors: crate::vendors::Settings,
-    /// Signup policy.
-    pub signup: Signup,
-    /// Lifetime of access tokens from login.
-    pub token_ttl: Duration,
-    /// Failed logins allowed per user name in 5 minutes.
-    pub login_limit_per_user: usize,
-    /// Failed logins allowed per client address in 5 minutes.
-    pub login_limit_per_address: usize,
-    /// Where the web UI's browser libraries are (Debian's
-    /// `/usr/share/javascript`), served under `/vendor/`.
-    pub ui_vendor_dir: std::path::PathBuf,
-    /// The URL other API instances reach this one at (forwarded log and
-    /// exec requests); default `http://<bound address>`.
-    pub advertise_url: Option<String>,
-}
-
-impl Config {
-    /// Settings with defaults for everything but the address and signup.
-    pub fn new(listen: SocketAddr, signup: Signup) -> Self {
-        Self {
-            listen,
-            keys: Keys::default(),
-            vendors: Default::default(),
-            signup,
-            token_ttl: Duration::from_secs(12 * 3600),
-            login_limit_per_user: 5,
-            login_limit_per_address: 20,
-            ui_vendor_dir: crate::ui::DEFAULT_VENDOR_DIR.into(),
-            advertise_url: None,
-        }
-    }
-}
 
 /// Errors of the server.
 #[derive(Debug, thiserror::Error)]

@@ -25,8 +25,9 @@ use crate::handlers::{self, accounts, Response};
 use crate::models::Credentials;
 use crate::session;
 
-/// Where Debian installs browser libraries.
-pub const DEFAULT_VENDOR_DIR: &str = "/usr/share/javascript";
+/// Where Debian installs browser libraries (kept here for callers of
+/// `lb_api::ui::DEFAULT_VENDOR_DIR`).
+pub use crate::config::DEFAULT_VENDOR_DIR;
 
 /// The pages' Content-Security-Policy. Styles may be inline: the terminal
 /// and chart libraries set element styles.

@@ -9,36 +9,9 @@ pub mod controller;
 pub mod push;
 pub mod signature;
 
-use std::time::Duration;
-
 use lb_model::Vendor;
 
-/// One vendor's OAuth application and addresses.
-#[derive(Clone)]
-pub struct VendorConfig {
-    /// The OAuth application's client id.
-    pub client_id: String,
-    /// Its client secret (never logged, never returned).
-    pub client_secret: String,
-    /// The web address users sign in at (`https://github.com`, a GitHub
-    /// Enterprise or self-hosted GitLab address).
-    pub web_url: String,
-    /// The REST API's base (`https://api.github.com`,
-    /// `https://ghe.example.com/api/v3`, `https://gitlab.example.com/api/v4`,
-    /// `https://api.bitbucket.org/2.0`).
-    pub api_url: String,
-}
-
-impl std::fmt::Debug for VendorConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VendorConfig")
-            .field("client_id", &self.client_id)
-            .field("client_secret", &"<hidden>")
-            .field("web_url", &self.web_url)
-            .field("api_url", &self.api_url)
-            .finish()
-    }
-}
+pub use crate::config::{VendorConfig, VendorSettings as Settings};
 
 impl VendorConfig {
     /// A vendor's application with its public addresses (`web_url` or
@@ -104,52 +77,5 @@ impl VendorConfig {
             Vendor::Gitlab => &["api", "read_user"],
             Vendor::Bitbucket => &[],
         }
-    }
-}
-
-/// Vendor settings of the API.
-#[derive(Debug, Clone, Default)]
-pub struct Settings {
-    /// The address users and vendors reach the API at (OAuth callbacks and
-    /// webhook URLs are built from it). Default: `http://<listen address>`.
-    pub public_url: Option<String>,
-    /// GitHub's application, if configured.
-    pub github: Option<VendorConfig>,
-    /// GitLab's application, if configured.
-    pub gitlab: Option<VendorConfig>,
-    /// Bitbucket's application, if configured.
-    pub bitbucket: Option<VendorConfig>,
-    /// How often plain git URLs with `autodeploy` are polled (`None`: never).
-    pub poll_interval: Option<Duration>,
-}
-
-impl Settings {
-    /// A vendor's application, if configured.
-    pub fn get(&self, vendor: Vendor) -> Option<&VendorConfig> {
-        match vendor {
-            Vendor::Github => self.github.as_ref(),
-            Vendor::Gitlab => self.gitlab.as_ref(),
-            Vendor::Bitbucket => self.bitbucket.as_ref(),
-        }
-    }
-
-    /// The public base URL, without a trailing slash.
-    pub fn base(&self) -> String {
-        self.public_url
-            .as_deref()
-            .unwrap_or("http://127.0.0.1:2967")
-            .trim_end_matches('/')
-            .to_owned()
-    }
-
-    /// The webhook URL of a service.
-    pub fn hook_url(&self, vendor: Option<Vendor>, sid: &str) -> String {
-        let v = vendor.map_or("github", Vendor::as_str);
-        format!("{}/api/v1/hooks/{v}/{sid}", self.base())
-    }
-
-    /// The OAuth redirect URI of a vendor.
-    pub fn callback_url(&self, vendor: Vendor) -> String {
-        format!("{}/api/v1/vendors/{vendor}/callback", self.base())
     }
 }

@@ -1,0 +1,138 @@
+//! The API's settings: the listen address, signup policy, token lifetime,
+//! login limits, the UI's library directory, and the git vendors'
+//! applications and public URL. Plain data, filled in by the binary's flags;
+//! nothing here does IO.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use lb_model::keys::Keys;
+use lb_model::Vendor;
+
+/// Where Debian installs browser libraries.
+pub const DEFAULT_VENDOR_DIR: &str = "/usr/share/javascript";
+
+/// Who may create an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signup {
+    /// Anyone may sign up.
+    Open,
+    /// Only an admin creates accounts.
+    Closed,
+}
+
+/// API settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address for the API and UI.
+    pub listen: SocketAddr,
+    /// Key tree.
+    pub keys: Keys,
+    /// Git vendors: OAuth applications, public URL, polling.
+    pub vendors: VendorSettings,
+    /// Signup policy.
+    pub signup: Signup,
+    /// Lifetime of access tokens from login.
+    pub token_ttl: Duration,
+    /// Failed logins allowed per user name in 5 minutes.
+    pub login_limit_per_user: usize,
+    /// Failed logins allowed per client address in 5 minutes.
+    pub login_limit_per_address: usize,
+    /// Where the web UI's browser libraries are (Debian's
+    /// `/usr/share/javascript`), served under `/vendor/`.
+    pub ui_vendor_dir: std::path::PathBuf,
+    /// The URL other API instances reach this one at (forwarded log and
+    /// exec requests); default `http://<bound address>`.
+    pub advertise_url: Option<String>,
+}
+
+impl Config {
+    /// Settings with defaults for everything but the address and signup.
+    pub fn new(listen: SocketAddr, signup: Signup) -> Self {
+        Self {
+            listen,
+            keys: Keys::default(),
+            vendors: Default::default(),
+            signup,
+            token_ttl: Duration::from_secs(12 * 3600),
+            login_limit_per_user: 5,
+            login_limit_per_address: 20,
+            ui_vendor_dir: DEFAULT_VENDOR_DIR.into(),
+            advertise_url: None,
+        }
+    }
+}
+
+/// One vendor's OAuth application and addresses.
+#[derive(Clone)]
+pub struct VendorConfig {
+    /// The OAuth application's client id.
+    pub client_id: String,
+    /// Its client secret (never logged, never returned).
+    pub client_secret: String,
+    /// The web address users sign in at (`https://github.com`, a GitHub
+    /// Enterprise or self-hosted GitLab address).
+    pub web_url: String,
+    /// The REST API's base (`https://api.github.com`,
+    /// `https://ghe.example.com/api/v3`, `https://gitlab.example.com/api/v4`,
+    /// `https://api.bitbucket.org/2.0`).
+    pub api_url: String,
+}
+
+impl std::fmt::Debug for VendorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VendorConfig")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<hidden>")
+            .field("web_url", &self.web_url)
+            .field("api_url", &self.api_url)
+            .finish()
+    }
+}
+
+/// Vendor settings of the API.
+#[derive(Debug, Clone, Default)]
+pub struct VendorSettings {
+    /// The address users and vendors reach the API at (OAuth callbacks and
+    /// webhook URLs are built from it). Default: `http://<listen address>`.
+    pub public_url: Option<String>,
+    /// GitHub's application, if configured.
+    pub github: Option<VendorConfig>,
+    /// GitLab's application, if configured.
+    pub gitlab: Option<VendorConfig>,
+    /// Bitbucket's application, if configured.
+    pub bitbucket: Option<VendorConfig>,
+    /// How often plain git URLs with `autodeploy` are polled (`None`: never).
+    pub poll_interval: Option<Duration>,
+}
+
+impl VendorSettings {
+    /// A vendor's application, if configured.
+    pub fn get(&self, vendor: Vendor) -> Option<&VendorConfig> {
+        match vendor {
+            Vendor::Github => self.github.as_ref(),
+            Vendor::Gitlab => self.gitlab.as_ref(),
+            Vendor::Bitbucket => self.bitbucket.as_ref(),
+        }
+    }
+
+    /// The public base URL, without a trailing slash.
+    pub fn base(&self) -> String {
+        self.public_url
+            .as_deref()
+            .unwrap_or("http://127.0.0.1:2967")
+            .trim_end_matches('/')
+            .to_owned()
+    }
+
+    /// The webhook URL of a service.
+    pub fn hook_url(&self, vendor: Option<Vendor>, sid: &str) -> String {
+        let v = vendor.map_or("github", Vendor::as_str);
+        format!("{}/api/v1/hooks/{v}/{sid}", self.base())
+    }
+
+    /// The OAuth redirect URI of a vendor.
+    pub fn callback_url(&self, vendor: Vendor) -> String {
+        format!("{}/api/v1/vendors/{vendor}/callback", self.base())
+    }
+}
