@@ -1,6 +1,7 @@
-//! Test support (feature `test-support`): a real etcd server (Debian's
+//! lb's test helpers, a dev-dependency only: a real etcd server (Debian's
 //! `etcd-server`, `/usr/bin/etcd`) on free loopback ports in a temp dir,
-//! stopped when dropped.
+//! stopped when dropped, and the local busybox test image (nothing can be
+//! pulled on the machines lb is tested on).
 
 use std::net::TcpListener;
 use std::path::PathBuf;
