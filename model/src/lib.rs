@@ -1,6 +1,7 @@
 //! lb's model crate: what lb stores in the key tree and shows through the API
 //! (serde types with validation), the key tree itself and its parsing
-//! ([`keys`]), ids ([`ids`]) and the node wire protocol ([`protocol`]).
+//! ([`keys`]), ids ([`ids`]), the node wire protocol ([`protocol`]) and the
+//! REST API's request and response shapes ([`views`]).
 //! Pure: no IO, no async runtime, no store client — the node and `lbc`
 //! depend on this crate alone, so they cannot reach the store.
 //!
@@ -11,6 +12,7 @@ pub mod backoff;
 pub mod ids;
 pub mod keys;
 pub mod protocol;
+pub mod views;
 
 mod assignment;
 mod build;
