@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use reqwest::{Method, StatusCode};
+use lb_model::views::{ErrorBody, ErrorDetail};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use reqwest::{Method, StatusCode, Url};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -28,18 +31,24 @@ pub struct Client {
     token: Option<String>,
 }
 
-/// Percent-encodes one path segment (names and ids never need it, but input
-/// is input).
+/// What [`segment`] leaves as it is: the unreserved characters of RFC 3986.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Percent-encodes one path segment or query value (names and ids never
+/// need it, but input is input).
 pub fn segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(s, SEGMENT).to_string()
+}
+
+/// An API object as its typed view. Commands keep the JSON they got for
+/// `-o json|yaml` (shown as the API sent it) and read the view for tables.
+pub fn typed<T: DeserializeOwned>(value: &Value) -> Result<T> {
+    T::deserialize(value)
+        .map_err(|e| Error::server(format!("the API answered something lbc cannot read: {e}")))
 }
 
 impl Client {
@@ -137,14 +146,7 @@ impl Client {
     /// Opens a websocket to `path` (with its query) with the token.
     pub async fn websocket(&self, path: &str) -> Result<Socket> {
         let token = self.require_token()?;
-        let url = self.url(path);
-        let url = if let Some(rest) = url.strip_prefix("https://") {
-            format!("wss://{rest}")
-        } else if let Some(rest) = url.strip_prefix("http://") {
-            format!("ws://{rest}")
-        } else {
-            url
-        };
+        let url = websocket_url(&self.url(path))?;
         let mut request = url
             .as_str()
             .into_client_request()
@@ -233,14 +235,28 @@ async fn error_of(response: reqwest::Response) -> Error {
     error_from_body(status, &body)
 }
 
+/// The `ws://` or `wss://` URL of an `http://` or `https://` one.
+fn websocket_url(url: &str) -> Result<String> {
+    let bad = |why: String| Error::usage(format!("bad websocket URL {url:?}: {why}"));
+    let mut parsed = Url::parse(url).map_err(|e| bad(e.to_string()))?;
+    let scheme = if parsed.scheme() == "https" {
+        "wss"
+    } else {
+        "ws"
+    };
+    parsed
+        .set_scheme(scheme)
+        .map_err(|()| bad(format!("cannot switch to {scheme}")))?;
+    Ok(parsed.into())
+}
+
 /// The error of an API answer: its `{"error": {"message", "field"}}`, or the
 /// status when the body is not that.
 pub fn error_from_body(status: u16, body: &[u8]) -> Error {
     let kind = Error::kind_of_status(status);
-    let parsed: Option<Value> = serde_json::from_slice(body).ok();
-    match parsed.as_ref().and_then(|v| v.get("error")) {
-        Some(error) => error_of_value(kind, error),
-        None => {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(body) => error_of_detail(kind, &body.error),
+        Err(_) => {
             let reason = StatusCode::from_u16(status)
                 .ok()
                 .and_then(|s| s.canonical_reason())
@@ -251,28 +267,29 @@ pub fn error_from_body(status: u16, body: &[u8]) -> Error {
 }
 
 /// The error of an `{"code", "message", "field"}` object.
-pub fn error_of_value(kind: Kind, error: &Value) -> Error {
-    let message = error
-        .get("message")
-        .and_then(Value::as_str)
-        .unwrap_or("unknown error");
-    let message = match error.get("field").and_then(Value::as_str) {
-        Some(field) if !message.contains(field) => format!("{field}: {message}"),
+pub fn error_of_detail(kind: Kind, error: &ErrorDetail) -> Error {
+    let message = if error.message.is_empty() {
+        "unknown error"
+    } else {
+        error.message.as_str()
+    };
+    let message = match &error.field {
+        Some(field) if !message.contains(field.as_str()) => format!("{field}: {message}"),
         _ => message.to_owned(),
     };
     Error::new(kind, one_line(&message))
 }
 
-/// The error of a websocket control message's `{"error": {"code", ...}}`.
-pub fn error_of_control(error: &Value) -> Error {
-    let kind = match error.get("code").and_then(Value::as_str) {
-        Some("not_found") => Kind::NotFound,
-        Some("unauthorized" | "forbidden") => Kind::Auth,
-        Some("invalid" | "bad_request") => Kind::Usage,
-        Some("conflict" | "unprocessable") => Kind::Conflict,
+/// The error of a websocket's last frame `{"error": {"code", ...}}`.
+pub fn error_of_control(error: &ErrorDetail) -> Error {
+    let kind = match error.code.as_str() {
+        "not_found" => Kind::NotFound,
+        "unauthorized" | "forbidden" => Kind::Auth,
+        "invalid" | "bad_request" => Kind::Usage,
+        "conflict" | "unprocessable" => Kind::Conflict,
         _ => Kind::Server,
     };
-    error_of_value(kind, error)
+    error_of_detail(kind, error)
 }
 
 /// Keeps a message on one line.
@@ -303,5 +320,13 @@ mod tests {
     fn segments() {
         assert_eq!(segment("web"), "web");
         assert_eq!(segment("a b/c"), "a%20b%2Fc");
+        assert_eq!(segment("A-z._~é"), "A-z._~%C3%A9");
+    }
+
+    #[test]
+    fn websocket_urls() {
+        let ws = |url: &str| websocket_url(url).unwrap();
+        assert_eq!(ws("http://h:8080/api/v1/x?a=1"), "ws://h:8080/api/v1/x?a=1");
+        assert_eq!(ws("https://h/api/v1/x"), "wss://h/api/v1/x");
     }
 }

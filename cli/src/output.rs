@@ -4,11 +4,18 @@
 //!
 //! Tables are hand-aligned rather than drawn with comfy-table: kubectl's
 //! borderless columns are twenty lines, and scripts that `awk` them want
-//! exactly that.
+//! exactly that. Cell widths are display columns (`unicode-width`). Ages are
+//! kubectl's one-unit `5s`/`3m`/`2h`/`4d`, which humantime does not write.
+//!
+//! Commands read API objects as `lb_model::views` types for the tables and
+//! keep the JSON they got for `-o json|yaml`, shown as the API sent it.
 
 use std::io::{IsTerminal, Write};
 
+use lb_model::Timestamp;
+use serde::Serialize;
 use serde_json::Value;
+use unicode_width::UnicodeWidthStr;
 
 use crate::error::{Error, Result};
 
@@ -161,19 +168,18 @@ pub fn paint_state(state: &str, color: bool) -> String {
     format!("\x1b[{code}m{state}\x1b[0m")
 }
 
-/// Visible width of a cell (ANSI colour codes excluded).
+/// Visible width of a cell: its display columns, ANSI colour codes
+/// (`ESC [ ... m`) excluded.
 fn width(s: &str) -> usize {
     let mut n = 0;
-    let mut in_escape = false;
-    for c in s.chars() {
-        match (in_escape, c) {
-            (false, '\x1b') => in_escape = true,
-            (true, 'm') => in_escape = false,
-            (true, _) => {}
-            (false, _) => n += 1,
-        }
+    let mut rest = s;
+    while let Some(start) = rest.find('\x1b') {
+        n += rest[..start].width();
+        rest = rest[start..]
+            .find('m')
+            .map_or("", |end| &rest[start + end + 1..]);
     }
-    n
+    n + rest.width()
 }
 
 fn write_table(out: &mut impl Write, table: &Table, color: bool) -> std::io::Result<()> {
@@ -231,26 +237,33 @@ fn write_fields(
     Ok(())
 }
 
-/// A string field of a JSON object, or "".
-pub fn s(v: &Value, key: &str) -> String {
-    match v.get(key) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Null) | None => String::new(),
-        Some(other) => other.to_string(),
+/// An enum as its word on the wire (`running`, `installing_dependencies`).
+pub fn word(value: &impl Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(Value::String(s)) => s,
+        _ => String::new(),
     }
 }
 
-/// A Unix time as the age kubectl shows (`5s`, `3m`, `2h`, `4d`).
-pub fn age(v: &Value, key: &str) -> String {
-    let Some(t) = v.get(key).and_then(Value::as_i64) else {
+/// A number as the API's JSON writes it (`0.5`, `4.0`).
+pub fn number(x: f64) -> String {
+    Value::from(x).to_string()
+}
+
+/// An optional string, or "".
+pub fn text(s: &Option<String>) -> String {
+    s.clone().unwrap_or_default()
+}
+
+/// A Unix time as the age kubectl shows (`5s`, `3m`, `2h`, `4d`); "" when
+/// unknown (0).
+pub fn age(t: Timestamp) -> String {
+    if t <= 0 {
         return String::new();
-    };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    }
     // Times may be seconds or milliseconds.
     let t = if t > 100_000_000_000 { t / 1000 } else { t };
-    duration((now - t).max(0) as u64)
+    duration((lb_model::now() - t).max(0) as u64)
 }
 
 /// Seconds as `5s`, `3m`, `2h`, `4d`.
@@ -283,6 +296,26 @@ mod tests {
             text,
             "NAME       STATE\nweb        \x1b[32mrunning\x1b[0m\ndatabase   x\n"
         );
+    }
+
+    #[test]
+    fn widths_are_columns_without_colour_codes() {
+        assert_eq!(width("web"), 3);
+        assert_eq!(width(&paint_state("running", true)), 7);
+        assert_eq!(width("\x1b[1m日本\x1b[0m-x"), 6);
+        assert_eq!(width("e\u{301}"), 1);
+    }
+
+    #[test]
+    fn words_and_numbers_as_on_the_wire() {
+        assert_eq!(
+            word(&lb_model::BuildStatus::InstallingDependencies),
+            "installing_dependencies"
+        );
+        assert_eq!(word(&lb_model::ReplicaState::Running), "running");
+        assert_eq!(number(4.0), "4.0");
+        assert_eq!(number(0.5), "0.5");
+        assert_eq!(age(0), "");
     }
 
     #[test]

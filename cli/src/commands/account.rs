@@ -7,14 +7,15 @@
 
 use std::io::{BufRead, IsTerminal, Read, Write};
 
+use lb_model::views::{Credentials, List, LoginResponse, TokenCreate, TokenView, UserView};
 use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::args::{Login, TokenCmd};
-use crate::client::{segment, Client};
+use crate::client::{segment, typed, Client};
 use crate::config::{check_context_name, normalize_api, DEFAULT_CONTEXT};
 use crate::error::{Error, Result};
-use crate::output::{age, s, Shown, Table};
+use crate::output::{age, text, word, Shown, Table};
 use crate::session::Session;
 
 /// The context login writes to, and the client of its API.
@@ -100,6 +101,14 @@ fn ask_password(args: &Login, confirm: bool) -> Result<String> {
     Ok(password)
 }
 
+/// The body of signup and login.
+fn credentials(username: &str, password: &str) -> Value {
+    json!(Credentials {
+        username: username.to_owned(),
+        password: password.to_owned(),
+    })
+}
+
 async fn log_in(
     session: &mut Session,
     context: &str,
@@ -111,14 +120,12 @@ async fn log_in(
         .call_public(
             Method::POST,
             "/auth/login",
-            &json!({"username": username, "password": password}),
+            &credentials(username, password),
         )
         .await?;
-    let token = answer
-        .get("token")
-        .and_then(Value::as_str)
-        .ok_or_else(|| Error::server("the login answer holds no token"))?
-        .to_owned();
+    let token = typed::<LoginResponse>(&answer)
+        .map_err(|_| Error::server("the login answer holds no token"))?
+        .token;
     let entry = session
         .config
         .contexts
@@ -147,7 +154,7 @@ pub async fn signup(session: &mut Session, args: Login) -> Result<()> {
         .call_public(
             Method::POST,
             "/auth/signup",
-            &json!({"username": username, "password": password}),
+            &credentials(&username, &password),
         )
         .await?;
     log_in(session, &context, &client, &username, &password).await
@@ -183,18 +190,19 @@ pub fn logout(session: &mut Session) -> Result<()> {
 /// `lbc whoami`.
 pub async fn whoami(session: &mut Session) -> Result<()> {
     let client = session.client()?;
-    let me = client.get("/me").await?;
+    let value = client.get("/me").await?;
+    let me: UserView = typed(&value)?;
     let fields = vec![
-        ("Username", s(&me, "username")),
-        ("Role", s(&me, "role")),
-        ("Id", s(&me, "id")),
+        ("Username", me.username),
+        ("Role", word(&me.role)),
+        ("Id", me.id.clone()),
         ("API", client.api().to_owned()),
         ("Context", session.context_name().unwrap_or_default()),
     ];
     session.out.show(Shown::One {
-        id: s(&me, "id"),
+        id: me.id,
         fields,
-        value: me,
+        value,
     })
 }
 
@@ -203,36 +211,36 @@ pub async fn token(session: &mut Session, cmd: TokenCmd) -> Result<()> {
     let client = session.client()?;
     match cmd {
         TokenCmd::Create { name } => {
-            let token = client.post("/tokens", &json!({"name": name})).await?;
+            let value = client.post("/tokens", &json!(TokenCreate { name })).await?;
+            let token: TokenView = typed(&value)?;
             if session.out.quiet {
-                return crate::write_stdout(format!("{}\n", s(&token, "id")).as_bytes());
+                return crate::write_stdout(format!("{}\n", token.id).as_bytes());
             }
             if session.out.format == crate::output::Format::Table {
                 // The token alone on stdout, so `$(lbc token create ci)` works.
-                crate::write_stdout(format!("{}\n", s(&token, "token")).as_bytes())?;
+                crate::write_stdout(format!("{}\n", text(&token.token)).as_bytes())?;
                 eprintln!(
                     "Token {:?} created (id {}). Keep it now: it is not shown again.",
-                    s(&token, "name"),
-                    s(&token, "id")
+                    token.name, token.id
                 );
                 return Ok(());
             }
             session.out.show(Shown::Message {
-                value: token,
+                value,
                 text: String::new(),
             })
         }
         TokenCmd::Ls => {
             let list = client.get("/tokens").await?;
-            let items = list["items"].as_array().cloned().unwrap_or_default();
+            let items = typed::<List<TokenView>>(&list)?.items;
             let table = Table {
                 headers: vec!["ID", "NAME", "AGE"],
                 rows: items
                     .iter()
-                    .map(|t| vec![s(t, "id"), s(t, "name"), age(t, "created")])
+                    .map(|t| vec![t.id.clone(), t.name.clone(), age(t.created)])
                     .collect(),
             };
-            let ids = items.iter().map(|t| s(t, "id")).collect();
+            let ids = items.into_iter().map(|t| t.id).collect();
             session.out.show(Shown::List {
                 value: list,
                 table,

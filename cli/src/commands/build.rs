@@ -5,72 +5,58 @@ use std::collections::HashSet;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
+use lb_model::views::{List, ReplicaView, ServiceView};
+use lb_model::{Build, BuildStatus, ReplicaState};
 use serde_json::{json, Value};
 
 use crate::args::BuildCmd;
-use crate::client::Client;
+use crate::client::{typed, Client};
 use crate::error::{Error, Kind, Result};
-use crate::output::{age, duration, paint_state, s, Shown, Table};
+use crate::output::{age, duration, paint_state, text, word, Shown, Table};
 use crate::session::Session;
 
-/// Statuses after which a build does not change.
-fn is_final(status: &str) -> bool {
-    matches!(status, "succeeded" | "failed" | "canceled")
+fn short_commit(build: &Build) -> String {
+    text(&build.commit).chars().take(8).collect()
 }
 
-fn short_commit(build: &Value) -> String {
-    s(build, "commit").chars().take(8).collect()
+fn took(build: &Build) -> String {
+    let end = build.finished.unwrap_or_else(lb_model::now);
+    duration((end - build.created).max(0) as u64)
 }
 
-fn took(build: &Value) -> String {
-    let started = build["created"].as_i64();
-    let end = build["finished"].as_i64().or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .ok()
-            .map(|d| d.as_secs() as i64)
-    });
-    match (started, end) {
-        (Some(a), Some(b)) => duration((b - a).max(0) as u64),
-        _ => String::new(),
-    }
-}
-
-fn steps(build: &Value) -> String {
-    build["steps"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|step| {
-                    let span = match (step["started"].as_i64(), step["finished"].as_i64()) {
-                        (Some(a), Some(b)) => duration((b - a).max(0) as u64),
-                        _ => "…".to_owned(),
-                    };
-                    format!("{} ({span})", s(step, "name"))
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
+fn steps(build: &Build) -> String {
+    build
+        .steps
+        .iter()
+        .map(|step| {
+            let span = match step.finished {
+                Some(end) => duration((end - step.started).max(0) as u64),
+                None => "…".to_owned(),
+            };
+            format!("{} ({span})", word(&step.name))
         })
-        .unwrap_or_default()
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
-fn one(build: Value, color: bool) -> Shown {
+fn one(value: Value, color: bool) -> Result<Shown> {
+    let build: Build = typed(&value)?;
     let fields = vec![
-        ("Number", s(&build, "number")),
-        ("Status", paint_state(&s(&build, "status"), color)),
-        ("Commit", s(&build, "commit")),
-        ("Message", s(&build, "message")),
-        ("Image", s(&build, "image")),
-        ("Digest", s(&build, "digest")),
+        ("Number", build.number.to_string()),
+        ("Status", paint_state(&word(&build.status), color)),
+        ("Commit", text(&build.commit)),
+        ("Message", build.message.clone()),
+        ("Image", text(&build.image)),
+        ("Digest", text(&build.digest)),
         ("Steps", steps(&build)),
         ("Duration", took(&build)),
-        ("Age", age(&build, "created")),
+        ("Age", age(build.created)),
     ];
-    Shown::One {
-        id: s(&build, "number"),
+    Ok(Shown::One {
+        id: build.number.to_string(),
         fields,
-        value: build,
-    }
+        value,
+    })
 }
 
 /// Runs `lbc build ...`.
@@ -81,13 +67,14 @@ pub async fn run(session: &mut Session, cmd: BuildCmd) -> Result<()> {
         BuildCmd::Ls { service } => {
             let path = format!("{}/builds", session.service_path(&service)?);
             let list = client.get(&path).await?;
-            let items = list["items"].as_array().cloned().unwrap_or_default();
+            let items = typed::<List<Build>>(&list)?.items;
             let table = Table {
                 headers: vec!["NUMBER", "STATUS", "COMMIT", "MESSAGE", "DURATION", "AGE"],
                 rows: items
                     .iter()
                     .map(|b| {
-                        let message: String = s(b, "message")
+                        let message: String = b
+                            .message
                             .lines()
                             .next()
                             .unwrap_or_default()
@@ -95,17 +82,17 @@ pub async fn run(session: &mut Session, cmd: BuildCmd) -> Result<()> {
                             .take(60)
                             .collect();
                         vec![
-                            s(b, "number"),
-                            paint_state(&s(b, "status"), color),
+                            b.number.to_string(),
+                            paint_state(&word(&b.status), color),
                             short_commit(b),
                             message,
                             took(b),
-                            age(b, "created"),
+                            age(b.created),
                         ]
                     })
                     .collect(),
             };
-            let ids = items.iter().map(|b| s(b, "number")).collect();
+            let ids = items.iter().map(|b| b.number.to_string()).collect();
             session.out.show(Shown::List {
                 value: list,
                 table,
@@ -115,7 +102,7 @@ pub async fn run(session: &mut Session, cmd: BuildCmd) -> Result<()> {
         BuildCmd::Get { service, number } => {
             let path = format!("{}/builds/{number}", session.service_path(&service)?);
             let build = client.get(&path).await?;
-            session.out.show(one(build, color))
+            session.out.show(one(build, color)?)
         }
         BuildCmd::Logs {
             service,
@@ -137,8 +124,9 @@ pub async fn run(session: &mut Session, cmd: BuildCmd) -> Result<()> {
         BuildCmd::Cancel { service, number } => {
             let path = format!("{}/builds/{number}/cancel", session.service_path(&service)?);
             let build = client.post(&path, &json!({})).await?;
+            let status = word(&typed::<Build>(&build)?.status);
             session.out.show(Shown::Message {
-                text: format!("Build {number} of {service:?}: {}.", s(&build, "status")),
+                text: format!("Build {number} of {service:?}: {status}."),
                 value: build,
             })
         }
@@ -168,9 +156,9 @@ pub async fn deploy(
     let build = client
         .post(&format!("{path}/builds"), &json!({"commit": commit}))
         .await?;
-    let number = build["number"]
-        .as_u64()
-        .ok_or_else(|| Error::server("the build answer holds no number"))?;
+    let number = typed::<Build>(&build)
+        .map_err(|_| Error::server("the build answer holds no number"))?
+        .number;
     let out = session.out;
     if detach {
         return out.show(Shown::Message {
@@ -192,22 +180,23 @@ pub async fn deploy(
 
     let build_path = format!("{path}/builds/{number}");
     let mut seen: HashSet<String> = HashSet::new();
-    let build = loop {
-        let build = client.get(&build_path).await?;
-        for step in build["steps"].as_array().into_iter().flatten() {
-            let name = s(step, "name");
-            if seen.insert(name.clone()) && !is_final(&name) {
+    let (build, value) = loop {
+        let value = client.get(&build_path).await?;
+        let build: Build = typed(&value)?;
+        for step in &build.steps {
+            let name = word(&step.name);
+            if seen.insert(name.clone()) && !step.name.is_final() {
                 out.note(&format!("==> {}", step_title(&name)));
             }
         }
-        if is_final(&s(&build, "status")) {
-            break build;
+        if build.status.is_final() {
+            break (build, value);
         }
         if Instant::now() > deadline {
             log_task.abort();
             return Err(Error::failed(format!(
                 "build {number} still {} after {timeout} s: gave up following it (it goes on)",
-                s(&build, "status")
+                word(&build.status)
             )));
         }
         tokio::time::sleep(Duration::from_millis(700)).await;
@@ -218,26 +207,25 @@ pub async fn deploy(
         Ok(_) => {}
         Err(_) => {}
     }
-    let status = s(&build, "status");
-    if status != "succeeded" {
-        let message = s(&build, "message");
-        let why = if message.is_empty() {
+    if build.status != BuildStatus::Succeeded {
+        let why = if build.message.is_empty() {
             String::new()
         } else {
-            format!(": {}", crate::client::one_line(&message))
+            format!(": {}", crate::client::one_line(&build.message))
         };
+        let status = word(&build.status);
         return Err(Error::failed(format!("build {number} {status}{why}")));
     }
     out.note(&format!(
         "==> Build {number} succeeded in {} ({}): {}",
         took(&build),
         steps(&build),
-        s(&build, "image")
+        text(&build.image)
     ));
     let replicas = wait_running(&client, &path, &build, deadline).await?;
     out.show(Shown::Message {
         text: format!("==> Deployed build {number}: {replicas} running."),
-        value: build,
+        value,
     })
 }
 
@@ -254,44 +242,41 @@ fn step_title(name: &str) -> String {
 async fn wait_running(
     client: &Client,
     path: &str,
-    build: &Value,
+    build: &Build,
     deadline: Instant,
 ) -> Result<String> {
-    let digest = s(build, "digest");
-    let image = s(build, "image");
+    let digest = text(&build.digest);
+    let image = text(&build.image);
     loop {
-        let service = client.get(path).await?;
-        let spec_image = s(&service["spec"], "image");
+        let service: ServiceView = typed(&client.get(path).await?)?;
+        let spec_image = text(&service.spec.image);
         let applied = (!digest.is_empty() && spec_image.contains(&digest))
             || (!image.is_empty() && spec_image == image);
         if applied {
-            let generation = service["status"]["generation"].as_u64().unwrap_or(0);
-            let desired = service["status"]["replicas"]["desired"]
-                .as_u64()
-                .unwrap_or(0);
+            let generation = service.status.generation;
+            let desired = u64::from(service.status.replicas.desired);
             let list = client.get(&format!("{path}/replicas")).await?;
-            let items = list["items"].as_array().cloned().unwrap_or_default();
-            let current: Vec<&Value> = items
+            let items = typed::<List<ReplicaView>>(&list)?.items;
+            let current: Vec<&ReplicaView> = items
                 .iter()
-                .filter(|r| r["generation"].as_u64() == Some(generation))
+                .filter(|r| r.generation == generation)
                 .collect();
             let running = current
                 .iter()
-                .filter(|r| s(r, "state") == "running")
+                .filter(|r| r.state == ReplicaState::Running)
                 .count() as u64;
             if running >= desired {
                 return Ok(format!("{running}/{desired} replicas"));
             }
             // A new replica that keeps crashing halts the rollout.
             if let Some(bad) = current.iter().find(|r| {
-                matches!(s(r, "state").as_str(), "failed" | "exited")
-                    && r["restarts"].as_u64().unwrap_or(0) >= 2
+                matches!(r.state, ReplicaState::Failed | ReplicaState::Exited) && r.restarts >= 2
             }) {
                 return Err(Error::failed(format!(
                     "the new version does not run: replica {} is {} ({})",
-                    s(bad, "id"),
-                    s(bad, "state"),
-                    s(bad, "message")
+                    bad.id,
+                    word(&bad.state),
+                    bad.message
                 )));
             }
         }

@@ -14,12 +14,14 @@
 use std::io::{IsTerminal, Read, Write};
 
 use futures::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use lb_model::protocol::ExecOutput;
+use lb_model::views::StreamEnd;
+use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::args::Exec;
-use crate::client::error_of_control;
+use crate::client::{error_of_control, typed};
 use crate::error::{Error, Result};
 use crate::session::Session;
 
@@ -46,17 +48,17 @@ async fn one_off(client: &crate::client::Client, path: &str, args: &Exec) -> Res
             &json!({"command": args.command, "replica": args.replica, "timeout": args.timeout}),
         )
         .await?;
-    let text = |key: &str| answer.get(key).and_then(Value::as_str).unwrap_or_default();
+    let output: ExecOutput =
+        typed(&answer).map_err(|_| Error::server("the exec answer holds no exit code"))?;
     let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(text("stdout").as_bytes());
+    let _ = stdout.write_all(output.stdout.as_bytes());
     let _ = stdout.flush();
     let mut stderr = std::io::stderr().lock();
-    let _ = stderr.write_all(text("stderr").as_bytes());
+    let _ = stderr.write_all(output.stderr.as_bytes());
     let _ = stderr.flush();
-    match answer.get("exit_code").and_then(Value::as_i64) {
-        Some(0) => Ok(()),
-        Some(code) => Err(Error::Exit(code.clamp(1, 255) as i32)),
-        None => Err(Error::server("the exec answer holds no exit code")),
+    match output.exit_code {
+        0 => Ok(()),
+        code => Err(Error::Exit(code.clamp(1, 255) as i32)),
     }
 }
 
@@ -152,10 +154,10 @@ async fn interactive(client: &crate::client::Client, path: &str, args: &Exec) ->
                         _ => {}
                     },
                     Ok(Message::Text(text)) => {
-                        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-                        if let Some(code) = value.get("exit_code").and_then(Value::as_i64) {
+                        let end: StreamEnd = serde_json::from_str(&text).unwrap_or_default();
+                        if let Some(code) = end.exit_code {
                             exit_code = Some(code);
-                        } else if let Some(error) = value.get("error") {
+                        } else if let Some(error) = &end.error {
                             return Err(error_of_control(error));
                         }
                     }

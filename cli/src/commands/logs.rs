@@ -5,13 +5,13 @@
 use std::io::Write;
 
 use futures::{SinkExt, StreamExt};
-use serde_json::Value;
+use lb_model::views::{List, ReplicaView, StreamEnd};
+use lb_model::ReplicaState;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::{error_of_control, segment, Client};
+use crate::client::{error_of_control, segment, typed, Client};
 use crate::error::{Error, Result};
-use crate::output::s;
 use crate::session::Session;
 
 /// Colours of replica prefixes on a terminal.
@@ -41,12 +41,12 @@ pub async fn run(
     let path = session.service_path(service)?;
     let client = session.client()?;
     let replicas = client.get(&format!("{path}/replicas")).await?;
-    let items = replicas["items"].as_array().cloned().unwrap_or_default();
+    let items = typed::<List<ReplicaView>>(&replicas)?.items;
     let ids: Vec<String> = match &replica {
         Some(r) => {
             let found: Vec<String> = items
-                .iter()
-                .map(|i| s(i, "id"))
+                .into_iter()
+                .map(|i| i.id)
                 .filter(|id| id == r || short_id(id) == r.to_lowercase())
                 .collect();
             if found.is_empty() {
@@ -59,9 +59,9 @@ pub async fn run(
         }
         // Replicas that have a container to read: placed and not pending.
         None => items
-            .iter()
-            .filter(|i| !i["node"].is_null() && s(i, "state") != "pending")
-            .map(|i| s(i, "id"))
+            .into_iter()
+            .filter(|i| i.node.is_some() && i.state != ReplicaState::Pending)
+            .map(|i| i.id)
             .collect(),
     };
     if ids.is_empty() {
@@ -146,8 +146,8 @@ pub async fn read_stream(
         match message {
             Ok(Message::Binary(bytes)) => on_bytes(&bytes),
             Ok(Message::Text(text)) => {
-                let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-                if let Some(error) = value.get("error") {
+                let end: StreamEnd = serde_json::from_str(&text).unwrap_or_default();
+                if let Some(error) = &end.error {
                     return Err(error_of_control(error));
                 }
             }

@@ -8,6 +8,7 @@ mod logs;
 mod node;
 mod project;
 mod service;
+mod service_body;
 
 use crate::args::Command;
 use crate::error::Result;

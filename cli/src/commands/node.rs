@@ -1,42 +1,38 @@
 //! `lbc node ls | get`.
 
-use serde_json::Value;
+use lb_model::views::{List, NodeView};
 
 use crate::args::NodeCmd;
-use crate::client::segment;
+use crate::client::{segment, typed};
 use crate::error::Result;
-use crate::output::{age, paint_state, s, Shown, Table};
+use crate::output::{age, number, paint_state, Shown, Table};
 use crate::session::Session;
 
-fn labels(node: &Value) -> String {
-    node["labels"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .unwrap_or_default()
+fn labels(node: &NodeView) -> String {
+    node.labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
-fn alive(node: &Value, color: bool) -> String {
-    let word = if node["alive"].as_bool().unwrap_or(false) {
-        "alive"
-    } else {
-        "lost"
-    };
-    paint_state(word, color)
+fn alive(node: &NodeView, color: bool) -> String {
+    paint_state(if node.alive { "alive" } else { "lost" }, color)
 }
 
-fn memory(node: &Value) -> String {
-    let total = node["capacity"]["memory"].as_u64();
-    let free = node["status"]["free_memory"].as_u64();
-    match (free, total) {
-        (Some(f), Some(t)) => format!("{f}/{t} MiB free"),
-        (None, Some(t)) => format!("{t} MiB"),
-        _ => String::new(),
+fn memory(node: &NodeView) -> String {
+    let total = node.capacity.memory;
+    match &node.status {
+        Some(status) => format!("{}/{total} MiB free", status.free_memory),
+        None => format!("{total} MiB"),
     }
+}
+
+fn containers(node: &NodeView) -> String {
+    node.status
+        .as_ref()
+        .map(|s| s.containers.to_string())
+        .unwrap_or_default()
 }
 
 /// Runs `lbc node ...`.
@@ -46,7 +42,7 @@ pub async fn run(session: &mut Session, cmd: NodeCmd) -> Result<()> {
     match cmd {
         NodeCmd::Ls => {
             let list = client.get("/nodes").await?;
-            let items = list["items"].as_array().cloned().unwrap_or_default();
+            let items = typed::<List<NodeView>>(&list)?.items;
             let table = Table {
                 headers: vec![
                     "NAME",
@@ -61,18 +57,18 @@ pub async fn run(session: &mut Session, cmd: NodeCmd) -> Result<()> {
                     .iter()
                     .map(|n| {
                         vec![
-                            s(n, "name"),
+                            n.name.clone(),
                             alive(n, color),
-                            s(&n["capacity"], "cpus"),
+                            number(n.capacity.cpus),
                             memory(n),
-                            s(&n["status"], "containers"),
+                            containers(n),
                             labels(n),
-                            age(n, "created"),
+                            age(n.created),
                         ]
                     })
                     .collect(),
             };
-            let ids = items.iter().map(|n| s(n, "id")).collect();
+            let ids = items.into_iter().map(|n| n.id).collect();
             session.out.show(Shown::List {
                 value: list,
                 table,
@@ -80,33 +76,36 @@ pub async fn run(session: &mut Session, cmd: NodeCmd) -> Result<()> {
             })
         }
         NodeCmd::Get { name } => {
-            let node = client.get(&format!("/nodes/{}", segment(&name))).await?;
-            let load = node["status"]["load_average"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .map(|x| format!("{:.2}", x.as_f64().unwrap_or(0.0)))
+            let value = client.get(&format!("/nodes/{}", segment(&name))).await?;
+            let node: NodeView = typed(&value)?;
+            let load = node
+                .status
+                .as_ref()
+                .map(|s| {
+                    s.load_average
+                        .iter()
+                        .map(|x| format!("{x:.2}"))
                         .collect::<Vec<_>>()
                         .join(" ")
                 })
                 .unwrap_or_default();
             let fields = vec![
-                ("Name", s(&node, "name")),
-                ("Id", s(&node, "id")),
+                ("Name", node.name.clone()),
+                ("Id", node.id.clone()),
                 ("Status", alive(&node, color)),
-                ("Address", s(&node, "address")),
+                ("Address", node.address.clone()),
                 ("Labels", labels(&node)),
-                ("CPUs", s(&node["capacity"], "cpus")),
+                ("CPUs", number(node.capacity.cpus)),
                 ("Memory", memory(&node)),
-                ("Disk", format!("{} MiB", s(&node["capacity"], "disk"))),
-                ("Containers", s(&node["status"], "containers")),
+                ("Disk", format!("{} MiB", node.capacity.disk)),
+                ("Containers", containers(&node)),
                 ("Load average", load),
-                ("Age", age(&node, "created")),
+                ("Age", age(node.created)),
             ];
             session.out.show(Shown::One {
-                id: s(&node, "id"),
+                id: node.id,
                 fields,
-                value: node,
+                value,
             })
         }
     }

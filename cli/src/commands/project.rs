@@ -1,27 +1,29 @@
 //! `lbc project create | ls | get | update | rm | use`.
 
+use lb_model::views::{List, ProjectInput, ProjectView};
 use reqwest::Method;
 use serde_json::{json, Map, Value};
 
 use crate::args::ProjectCmd;
-use crate::client::segment;
+use crate::client::{segment, typed};
 use crate::error::{Error, Result};
-use crate::output::{age, s, Shown, Table};
+use crate::output::{age, Shown, Table};
 use crate::session::Session;
 
-fn one(project: Value) -> Shown {
+fn one(value: Value) -> Result<Shown> {
+    let project: ProjectView = typed(&value)?;
     let fields = vec![
-        ("Name", s(&project, "name")),
-        ("Id", s(&project, "id")),
-        ("Description", s(&project, "description")),
-        ("Revision", s(&project, "revision")),
-        ("Age", age(&project, "created")),
+        ("Name", project.name),
+        ("Id", project.id.clone()),
+        ("Description", project.description),
+        ("Revision", project.revision.to_string()),
+        ("Age", age(project.created)),
     ];
-    Shown::One {
-        id: s(&project, "id"),
+    Ok(Shown::One {
+        id: project.id,
         fields,
-        value: project,
-    }
+        value,
+    })
 }
 
 /// Runs `lbc project ...`.
@@ -29,28 +31,31 @@ pub async fn run(session: &mut Session, cmd: ProjectCmd) -> Result<()> {
     let client = session.client()?;
     match cmd {
         ProjectCmd::Create { name, description } => {
-            let body = json!({"name": name, "description": description.unwrap_or_default()});
+            let body = json!(ProjectInput {
+                name,
+                description: description.unwrap_or_default(),
+            });
             let project = client.post("/projects", &body).await?;
-            session.out.show(one(project))
+            session.out.show(one(project)?)
         }
         ProjectCmd::Ls => {
             let list = client.get("/projects?limit=1000").await?;
-            let items = list["items"].as_array().cloned().unwrap_or_default();
+            let items = typed::<List<ProjectView>>(&list)?.items;
             let default = session.context()?.and_then(|c| c.project.clone());
             let table = Table {
                 headers: vec!["NAME", "DESCRIPTION", "AGE"],
                 rows: items
                     .iter()
                     .map(|p| {
-                        let mut name = s(p, "name");
+                        let mut name = p.name.clone();
                         if default.as_deref() == Some(name.as_str()) {
                             name.push_str(" (default)");
                         }
-                        vec![name, s(p, "description"), age(p, "created")]
+                        vec![name, p.description.clone(), age(p.created)]
                     })
                     .collect(),
             };
-            let ids = items.iter().map(|p| s(p, "id")).collect();
+            let ids = items.into_iter().map(|p| p.id).collect();
             session.out.show(Shown::List {
                 value: list,
                 table,
@@ -59,7 +64,7 @@ pub async fn run(session: &mut Session, cmd: ProjectCmd) -> Result<()> {
         }
         ProjectCmd::Get { name } => {
             let project = client.get(&format!("/projects/{}", segment(&name))).await?;
-            session.out.show(one(project))
+            session.out.show(one(project)?)
         }
         ProjectCmd::Update {
             name,
@@ -94,7 +99,7 @@ pub async fn run(session: &mut Session, cmd: ProjectCmd) -> Result<()> {
                     }
                 }
             }
-            session.out.show(one(project))
+            session.out.show(one(project)?)
         }
         ProjectCmd::Rm { name } => {
             client
@@ -114,7 +119,7 @@ pub async fn run(session: &mut Session, cmd: ProjectCmd) -> Result<()> {
             let context = session.context_name().ok_or_else(|| {
                 Error::usage("no current context to keep the default project in: run `lbc login --api URL` first")
             })?;
-            let project_name = s(&project, "name");
+            let project_name = typed::<ProjectView>(&project)?.name;
             session.config.context_mut(&context)?.project = Some(project_name.clone());
             session.save()?;
             session.out.show(Shown::Message {
