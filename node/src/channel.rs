@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
+use lb_model::backoff::Backoff;
 use lb_model::protocol::{FromNode, ToNode};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -16,13 +17,15 @@ use crate::runtime::Runtime;
 use crate::{Config, Error, Result};
 
 const HEARTBEAT: Duration = Duration::from_secs(5);
+/// The first reconnect delay, after a session that connected.
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Keeps the channel up until the credential is refused.
-pub async fn run(
+pub async fn run<R: Runtime>(
     config: &Config,
     credential: &Credential,
-    runtime: &Runtime,
+    runtime: &R,
     to_reconciler: mpsc::Sender<ToNode>,
     answers: mpsc::Sender<FromNode>,
     mut statuses: mpsc::Receiver<FromNode>,
@@ -30,7 +33,7 @@ pub async fn run(
     let url = format!("{}/api/v1/nodes/connect", config.api.trim_end_matches('/'))
         .replacen("http://", "ws://", 1)
         .replacen("https://", "wss://", 1);
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
     loop {
         match session(
             config,
@@ -45,25 +48,19 @@ pub async fn run(
         {
             Err(Error::Refused) => return Err(Error::Refused),
             Err(err) => tracing::warn!(error = %err, "channel to the API lost"),
-            Ok(connected) => {
-                if connected {
-                    backoff = Duration::from_millis(200);
-                }
-            }
+            Ok(true) => backoff.reset(),
+            Ok(false) => {}
         }
-        let jitter =
-            Duration::from_millis(rand::random::<u64>() % (backoff.as_millis() as u64 / 2 + 1));
-        tokio::time::sleep(backoff + jitter).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        tokio::time::sleep(backoff.next_delay()).await;
     }
 }
 
 /// One connection; answers whether it got as far as connecting.
-async fn session(
+async fn session<R: Runtime>(
     config: &Config,
     credential: &Credential,
     url: &str,
-    runtime: &Runtime,
+    runtime: &R,
     to_reconciler: &mpsc::Sender<ToNode>,
     answers: &mpsc::Sender<FromNode>,
     statuses: &mut mpsc::Receiver<FromNode>,
@@ -120,7 +117,7 @@ async fn session(
                     Ok(ToNode::Logs { request, replica, tail }) => {
                         let (runtime, answers) = (runtime.clone(), answers.clone());
                         tokio::spawn(async move {
-                            let result = runtime.logs(&replica, tail.min(10_000)).await;
+                            let result = runtime.logs(&replica, tail.min(10_000)).await.map_err(|e| e.to_string());
                             let _ = answers.send(FromNode::Logs { request, result }).await;
                         });
                     }
@@ -129,7 +126,7 @@ async fn session(
                         tokio::spawn(async move {
                             let limit = Duration::from_secs(timeout.clamp(1, 3600));
                             let result = match tokio::time::timeout(limit, runtime.exec(&replica, command)).await {
-                                Ok(result) => result,
+                                Ok(result) => result.map_err(|e| e.to_string()),
                                 Err(_) => Err(format!("the command did not finish within {} s", limit.as_secs())),
                             };
                             let _ = answers.send(FromNode::Exec { request, result }).await;

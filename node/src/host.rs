@@ -59,14 +59,11 @@ pub fn status(dir: &Path, containers: u32) -> NodeStatus {
         parts.next().unwrap_or(0.0),
         parts.next().unwrap_or(0.0),
     ];
-    let time = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
     NodeStatus {
         free_memory: meminfo("MemAvailable:"),
         free_disk: disk(dir).1,
         load_average,
         containers,
-        time,
+        time: lb_model::now(),
     }
 }

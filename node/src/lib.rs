@@ -1,11 +1,13 @@
 //! The node daemon: joins the cluster through the API, holds a websocket to
 //! it, and reconciles the replicas assigned to this node with Docker
-//! containers. The only crate that talks to Docker (through bollard).
+//! containers. The only crate that talks to Docker, and only through its
+//! [`runtime::Runtime`] trait.
 //!
 //! `credential` joins and keeps the node credential; `channel` is the
 //! websocket to the API (reconnecting with backoff and jitter); `reconcile`
 //! makes containers match assignments, level-triggered, fed by assignments,
-//! Docker events and a periodic resync; `runtime` wraps the Docker calls;
+//! Docker events and a periodic resync; `runtime` is every Docker call, as
+//! the `Runtime` trait, its bollard implementation and a test fake;
 //! `host` reads capacity and load from the machine; `streams` runs the logs
 //! and interactive exec streams the API opens.
 //!
@@ -76,12 +78,12 @@ pub struct Config {
 /// Runs the node daemon until `shutdown` resolves. Containers keep running.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
     let credential = credential::load_or_join(&config).await?;
-    let docker = runtime::Runtime::connect(&credential.id).await?;
+    let docker = runtime::DockerRuntime::connect(&credential.id).await?;
     let (to_reconciler, from_channel) = mpsc::channel(1024);
     let (to_channel, from_reconciler) = mpsc::channel(4096);
     // Streams (logs, exec) get their own Docker client: the reconciler's
     // holds its long-lived events request.
-    let streams = runtime::Runtime::connect(&credential.id).await?;
+    let streams = runtime::DockerRuntime::connect(&credential.id).await?;
     let reconciler = reconcile::Reconciler::new(
         docker,
         config.port_range.clone(),

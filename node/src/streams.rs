@@ -24,9 +24,9 @@ pub struct Table {
 
 impl Table {
     /// Starts a stream.
-    pub fn open(
+    pub fn open<R: Runtime>(
         &mut self,
-        runtime: &Runtime,
+        runtime: &R,
         up: &mpsc::Sender<FromNode>,
         stream: String,
         replica: String,
@@ -102,8 +102,8 @@ impl Table {
 
 /// Sends logs until the container stops (or at once without `follow`) or
 /// the stream is closed.
-async fn logs(
-    runtime: &Runtime,
+async fn logs<R: Runtime>(
+    runtime: &R,
     up: &mpsc::Sender<FromNode>,
     stream: &str,
     replica: &str,
@@ -111,12 +111,15 @@ async fn logs(
     follow: bool,
     mut closed: mpsc::Receiver<StreamInput>,
 ) -> Result<Option<i64>, String> {
-    let mut output = Box::pin(runtime.log_stream(replica, tail, follow).await?);
+    let mut output = runtime
+        .log_stream(replica, tail, follow)
+        .await
+        .map_err(|e| e.to_string())?;
     loop {
         tokio::select! {
             chunk = output.next() => match chunk {
                 Some(chunk) => {
-                    let (channel, data) = chunk?;
+                    let (channel, data) = chunk.map_err(|e| e.to_string())?;
                     send_output(up, stream, channel, data.to_vec()).await?;
                 }
                 None => return Ok(None),
@@ -132,8 +135,8 @@ async fn logs(
 
 /// Runs a command with stdin attached; answers its exit code.
 #[allow(clippy::too_many_arguments)]
-async fn exec(
-    runtime: &Runtime,
+async fn exec<R: Runtime>(
+    runtime: &R,
     up: &mpsc::Sender<FromNode>,
     stream: &str,
     replica: &str,
@@ -143,7 +146,10 @@ async fn exec(
     (cols, rows): (u16, u16),
     mut inputs: mpsc::Receiver<StreamInput>,
 ) -> Result<Option<i64>, String> {
-    let mut attached = runtime.exec_attached(replica, command, tty, stdin).await?;
+    let mut attached = runtime
+        .exec_attached(replica, command, tty, stdin)
+        .await
+        .map_err(|e| e.to_string())?;
     if tty && cols > 0 && rows > 0 {
         // Best effort: a command that already exited cannot be resized.
         let _ = runtime.resize_exec(&attached.id, cols, rows).await;
@@ -153,7 +159,7 @@ async fn exec(
         tokio::select! {
             chunk = attached.output.next() => match chunk {
                 Some(chunk) => {
-                    let (channel, data) = chunk?;
+                    let (channel, data) = chunk.map_err(|e| e.to_string())?;
                     send_output(up, stream, channel, data.to_vec()).await?;
                 }
                 None => break,
@@ -187,7 +193,11 @@ async fn exec(
             },
         }
     }
-    runtime.exec_exit_code(&attached.id).await.map(Some)
+    runtime
+        .exec_exit_code(&attached.id)
+        .await
+        .map(Some)
+        .map_err(|e| e.to_string())
 }
 
 async fn send_output(

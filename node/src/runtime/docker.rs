@@ -1,0 +1,402 @@
+//! The real [`Runtime`]: Docker through bollard, the only file of the node
+//! that names it. Containers are found by this node's label; 304, 404 and
+//! 409 answers that mean "already done" are success.
+
+use std::collections::HashMap;
+
+use bollard::container::{
+    Config as ContainerConfig, CreateContainerOptions, ListContainersOptions, LogOutput,
+    LogsOptions, RemoveContainerOptions, StopContainerOptions,
+};
+use bollard::errors::Error as DockerError;
+use bollard::exec::{CreateExecOptions, ResizeExecOptions, StartExecOptions, StartExecResults};
+use bollard::image::CreateImageOptions;
+use bollard::models::{ContainerSummary, HostConfig, Mount, MountTypeEnum, PortBinding};
+use bollard::system::EventsOptions;
+use bollard::Docker;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use lb_model::protocol::ExecOutput;
+use lb_model::{Assignment, Protocol};
+
+use super::{labels, Attached, Container, Error, Exit, Output, Result, Runtime};
+
+/// The most output kept from logs or a command (1 MiB).
+const MAX_OUTPUT: usize = 1 << 20;
+
+impl From<DockerError> for Error {
+    fn from(err: DockerError) -> Self {
+        match err {
+            DockerError::DockerResponseServerError {
+                status_code,
+                message,
+            } => Error::Status {
+                status: status_code,
+                message,
+            },
+            other => Error::Engine(other.to_string()),
+        }
+    }
+}
+
+/// Whether Docker answered with one of `codes`.
+fn is_status(err: &DockerError, codes: &[u16]) -> bool {
+    matches!(err, DockerError::DockerResponseServerError { status_code, .. } if codes.contains(status_code))
+}
+
+/// Ok when Docker's error is one of `codes` ("already done").
+fn done_unless(result: Result<(), DockerError>, codes: &[u16]) -> Result<()> {
+    match result {
+        Err(e) if is_status(&e, codes) => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+/// A chunk of output as `(channel, bytes)`: 2 for stderr, 1 for the rest.
+fn chunk(output: Result<LogOutput, DockerError>) -> Result<(u8, bytes::Bytes)> {
+    Ok(match output? {
+        LogOutput::StdErr { message } => (2, message),
+        other => (1, other.into_bytes()),
+    })
+}
+
+/// Docker, scoped to one node's containers.
+#[derive(Clone)]
+pub struct DockerRuntime {
+    docker: Docker,
+    node: String,
+}
+
+impl DockerRuntime {
+    /// Connects to the local Docker engine and checks that it answers.
+    pub async fn connect(node: &str) -> crate::Result<Self> {
+        let docker = Docker::connect_with_local_defaults()
+            .map_err(|e| crate::Error::Docker(e.to_string()))?;
+        docker
+            .ping()
+            .await
+            .map_err(|e| crate::Error::Docker(e.to_string()))?;
+        Ok(Self {
+            docker,
+            node: node.to_owned(),
+        })
+    }
+
+    fn filters(&self) -> HashMap<String, Vec<String>> {
+        HashMap::from([(
+            "label".to_owned(),
+            vec![format!("{}={}", labels::NODE, self.node)],
+        )])
+    }
+
+    /// The container of a replica of this node.
+    async fn container_of(&self, replica: &str) -> Result<String> {
+        self.list()
+            .await?
+            .into_iter()
+            .find(|c| c.replica == replica)
+            .map(|c| c.id)
+            .ok_or_else(|| Error::NoContainer(replica.to_owned()))
+    }
+
+    /// The container config of an assignment.
+    fn config(
+        &self,
+        a: &Assignment,
+        spec_hash: &str,
+        host_ports: &[u16],
+    ) -> ContainerConfig<String> {
+        let mut exposed = HashMap::new();
+        let mut bindings = HashMap::new();
+        for (port, host) in a.ports.iter().zip(host_ports) {
+            let proto = match port.protocol {
+                Protocol::Tcp => "tcp",
+                Protocol::Udp => "udp",
+            };
+            let key = format!("{}/{proto}", port.container);
+            exposed.insert(key.clone(), HashMap::new());
+            bindings.insert(
+                key,
+                Some(vec![PortBinding {
+                    host_ip: Some("0.0.0.0".into()),
+                    host_port: Some(host.to_string()),
+                }]),
+            );
+        }
+        let mounts = a
+            .volumes
+            .iter()
+            .map(|v| Mount {
+                typ: Some(MountTypeEnum::VOLUME),
+                source: Some(format!("lb-{}-{}", a.service.to_lowercase(), v.name)),
+                target: Some(v.path.clone()),
+                ..Default::default()
+            })
+            .collect();
+        let memory = (a.memory * 1024 * 1024) as i64;
+        let labels = HashMap::from([
+            (labels::NODE.to_owned(), self.node.clone()),
+            (labels::PROJECT.to_owned(), a.project.clone()),
+            (labels::SERVICE.to_owned(), a.service.clone()),
+            (labels::REPLICA.to_owned(), a.replica.clone()),
+            (labels::GENERATION.to_owned(), a.generation.to_string()),
+            (labels::SPEC.to_owned(), spec_hash.to_owned()),
+            (labels::STOP_TIMEOUT.to_owned(), a.stop_timeout.to_string()),
+        ]);
+        ContainerConfig {
+            image: Some(a.image.clone()),
+            env: Some(a.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            cmd: a.command.clone(),
+            labels: Some(labels),
+            exposed_ports: Some(exposed),
+            host_config: Some(HostConfig {
+                memory: Some(memory),
+                // Swap equal to the limit: no swap beyond it.
+                memory_swap: Some(memory),
+                nano_cpus: Some((a.cpu * 1e9) as i64),
+                port_bindings: Some(bindings),
+                mounts: Some(mounts),
+                privileged: Some(false),
+                security_opt: Some(vec!["no-new-privileges:true".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+impl Runtime for DockerRuntime {
+    async fn list(&self) -> Result<Vec<Container>> {
+        let options = ListContainersOptions {
+            all: true,
+            filters: self.filters(),
+            ..Default::default()
+        };
+        let summaries: Vec<ContainerSummary> = self.docker.list_containers(Some(options)).await?;
+        Ok(summaries
+            .into_iter()
+            .filter_map(|s| {
+                let labels = s.labels.unwrap_or_default();
+                Some(Container {
+                    id: s.id?,
+                    replica: labels.get(labels::REPLICA)?.clone(),
+                    state: s.state.unwrap_or_default(),
+                    spec: labels.get(labels::SPEC).cloned().unwrap_or_default(),
+                    stop_timeout: labels
+                        .get(labels::STOP_TIMEOUT)
+                        .and_then(|t| t.parse().ok()),
+                    ports: {
+                        let mut ports: Vec<(u16, u16)> = s
+                            .ports
+                            .unwrap_or_default()
+                            .iter()
+                            .filter_map(|p| Some((p.private_port, p.public_port?)))
+                            .collect();
+                        ports.sort_unstable();
+                        ports.dedup();
+                        ports
+                    },
+                })
+            })
+            .collect())
+    }
+
+    fn events(&self) -> BoxStream<'static, ()> {
+        let mut filters = self.filters();
+        filters.insert("type".into(), vec!["container".into()]);
+        self.docker
+            .events(Some(EventsOptions::<String> {
+                filters,
+                ..Default::default()
+            }))
+            .map(|_| ())
+            .boxed()
+    }
+
+    async fn ensure_image(&self, image: &str, pull: Option<(&str, &str)>) -> Result<()> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => return Ok(()),
+            Err(e) if is_status(&e, &[404]) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let options = CreateImageOptions {
+            from_image: image,
+            ..Default::default()
+        };
+        let credentials = pull.map(|(registry, secret)| bollard::auth::DockerCredentials {
+            username: Some(format!("node-{}", self.node)),
+            password: Some(secret.to_owned()),
+            serveraddress: Some(registry.to_owned()),
+            ..Default::default()
+        });
+        let mut pull = self.docker.create_image(Some(options), None, credentials);
+        while let Some(step) = pull.next().await {
+            step.map_err(|e| Error::Pull {
+                image: image.to_owned(),
+                message: Error::from(e).to_string(),
+            })?;
+        }
+        Ok(())
+    }
+
+    async fn create(&self, a: &Assignment, spec_hash: &str, host_ports: &[u16]) -> Result<String> {
+        let config = self.config(a, spec_hash, host_ports);
+        let name = format!("lb-{}-{}", a.service_name, a.replica.to_lowercase());
+        let options = CreateContainerOptions {
+            name,
+            platform: None,
+        };
+        Ok(self
+            .docker
+            .create_container(Some(options), config)
+            .await?
+            .id)
+    }
+
+    async fn start(&self, id: &str) -> Result<()> {
+        done_unless(
+            self.docker.start_container::<String>(id, None).await,
+            &[304],
+        )
+    }
+
+    async fn stop(&self, id: &str, grace_secs: u32) -> Result<()> {
+        let options = StopContainerOptions {
+            t: i64::from(grace_secs),
+        };
+        done_unless(
+            self.docker.stop_container(id, Some(options)).await,
+            &[304, 404],
+        )
+    }
+
+    async fn remove(&self, id: &str, grace_secs: u32) -> Result<()> {
+        self.stop(id, grace_secs).await?;
+        let options = RemoveContainerOptions {
+            force: true,
+            v: false,
+            ..Default::default()
+        };
+        done_unless(
+            self.docker.remove_container(id, Some(options)).await,
+            &[404, 409],
+        )
+    }
+
+    async fn exit(&self, id: &str) -> Result<Exit> {
+        let inspect = self.docker.inspect_container(id, None).await?;
+        let state = inspect.state.unwrap_or_default();
+        Ok(Exit {
+            code: state.exit_code,
+            oom_killed: state.oom_killed.unwrap_or(false),
+        })
+    }
+
+    async fn logs(&self, replica: &str, tail: u32) -> Result<String> {
+        let id = self.container_of(replica).await?;
+        let options = LogsOptions::<String> {
+            stdout: true,
+            stderr: true,
+            tail: tail.to_string(),
+            ..Default::default()
+        };
+        let mut stream = self.docker.logs(&id, Some(options));
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            out.extend_from_slice(&chunk?.into_bytes());
+            if out.len() > MAX_OUTPUT {
+                break;
+            }
+        }
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    async fn log_stream(&self, replica: &str, tail: u32, follow: bool) -> Result<Output> {
+        let id = self.container_of(replica).await?;
+        let options = LogsOptions::<String> {
+            stdout: true,
+            stderr: true,
+            follow,
+            tail: tail.to_string(),
+            ..Default::default()
+        };
+        Ok(Box::pin(self.docker.logs(&id, Some(options)).map(chunk)))
+    }
+
+    async fn exec_attached(
+        &self,
+        replica: &str,
+        command: Vec<String>,
+        tty: bool,
+        stdin: bool,
+    ) -> Result<Attached> {
+        let id = self.container_of(replica).await?;
+        let options = CreateExecOptions {
+            cmd: Some(command),
+            attach_stdin: Some(stdin),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(tty),
+            ..Default::default()
+        };
+        let exec = self.docker.create_exec(&id, options).await?;
+        let start = StartExecOptions {
+            detach: false,
+            tty,
+            output_capacity: None,
+        };
+        match self.docker.start_exec(&exec.id, Some(start)).await? {
+            StartExecResults::Attached { output, input } => Ok(Attached {
+                id: exec.id,
+                output: Box::pin(output.map(chunk)),
+                input,
+            }),
+            StartExecResults::Detached => Err(Error::Detached),
+        }
+    }
+
+    async fn resize_exec(&self, exec: &str, cols: u16, rows: u16) -> Result<()> {
+        let options = ResizeExecOptions {
+            width: cols,
+            height: rows,
+        };
+        Ok(self.docker.resize_exec(exec, options).await?)
+    }
+
+    async fn exec_exit_code(&self, exec: &str) -> Result<i64> {
+        let inspect = self.docker.inspect_exec(exec).await?;
+        Ok(inspect.exit_code.unwrap_or(-1))
+    }
+
+    async fn exec(&self, replica: &str, command: Vec<String>) -> Result<ExecOutput> {
+        let id = self.container_of(replica).await?;
+        let options = CreateExecOptions {
+            cmd: Some(command),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..Default::default()
+        };
+        let exec = self.docker.create_exec(&id, options).await?;
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        if let StartExecResults::Attached { mut output, .. } =
+            self.docker.start_exec(&exec.id, None).await?
+        {
+            while let Some(chunk) = output.next().await {
+                match chunk? {
+                    LogOutput::StdOut { message } if stdout.len() < MAX_OUTPUT => {
+                        stdout.extend_from_slice(&message)
+                    }
+                    LogOutput::StdErr { message } if stderr.len() < MAX_OUTPUT => {
+                        stderr.extend_from_slice(&message)
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(ExecOutput {
+            exit_code: self.exec_exit_code(&exec.id).await?,
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        })
+    }
+}
