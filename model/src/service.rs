@@ -143,7 +143,7 @@ fn default_memory() -> u64 {
     128
 }
 fn default_cpu() -> f64 {
-    0.5
+    0.1
 }
 pub(crate) fn default_stop_timeout() -> u32 {
     DEFAULT_STOP_TIMEOUT

@@ -2,8 +2,9 @@
 //! and replicas in the store and places replicas on nodes by resources.
 //!
 //! `state` is the scheduler's view of the cluster, kept from a list and the
-//! watch that follows it; `placement` chooses a node (pure logic);
-//! `reconcile` plans the services something happened to; `commit` writes
+//! watch that follows it; `capacity` counts what each node holds;
+//! `placement` chooses a node and `rollout` the next step of a rolling
+//! update (pure logic); `reconcile` plans the services something happened to; `commit` writes
 //! the decisions in fenced transactions within the store's limits. This
 //! module holds leadership and drives passes: on changes that matter, when
 //! a timer is due (a node's grace, a rollout's wait), and on a slow resync.
@@ -14,9 +15,11 @@
 //! a standby took over) cannot write a stale decision: no replica is placed
 //! twice, none is lost.
 
+pub mod capacity;
 pub mod commit;
 pub mod placement;
 pub mod reconcile;
+pub mod rollout;
 pub mod state;
 
 use std::future::Future;

@@ -200,11 +200,21 @@ impl Nodes {
 
     /// Records a placement on the node `id`.
     pub fn take(&mut self, id: &str, request: &Request<'_>) {
+        self.update(id, |n| take(n, request));
+    }
+
+    /// Gives back what a placement on the node `id` took (a replica that
+    /// goes in the same decision as the one that replaces it).
+    pub fn release(&mut self, id: &str, request: &Request<'_>) {
+        self.update(id, |n| release(n, request));
+    }
+
+    fn update(&mut self, id: &str, change: impl FnOnce(&mut NodeView)) {
         let Some(&i) = self.index.get(id) else { return };
         let n = &mut self.list[i];
         self.order
             .remove(&(std::cmp::Reverse(n.memory.saturating_sub(n.used_memory)), i));
-        take(n, request);
+        change(n);
         self.order
             .insert((std::cmp::Reverse(n.memory.saturating_sub(n.used_memory)), i));
     }
@@ -219,6 +229,18 @@ pub fn take(node: &mut NodeView, request: &Request<'_>) {
         .per_service
         .entry(request.service.to_owned())
         .or_default() += 1;
+}
+
+/// Undoes [`take`].
+pub fn release(node: &mut NodeView, request: &Request<'_>) {
+    node.used_memory = node.used_memory.saturating_sub(request.memory);
+    node.used_cpus = (node.used_cpus - request.cpu).max(0.0);
+    for p in &request.ports {
+        node.ports.remove(p);
+    }
+    if let Some(count) = node.per_service.get_mut(request.service) {
+        *count = count.saturating_sub(1);
+    }
 }
 
 #[cfg(test)]

@@ -1,9 +1,10 @@
 //! One scheduling pass over the services something happened to: decide per
 //! service (place pending and missing replicas, remove surplus newest first,
-//! move replicas off lost nodes, roll out a new generation one extra replica
-//! at a time, update assignments for pause/resume and restarts) and write the
-//! decisions. Level-triggered: a pass compares what is with what should be,
-//! so a missed or repeated trigger changes nothing.
+//! move replicas off lost nodes, roll out a new generation one replica at a
+//! time as [`crate::rollout`] decides, update assignments for pause/resume
+//! and restarts) and write the decisions. Level-triggered: a pass compares
+//! what is with what should be, so a missed or repeated trigger changes
+//! nothing.
 //!
 //! Each decision about one replica is a [`Unit`]: a few keys that must change
 //! together (a placement record and its node's assignment). Units are packed
@@ -12,7 +13,7 @@
 //! leader writes nothing and a service changed or deleted meanwhile is
 //! redone on the next pass.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use lb_model::ids::new_id;
@@ -20,8 +21,10 @@ use lb_model::keys::Keys;
 use lb_model::{Assignment, Replica, ReplicaState, ServiceState};
 use lb_store::{encode, Compare, Op, Shared};
 
+use crate::capacity::{node_views, request_of, taken};
 use crate::commit::{self, Batch};
-use crate::placement::{NodeView, Nodes, Request};
+use crate::placement::Nodes;
+use crate::rollout::{self, Action, Member};
 use crate::state::{Placed, ServiceKey, State};
 
 /// How long a new replica must run without a restart before a rolling
@@ -80,40 +83,6 @@ struct Service<'a> {
     replicas: Vec<&'a Placed>,
 }
 
-fn request_of<'a>(spec: &'a lb_model::ServiceSpec, service: &'a str) -> Request<'a> {
-    Request {
-        service,
-        memory: spec.memory,
-        cpu: spec.cpu,
-        ports: spec.ports.iter().filter_map(|p| p.host).collect(),
-        selector: &spec.node_selector,
-    }
-}
-
-/// What a placed replica takes from its node: what its assignment asked
-/// for (the version it runs), else the service's current spec.
-fn taken<'a>(
-    state: &'a State,
-    spec: &'a lb_model::ServiceSpec,
-    sid: &'a str,
-    rid: &str,
-) -> Request<'a> {
-    match state
-        .assignments
-        .get(rid)
-        .and_then(|h| h.assignment.as_ref())
-    {
-        Some(a) => Request {
-            service: sid,
-            memory: a.memory,
-            cpu: a.cpu,
-            ports: a.ports.iter().filter_map(|p| p.host).collect(),
-            selector: &spec.node_selector,
-        },
-        None => request_of(spec, sid),
-    }
-}
-
 fn assignment(service: &Service<'_>, rid: &str, generation: u64) -> Option<Assignment> {
     let spec = service.spec;
     Some(Assignment {
@@ -133,42 +102,6 @@ fn assignment(service: &Service<'_>, rid: &str, generation: u64) -> Option<Assig
         running: spec.state == ServiceState::Running,
         stop_timeout: spec.stop_timeout,
     })
-}
-
-/// The nodes with what is placed on them.
-fn node_views(state: &State) -> Nodes {
-    let mut nodes: BTreeMap<String, NodeView> = state
-        .nodes
-        .iter()
-        .map(|(nid, node)| {
-            (
-                nid.clone(),
-                NodeView {
-                    id: node.id.clone(),
-                    name: node.name.clone(),
-                    alive: state.alive.contains(nid),
-                    labels: node.labels.clone(),
-                    memory: node.capacity.memory,
-                    cpus: node.capacity.cpus,
-                    used_memory: 0,
-                    used_cpus: 0.0,
-                    ports: HashSet::new(),
-                    per_service: BTreeMap::new(),
-                },
-            )
-        })
-        .collect();
-    for (key, list) in &state.replicas {
-        let Some(spec) = state.services.get(key).and_then(|r| r.spec.as_ref()) else {
-            continue;
-        };
-        for p in list.values() {
-            if let Some(node) = p.replica.node.as_ref().and_then(|n| nodes.get_mut(n)) {
-                crate::placement::take(node, &taken(state, &spec.value, &key.1, &p.replica.id));
-            }
-        }
-    }
-    Nodes::new(nodes.into_values().collect())
 }
 
 /// Plans the dirty services and writes their decisions. Services that wait
@@ -353,8 +286,8 @@ fn plan(
         .into_iter()
         .partition(|p| p.replica.generation == generation);
 
-    // Place a replica (or record why it cannot be).
-    let mut place = |nodes: &mut Nodes, existing: Option<&Placed>| -> Option<Unit> {
+    // Write a placement on `node` (or record on the replica why it has none).
+    let mut write = |existing: Option<&Placed>, node: Result<String, String>| -> Option<Unit> {
         let rid = existing.map_or_else(new_id, |p| p.replica.id.clone());
         let created = existing.map_or_else(lb_model::now, |p| p.replica.created);
         let replica_key = keys.replica(pid, sid, &rid);
@@ -363,11 +296,10 @@ fn plan(
             None => {
                 Err("waiting for an image: the service has no image yet (build one)".to_owned())
             }
-            Some(a) => nodes.choose(&request).map(|n| (n.id.clone(), a)),
+            Some(a) => node.map(|n| (n, a)),
         };
         match decision {
             Ok((nid, a)) => {
-                nodes.take(&nid, &request);
                 let replica = Replica {
                     id: rid.clone(),
                     project: pid.to_owned(),
@@ -416,30 +348,47 @@ fn plan(
             }
         }
     };
-
-    // Pending replicas of this generation: try again.
-    for p in &new {
-        if p.replica.node.is_none() {
-            units.extend(place(nodes, Some(p)));
+    // Choose a node and take the request from it (nothing without an image).
+    let has_image = service.spec.image.is_some();
+    let choose = |nodes: &mut Nodes| -> Result<String, String> {
+        let nid = nodes.choose(&request)?.id.clone();
+        if has_image {
+            nodes.take(&nid, &request);
         }
-    }
+        Ok(nid)
+    };
 
+    // Replicas a rollout stops, replaces or removes: left alone below.
+    let mut touched: HashSet<&str> = HashSet::new();
+    // Old replicas told to stop for a replacement: kept stopped below.
+    let mut draining: HashSet<&str> = HashSet::new();
+    let assigned = |p: &Placed| {
+        state
+            .assignments
+            .get(&p.replica.id)
+            .filter(|h| p.replica.node.as_ref() == Some(&h.node))
+            .and_then(|h| h.assignment.as_ref())
+    };
     if old.is_empty() {
+        // Pending replicas: try again.
+        for p in &new {
+            if p.replica.node.is_none() {
+                units.extend(write(Some(p), choose(nodes)));
+            }
+        }
         // Scale.
         for _ in new.len()..desired {
-            units.extend(place(nodes, None));
+            units.extend(write(None, choose(nodes)));
         }
         for p in new.iter().rev().take(new.len().saturating_sub(desired)) {
             units.push(remove(p));
         }
-    } else {
-        // Rolling update: at most one extra replica, never fewer running
-        // than desired; a new replica that fails halts the rollout.
-        // Ready: running and never crashed. A replica that restarts is
-        // failing, even in the moment it runs again.
+    } else if has_image {
+        // Rolling update (see [`crate::rollout`]). A new replica is ready
+        // when it runs and never crashed (a replica that restarts is
+        // failing, even in the moment it runs again), and has stayed up a
+        // while: a container that dies at once is reported running first.
         let restarts = |p: &Placed| p.status.as_ref().map_or(0, |s| s.restarts);
-        // It must also have stayed up a while: a container that dies at once
-        // is reported running first.
         let now = lb_model::now();
         let ready = |p: &Placed| {
             p.state() == ReplicaState::Running
@@ -457,21 +406,104 @@ fn plan(
                 wake = Some(wake.map_or(at, |w: Instant| w.min(at)));
             }
         }
-        let running_new = new.iter().filter(|p| ready(p)).count();
-        let failing = new.iter().any(|p| {
+        let failing = |p: &Placed| {
             restarts(p) > 0 || matches!(p.state(), ReplicaState::Failed | ReplicaState::Exited)
-        });
-        let unready = new.len() - running_new;
-        if failing {
+        };
+        let halted = new.iter().any(|p| failing(p));
+        let running = service.spec.state == ServiceState::Running;
+        let members: Vec<Member> = new
+            .iter()
+            .chain(&old)
+            .map(|p| {
+                let is_new = p.replica.generation == generation;
+                let told_to_run = assigned(p).is_some_and(|a| a.running);
+                let drained = !is_new && running && !halted && assigned(p).is_some();
+                let drained = drained && !told_to_run;
+                if drained {
+                    draining.insert(p.replica.id.as_str());
+                }
+                Member {
+                    id: &p.replica.id,
+                    node: p.replica.node.as_deref(),
+                    new: is_new,
+                    ready: if is_new {
+                        ready(p)
+                    } else {
+                        p.state() == ReplicaState::Running && told_to_run
+                    },
+                    failing: is_new && failing(p),
+                    draining: drained,
+                    stopped: !matches!(
+                        p.state(),
+                        ReplicaState::Running | ReplicaState::Starting | ReplicaState::Stopping
+                    ),
+                    taken: taken(state, service.spec, sid, &p.replica.id),
+                }
+            })
+            .collect();
+        if halted {
             tracing::info!(service = %sid, "rollout halted: a new replica fails; old replicas keep serving");
-        } else {
-            if unready == 0 && new.len() < desired && new.len() + old.len() < desired + 1 {
-                units.extend(place(nodes, None));
-            }
-            // Remove old replicas as new ones run.
-            let excess = (running_new + old.len()).saturating_sub(desired);
-            for p in old.iter().take(excess.min(old.len())) {
-                units.push(remove(p));
+        }
+        let by_id = |id: &str| {
+            service
+                .replicas
+                .iter()
+                .copied()
+                .find(|p| p.replica.id == id)
+        };
+        for action in rollout::step(nodes, &request, desired, &members) {
+            match action {
+                Action::Place { replica, node } => {
+                    units.extend(write(replica.as_deref().and_then(by_id), Ok(node)));
+                }
+                Action::Pending { replica, reason } => {
+                    units.extend(write(replica.as_deref().and_then(by_id), Err(reason)));
+                }
+                Action::Remove { old } => {
+                    if let Some(p) = by_id(&old) {
+                        touched.insert(&p.replica.id);
+                        units.push(remove(p));
+                    }
+                }
+                Action::Replace { old, replica, node } => {
+                    let (Some(p), Some(mut unit)) = (
+                        by_id(&old),
+                        write(replica.as_deref().and_then(by_id), Ok(node)),
+                    ) else {
+                        continue;
+                    };
+                    // One unit: the old goes only if the new is written.
+                    touched.insert(&p.replica.id);
+                    let gone = remove(p);
+                    unit.compares.extend(gone.compares);
+                    unit.ops.extend(gone.ops);
+                    unit.removed += gone.removed;
+                    units.push(unit);
+                }
+                Action::Drain { old } => {
+                    let Some(p) = by_id(&old) else { continue };
+                    let Some(nid) = &p.replica.node else { continue };
+                    let Some(held) = state.assignments.get(&p.replica.id) else {
+                        continue;
+                    };
+                    let Some(a) = &held.assignment else { continue };
+                    touched.insert(&p.replica.id);
+                    let key = keys.node_replica(nid, &p.replica.id);
+                    units.push(Unit {
+                        compares: vec![
+                            Compare::ModRevision(key.clone(), held.revision),
+                            Compare::ModRevision(keys.replica(pid, sid, &old), p.revision),
+                        ],
+                        ops: vec![Op::put(
+                            key,
+                            encode(&Assignment {
+                                running: false,
+                                ..a.clone()
+                            }),
+                        )],
+                        ..Unit::default()
+                    });
+                }
             }
         }
     }
@@ -489,11 +521,11 @@ fn plan(
             continue;
         };
         let Some(a) = &held.assignment else { continue };
-        if lost.contains(nid) || &held.node != nid {
+        if lost.contains(nid) || &held.node != nid || touched.contains(p.replica.id.as_str()) {
             continue;
         }
         let mut next = a.clone();
-        next.running = running;
+        next.running = running && !draining.contains(p.replica.id.as_str());
         if a.restart_generation < service.meta.restart_generation && all_running && !restarted_one {
             next.restart_generation = service.meta.restart_generation;
             restarted_one = true;
