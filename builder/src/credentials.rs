@@ -3,13 +3,13 @@
 //!
 //! The token is read sealed from `/lb/users/<owner>/vendors/<vendor>` and
 //! opened with the cluster key ([`lb_store::secrets::Sealer`]); it reaches
-//! git only as an environment-supplied `http.<origin>/.extraHeader`
-//! (`GIT_CONFIG_COUNT`/`GIT_CONFIG_KEY_0`/`GIT_CONFIG_VALUE_0`), scoped to
-//! the repository's origin, so it is never in a URL, an argument, a file
-//! or a log. The API refreshes expiring tokens ahead of time; a builder
+//! git only as [`lb_git::Credentials`]: an `http.<origin>/.extraHeader`
+//! scoped to the repository's origin, in git's environment, so it is never
+//! in a URL, an argument, a file or a log. The API refreshes expiring tokens ahead of time; a builder
 //! only reads them.
 
 use base64::Engine;
+use lb_git::Credentials;
 use lb_model::keys::Keys;
 use lb_model::{Allowlist, Project, Vendor, VendorLink};
 use lb_store::secrets::Sealer;
@@ -34,25 +34,25 @@ pub async fn check_allowlist(store: &dyn Store, keys: &Keys, url: &str) -> Resul
     }
 }
 
-/// The environment that gives git the project owner's token for `url`,
-/// when the source names a vendor the owner has linked; `None` otherwise
+/// The credentials that give git the project owner's token for `url`,
+/// when the source names a vendor the owner has linked; none otherwise
 /// (the clone goes on without credentials), with a note for the build log.
-pub async fn git_env(
+pub async fn git_credentials(
     store: &dyn Store,
     keys: &Keys,
     pid: &str,
     vendor: Option<&str>,
     url: &str,
-) -> Result<(Vec<(String, String)>, Option<String>), String> {
+) -> Result<(Credentials, Option<String>), String> {
     let Some(vendor) = vendor else {
-        return Ok((Vec::new(), None));
+        return Ok((Credentials::none(), None));
     };
     let Some(vendor) = Vendor::parse(vendor) else {
         return Err(format!("unknown vendor {vendor:?}"));
     };
     let Some(origin) = origin(url) else {
         // ssh and git URLs take no token.
-        return Ok((Vec::new(), None));
+        return Ok((Credentials::none(), None));
     };
     let project: Project = match store
         .get(&keys.project(pid))
@@ -65,7 +65,7 @@ pub async fn git_env(
     let key = keys.user_vendor(&project.owner, vendor.as_str());
     let Some(kv) = store.get(&key).await.map_err(|e| e.to_string())? else {
         return Ok((
-            Vec::new(),
+            Credentials::none(),
             Some(format!(
                 "the project's owner has no linked {vendor} account: cloning without credentials"
             )),
@@ -79,17 +79,7 @@ pub async fn git_env(
     let basic = base64::engine::general_purpose::STANDARD
         .encode(format!("{}:{token}", vendor.git_username()));
     Ok((
-        vec![
-            ("GIT_CONFIG_COUNT".into(), "1".into()),
-            (
-                "GIT_CONFIG_KEY_0".into(),
-                format!("http.{origin}.extraHeader"),
-            ),
-            (
-                "GIT_CONFIG_VALUE_0".into(),
-                format!("Authorization: Basic {basic}"),
-            ),
-        ],
+        Credentials::http_header(&origin, format!("Authorization: Basic {basic}")),
         Some(format!(
             "cloning with the linked {vendor} account {:?}",
             link.login

@@ -1,0 +1,419 @@
+//! One build, start to end: its steps in order (cloning, preparing,
+//! installing dependencies for templates, building, pushing, then the
+//! deploy), each status a timed step on the build record written together
+//! with the new log output, under `--build-timeout`, stopped at once by a
+//! cancel (the API sets `canceled`; a watch sees it and the work is dropped:
+//! the clone process killed, the Docker stream closed).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use lb_model::{Build, BuildKind, BuildStatus, BuildStep, ServiceSpec};
+use lb_store::registry::{repository, Access};
+use lb_store::{Compare, Op, Txn};
+use tokio::time::Instant;
+
+use super::context::{self, DOCKERFILE};
+use super::image::{BuildRequest, Output, OutputStream, PushRequest};
+use super::log::Log;
+use super::{encode, finish_record, Step, Stop, Worker};
+
+/// How often new log output is written to the store while a build runs.
+const LOG_FLUSH: Duration = Duration::from_millis(300);
+/// How long the builder's push token lasts, seconds.
+const PUSH_TOKEN_TTL: i64 = 600;
+
+/// One build being run.
+pub(crate) struct Run {
+    pub(crate) worker: Arc<Worker>,
+    pub(crate) pid: String,
+    pub(crate) sid: String,
+    pub(crate) number: u64,
+    build: Build,
+    /// The build record's revision as last written.
+    revision: i64,
+    log: Log,
+    flushed: Instant,
+    dir: PathBuf,
+}
+
+impl Run {
+    /// A build just claimed (its record at `revision`).
+    pub(crate) fn new(
+        worker: Arc<Worker>,
+        pid: &str,
+        sid: &str,
+        number: u64,
+        build: Build,
+        revision: i64,
+    ) -> Self {
+        let dir = worker
+            .config
+            .data_dir
+            .join("builds")
+            .join(format!("{pid}-{sid}-{number}"));
+        Self {
+            worker,
+            pid: pid.to_owned(),
+            sid: sid.to_owned(),
+            number,
+            build,
+            revision,
+            log: Log::default(),
+            flushed: Instant::now(),
+            dir,
+        }
+    }
+
+    /// Runs the build to its end and releases its claim.
+    pub(crate) async fn execute(mut self) {
+        let limit = self.worker.config.build_timeout;
+        let canceled = self.watch_cancel();
+        let outcome = {
+            let work = self.work();
+            tokio::pin!(work);
+            tokio::select! {
+                r = tokio::time::timeout(limit, &mut work) => match r {
+                    Ok(r) => r,
+                    Err(_) => Err(Stop::Failed(format!("the build took longer than {} s (--build-timeout)", limit.as_secs()))),
+                },
+                _ = canceled => Err(Stop::Canceled),
+            }
+        };
+        let _ = tokio::fs::remove_dir_all(&self.dir).await;
+        match outcome {
+            Ok(()) => {}
+            Err(Stop::Canceled) => {
+                self.line("build canceled");
+                let _ = self.flush_log().await;
+            }
+            Err(Stop::Failed(message)) => {
+                self.line(&format!("build failed: {message}"));
+                finish_record(&mut self.build, BuildStatus::Failed, message);
+                let _ = self.save().await;
+            }
+        }
+        let w = &self.worker;
+        let txn = Txn::new()
+            .then(Op::delete(w.keys.build_running(
+                &self.pid,
+                &self.sid,
+                self.number,
+            )))
+            .then(Op::delete(w.keys.build_claimed(
+                &self.pid,
+                &self.sid,
+                self.number,
+            )));
+        let _ = w.store.txn(txn).await;
+    }
+
+    /// Resolves when the build record turns `canceled` (or disappears).
+    fn watch_cancel(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let store = self.worker.store.clone();
+        let key = self.worker.keys.build(&self.pid, &self.sid, self.number);
+        let from = self.revision + 1;
+        async move {
+            let Ok(mut watch) = store.watch(&key, from).await else {
+                return std::future::pending().await;
+            };
+            while let Some(Ok(changes)) = watch.next().await {
+                for event in changes.events {
+                    match event {
+                        lb_store::Event::Put(kv)
+                            if kv.key == key
+                                && serde_json::from_slice::<Build>(&kv.value)
+                                    .is_ok_and(|b| b.status == BuildStatus::Canceled) =>
+                        {
+                            return;
+                        }
+                        lb_store::Event::Delete(kv) if kv.key == key => return,
+                        _ => {}
+                    }
+                }
+            }
+            std::future::pending().await
+        }
+    }
+
+    /// The steps, in order.
+    async fn work(&mut self) -> Step<()> {
+        let w = self.worker.clone();
+        let spec_kv = w
+            .store
+            .get(&w.keys.service_spec(&self.pid, &self.sid))
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "the service was deleted".to_string())?;
+        let spec: ServiceSpec =
+            serde_json::from_slice(&spec_kv.value).map_err(|e| e.to_string())?;
+        let source = spec
+            .source
+            .ok_or_else(|| "the service has no source to build".to_string())?;
+        let repo = self.clone_source(&source).await?;
+
+        self.step(BuildStatus::Preparing).await?;
+        let build = &source.build;
+        let context = context::inside(
+            &repo,
+            build.context.as_deref().unwrap_or("."),
+            "source.build.context",
+        )?;
+        let (dockerfile, rendered) =
+            context::dockerfile(&repo, build, &w.config.base_images).await?;
+        if let Some(text) = rendered {
+            self.line("Dockerfile written from the template:");
+            for line in text.lines() {
+                self.line(&format!("  {line}"));
+            }
+        }
+        let max = w.config.max_context;
+        let tar = tokio::task::spawn_blocking(move || context::pack(&context, &dockerfile, max))
+            .await
+            .map_err(|e| e.to_string())??;
+        self.line(&format!("context: {} KiB", tar.len() / 1024));
+
+        // Installing dependencies (templates mark where that ends), building.
+        self.step(match build.kind {
+            BuildKind::Template => BuildStatus::InstallingDependencies,
+            BuildKind::Dockerfile => BuildStatus::Building,
+        })
+        .await?;
+        let image = format!("{}/{}", w.registry, repository(&self.pid, &self.sid));
+        let tagged = format!("{image}:{}", self.number);
+        self.build_image(&tagged, tar).await?;
+
+        self.step(BuildStatus::Pushing).await?;
+        let digest = self.push(&image).await?;
+        self.line(&format!("pushed {tagged} ({digest})"));
+
+        // Deploy, then succeed.
+        self.deploy(&format!("{image}@{digest}")).await?;
+        self.build.image = Some(tagged);
+        self.build.digest = Some(digest);
+        let message = std::mem::take(&mut self.build.message);
+        finish_record(&mut self.build, BuildStatus::Succeeded, message);
+        self.save().await?;
+        self.prune().await;
+        Ok(())
+    }
+
+    /// Cloning: only from owners the allowlist names (if it names any),
+    /// with the owner's linked vendor token for private repositories.
+    /// Answers the checkout's directory.
+    async fn clone_source(&mut self, source: &lb_model::Source) -> Step<PathBuf> {
+        let w = self.worker.clone();
+        crate::credentials::check_allowlist(w.store.as_ref(), &w.keys, &source.url).await?;
+        let (credentials, note) = crate::credentials::git_credentials(
+            w.store.as_ref(),
+            &w.keys,
+            &self.pid,
+            source.vendor.as_deref(),
+            &source.url,
+        )
+        .await?;
+        if let Some(note) = note {
+            self.line(&note);
+        }
+        let _ = tokio::fs::remove_dir_all(&self.dir).await;
+        tokio::fs::create_dir_all(&self.dir)
+            .await
+            .map_err(|e| format!("work dir: {e}"))?;
+        let repo = self.dir.join("repo");
+        let commit = self.build.commit.clone().or(source.commit.clone());
+        self.line(&format!(
+            "cloning {}{}",
+            source.url,
+            source
+                .branch
+                .as_deref()
+                .map(|b| format!(" (branch {b})"))
+                .unwrap_or_default()
+        ));
+        let checkout = w
+            .sources
+            .checkout(
+                credentials,
+                &source.url,
+                source.branch.as_deref(),
+                commit.as_deref(),
+                &repo,
+            )
+            .await?;
+        self.line(&format!("commit {}: {}", checkout.sha, checkout.subject));
+        self.build.commit = Some(checkout.sha);
+        self.build.message = checkout.subject.chars().take(500).collect();
+        Ok(repo)
+    }
+
+    /// Building: Docker's output to the log; a template's `LB_STEP=building`
+    /// marks the end of its dependency step.
+    async fn build_image(&mut self, tagged: &str, tar: Vec<u8>) -> Step<()> {
+        let w = self.worker.clone();
+        let memory = w.config.build_memory * 1024 * 1024;
+        let request = BuildRequest {
+            tag: tagged.to_owned(),
+            dockerfile: DOCKERFILE.to_owned(),
+            memory,
+            labels: vec![(
+                "lb.build".to_owned(),
+                format!("{}/{}/{}", self.pid, self.sid, self.number),
+            )],
+        };
+        let mut stream = w.images.build(request, tar);
+        while let Some(item) = self.next_flushing(&mut stream).await? {
+            match item.map_err(Stop::Failed)? {
+                Output::Error(error) => {
+                    let hint = if error.contains("137") || error.to_lowercase().contains("killed") {
+                        format!(
+                            " (the build's memory limit is {} MiB: --build-memory)",
+                            w.config.build_memory
+                        )
+                    } else {
+                        String::new()
+                    };
+                    return Err(Stop::Failed(format!("{}{hint}", error.trim())));
+                }
+                Output::Text(text) => {
+                    if text.contains("LB_STEP=building")
+                        && self.build.status == BuildStatus::InstallingDependencies
+                    {
+                        self.step(BuildStatus::Building).await?;
+                    }
+                    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                        self.line(line);
+                    }
+                    self.maybe_flush().await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Pushing with a token of the builder's own; answers the manifest
+    /// digest the registry recorded for the tag.
+    async fn push(&mut self, image: &str) -> Step<String> {
+        let w = self.worker.clone();
+        let token = w.signer.sign(
+            "builder",
+            vec![Access {
+                kind: "repository".into(),
+                name: repository(&self.pid, &self.sid),
+                actions: vec!["pull".into(), "push".into()],
+                project: self.pid.clone(),
+                service: self.sid.clone(),
+            }],
+            PUSH_TOKEN_TTL,
+        );
+        let tag = self.number.to_string();
+        let mut stream = w.images.push(PushRequest {
+            image: image.to_owned(),
+            tag: tag.clone(),
+            registry: w.registry.clone(),
+            token,
+        });
+        let failed = |e: String| Stop::Failed(format!("push to {}: {e}", w.registry));
+        while let Some(item) = self.next_flushing(&mut stream).await? {
+            match item.map_err(failed)? {
+                Output::Error(error) => return Err(failed(error)),
+                Output::Text(status) if !status.is_empty() => self.line(&status),
+                Output::Text(_) => {}
+            }
+            self.maybe_flush().await?;
+        }
+        let digest = w
+            .store
+            .get(&w.keys.image_tag(&self.pid, &self.sid, &tag))
+            .await
+            .map_err(|e| e.to_string())?
+            .and_then(|kv| serde_json::from_slice::<serde_json::Value>(&kv.value).ok())
+            .and_then(|v| v["digest"].as_str().map(str::to_owned))
+            .ok_or_else(|| "the registry has no manifest for the pushed tag".to_string())?;
+        Ok(digest)
+    }
+
+    /// Adds a line to the build log.
+    pub(crate) fn line(&mut self, line: &str) {
+        self.log.line(line);
+    }
+
+    async fn maybe_flush(&mut self) -> Step<()> {
+        if self.flushed.elapsed() >= LOG_FLUSH {
+            self.flush_log().await?;
+        }
+        Ok(())
+    }
+
+    /// The next item of a stream of Docker output; output that waits is
+    /// written when its flush is due, even while the stream is quiet.
+    async fn next_flushing(
+        &mut self,
+        stream: &mut OutputStream,
+    ) -> Step<Option<Result<Output, String>>> {
+        loop {
+            if self.log.pending.is_empty() {
+                return Ok(stream.next().await);
+            }
+            let due = self.flushed + LOG_FLUSH;
+            match tokio::time::timeout_at(due, stream.next()).await {
+                Ok(item) => return Ok(item),
+                Err(_) => self.flush_log().await?,
+            }
+        }
+    }
+
+    /// Appends the output since the last write as the next chunk.
+    async fn flush_log(&mut self) -> Step<()> {
+        let w = self.worker.clone();
+        let (ops, after) = self.log.write(&w.keys, &self.pid, &self.sid, self.number);
+        if !ops.is_empty() {
+            let txn = ops.into_iter().fold(Txn::new(), Txn::then);
+            w.store.txn(txn).await.map_err(|e| e.to_string())?;
+            self.log.written(after);
+        }
+        self.flushed = Instant::now();
+        Ok(())
+    }
+
+    /// Moves to the next status: closes the current step, opens the next.
+    async fn step(&mut self, status: BuildStatus) -> Step<()> {
+        let at = lb_model::now();
+        if let Some(step) = self.build.steps.last_mut() {
+            step.finished.get_or_insert(at);
+        }
+        self.build.status = status;
+        self.build.steps.push(BuildStep {
+            name: status,
+            started: at,
+            finished: None,
+        });
+        self.save().await
+    }
+
+    /// Writes the build record and the new log output together (the
+    /// output first, so a follower has it all when it sees the status),
+    /// unless the record changed (a cancel): then stops, and a canceled
+    /// build stays canceled.
+    async fn save(&mut self) -> Step<()> {
+        let w = self.worker.clone();
+        let key = w.keys.build(&self.pid, &self.sid, self.number);
+        let (ops, after) = self.log.write(&w.keys, &self.pid, &self.sid, self.number);
+        let txn = ops
+            .into_iter()
+            .fold(
+                Txn::new().when(Compare::ModRevision(key.clone(), self.revision)),
+                Txn::then,
+            )
+            .then(Op::put(key, encode(&self.build)));
+        let resp = w.store.txn(txn).await.map_err(|e| e.to_string())?;
+        if !resp.succeeded {
+            return Err(Stop::Canceled);
+        }
+        self.log.written(after);
+        self.revision = resp.revision;
+        self.flushed = Instant::now();
+        Ok(())
+    }
+}
