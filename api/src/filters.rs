@@ -118,7 +118,7 @@ fn body<T: DeserializeOwned + Send>() -> impl Filter<Extract = (T,), Error = Rej
             let bytes = read_limited(declared, stream)
                 .await
                 .map_err(Rejection::from)?;
-            handlers::parse_body::<T>(&bytes).map_err(Rejection::from)
+            crate::json::parse_body::<T>(&bytes).map_err(Rejection::from)
         })
 }
 
@@ -161,7 +161,7 @@ fn body_or_default<T: DeserializeOwned + Default + Send>(
             if bytes.iter().all(u8::is_ascii_whitespace) {
                 return Ok(T::default());
             }
-            handlers::parse_body::<T>(&bytes).map_err(Rejection::from)
+            crate::json::parse_body::<T>(&bytes).map_err(Rejection::from)
         })
 }
 

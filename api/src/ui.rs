@@ -21,8 +21,9 @@ use warp::{Filter, Reply};
 use crate::auth::{authenticate, Caller};
 use crate::context::Ctx;
 use crate::error::{ApiError, Result};
-use crate::handlers::{self, accounts, Response};
+use crate::handlers::{self, Response};
 use crate::models::Credentials;
+use crate::ops::accounts;
 use crate::session;
 
 /// Where Debian installs browser libraries (kept here for callers of
@@ -312,7 +313,7 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
         warp::body::content_length_limit(crate::filters::MAX_BODY)
             .and(warp::body::bytes())
             .and_then(|bytes: Bytes| async move {
-                handlers::parse_body::<Credentials>(&bytes).map_err(warp::Rejection::from)
+                crate::json::parse_body::<Credentials>(&bytes).map_err(warp::Rejection::from)
             })
     };
     let origin = || {
@@ -339,14 +340,7 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
         .and(body())
         .then(|ctx: Ctx, addr, body: Credentials| async move {
             let outcome = async {
-                let copy = Credentials {
-                    username: body.username.clone(),
-                    password: body.password.clone(),
-                };
-                let created = accounts::signup(ctx.clone(), None, copy).await?;
-                if !created.status().is_success() {
-                    return Ok(created);
-                }
+                accounts::signup(&ctx, None, &body).await?;
                 start_session(ctx, addr, body).await
             };
             reply(outcome.await)

@@ -1,21 +1,20 @@
-//! Builds of a service: queue one, list and read them, follow their logs,
-//! cancel one. The builder (`lb_builder::worker`) does the work; this side
-//! records the request and shows what the builder wrote.
+//! Build routes: queue one, list and read them, cancel one, read or follow
+//! a build's log. The work is in [`crate::ops::builds`]; following a log
+//! over a websocket is here.
 
 use futures::{SinkExt, StreamExt};
 use lb_model::{Build, BuildStatus};
-use lb_store::{Compare, Event, Op, StoreExt, Txn};
+use lb_store::{Event, StoreExt};
 use warp::http::StatusCode;
 use warp::ws::{Message, Ws};
 use warp::Reply;
 
-use super::services::{resolve, Loaded};
-use super::{decode, encode, json, Response};
-use crate::accounts::now;
+use super::{json, Response};
 use crate::auth::Caller;
 use crate::context::Ctx;
 use crate::error::{ApiError, Result};
-use crate::models::List;
+use crate::ops::builds::{self, read_log};
+use crate::ops::resolve;
 
 /// `POST .../builds`.
 #[derive(Debug, Default, serde::Deserialize)]
@@ -34,184 +33,38 @@ pub async fn create(
     s: String,
     body: BuildRequest,
 ) -> Result<Response> {
-    if let Some(commit) = &body.commit {
-        let ok = (4..=64).contains(&commit.len()) && commit.bytes().all(|b| b.is_ascii_hexdigit());
-        if !ok {
-            return Err(ApiError::invalid(
-                "commit",
-                format!("{commit:?} is not a commit id (4 to 64 hex digits)"),
-            ));
-        }
-    }
-    let loaded = resolve(&ctx, &caller, &p, &s).await?;
-    if loaded.spec.source.is_none() {
-        return Err(ApiError::unprocessable(format!(
-            "service {:?} has no source to build: set \"source\" (a git URL) first",
-            loaded.meta.name
-        )));
-    }
-    let (pid, sid) = (loaded.pid.clone(), loaded.meta.id.clone());
-    for _ in 0..20 {
-        let (kvs, _) = ctx.store.list(&ctx.keys.builds_prefix(&pid, &sid)).await?;
-        let last = kvs
-            .last()
-            .and_then(|kv| kv.key.rsplit('/').next()?.parse::<u64>().ok())
-            .unwrap_or(0);
-        let number = last + 1;
-        let build = Build {
-            number,
-            status: BuildStatus::Queued,
-            commit: body.commit.clone(),
-            image: None,
-            digest: None,
-            message: String::new(),
-            steps: Vec::new(),
-            created: now(),
-            finished: None,
-        };
-        let key = ctx.keys.build(&pid, &sid, number);
-        let txn = Txn::new()
-            .when(Compare::ModRevision(key.clone(), 0))
-            .when(Compare::ModRevision(
-                ctx.keys.service_meta(&pid, &sid),
-                loaded.meta_revision,
-            ))
-            .then(Op::put(key, encode(&build)))
-            .then(Op::put(
-                ctx.keys.build_queued(&pid, &sid, number),
-                Vec::new(),
-            ));
-        if ctx.store.txn(txn).await?.succeeded {
-            return Ok(json(StatusCode::CREATED, &build));
-        }
-        // Another build took the number, or the service changed: again.
-        let still = resolve(&ctx, &caller, &p, &s).await?;
-        if still.meta_revision != loaded.meta_revision {
-            return Box::pin(create(ctx, caller, p, s, body)).await;
-        }
-    }
-    Err(ApiError::conflict(
-        "too many builds queued at once: try again",
-    ))
+    let build = builds::create(&ctx, &caller, &p, &s, body.commit).await?;
+    Ok(json(StatusCode::CREATED, &build))
 }
 
 /// `GET .../builds`: newest first.
 pub async fn list(ctx: Ctx, caller: Caller, p: String, s: String) -> Result<Response> {
-    let loaded = resolve(&ctx, &caller, &p, &s).await?;
-    let (kvs, _) = ctx
-        .store
-        .list(&ctx.keys.builds_prefix(&loaded.pid, &loaded.meta.id))
-        .await?;
-    let mut items = kvs
-        .iter()
-        .map(decode::<Build>)
-        .collect::<Result<Vec<_>>>()?;
-    items.reverse();
-    let total = items.len();
-    Ok(json(StatusCode::OK, &List { items, total }))
-}
-
-async fn load(ctx: &Ctx, loaded: &Loaded, n: &str) -> Result<(Build, i64)> {
-    let not_found = || {
-        ApiError::not_found(format!(
-            "build {n:?} of service {:?} not found",
-            loaded.meta.name
-        ))
-    };
-    let number: u64 = n.parse().map_err(|_| not_found())?;
-    let kv = ctx
-        .store
-        .get(&ctx.keys.build(&loaded.pid, &loaded.meta.id, number))
-        .await?
-        .ok_or_else(not_found)?;
-    Ok((decode(&kv)?, kv.mod_revision))
+    Ok(json(
+        StatusCode::OK,
+        &builds::list(&ctx, &caller, &p, &s).await?,
+    ))
 }
 
 /// `GET .../builds/{n}`.
 pub async fn get(ctx: Ctx, caller: Caller, p: String, s: String, n: String) -> Result<Response> {
-    let loaded = resolve(&ctx, &caller, &p, &s).await?;
-    let (build, _) = load(&ctx, &loaded, &n).await?;
-    Ok(json(StatusCode::OK, &build))
+    Ok(json(
+        StatusCode::OK,
+        &builds::get(&ctx, &caller, &p, &s, &n).await?,
+    ))
 }
 
-/// `POST .../builds/{n}/cancel`: a build not yet ended becomes `canceled`;
-/// its builder sees that and stops at once.
+/// `POST .../builds/{n}/cancel`: a build not yet ended becomes `canceled`.
 pub async fn cancel(ctx: Ctx, caller: Caller, p: String, s: String, n: String) -> Result<Response> {
-    let loaded = resolve(&ctx, &caller, &p, &s).await?;
-    loop {
-        let (mut build, revision) = load(&ctx, &loaded, &n).await?;
-        if build.status.is_final() {
-            return Err(ApiError::conflict(format!(
-                "build {} already ended ({})",
-                build.number,
-                serde_json::to_value(build.status)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default()
-            )));
-        }
-        let at = now();
-        if let Some(step) = build.steps.last_mut() {
-            step.finished.get_or_insert(at);
-        }
-        build.status = BuildStatus::Canceled;
-        build.finished = Some(at);
-        build.message = format!("canceled by {}", caller.user.username);
-        let key = ctx.keys.build(&loaded.pid, &loaded.meta.id, build.number);
-        let txn = Txn::new()
-            .when(Compare::ModRevision(key.clone(), revision))
-            .then(Op::put(key, encode(&build)))
-            .then(Op::delete(ctx.keys.build_queued(
-                &loaded.pid,
-                &loaded.meta.id,
-                build.number,
-            )));
-        if ctx.store.txn(txn).await?.succeeded {
-            return Ok(json(StatusCode::OK, &build));
-        }
-    }
-}
-
-/// A build's log as stored: the chunks joined (see
-/// [`lb_model::join_log_chunks`]), the number of the last chunk, and
-/// the revision it was read at. A build logged before logs were chunked
-/// has its whole output in one older key, read when there are no chunks.
-async fn read_log(
-    ctx: &Ctx,
-    pid: &str,
-    sid: &str,
-    number: u64,
-) -> lb_store::Result<(Vec<u8>, Option<u64>, i64)> {
-    let prefix = ctx.keys.build_log_prefix(pid, sid, number);
-    let (kvs, revision) = ctx.store.list(&prefix).await?;
-    let chunks: Vec<(u64, &[u8])> = kvs
-        .iter()
-        .filter_map(|kv| {
-            Some((
-                ctx.keys.build_log_seq(&prefix, &kv.key)?,
-                kv.value.as_slice(),
-            ))
-        })
-        .collect();
-    let last = chunks.last().map(|(seq, _)| *seq);
-    if chunks.is_empty() {
-        let legacy = ctx
-            .store
-            .get(&ctx.keys.build_log_legacy(pid, sid, number))
-            .await?;
-        return Ok((
-            legacy.map(|kv| kv.value).unwrap_or_default(),
-            None,
-            revision,
-        ));
-    }
-    Ok((lb_model::join_log_chunks(chunks), last, revision))
+    Ok(json(
+        StatusCode::OK,
+        &builds::cancel(&ctx, &caller, &p, &s, &n).await?,
+    ))
 }
 
 /// `GET .../builds/{n}/logs`: the output so far, as text.
 pub async fn logs(ctx: Ctx, caller: Caller, p: String, s: String, n: String) -> Result<Response> {
-    let loaded = resolve(&ctx, &caller, &p, &s).await?;
-    let (build, _) = load(&ctx, &loaded, &n).await?;
+    let loaded = resolve::service(&ctx, &caller, &p, &s).await?;
+    let (build, _) = builds::load(&ctx, &loaded, &n).await?;
     let (text, _, _) = read_log(&ctx, &loaded.pid, &loaded.meta.id, build.number).await?;
     Ok(warp::reply::with_header(text, "content-type", "text/plain; charset=utf-8").into_response())
 }
@@ -228,8 +81,8 @@ pub async fn logs_ws(
     n: String,
     ws: Ws,
 ) -> Result<Response> {
-    let loaded = resolve(&ctx, &caller, &p, &s).await?;
-    let (build, _) = load(&ctx, &loaded, &n).await?;
+    let loaded = resolve::service(&ctx, &caller, &p, &s).await?;
+    let (build, _) = builds::load(&ctx, &loaded, &n).await?;
     let (pid, sid, number) = (loaded.pid.clone(), loaded.meta.id.clone(), build.number);
     Ok(ws
         .on_upgrade(move |socket| async move {

@@ -98,9 +98,9 @@ async fn authenticate(
         .map_err(|_| unauthorized())?;
     let text = String::from_utf8(decoded).map_err(|_| unauthorized())?;
     let (username, password) = text.split_once(':').ok_or_else(unauthorized)?;
-    if password.starts_with(super::nodes::NODE_CREDENTIAL_PREFIX) {
+    if password.starts_with(crate::ops::nodes::NODE_CREDENTIAL_PREFIX) {
         return Ok(Asker::Node(
-            super::nodes::authenticate_node(ctx, password).await?,
+            crate::ops::nodes::authenticate(ctx, password).await?,
         ));
     }
     if password.starts_with(crate::auth::API_TOKEN_PREFIX) {
@@ -108,7 +108,7 @@ async fn authenticate(
             crate::auth::authenticate(ctx.store.as_ref(), &ctx.keys, &ctx.tokens, password).await?;
         return Ok(Asker::User(caller));
     }
-    let user = super::accounts::check_password(ctx, addr, username, password).await?;
+    let user = crate::ops::accounts::check_password(ctx, addr, username, password).await?;
     Ok(Asker::User(Caller { user }))
 }
 
@@ -148,7 +148,7 @@ async fn grant(
                     x.to_owned()
                 }
             };
-            match super::services::resolve(ctx, caller, &id_or_name(p), &id_or_name(s)).await {
+            match crate::ops::resolve::service(ctx, caller, &id_or_name(p), &id_or_name(s)).await {
                 Ok(loaded) => (&["pull", "push", "delete"], (loaded.pid, loaded.meta.id)),
                 Err(e) if e.status == StatusCode::NOT_FOUND => return Ok(None),
                 Err(e) => return Err(e),

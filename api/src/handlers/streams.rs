@@ -18,11 +18,13 @@ use lb_model::protocol::{FromNode, StreamInput, StreamKind};
 use warp::ws::{Message, WebSocket, Ws};
 use warp::Reply;
 
-use super::services::{check_command, resolve, stream_target, LogsQuery};
+use super::services::LogsQuery;
 use super::Response;
 use crate::auth::Caller;
 use crate::context::Ctx;
 use crate::error::{ApiError, Result};
+use crate::ops::replicas::{check_command, check_tail, target as stream_target};
+use crate::ops::resolve::{self, LoadedService};
 use crate::streams::Session;
 
 /// How long an exec websocket may wait for its first message.
@@ -64,8 +66,8 @@ pub async fn logs_ws(
     query: LogsQuery,
     ws: Ws,
 ) -> Result<Response> {
-    let tail = query.tail()?;
-    let loaded = resolve(&ctx, &caller, &p, &s).await?;
+    let tail = check_tail(query.tail)?;
+    let loaded = resolve::service(&ctx, &caller, &p, &s).await?;
     let (replica, node) = stream_target(&ctx, &loaded, query.replica.as_deref()).await?;
     let follow = query.follow.unwrap_or(false);
     let session = ctx
@@ -121,7 +123,7 @@ struct Size {
 /// `GET .../exec` upgraded to a websocket: checks the caller may reach the
 /// service before upgrading, then runs the session.
 pub async fn exec_ws(ctx: Ctx, caller: Caller, p: String, s: String, ws: Ws) -> Result<Response> {
-    let loaded = resolve(&ctx, &caller, &p, &s).await?;
+    let loaded = resolve::service(&ctx, &caller, &p, &s).await?;
     Ok(ws
         .on_upgrade(move |socket| async move {
             let (mut tx, mut rx) = socket.split();
@@ -139,7 +141,7 @@ pub async fn exec_ws(ctx: Ctx, caller: Caller, p: String, s: String, ws: Ws) -> 
 /// Reads the first message and opens the stream it asks for.
 async fn start_exec(
     ctx: &Ctx,
-    loaded: &super::services::Loaded,
+    loaded: &LoadedService,
     rx: &mut SplitStream<WebSocket>,
 ) -> Result<Session> {
     let first = match tokio::time::timeout(START_WITHIN, rx.next()).await {

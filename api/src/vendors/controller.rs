@@ -32,10 +32,10 @@ use super::client::Api;
 use crate::accounts::now;
 use crate::auth::Caller;
 use crate::context::Ctx;
-use crate::handlers::builds::{self, BuildRequest};
-use crate::handlers::hooks::owner_of;
-use crate::handlers::vendors::{token_for, token_within};
-use crate::handlers::{decode, encode};
+use crate::json::{decode, encode};
+use crate::ops::builds;
+use crate::ops::hooks::{allowlist, owner_of};
+use crate::ops::links::{token_for, token_within};
 
 /// How often a light pass runs (retries and polls of existing hooks).
 pub const PERIOD: Duration = Duration::from_secs(2);
@@ -433,33 +433,15 @@ async fn poll(ctx: &Ctx, record: &HookRecord, revision: i64, spec: &ServiceSpec)
         return;
     }
     let Some(commit) = head else { return };
-    if !ctx
-        .store
-        .get(&ctx.keys.allowlist())
-        .await
-        .ok()
-        .flatten()
-        .and_then(|kv| decode::<lb_model::Allowlist>(&kv).ok())
-        .unwrap_or_default()
-        .allows(&source.url)
-    {
+    if !allowlist(ctx).await.unwrap_or_default().allows(&source.url) {
         tracing::warn!(service = %record.sid, "{} is not in the allowlist: not built", source.url);
         return;
     }
     let Ok(owner) = owner_of(ctx, &record.pid).await else {
         return;
     };
-    match builds::create(
-        ctx.clone(),
-        Caller { user: owner },
-        record.pid.clone(),
-        record.sid.clone(),
-        BuildRequest {
-            commit: Some(commit.clone()),
-        },
-    )
-    .await
-    {
+    let owner = Caller { user: owner };
+    match builds::create(ctx, &owner, &record.pid, &record.sid, Some(commit.clone())).await {
         Ok(_) => tracing::info!(service = %record.sid, %commit, "branch moved: build queued"),
         Err(e) => tracing::warn!(
             service = %record.sid,
@@ -469,49 +451,13 @@ async fn poll(ctx: &Ctx, record: &HookRecord, revision: i64, spec: &ServiceSpec)
     }
 }
 
-/// The head commit of `branch` (or `HEAD`) at `url`, by `git ls-remote`:
-/// network URLs only, no prompts, 30 s at most.
+/// The head commit of `branch` (or `HEAD`) at `url`, by `git ls-remote`
+/// through lb-git (network URLs only, no prompts), 30 s at most.
 async fn ls_remote(url: &str, branch: Option<&str>) -> Result<Option<String>, String> {
-    let reference = match branch {
-        Some(b) => format!("refs/heads/{b}"),
-        None => "HEAD".into(),
-    };
-    if url.starts_with('-') || reference.starts_with('-') {
-        return Err("refusing an option-like URL".into());
-    }
-    let run = tokio::process::Command::new("git")
-        .args([
-            "-c",
-            "protocol.file.allow=never",
-            "ls-remote",
-            "--",
-            url,
-            &reference,
-        ])
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_ALLOW_PROTOCOL", "http:https:ssh:git")
-        .env("GIT_ASKPASS", "true")
-        .env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(30), run)
+    lb_git::Git::new(Duration::from_secs(30))
+        .ls_remote(url, branch)
         .await
-        .map_err(|_| "git ls-remote timed out".to_owned())?
-        .map_err(|e| format!("git ls-remote: {e}"))?;
-    if !output.status.success() {
-        let err = String::from_utf8_lossy(&output.stderr);
-        return Err(format!(
-            "git ls-remote failed: {}",
-            err.trim().chars().take(200).collect::<String>()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .find_map(|l| {
-            let (sha, name) = l.split_once('\t')?;
-            (name == reference).then(|| sha.to_owned())
-        }))
+        .map_err(|e| format!("git ls-remote: {e}"))
 }
 
 /// Refreshes vendor tokens that expire within 10 minutes.

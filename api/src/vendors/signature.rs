@@ -52,6 +52,15 @@ pub fn delivery_id(vendor: Vendor, headers: &HeaderMap) -> Option<String> {
         .filter(|v| !v.trim().is_empty() && v.len() <= 200)
 }
 
+/// The delivery id header as the vendor documents it (for messages).
+pub fn delivery_header(vendor: Vendor) -> &'static str {
+    match vendor {
+        Vendor::Github => "X-GitHub-Delivery",
+        Vendor::Gitlab => "X-Gitlab-Event-UUID",
+        Vendor::Bitbucket => "X-Request-UUID",
+    }
+}
+
 /// The event name, normalised: `push`, `ping`, or the vendor's own name.
 pub fn event(vendor: Vendor, headers: &HeaderMap) -> String {
     let raw = match vendor {
