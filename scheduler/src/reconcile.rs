@@ -506,6 +506,11 @@ fn plan(
                 }
             }
         }
+    } else if new.len() < desired || new.iter().any(|p| p.replica.node.is_none()) {
+        // A new generation without an image yet (a build to come): the old
+        // replicas keep serving, and the new one says what it waits for.
+        let slot = new.iter().copied().find(|p| p.replica.node.is_none());
+        units.extend(write(slot, Err(String::new())));
     }
 
     // Assignments follow pause/resume at once, restarts one at a time.
