@@ -32,10 +32,10 @@ use super::client::Api;
 use crate::accounts::now;
 use crate::auth::Caller;
 use crate::context::Ctx;
-use crate::handlers::builds::{self, BuildRequest};
-use crate::handlers::hooks::owner_of;
-use crate::handlers::vendors::{token_for, token_within};
-use crate::handlers::{decode, encode};
+use crate::json::{decode, encode};
+use crate::ops::builds;
+use crate::ops::hooks::{allowlist, owner_of};
+use crate::ops::links::{token_for, token_within};
 
 /// How often a light pass runs (retries and polls of existing hooks).
 pub const PERIOD: Duration = Duration::from_secs(2);
@@ -433,33 +433,15 @@ async fn poll(ctx: &Ctx, record: &HookRecord, revision: i64, spec: &ServiceSpec)
         return;
     }
     let Some(commit) = head else { return };
-    if !ctx
-        .store
-        .get(&ctx.keys.allowlist())
-        .await
-        .ok()
-        .flatten()
-        .and_then(|kv| decode::<lb_model::Allowlist>(&kv).ok())
-        .unwrap_or_default()
-        .allows(&source.url)
-    {
+    if !allowlist(ctx).await.unwrap_or_default().allows(&source.url) {
         tracing::warn!(service = %record.sid, "{} is not in the allowlist: not built", source.url);
         return;
     }
     let Ok(owner) = owner_of(ctx, &record.pid).await else {
         return;
     };
-    match builds::create(
-        ctx.clone(),
-        Caller { user: owner },
-        record.pid.clone(),
-        record.sid.clone(),
-        BuildRequest {
-            commit: Some(commit.clone()),
-        },
-    )
-    .await
-    {
+    let owner = Caller { user: owner };
+    match builds::create(ctx, &owner, &record.pid, &record.sid, Some(commit.clone())).await {
         Ok(_) => tracing::info!(service = %record.sid, %commit, "branch moved: build queued"),
         Err(e) => tracing::warn!(
             service = %record.sid,
