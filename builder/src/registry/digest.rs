@@ -1,7 +1,6 @@
 //! References: what the registry accepts as a digest (`sha256:` and 64
-//! lowercase hex digits) or a tag, and the hex form of a finished hash.
+//! lowercase hex digits) or as a tag.
 
-use sha2::{Digest as _, Sha256};
 use warp::http::StatusCode;
 
 use super::reply::{err, Result};
@@ -38,15 +37,6 @@ pub(super) fn is_tag(reference: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
-/// The finished hash, as lowercase hex.
-pub(super) fn sha256_hex(hasher: Sha256) -> String {
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,15 +49,5 @@ mod tests {
         assert!(digest_hex(&format!("sha512:{hex}")).is_err());
         assert!(digest_hex(&format!("sha256:{}", "A".repeat(64))).is_err());
         assert!(is_tag("v1.0-rc_2") && is_tag("7") && !is_tag(".x") && !is_tag("a/b"));
-    }
-
-    #[test]
-    fn hashes_print_as_lowercase_hex() {
-        let mut hasher = Sha256::new();
-        hasher.update(b"abc");
-        assert_eq!(
-            sha256_hex(hasher),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
     }
 }

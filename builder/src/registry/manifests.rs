@@ -13,7 +13,7 @@ use warp::hyper::Body;
 use futures::StreamExt;
 
 use super::blobs::sync_dir;
-use super::digest::{digest_hex, is_tag, sha256_hex};
+use super::digest::{digest_hex, is_tag};
 use super::reply::{created, empty, err, insert, Reply, Result};
 use super::{BodyStream, Registry};
 
@@ -220,9 +220,7 @@ impl Registry {
                 }
             }
         }
-        let mut hasher = Sha256::new();
-        hasher.update(&bytes);
-        let hex = sha256_hex(hasher);
+        let hex = hex::encode(Sha256::digest(&bytes));
         let digest = format!("sha256:{hex}");
         let tag = if reference.contains(':') {
             if reference != digest {

@@ -13,7 +13,7 @@ use tokio::io::AsyncWriteExt;
 use warp::http::{HeaderMap, Method, StatusCode};
 
 use super::blobs::{sync_dir, BlobRecord};
-use super::digest::{digest_hex, sha256_hex};
+use super::digest::digest_hex;
 use super::range::content_range_start;
 use super::reply::{
     created, empty, err, method_not_allowed, upload_reply, RegError, Reply, Result,
@@ -215,7 +215,7 @@ impl Registry {
             ));
         };
         let path = self.upload_path(id);
-        let actual = sha256_hex(upload.hasher);
+        let actual = hex::encode(upload.hasher.finalize());
         if actual != hex {
             let _ = tokio::fs::remove_file(&path).await;
             return Err(err(
