@@ -17,15 +17,17 @@ use super::Registry;
 
 /// `blobs/<digest>` in the store.
 #[derive(Serialize, Deserialize)]
-pub(super) struct BlobRecord {
-    pub(super) size: u64,
+struct BlobRecord {
+    size: u64,
 }
 
 impl Registry {
+    /// Where the blob with this hex digest is stored.
     pub(super) fn blob_path(&self, hex: &str) -> PathBuf {
         self.dir.join("blobs/sha256").join(hex)
     }
 
+    /// Records that the repository holds the blob.
     pub(super) async fn link_blob(
         &self,
         pid: &str,
@@ -40,6 +42,7 @@ impl Registry {
         Ok(())
     }
 
+    /// The blob's size, if the repository holds it.
     pub(super) async fn blob_size(
         &self,
         pid: &str,
@@ -57,6 +60,7 @@ impl Registry {
             }))
     }
 
+    /// GET or HEAD of a blob, whole or a `Range` of it.
     pub(super) async fn get_blob(
         &self,
         pid: &str,

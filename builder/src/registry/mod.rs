@@ -117,23 +117,16 @@ impl Registry {
                     let this = this.clone();
                     async move {
                         let path = tail.as_str().to_owned();
-                        match this.handle(&path, &method, &headers, &query, body).await {
-                            Ok(mut reply) => {
-                                reply.headers_mut().insert(
-                                    "docker-distribution-api-version",
-                                    HeaderValue::from_static("registry/2.0"),
-                                );
-                                reply
-                            }
-                            Err(e) => {
-                                let mut reply = e.into_reply(&this.realm);
-                                reply.headers_mut().insert(
-                                    "docker-distribution-api-version",
-                                    HeaderValue::from_static("registry/2.0"),
-                                );
-                                reply
-                            }
-                        }
+                        let mut reply =
+                            match this.handle(&path, &method, &headers, &query, body).await {
+                                Ok(reply) => reply,
+                                Err(e) => e.into_reply(&this.realm),
+                            };
+                        reply.headers_mut().insert(
+                            "docker-distribution-api-version",
+                            HeaderValue::from_static("registry/2.0"),
+                        );
+                        reply
                     }
                 },
             )

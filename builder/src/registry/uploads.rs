@@ -12,7 +12,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt;
 use warp::http::{HeaderMap, Method, StatusCode};
 
-use super::blobs::{sync_dir, BlobRecord};
+use super::blobs::sync_dir;
 use super::digest::digest_hex;
 use super::range::content_range_start;
 use super::reply::{
@@ -106,14 +106,16 @@ impl Registry {
         }
     }
 
-    pub(super) fn uploads_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Upload>> {
+    fn uploads_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Upload>> {
         self.uploads.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Where upload `id` is written (manifests stage their bytes here too).
     pub(super) fn upload_path(&self, id: &str) -> PathBuf {
         self.dir.join("uploads").join(id)
     }
 
+    /// Upload `id` exists and belongs to this repository.
     pub(super) fn check_upload(&self, id: &str, pid: &str, sid: &str) -> Result<()> {
         match self.uploads_lock().get(id) {
             Some(u) if u.pid == pid && u.sid == sid => Ok(()),
@@ -128,12 +130,7 @@ impl Registry {
     /// Appends a request body to an upload; answers its new size. With
     /// `start` (from Content-Range) the chunk must continue where the upload
     /// ends.
-    pub(super) async fn append(
-        &self,
-        id: &str,
-        mut body: BodyStream,
-        start: Option<u64>,
-    ) -> Result<u64> {
+    async fn append(&self, id: &str, mut body: BodyStream, start: Option<u64>) -> Result<u64> {
         // Take the upload out while writing: a second request for the same
         // upload at the same time finds it missing instead of interleaving.
         let mut upload = self.uploads_lock().remove(id).ok_or_else(|| {
@@ -190,7 +187,7 @@ impl Registry {
 
     /// Appends the last chunk, checks the digest, moves the blob into place
     /// and links it into the repository.
-    pub(super) async fn finish_upload(
+    async fn finish_upload(
         &self,
         name: &str,
         id: &str,
@@ -239,7 +236,7 @@ impl Registry {
 
     /// Cross-repository mount: links a blob of `from` into this repository
     /// when the token may pull `from` and `from` has it.
-    pub(super) async fn mount(
+    async fn mount(
         &self,
         name: &str,
         pid: &str,
@@ -253,16 +250,10 @@ impl Registry {
         else {
             return Ok(None);
         };
-        let Some(kv) = self
-            .store
-            .get(&self.keys.image_blob(from_pid, from_sid, digest))
-            .await?
-        else {
+        let Some(size) = self.blob_size(from_pid, from_sid, digest).await? else {
             return Ok(None);
         };
-        let record: BlobRecord =
-            serde_json::from_slice(&kv.value).unwrap_or(BlobRecord { size: 0 });
-        self.link_blob(pid, sid, digest, record.size).await?;
+        self.link_blob(pid, sid, digest, size).await?;
         Ok(Some(created(&format!("/v2/{name}/blobs/{digest}"), digest)))
     }
 }
