@@ -11,7 +11,6 @@ use crate::handlers::Response;
 /// The routes.
 pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
     let c = || with_ctx(ctx.clone());
-    #[allow(unused_variables)]
     let who = || caller(ctx.clone());
     let signup = warp::path!("auth" / "signup")
         .and(warp::post())
@@ -31,19 +30,16 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
         .and_then(|caller| respond_fut(accounts::me(caller)));
     let tokens_create = warp::path!("tokens")
         .and(warp::post())
-        .and(c())
-        .and(who())
+        .and(user(ctx.clone()))
         .and(body())
         .and_then(|ctx, caller, body| respond_fut(accounts::token_create(ctx, caller, body)));
     let tokens_list = warp::path!("tokens")
         .and(warp::get())
-        .and(c())
-        .and(who())
+        .and(user(ctx.clone()))
         .and_then(|ctx, caller| respond_fut(accounts::token_list(ctx, caller)));
     let tokens_revoke = warp::path!("tokens" / String)
         .and(warp::delete())
-        .and(c())
-        .and(who())
+        .and(user(ctx.clone()))
         .and_then(|id, ctx, caller| respond_fut(accounts::token_revoke(ctx, caller, id)));
     signup
         .or(login)

@@ -11,29 +11,23 @@ use crate::handlers::Response;
 /// The routes.
 pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
     let c = || with_ctx(ctx.clone());
-    #[allow(unused_variables)]
-    let who = || caller(ctx.clone());
     let builds_list = warp::path!("projects" / String / "services" / String / "builds")
         .and(warp::get())
-        .and(c())
-        .and(who())
+        .and(user(ctx.clone()))
         .and_then(|p, s, ctx, caller| respond_fut(builds::list(ctx, caller, p, s)));
     let builds_create = warp::path!("projects" / String / "services" / String / "builds")
         .and(warp::post())
-        .and(c())
-        .and(who())
+        .and(user(ctx.clone()))
         .and(body_or_default())
         .and_then(|p, s, ctx, caller, b| respond_fut(builds::create(ctx, caller, p, s, b)));
     let build_get = warp::path!("projects" / String / "services" / String / "builds" / String)
         .and(warp::get())
-        .and(c())
-        .and(who())
+        .and(user(ctx.clone()))
         .and_then(|p, s, n, ctx, caller| respond_fut(builds::get(ctx, caller, p, s, n)));
     let build_cancel =
         warp::path!("projects" / String / "services" / String / "builds" / String / "cancel")
             .and(warp::post())
-            .and(c())
-            .and(who())
+            .and(user(ctx.clone()))
             .and_then(|p, s, n, ctx, caller| respond_fut(builds::cancel(ctx, caller, p, s, n)));
     let build_logs_ws =
         warp::path!("projects" / String / "services" / String / "builds" / String / "logs")
@@ -47,8 +41,7 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
     let build_logs =
         warp::path!("projects" / String / "services" / String / "builds" / String / "logs")
             .and(warp::get())
-            .and(c())
-            .and(who())
+            .and(user(ctx.clone()))
             .and_then(|p, s, n, ctx, caller| respond_fut(builds::logs(ctx, caller, p, s, n)));
     builds_list
         .or(builds_create)

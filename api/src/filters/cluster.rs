@@ -13,8 +13,6 @@ use crate::handlers;
 /// The routes.
 pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
     let c = || with_ctx(ctx.clone());
-    #[allow(unused_variables)]
-    let who = || caller(ctx.clone());
     let internal_ask = warp::path!("internal" / "ask")
         .and(warp::post())
         .and(c())

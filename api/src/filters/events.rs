@@ -13,8 +13,6 @@ use crate::handlers::events;
 /// The routes.
 pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
     let c = || with_ctx(ctx.clone());
-    #[allow(unused_variables)]
-    let who = || caller(ctx.clone());
     let events = warp::path!("events")
         .and(warp::get())
         .and(c())

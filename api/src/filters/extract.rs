@@ -74,6 +74,11 @@ pub(super) fn caller(ctx: Ctx) -> impl Filter<Extract = (Caller,), Error = Rejec
 
 /// The caller of a websocket: the header, or `?access_token=` for browsers,
 /// or the web UI's session cookie (same origin only).
+/// The context and the authenticated caller: what most routes take first.
+pub(super) fn user(ctx: Ctx) -> impl Filter<Extract = (Ctx, Caller), Error = Rejection> + Clone {
+    with_ctx(ctx.clone()).and(caller(ctx))
+}
+
 pub(super) fn ws_caller(ctx: Ctx) -> impl Filter<Extract = (Caller,), Error = Rejection> + Clone {
     #[derive(serde::Deserialize)]
     struct Token {

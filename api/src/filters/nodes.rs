@@ -14,8 +14,6 @@ use crate::handlers::nodes;
 /// The routes.
 pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
     let c = || with_ctx(ctx.clone());
-    #[allow(unused_variables)]
-    let who = || caller(ctx.clone());
     let node_connect = warp::path!("nodes" / "connect")
         .and(warp::get())
         .and(c())
@@ -27,8 +25,7 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
         });
     let join_tokens = warp::path!("nodes" / "join-tokens")
         .and(warp::post())
-        .and(c())
-        .and(who())
+        .and(user(ctx.clone()))
         .and(body_or_default())
         .and_then(|ctx, caller, b| respond_fut(nodes::create_join_token(ctx, caller, b)));
     let join = warp::path!("nodes" / "join")
@@ -38,18 +35,15 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
         .and_then(|ctx, b| respond_fut(nodes::join(ctx, b)));
     let nodes_list = warp::path!("nodes")
         .and(warp::get())
-        .and(c())
-        .and(who())
+        .and(user(ctx.clone()))
         .and_then(|ctx, caller| respond_fut(nodes::list(ctx, caller)));
     let node_get = warp::path!("nodes" / String)
         .and(warp::get())
-        .and(c())
-        .and(who())
+        .and(user(ctx.clone()))
         .and_then(|n, ctx, caller| respond_fut(nodes::get(ctx, caller, n)));
     let node_delete = warp::path!("nodes" / String)
         .and(warp::delete())
-        .and(c())
-        .and(who())
+        .and(user(ctx.clone()))
         .and_then(|n, ctx, caller| respond_fut(nodes::delete(ctx, caller, n)));
     node_connect
         .or(join_tokens)

@@ -15,17 +15,13 @@ use crate::handlers::{hooks, vendors};
 /// The routes.
 pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
     let c = || with_ctx(ctx.clone());
-    #[allow(unused_variables)]
-    let who = || caller(ctx.clone());
     let list = warp::path!("vendors")
         .and(warp::get())
-        .and(c())
-        .and(who())
+        .and(user(ctx.clone()))
         .and_then(|ctx, caller| respond_fut(vendors::list(ctx, caller)));
     let connect = warp::path!("vendors" / String / "connect")
         .and(warp::get())
-        .and(c())
-        .and(who())
+        .and(user(ctx.clone()))
         .and_then(|v, ctx, caller| respond_fut(vendors::connect(ctx, caller, v)));
     // The browser comes back from the vendor: the state and its cookie say who.
     let callback = warp::path!("vendors" / String / "callback")
@@ -40,8 +36,7 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
         .and_then(|v, ctx, q, cookie| respond_fut(vendors::callback(ctx, v, q, cookie)));
     let unlink = warp::path!("vendors" / String)
         .and(warp::delete())
-        .and(c())
-        .and(who())
+        .and(user(ctx.clone()))
         .and_then(|v, ctx, caller| respond_fut(vendors::unlink(ctx, caller, v)));
     let page = || {
         warp::query::raw()
@@ -55,25 +50,21 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
     };
     let repos = warp::path!("vendors" / String / "repos")
         .and(warp::get())
-        .and(c())
-        .and(who())
+        .and(user(ctx.clone()))
         .and(page())
         .and_then(|v, ctx, caller, q| respond_fut(vendors::repos(ctx, caller, v, q)));
     let branches = warp::path!("vendors" / String / "branches")
         .and(warp::get())
-        .and(c())
-        .and(who())
+        .and(user(ctx.clone()))
         .and(page())
         .and_then(|v, ctx, caller, q| respond_fut(vendors::branches(ctx, caller, v, q)));
     let allowlist_get = warp::path!("admin" / "allowlist")
         .and(warp::get())
-        .and(c())
-        .and(who())
+        .and(user(ctx.clone()))
         .and_then(|ctx, caller| respond_fut(vendors::allowlist_get(ctx, caller)));
     let allowlist_put = warp::path!("admin" / "allowlist")
         .and(warp::put())
-        .and(c())
-        .and(who())
+        .and(user(ctx.clone()))
         .and(body())
         .and_then(|ctx, caller, b| respond_fut(vendors::allowlist_put(ctx, caller, b)));
     // Signed by the vendor, not authenticated: the raw body is what is signed.
@@ -91,8 +82,7 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
         });
     let webhook = warp::path!("projects" / String / "services" / String / "webhook")
         .and(warp::get())
-        .and(c())
-        .and(who())
+        .and(user(ctx.clone()))
         .and_then(|p, s, ctx, caller| respond_fut(hooks::show(ctx, caller, p, s)));
     list.or(connect)
         .unify()
