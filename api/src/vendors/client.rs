@@ -1,6 +1,6 @@
 //! Calls to the vendors: the OAuth 2 code exchange and refresh (the
-//! `oauth2` crate), and the REST endpoints lb uses, each paginated the
-//! vendor's way. Tokens go in the `Authorization` header only and are never
+//! `oauth2` crate), and the REST calls lb makes, with the paths, bodies and
+//! pagination of each vendor's [`super::GitVendor`]. Tokens go in the `Authorization` header only and are never
 //! logged; errors name the endpoint and status, never the token.
 
 use lb_model::Vendor;
@@ -10,9 +10,9 @@ use oauth2::{
     Scope, TokenResponse, TokenUrl,
 };
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use super::VendorConfig;
+use super::{vendor, VendorConfig};
 
 /// A failed vendor call.
 #[derive(Debug, thiserror::Error)]
@@ -235,8 +235,8 @@ impl<'a> Api<'a> {
             .bearer_auth(self.token)
             .header("accept", "application/json")
             .header("user-agent", "lb");
-        if self.vendor == Vendor::Github {
-            request = request.header("x-github-api-version", "2022-11-28");
+        for (name, value) in vendor(self.vendor).api_headers() {
+            request = request.header(*name, *value);
         }
         if let Some(body) = body {
             request = request.json(&body);
@@ -281,24 +281,10 @@ impl<'a> Api<'a> {
         self.call(reqwest::Method::GET, path, None).await
     }
 
-    /// The token's account: GitHub `GET /user`, GitLab `GET /user`,
-    /// Bitbucket `GET /user`.
+    /// The token's account: `GET /user` on every vendor.
     pub async fn account(&self) -> Result<Account> {
         let (v, _) = self.get("/user").await?;
-        let s = |v: &Value| match v {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        };
-        let (id, login) = match self.vendor {
-            Vendor::Github => (s(&v["id"]), s(&v["login"])),
-            Vendor::Gitlab => (s(&v["id"]), s(&v["username"])),
-            Vendor::Bitbucket => (
-                s(&v["uuid"]).or_else(|| s(&v["account_id"])),
-                s(&v["username"]).or_else(|| s(&v["nickname"])),
-            ),
-        };
-        match (id, login) {
+        match vendor(self.vendor).account(&v) {
             (Some(id), Some(login)) => Ok(Account { id, login }),
             _ => Err(Error::Unavailable {
                 vendor: self.vendor,
@@ -307,165 +293,23 @@ impl<'a> Api<'a> {
         }
     }
 
-    /// One page of the repositories the account may reach: GitHub
-    /// `GET /user/repos`, GitLab `GET /projects?membership=true`,
-    /// Bitbucket `GET /repositories?role=member`.
+    /// One page of the repositories the account may reach.
     pub async fn repos(&self, page: u32, per_page: u32) -> Result<Page<Repo>> {
-        let str_of = |v: &Value| v.as_str().map(str::to_owned);
-        match self.vendor {
-            Vendor::Github => {
-                let (v, headers) = self
-                    .get(&format!(
-                        "/user/repos?per_page={per_page}&page={page}&sort=updated"
-                    ))
-                    .await?;
-                let items = array(&v)
-                    .iter()
-                    .filter_map(|r| {
-                        Some(Repo {
-                            full_name: str_of(&r["full_name"])?,
-                            private: r["private"].as_bool().unwrap_or(false),
-                            clone_url: str_of(&r["clone_url"])?,
-                            default_branch: str_of(&r["default_branch"]),
-                        })
-                    })
-                    .collect();
-                Ok(Page {
-                    items,
-                    next_page: link_next(&headers).then_some(page + 1),
-                })
-            }
-            Vendor::Gitlab => {
-                let (v, headers) = self
-                    .get(&format!(
-                        "/projects?membership=true&simple=true&per_page={per_page}&page={page}&order_by=last_activity_at"
-                    ))
-                    .await?;
-                let items = array(&v)
-                    .iter()
-                    .filter_map(|r| {
-                        Some(Repo {
-                            full_name: str_of(&r["path_with_namespace"])?,
-                            private: r["visibility"].as_str() != Some("public"),
-                            clone_url: str_of(&r["http_url_to_repo"])?,
-                            default_branch: str_of(&r["default_branch"]),
-                        })
-                    })
-                    .collect();
-                let next = headers
-                    .get("x-next-page")
-                    .and_then(|h| h.to_str().ok())
-                    .and_then(|h| h.parse().ok());
-                Ok(Page {
-                    items,
-                    next_page: next.or_else(|| link_next(&headers).then_some(page + 1)),
-                })
-            }
-            Vendor::Bitbucket => {
-                let (v, _) = self
-                    .get(&format!(
-                        "/repositories?role=member&pagelen={per_page}&page={page}"
-                    ))
-                    .await?;
-                let items = array(&v["values"])
-                    .iter()
-                    .filter_map(|r| {
-                        let clone_url = array(&r["links"]["clone"])
-                            .iter()
-                            .find(|l| l["name"] == "https")
-                            .and_then(|l| str_of(&l["href"]))?;
-                        Some(Repo {
-                            full_name: str_of(&r["full_name"])?,
-                            private: r["is_private"].as_bool().unwrap_or(true),
-                            clone_url: strip_userinfo(&clone_url),
-                            default_branch: str_of(&r["mainbranch"]["name"]),
-                        })
-                    })
-                    .collect();
-                Ok(Page {
-                    items,
-                    next_page: v.get("next").and_then(Value::as_str).map(|_| page + 1),
-                })
-            }
-        }
+        let v = vendor(self.vendor);
+        let (answer, headers) = self.get(&v.repos_path(page, per_page)).await?;
+        Ok(v.repos_page(&answer, &headers, page))
     }
 
-    /// One page of a repository's branches: GitHub
-    /// `GET /repos/{o}/{r}/branches`, GitLab
-    /// `GET /projects/{path}/repository/branches`, Bitbucket
-    /// `GET /repositories/{o}/{r}/refs/branches`.
+    /// One page of a repository's branches.
     pub async fn branches(&self, repo: &str, page: u32, per_page: u32) -> Result<Page<Branch>> {
-        let str_of = |v: &Value| v.as_str().map(str::to_owned);
-        let (path, hash): (String, fn(&Value) -> &Value) = match self.vendor {
-            Vendor::Github => (
-                format!("/repos/{repo}/branches?per_page={per_page}&page={page}"),
-                |b| &b["commit"]["sha"],
-            ),
-            Vendor::Gitlab => (
-                format!(
-                    "/projects/{}/repository/branches?per_page={per_page}&page={page}",
-                    encode_path(repo)
-                ),
-                |b| &b["commit"]["id"],
-            ),
-            Vendor::Bitbucket => (
-                format!("/repositories/{repo}/refs/branches?pagelen={per_page}&page={page}"),
-                |b| &b["target"]["hash"],
-            ),
-        };
-        let (v, headers) = self.get(&path).await?;
-        let list = if self.vendor == Vendor::Bitbucket {
-            array(&v["values"])
-        } else {
-            array(&v)
-        };
-        let items = list
-            .iter()
-            .filter_map(|b| {
-                Some(Branch {
-                    name: str_of(&b["name"])?,
-                    commit: str_of(hash(b))?,
-                })
-            })
-            .collect();
-        let next = match self.vendor {
-            Vendor::Bitbucket => v.get("next").and_then(Value::as_str).is_some(),
-            Vendor::Gitlab => {
-                headers
-                    .get("x-next-page")
-                    .and_then(|h| h.to_str().ok())
-                    .is_some_and(|h| !h.is_empty())
-                    || link_next(&headers)
-            }
-            Vendor::Github => link_next(&headers),
-        };
-        Ok(Page {
-            items,
-            next_page: next.then_some(page + 1),
-        })
+        let v = vendor(self.vendor);
+        let (answer, headers) = self.get(&v.branches_path(repo, page, per_page)).await?;
+        Ok(v.branches_page(&answer, &headers, page))
     }
 
-    /// Creates a push webhook: GitHub `POST /repos/{o}/{r}/hooks`, GitLab
-    /// `POST /projects/{path}/hooks`, Bitbucket
-    /// `POST /repositories/{o}/{r}/hooks`. Answers the hook's id.
+    /// Creates a push webhook; answers the hook's id.
     pub async fn create_hook(&self, repo: &str, url: &str, secret: &str) -> Result<String> {
-        let (path, body) = match self.vendor {
-            Vendor::Github => (
-                format!("/repos/{repo}/hooks"),
-                json!({"name": "web", "active": true, "events": ["push"],
-                    "config": {"url": url, "content_type": "json", "secret": secret, "insecure_ssl": "0"}}),
-            ),
-            Vendor::Gitlab => (
-                format!("/projects/{}/hooks", encode_path(repo)),
-                json!({"url": url, "token": secret, "push_events": true,
-                    "enable_ssl_verification": true}),
-            ),
-            Vendor::Bitbucket => (
-                format!("/repositories/{repo}/hooks"),
-                json!({"description": "lb autodeploy", "url": url, "active": true,
-                    "secret": secret, "events": ["repo:push"]}),
-            ),
-        };
+        let (path, body) = vendor(self.vendor).create_hook(repo, url, secret);
         let (v, _) = self.call(reqwest::Method::POST, &path, Some(body)).await?;
         let id = match &v["id"] {
             Value::Number(n) => Some(n.to_string()),
@@ -480,11 +324,7 @@ impl<'a> Api<'a> {
 
     /// Deletes a webhook lb created; one already gone is fine.
     pub async fn delete_hook(&self, repo: &str, id: &str) -> Result<()> {
-        let path = match self.vendor {
-            Vendor::Github => format!("/repos/{repo}/hooks/{id}"),
-            Vendor::Gitlab => format!("/projects/{}/hooks/{id}", encode_path(repo)),
-            Vendor::Bitbucket => format!("/repositories/{repo}/hooks/{}", encode_path(id)),
-        };
+        let path = vendor(self.vendor).hook_path(repo, id);
         match self.call(reqwest::Method::DELETE, &path, None).await {
             Ok(_) => Ok(()),
             Err(Error::Refused { status: 404, .. }) => Ok(()),
@@ -493,12 +333,27 @@ impl<'a> Api<'a> {
     }
 }
 
-fn array(v: &Value) -> &[Value] {
+/// A JSON string.
+pub(super) fn str_of(v: &Value) -> Option<String> {
+    v.as_str().map(str::to_owned)
+}
+
+/// A JSON string or number, as a string (ids).
+pub(super) fn id_of(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// A JSON array's items (none when it is not one).
+pub(super) fn array(v: &Value) -> &[Value] {
     v.as_array().map(Vec::as_slice).unwrap_or_default()
 }
 
 /// Whether a `Link` header has `rel="next"` (GitHub, GitLab keyset).
-fn link_next(headers: &reqwest::header::HeaderMap) -> bool {
+pub(super) fn link_next(headers: &reqwest::header::HeaderMap) -> bool {
     headers
         .get_all("link")
         .iter()
@@ -506,8 +361,9 @@ fn link_next(headers: &reqwest::header::HeaderMap) -> bool {
         .any(|h| h.contains("rel=\"next\""))
 }
 
-/// GitLab's project path as one URL-encoded segment.
-fn encode_path(path: &str) -> String {
+/// A path (GitLab's project path, Bitbucket's hook uuid) as one
+/// URL-encoded segment.
+pub(super) fn encode_path(path: &str) -> String {
     path.bytes()
         .map(|b| match b {
             b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
@@ -516,20 +372,6 @@ fn encode_path(path: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-/// Bitbucket's clone links carry the user name (`https://user@bitbucket.org/...`).
-fn strip_userinfo(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.split_once('/') {
-            Some((authority, path)) => {
-                let host = authority.rsplit('@').next().unwrap_or(authority);
-                format!("{scheme}://{host}/{path}")
-            }
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
 }
 
 /// Whether a repository name is safe to put in a vendor path.
@@ -558,9 +400,5 @@ mod tests {
         assert!(!valid_repo("o/../x"));
         assert!(!valid_repo("o/r?x=1"));
         assert_eq!(encode_path("g/s/r"), "g%2Fs%2Fr");
-        assert_eq!(
-            strip_userinfo("https://me@bitbucket.org/o/r.git"),
-            "https://bitbucket.org/o/r.git"
-        );
     }
 }

@@ -1,4 +1,5 @@
-//! Push event payloads: which branch moved to which commit.
+//! Push event payloads: which branch moved to which commit. Each vendor's
+//! [`super::GitVendor::parse_push`] reads its own:
 //!
 //! - GitHub `push`: `ref`, `after`, `deleted`, `repository.default_branch`
 //!   (<https://docs.github.com/en/webhooks/webhook-events-and-payloads#push>).
@@ -29,7 +30,8 @@ pub struct Pushes {
     pub default_branch: Option<String>,
 }
 
-fn is_commit(s: &str) -> bool {
+/// Whether `s` looks like a commit hash (not all zeros).
+pub(super) fn is_commit(s: &str) -> bool {
     (4..=64).contains(&s.len())
         && s.bytes().all(|b| b.is_ascii_hexdigit())
         && s.bytes().any(|b| b != b'0')
@@ -37,68 +39,30 @@ fn is_commit(s: &str) -> bool {
 
 /// Parses a push payload; `None` when it is not one.
 pub fn parse(vendor: Vendor, body: &Value) -> Option<Pushes> {
-    match vendor {
-        Vendor::Github | Vendor::Gitlab => {
-            let branch = body.get("ref")?.as_str()?.strip_prefix("refs/heads/");
-            let commit = match vendor {
-                Vendor::Gitlab => body
-                    .get("checkout_sha")
-                    .and_then(Value::as_str)
-                    .or_else(|| body.get("after").and_then(Value::as_str)),
-                _ => body.get("after").and_then(Value::as_str),
-            };
-            let deleted = body.get("deleted").and_then(Value::as_bool) == Some(true);
-            let holder = if vendor == Vendor::Github {
-                "repository"
-            } else {
-                "project"
-            };
-            let default_branch = body
-                .get(holder)
-                .and_then(|r| r.get("default_branch"))
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            let branches = match (branch, commit) {
-                (Some(branch), Some(commit)) if !deleted && is_commit(commit) => vec![Push {
-                    branch: branch.to_owned(),
-                    commit: commit.to_ascii_lowercase(),
-                }],
-                _ => Vec::new(),
-            };
-            Some(Pushes {
-                branches,
-                default_branch,
-            })
-        }
-        Vendor::Bitbucket => {
-            let changes = body.get("push")?.get("changes")?.as_array()?;
-            let branches = changes
-                .iter()
-                .filter_map(|c| {
-                    let new = c.get("new")?;
-                    if new.get("type")?.as_str()? != "branch" {
-                        return None;
-                    }
-                    let commit = new.get("target")?.get("hash")?.as_str()?;
-                    let branch = new.get("name")?.as_str()?.to_owned();
-                    is_commit(commit).then(|| Push {
-                        branch,
-                        commit: commit.to_ascii_lowercase(),
-                    })
-                })
-                .collect();
-            let default_branch = body
-                .get("repository")
-                .and_then(|r| r.get("mainbranch"))
-                .and_then(|m| m.get("name"))
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            Some(Pushes {
-                branches,
-                default_branch,
-            })
-        }
-    }
+    super::vendor(vendor).parse_push(body)
+}
+
+/// A push as GitHub and GitLab send it: `ref`, the new `commit` (read by
+/// the caller), `deleted`, and `<holder>.default_branch`.
+pub(super) fn parse_ref_push(body: &Value, commit: Option<&str>, holder: &str) -> Option<Pushes> {
+    let branch = body.get("ref")?.as_str()?.strip_prefix("refs/heads/");
+    let deleted = body.get("deleted").and_then(Value::as_bool) == Some(true);
+    let default_branch = body
+        .get(holder)
+        .and_then(|r| r.get("default_branch"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let branches = match (branch, commit) {
+        (Some(branch), Some(commit)) if !deleted && is_commit(commit) => vec![Push {
+            branch: branch.to_owned(),
+            commit: commit.to_ascii_lowercase(),
+        }],
+        _ => Vec::new(),
+    };
+    Some(Pushes {
+        branches,
+        default_branch,
+    })
 }
 
 impl Pushes {

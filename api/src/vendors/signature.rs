@@ -1,5 +1,5 @@
-//! Webhook delivery checks, as each vendor documents them, all in constant
-//! time:
+//! Webhook delivery checks, as each vendor documents them (its
+//! [`super::GitVendor`] names the headers), all in constant time:
 //!
 //! - GitHub: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256(secret, body)>`
 //!   (<https://docs.github.com/en/webhooks/using-webhooks/validating-webhook-deliveries>);
@@ -31,22 +31,14 @@ pub enum Refused {
 
 /// The header carrying the signature or token.
 pub fn signature_header(vendor: Vendor) -> &'static str {
-    match vendor {
-        Vendor::Github => "x-hub-signature-256",
-        Vendor::Gitlab => "x-gitlab-token",
-        Vendor::Bitbucket => "x-hub-signature",
-    }
+    super::vendor(vendor).signature_header()
 }
 
 /// The delivery id, unique per delivery (a redelivery by hand from the
 /// vendor's page gets a new one on GitHub and Bitbucket).
 pub fn delivery_id(vendor: Vendor, headers: &HeaderMap) -> Option<String> {
-    let names: &[&str] = match vendor {
-        Vendor::Github => &["x-github-delivery"],
-        Vendor::Gitlab => &["x-gitlab-event-uuid", "idempotency-key"],
-        Vendor::Bitbucket => &["x-request-uuid"],
-    };
-    names
+    super::vendor(vendor)
+        .delivery_headers()
         .iter()
         .find_map(|n| header(headers, n))
         .filter(|v| !v.trim().is_empty() && v.len() <= 200)
@@ -54,28 +46,13 @@ pub fn delivery_id(vendor: Vendor, headers: &HeaderMap) -> Option<String> {
 
 /// The delivery id header as the vendor documents it (for messages).
 pub fn delivery_header(vendor: Vendor) -> &'static str {
-    match vendor {
-        Vendor::Github => "X-GitHub-Delivery",
-        Vendor::Gitlab => "X-Gitlab-Event-UUID",
-        Vendor::Bitbucket => "X-Request-UUID",
-    }
+    super::vendor(vendor).delivery_header()
 }
 
 /// The event name, normalised: `push`, `ping`, or the vendor's own name.
 pub fn event(vendor: Vendor, headers: &HeaderMap) -> String {
-    let raw = match vendor {
-        Vendor::Github => header(headers, "x-github-event"),
-        Vendor::Gitlab => header(headers, "x-gitlab-event"),
-        Vendor::Bitbucket => header(headers, "x-event-key"),
-    }
-    .unwrap_or_default();
-    match (vendor, raw.as_str()) {
-        (Vendor::Github, "push")
-        | (Vendor::Gitlab, "Push Hook")
-        | (Vendor::Bitbucket, "repo:push") => "push".into(),
-        (Vendor::Github, "ping") => "ping".into(),
-        _ => raw,
-    }
+    let v = super::vendor(vendor);
+    v.event(header(headers, v.event_header()).unwrap_or_default())
 }
 
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -92,29 +69,31 @@ pub fn verify(
     body: &[u8],
     secret: &str,
 ) -> Result<(), Refused> {
-    let name = signature_header(vendor);
+    let v = super::vendor(vendor);
+    let name = v.signature_header();
     let value = headers.get(name).ok_or(Refused::Unsigned(name))?.as_bytes();
-    match vendor {
-        Vendor::Gitlab => {
-            if bool::from(value.ct_eq(secret.as_bytes())) {
-                Ok(())
-            } else {
-                Err(Refused::BadSignature(name))
-            }
-        }
-        Vendor::Github | Vendor::Bitbucket => {
-            let hex = value
-                .strip_prefix(b"sha256=")
-                .ok_or(Refused::BadSignature(name))?;
-            let expected = decode_hex(hex).ok_or(Refused::BadSignature(name))?;
-            let mut mac =
-                <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()).expect("any key length");
-            mac.update(body);
-            // verify_slice compares in constant time.
-            mac.verify_slice(&expected)
-                .map_err(|_| Refused::BadSignature(name))
-        }
+    if v.signature_matches(value, body, secret) {
+        Ok(())
+    } else {
+        Err(Refused::BadSignature(name))
     }
+}
+
+/// Whether `value` is `sha256=<hex HMAC-SHA256(secret, body)>`, compared in
+/// constant time (GitHub and Bitbucket).
+pub(super) fn hmac_matches(value: &[u8], body: &[u8], secret: &str) -> bool {
+    let Some(expected) = value.strip_prefix(b"sha256=").and_then(decode_hex) else {
+        return false;
+    };
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(body);
+    // verify_slice compares in constant time.
+    mac.verify_slice(&expected).is_ok()
+}
+
+/// Whether `value` is the secret itself, compared in constant time (GitLab).
+pub(super) fn token_matches(value: &[u8], secret: &str) -> bool {
+    bool::from(value.ct_eq(secret.as_bytes()))
 }
 
 /// `sha256=<hex>` of a body, as GitHub and Bitbucket sign it (tests, and
