@@ -58,7 +58,14 @@ pub async fn put(
     expected: Option<i64>,
     body: ServiceSpec,
 ) -> Result<Response> {
-    update(ctx, caller, (p, s), expected, Change::Replace(Box::new(body))).await
+    update(
+        ctx,
+        caller,
+        (p, s),
+        expected,
+        Change::Replace(Box::new(body)),
+    )
+    .await
 }
 
 /// `PATCH /projects/{p}/services/{s}`: a JSON merge patch of the spec.
