@@ -20,6 +20,7 @@ mod node;
 mod project;
 mod replica;
 mod service;
+mod source;
 mod user;
 mod vendor;
 
@@ -29,9 +30,10 @@ pub use node::{Capacity, Node, NodeStatus};
 pub use project::Project;
 pub use replica::{PortBinding, Replica, ReplicaState, ReplicaStatus};
 pub use service::{
-    validate_label, BuildKind, BuildSpec, Port, Protocol, ServiceMeta, ServiceSpec, ServiceState,
-    Source, Volume, DEFAULT_STOP_TIMEOUT, MAX_STOP_TIMEOUT,
+    validate_label, Port, Protocol, ServiceMeta, ServiceSpec, ServiceState, Volume,
+    DEFAULT_STOP_TIMEOUT, MAX_STOP_TIMEOUT,
 };
+pub use source::{BuildKind, BuildSpec, Source};
 pub use user::{Role, User};
 pub use vendor::{repository_of, Allowlist, HookRecord, Vendor, VendorLink, MAX_DELIVERIES};
 

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use super::project::check_description;
+use super::source::Source;
 use super::{check_name, truncate, Result, Timestamp, ValidationError};
 
 /// Docker's smallest memory limit, in MiB.
@@ -73,67 +74,6 @@ pub struct Volume {
     pub name: String,
     /// Absolute mount path in the container.
     pub path: String,
-}
-
-/// How an image is built from source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum BuildKind {
-    /// The repository's own Dockerfile.
-    #[default]
-    Dockerfile,
-    /// A Dockerfile rendered by lb from `templates/` for a language/framework.
-    Template,
-}
-
-/// Build settings of a git source.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct BuildSpec {
-    /// dockerfile or template.
-    #[serde(default)]
-    pub kind: BuildKind,
-    /// Path of the Dockerfile in the repository (kind dockerfile).
-    #[serde(default)]
-    pub dockerfile: Option<String>,
-    /// Build context directory in the repository.
-    #[serde(default)]
-    pub context: Option<String>,
-    /// Template language, e.g. `python` (kind template).
-    #[serde(default)]
-    pub language: Option<String>,
-    /// Template framework, e.g. `flask` (kind template).
-    #[serde(default)]
-    pub framework: Option<String>,
-    /// Language version, e.g. `3.12`.
-    #[serde(default)]
-    pub version: Option<String>,
-    /// Command that builds the app.
-    #[serde(default)]
-    pub build_cmd: Option<String>,
-    /// Command that runs the app.
-    #[serde(default)]
-    pub run_cmd: Option<String>,
-}
-
-/// Where a service's code comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Source {
-    /// Clone URL: http(s), ssh, git, or scp-like `git@host:owner/repo.git`.
-    pub url: String,
-    /// Branch to track.
-    #[serde(default)]
-    pub branch: Option<String>,
-    /// An exact commit to build instead of the branch head.
-    #[serde(default)]
-    pub commit: Option<String>,
-    /// The linked vendor account used to clone: github, bitbucket or gitlab.
-    #[serde(default)]
-    pub vendor: Option<String>,
-    /// How to build.
-    #[serde(default)]
-    pub build: BuildSpec,
 }
 
 fn default_replicas() -> u32 {
@@ -289,68 +229,6 @@ impl ServiceSpec {
         }
         for (key, value) in &self.node_selector {
             check_label(key, value).map_err(|m| ValidationError::new("node_selector", m))?;
-        }
-        Ok(())
-    }
-}
-
-impl Source {
-    /// Checks the source; refuses `file://` and local paths (a user must not
-    /// read the builder's disk).
-    pub fn validate(&self) -> Result<()> {
-        check_git_url(&self.url).map_err(|m| ValidationError::new("url", m))?;
-        if let Some(branch) = &self.branch {
-            check_ref(branch).map_err(|m| ValidationError::new("branch", m))?;
-        }
-        if let Some(commit) = &self.commit {
-            if !(4..=64).contains(&commit.len()) || !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(ValidationError::new(
-                    "commit",
-                    format!("{:?} is not a commit hash", truncate(commit)),
-                ));
-            }
-        }
-        if let Some(vendor) = &self.vendor {
-            if !["github", "bitbucket", "gitlab"].contains(&vendor.as_str()) {
-                return Err(ValidationError::new(
-                    "vendor",
-                    format!(
-                        "{:?} is not one of github, bitbucket, gitlab",
-                        truncate(vendor)
-                    ),
-                ));
-            }
-        }
-        let build = &self.build;
-        for (field, path) in [
-            ("build.dockerfile", &build.dockerfile),
-            ("build.context", &build.context),
-        ] {
-            if let Some(path) = path {
-                check_repo_path(path).map_err(|m| ValidationError::new(field, m))?;
-            }
-        }
-        if build.kind == BuildKind::Template {
-            for (field, value) in [
-                ("build.language", &build.language),
-                ("build.framework", &build.framework),
-            ] {
-                match value {
-                    Some(v) if super::validate_name(v).is_ok() => {}
-                    Some(v) => {
-                        return Err(ValidationError::new(
-                            field,
-                            format!("{:?} is not a valid name", truncate(v)),
-                        ))
-                    }
-                    None => {
-                        return Err(ValidationError::new(
-                            field,
-                            "is required for a template build",
-                        ))
-                    }
-                }
-            }
         }
         Ok(())
     }
@@ -524,73 +402,6 @@ fn check_label(key: &str, value: &str) -> std::result::Result<(), String> {
 /// Checks a node label (`key=value`): the same rules as a node selector.
 pub fn validate_label(key: &str, value: &str) -> std::result::Result<(), String> {
     check_label(key, value)
-}
-
-fn check_git_url(url: &str) -> std::result::Result<(), String> {
-    let shown = truncate(url);
-    if url.len() > 2048 || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!("{shown:?} is not a git URL"));
-    }
-    let rest = if let Some((scheme, rest)) = url.split_once("://") {
-        if !["http", "https", "ssh", "git"].contains(&scheme) {
-            return Err(format!(
-                "{shown:?}: scheme {scheme:?} is not allowed (use https, ssh or git)"
-            ));
-        }
-        rest
-    } else if let Some((user_host, path)) = url.split_once(':') {
-        // scp-like: git@host:owner/repo.git
-        if !user_host.contains('@') || path.is_empty() {
-            return Err(format!(
-                "{shown:?} is not a git URL (use https, ssh or git)"
-            ));
-        }
-        user_host.rsplit('@').next().unwrap_or_default()
-    } else {
-        return Err(format!(
-            "{shown:?} is a local path, not a git URL (use https, ssh or git)"
-        ));
-    };
-    let host = rest.split(['/', ':']).next().unwrap_or_default();
-    let host = host.rsplit('@').next().unwrap_or_default();
-    if host.is_empty() {
-        return Err(format!("{shown:?} names no host"));
-    }
-    Ok(())
-}
-
-fn check_ref(branch: &str) -> std::result::Result<(), String> {
-    let ok = !branch.is_empty()
-        && branch.len() <= 255
-        && !branch.starts_with(['-', '/'])
-        && !branch.ends_with(['/', '.'])
-        && !branch.contains("..")
-        && !branch.contains("@{")
-        && !branch.ends_with(".lock")
-        && branch
-            .chars()
-            .all(|c| !c.is_control() && !" ~^:?*[\\".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("{:?} is not a valid branch name", truncate(branch)))
-    }
-}
-
-fn check_repo_path(path: &str) -> std::result::Result<(), String> {
-    let ok = !path.is_empty()
-        && path.len() <= 1024
-        && !path.starts_with('/')
-        && !path.split('/').any(|p| p == "..")
-        && !path.contains('\0');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{:?} must be a relative path inside the repository",
-            truncate(path)
-        ))
-    }
 }
 
 /// A service's metadata, at `/lb/projects/<pid>/services/<sid>/meta`.
