@@ -49,7 +49,7 @@ export function buildSpecForm(form, { create }) {
       h('div', { class: 'grid three' },
         field(p + '-replicas', 'Replicas', input(p + '-replicas', 'replicas', { type: 'number', min: 0, value: 1 })),
         field(p + '-memory', 'Memory (MiB)', input(p + '-memory', 'memory', { type: 'number', min: 4, value: 128 })),
-        field(p + '-cpu', 'CPU', input(p + '-cpu', 'cpu', { type: 'number', min: 0, step: 0.1, value: 0.5 })))),
+        field(p + '-cpu', 'CPU', input(p + '-cpu', 'cpu', { type: 'number', min: 0, step: 0.1, value: 0.1 })))),
     h('fieldset', {}, h('legend', {}, 'Container'),
       h('div', { class: 'grid' },
         field(p + '-ports', 'Ports', area(p + '-ports', 'ports', { placeholder: '8080\n80:30080\n53/udp', class: 'mono' }),
