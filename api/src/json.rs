@@ -14,10 +14,7 @@ pub fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Result<T> {
         .map_err(|e| ApiError::internal(format!("record {} is damaged: {e}", kv.key)))
 }
 
-/// Encodes a record.
-pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).expect("models serialize")
-}
+pub use lb_store::encode;
 
 /// Parses a JSON body into `T`, naming the field at fault
 /// (`ports[0].container`) when it does not fit.

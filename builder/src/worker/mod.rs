@@ -127,9 +127,7 @@ pub(crate) fn finish_record(build: &mut Build, status: BuildStatus, message: Str
     build.finished = Some(at);
 }
 
-pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).unwrap_or_default()
-}
+pub(crate) use lb_store::encode;
 
 /// `<pid>.<sid>.<number>` (a queue entry's or a claim's name) parsed.
 pub(crate) fn parse_build_name(name: &str) -> Option<(&str, &str, u64)> {
