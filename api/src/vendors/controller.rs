@@ -237,11 +237,14 @@ fn linked_vendor(spec: &ServiceSpec) -> Option<Vendor> {
         .and_then(Vendor::parse)
 }
 
+/// Registers a service's hook: lb's record first, so that a delivery the
+/// vendor sends as soon as its webhook exists (GitHub pings at once) finds
+/// it, then the vendor's webhook, whose id is added to the record.
 async fn create(ctx: &Ctx, pid: &str, sid: &str, spec: &ServiceSpec) {
     let Some(source) = &spec.source else { return };
     let vendor = linked_vendor(spec);
     let repository = repository_of(&source.url).map(|(_, path)| path);
-    let mut record = HookRecord {
+    let record = HookRecord {
         pid: pid.to_owned(),
         sid: sid.to_owned(),
         vendor,
@@ -254,15 +257,6 @@ async fn create(ctx: &Ctx, pid: &str, sid: &str, spec: &ServiceSpec) {
         polled: None,
         deliveries: Vec::new(),
     };
-    if let (Some(vendor), Some(repo)) = (vendor, &repository) {
-        match create_on_vendor(ctx, pid, sid, vendor, repo).await {
-            Ok((uid, id)) => {
-                record.vendor_hook_id = Some(id);
-                record.created_by = Some(uid);
-            }
-            Err(e) => record.error = Some(e),
-        }
-    }
     let key = ctx.keys.hook(sid);
     // Replace any record of an older source (its vendor hook is removed by
     // the next pass only if it is still there: remove it now).
@@ -272,16 +266,68 @@ async fn create(ctx: &Ctx, pid: &str, sid: &str, spec: &ServiceSpec) {
         }
     }
     match ctx.store.create(&key, encode(&record)).await {
-        Ok(Some(_)) => {
-            tracing::info!(service = %sid, vendor = ?vendor, hook = ?record.vendor_hook_id, "webhook registered");
+        Ok(Some(_)) => {}
+        // Another server registered it first, or the store is away: the
+        // next pass looks again.
+        Ok(None) | Err(_) => return,
+    }
+    let (Some(vendor), Some(repo)) = (vendor, &repository) else {
+        tracing::info!(service = %sid, "webhook registered (no linked vendor)");
+        return;
+    };
+    let made = create_on_vendor(ctx, pid, sid, vendor, repo).await;
+    if !attach(ctx, &record, made).await {
+        tracing::warn!(service = %sid, %vendor, "webhook record changed while its vendor webhook was made");
+    }
+}
+
+/// Writes the outcome of creating a vendor webhook into the record it was
+/// made for, keeping deliveries recorded meanwhile; answers whether it did.
+/// A webhook made for a record that is gone or replaced is removed again.
+async fn attach(ctx: &Ctx, made_for: &HookRecord, made: Result<(String, String), String>) -> bool {
+    let key = ctx.keys.hook(&made_for.sid);
+    for _ in 0..5 {
+        let current = match ctx.store.get(&key).await {
+            Ok(Some(kv)) => decode::<HookRecord>(&kv).ok().map(|r| (r, kv.mod_revision)),
+            Ok(None) => None,
+            Err(_) => continue,
+        };
+        let Some((mut record, revision)) = current.filter(|(r, _)| {
+            r.pid == made_for.pid
+                && r.vendor == made_for.vendor
+                && r.repository == made_for.repository
+                && r.vendor_hook_id.is_none()
+        }) else {
+            break;
+        };
+        record.attempted = Some(now());
+        match &made {
+            Ok((uid, id)) => {
+                record.vendor_hook_id = Some(id.clone());
+                record.created_by = Some(uid.clone());
+                record.error = None;
+            }
+            Err(e) => record.error = Some(e.clone()),
         }
-        Ok(None) | Err(_) => {
-            // Another server registered it first: drop the vendor hook we made.
-            if record.vendor_hook_id.is_some() {
-                remove_on_vendor(ctx, &record).await;
+        let txn = Txn::new()
+            .when(Compare::ModRevision(key.clone(), revision))
+            .then(Op::put(key.clone(), encode(&record)));
+        if let Ok(r) = ctx.store.txn(txn).await {
+            if r.succeeded {
+                if record.vendor_hook_id.is_some() {
+                    tracing::info!(service = %record.sid, vendor = ?record.vendor, "webhook registered");
+                }
+                return true;
             }
         }
     }
+    if let Ok((uid, id)) = made {
+        let mut orphan = made_for.clone();
+        orphan.vendor_hook_id = Some(id);
+        orphan.created_by = Some(uid);
+        remove_on_vendor(ctx, &orphan).await;
+    }
+    false
 }
 
 /// Tries again, every [`RETRY_SECS`], to create a vendor webhook that could not
@@ -294,32 +340,21 @@ async fn retry(ctx: &Ctx, record: &HookRecord, revision: i64) -> bool {
     if record.vendor_hook_id.is_some() || record.attempted.is_some_and(|t| now() - t < RETRY_SECS) {
         return false;
     }
-    let mut updated = record.clone();
-    updated.attempted = Some(now());
-    match create_on_vendor(ctx, &record.pid, &record.sid, vendor, repo).await {
-        Ok((uid, id)) => {
-            updated.vendor_hook_id = Some(id);
-            updated.created_by = Some(uid);
-            updated.error = None;
-        }
-        Err(e) => updated.error = Some(e),
-    }
+    // Claim the attempt first, so that two servers do not both try.
+    let mut claimed = record.clone();
+    claimed.attempted = Some(now());
     let key = ctx.keys.hook(&record.sid);
     let txn = Txn::new()
         .when(Compare::ModRevision(key.clone(), revision))
-        .then(Op::put(key, encode(&updated)));
+        .then(Op::put(key, encode(&claimed)));
     match ctx.store.txn(txn).await {
-        Ok(r) if r.succeeded => {
-            if updated.vendor_hook_id.is_some() {
-                tracing::info!(service = %record.sid, %vendor, "webhook created on retry");
-            }
-        }
-        _ => {
-            // The record changed meanwhile (a delivery): drop what we made.
-            if updated.vendor_hook_id.is_some() {
-                remove_on_vendor(ctx, &updated).await;
-            }
-        }
+        Ok(r) if r.succeeded => {}
+        _ => return true,
+    }
+    let made = create_on_vendor(ctx, &record.pid, &record.sid, vendor, repo).await;
+    let created = made.is_ok();
+    if attach(ctx, record, made).await && created {
+        tracing::info!(service = %record.sid, %vendor, "webhook created on retry");
     }
     true
 }
