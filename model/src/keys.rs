@@ -24,6 +24,11 @@
 //! <root>/cluster/allowlist                                 repository owners builds may come from
 //! <root>/hooks/<sid>                                       a service's push webhook (vendor hook id, deliveries seen)
 //! <root>/oauth/<state hash>                                a pending vendor OAuth link (user, vendor, expiry)
+//! <root>/index/domains/<domain>                            -> the service that claimed it (project id, service id)
+//! <root>/certs/<domain>                                    a domain's certificate: chain, sealed key, status (ACME or uploaded)
+//! <root>/acme/account                                      the cluster's ACME account (sealed key)
+//! <root>/acme/challenges/<token>                           a pending HTTP-01 answer (key authorization)
+//! <root>/acme/lock                                         the ACME issuer's lease (one issuer per cluster)
 //! ```
 
 /// The default root prefix.
@@ -92,6 +97,46 @@ impl Keys {
     /// Prefix of the whole project name index (every user).
     pub fn project_index_all(&self) -> String {
         format!("{}/index/projects/", self.root)
+    }
+
+    /// `<root>/index/domains/<domain>`: the service that claimed a domain.
+    pub fn domain(&self, domain: &str) -> String {
+        format!("{}/index/domains/{domain}", self.root)
+    }
+
+    /// Prefix of the domain index.
+    pub fn domains(&self) -> String {
+        format!("{}/index/domains/", self.root)
+    }
+
+    /// `<root>/certs/<domain>`: a domain's certificate and its status.
+    pub fn cert(&self, domain: &str) -> String {
+        format!("{}/certs/{domain}", self.root)
+    }
+
+    /// Prefix of the certificates.
+    pub fn certs(&self) -> String {
+        format!("{}/certs/", self.root)
+    }
+
+    /// `<root>/acme/account`: the cluster's ACME account.
+    pub fn acme_account(&self) -> String {
+        format!("{}/acme/account", self.root)
+    }
+
+    /// `<root>/acme/challenges/<token>`: a pending HTTP-01 answer.
+    pub fn acme_challenge(&self, token: &str) -> String {
+        format!("{}/acme/challenges/{token}", self.root)
+    }
+
+    /// Prefix of the pending HTTP-01 answers.
+    pub fn acme_challenges(&self) -> String {
+        format!("{}/acme/challenges/", self.root)
+    }
+
+    /// `<root>/acme/lock`: held by the one API server that issues.
+    pub fn acme_lock(&self) -> String {
+        format!("{}/acme/lock", self.root)
     }
 
     /// Prefix of a project's service name index.

@@ -10,6 +10,7 @@
 
 pub mod backoff;
 pub mod ids;
+pub mod ingress;
 pub mod keys;
 pub mod protocol;
 pub mod views;

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::ingress::RouteTable;
 use crate::{Assignment, Capacity, NodeStatus, ReplicaStatus};
 
 /// From the API to a node.
@@ -68,6 +69,9 @@ pub enum ToNode {
         /// The stream.
         stream: String,
     },
+    /// What an ingress node serves, whole; sent to nodes started with
+    /// `--ingress` on connect and on every change.
+    Routes(Box<RouteTable>),
 }
 
 /// What a stream carries.

@@ -125,9 +125,21 @@ pub struct ServiceSpec {
     /// Named volumes.
     #[serde(default)]
     pub volumes: Vec<Volume>,
-    /// Host names routed to the service.
+    /// Host names routed to the service by the ingress (exact or
+    /// `*.example.com`), each claimed by one service cluster-wide.
     #[serde(default)]
     pub domains: Vec<String>,
+    /// The container port that receives the ingress's traffic; by default
+    /// the only TCP port in `ports`.
+    #[serde(default)]
+    pub ingress_port: Option<u16>,
+    /// Plain HTTP to the service's domains is redirected to HTTPS once a
+    /// certificate exists.
+    #[serde(default = "default_true")]
+    pub https_redirect: bool,
+    /// Each request through the ingress is written to the service's logs.
+    #[serde(default)]
+    pub access_log: bool,
     /// Labels a node must carry to run the replicas.
     #[serde(default)]
     pub node_selector: BTreeMap<String, String>,
@@ -143,7 +155,24 @@ pub struct ServiceSpec {
     pub stop_timeout: u32,
 }
 
+fn default_true() -> bool {
+    true
+}
+
 impl ServiceSpec {
+    /// The container port the ingress sends traffic to: `ingress_port`, or
+    /// the only TCP port.
+    pub fn ingress_port(&self) -> Option<u16> {
+        if self.ingress_port.is_some() {
+            return self.ingress_port;
+        }
+        let mut tcp = self.ports.iter().filter(|p| p.protocol == Protocol::Tcp);
+        match (tcp.next(), tcp.next()) {
+            (Some(only), None) => Some(only.container),
+            _ => None,
+        }
+    }
+
     /// Checks every field; the error names the first field at fault.
     pub fn validate(&self) -> Result<()> {
         check_name("name", &self.name)?;
@@ -225,7 +254,30 @@ impl ServiceSpec {
             ));
         }
         for (i, domain) in self.domains.iter().enumerate() {
-            check_domain(domain).map_err(|m| ValidationError::new(format!("domains[{i}]"), m))?;
+            crate::ingress::check_domain(domain)
+                .map_err(|m| ValidationError::new(format!("domains[{i}]"), m))?;
+            if self.domains[..i].contains(domain) {
+                return Err(ValidationError::new(
+                    format!("domains[{i}]"),
+                    format!("{domain:?} is listed twice"),
+                ));
+            }
+        }
+        let tcp = |p: &&Port| p.protocol == Protocol::Tcp;
+        if let Some(port) = self.ingress_port {
+            if !self.ports.iter().filter(tcp).any(|p| p.container == port) {
+                return Err(ValidationError::new(
+                    "ingress_port",
+                    format!("{port} is not a TCP container port in ports"),
+                ));
+            }
+        } else if !self.domains.is_empty() && self.ingress_port().is_none() {
+            let why = if self.ports.iter().filter(tcp).count() == 0 {
+                "domains need a TCP port in ports to send their traffic to"
+            } else {
+                "the service has several TCP ports: name the one for its domains"
+            };
+            return Err(ValidationError::new("ingress_port", why));
         }
         for (key, value) in &self.node_selector {
             check_label(key, value).map_err(|m| ValidationError::new("node_selector", m))?;
@@ -367,20 +419,6 @@ fn check_volumes(volumes: &[Volume]) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn check_domain(domain: &str) -> std::result::Result<(), String> {
-    let labels_ok = domain.len() <= 253
-        && domain.split('.').count() >= 2
-        && domain.split('.').all(|l| super::validate_name(l).is_ok());
-    if labels_ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{:?} is not a lower-case host name",
-            truncate(domain)
-        ))
-    }
 }
 
 fn check_label(key: &str, value: &str) -> std::result::Result<(), String> {

@@ -197,8 +197,9 @@ impl<R: Runtime> Reconciler<R> {
             ToNode::Delete { replica } => {
                 self.desired.remove(&replica);
             }
-            // Streams are served by the channel, not here.
-            ToNode::Logs { .. }
+            // Streams and routes are served by the channel, not here.
+            ToNode::Routes(_)
+            | ToNode::Logs { .. }
             | ToNode::Exec { .. }
             | ToNode::Open { .. }
             | ToNode::Input { .. }
