@@ -11,6 +11,10 @@
 #                                /usr/share/javascript; Debian's libjs-xterm 3.8 ships no
 #                                browser bundle, only a stub that calls require())
 #   chromium, chromium-driver    the web UI's end-to-end tests   [--test]
+#   pebble                       a real ACME server (and pebble-challtestsrv, its DNS) [--test]
+#   openssl                      certificates made in tests       [--test]
+#   nginx, wrk                   the ingress benchmark's baseline and load  [--test]
+#   iptables, iproute2           network namespaces and the node's firewall [--test]
 set -euo pipefail
 need=()
 command -v protoc >/dev/null || need+=(protobuf-compiler)
@@ -25,6 +29,12 @@ if [ "${1:-}" = "--test" ]; then
   command -v skopeo >/dev/null || need+=(skopeo)
   command -v chromium >/dev/null || need+=(chromium)
   command -v chromedriver >/dev/null || need+=(chromium-driver)
+  command -v pebble >/dev/null || need+=(pebble)
+  command -v openssl >/dev/null || need+=(openssl)
+  command -v nginx >/dev/null || need+=(nginx)
+  command -v wrk >/dev/null || need+=(wrk)
+  command -v iptables >/dev/null || need+=(iptables)
+  command -v ip >/dev/null || need+=(iproute2)
 fi
 command -v cargo >/dev/null || { echo "lb needs a Rust toolchain (cargo): see https://rustup.rs" >&2; exit 1; }
 [ ${#need[@]} -eq 0 ] && exit 0
