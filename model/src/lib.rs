@@ -17,6 +17,7 @@ pub mod views;
 
 mod assignment;
 mod build;
+mod cert;
 mod node;
 mod project;
 mod replica;
@@ -26,6 +27,7 @@ mod user;
 mod vendor;
 
 pub use assignment::Assignment;
+pub use cert::{CertRecord, CertSource, CertStatus, CertView};
 pub use build::{join_log_chunks, Build, BuildStatus, BuildStep, BUILD_LOG_DROPPED, BUILD_LOG_MAX};
 pub use node::{Capacity, Node, NodeStatus};
 pub use project::Project;
