@@ -370,6 +370,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 data_dir: args.data_dir,
                 address: args.address,
                 port_range: args.port_range,
+                routes: None,
             };
             lb_node::run(config, shutdown.wait())
                 .await

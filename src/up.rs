@@ -80,6 +80,7 @@ async fn start_local_node(
         data_dir: dir,
         address: Some(addr.ip().to_string()),
         port_range: 30000..=32767,
+        routes: None,
     };
     tokio::spawn(async move {
         if let Err(err) = lb_node::run(node, shutdown.wait()).await {

@@ -147,6 +147,7 @@ impl Cluster {
             data_dir: data.clone(),
             address: None,
             port_range: 30000..=32767,
+            routes: None,
         };
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_lb"));
         cmd.args([

@@ -44,6 +44,8 @@ pub struct Config {
     /// The URL other API instances reach this one at (forwarded log and
     /// exec requests); default `http://<bound address>`.
     pub advertise_url: Option<String>,
+    /// What the API needs to know of the ingress (base domain, public ports).
+    pub ingress: crate::ingress::IngressSettings,
 }
 
 impl Config {
@@ -59,6 +61,7 @@ impl Config {
             login_limit_per_address: 20,
             ui_vendor_dir: DEFAULT_VENDOR_DIR.into(),
             advertise_url: None,
+            ingress: Default::default(),
         }
     }
 }

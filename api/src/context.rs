@@ -34,6 +34,8 @@ pub struct Context {
     pub sealer: lb_store::secrets::Sealer,
     /// HTTP client for the git vendors (no redirects followed).
     pub http: reqwest::Client,
+    /// The ingress route table, kept current by [`crate::ingress::run`].
+    pub routes: crate::ingress::Routes,
 }
 
 /// A handle to the shared state.
@@ -70,6 +72,7 @@ impl Context {
             streams: Default::default(),
             sealer,
             http,
+            routes: tokio::sync::watch::Sender::new(Default::default()),
             config,
         }))
     }

@@ -12,6 +12,7 @@ pub mod context;
 pub mod error;
 pub mod filters;
 pub mod handlers;
+pub mod ingress;
 pub mod json;
 pub mod metrics;
 pub mod models;

@@ -76,6 +76,7 @@ impl Server {
         .await?;
         ctx.streams.set_peers(peers);
         tokio::spawn(crate::vendors::controller::run(ctx.clone()));
+        tokio::spawn(crate::ingress::run(ctx.clone()));
         let routes = crate::filters::routes(ctx.clone());
         let (addr, serve) = warp::serve(routes)
             .try_bind_with_graceful_shutdown(addr, shutdown)

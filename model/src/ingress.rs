@@ -14,6 +14,20 @@ use sha2::{Digest, Sha256};
 
 use crate::Timestamp;
 
+/// A domain's claim, at `<root>/index/domains/<domain>`: which service it
+/// routes to. Written with the service's spec, in one transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainClaim {
+    /// The domain (exact or `*.` wildcard).
+    pub domain: String,
+    /// The project id.
+    pub project: String,
+    /// The service id.
+    pub service: String,
+    /// The user id of the project's owner.
+    pub owner: String,
+}
+
 /// Everything an ingress serves; replaced whole on every change.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteTable {

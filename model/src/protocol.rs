@@ -131,6 +131,9 @@ pub enum FromNode {
         address: String,
         /// What it offers.
         capacity: Capacity,
+        /// It serves ingress traffic: send it the route table.
+        #[serde(default)]
+        ingress: bool,
     },
     /// A periodic heartbeat.
     Heartbeat(NodeStatus),

@@ -87,6 +87,7 @@ async fn session<R: Runtime>(
     let hello = FromNode::Hello {
         address: config.address.clone().unwrap_or_else(|| "127.0.0.1".into()),
         capacity: crate::host::capacity(&config.data_dir),
+        ingress: config.routes.is_some(),
     };
     send(&mut tx, &hello).await?;
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
@@ -137,6 +138,11 @@ async fn session<R: Runtime>(
                     }
                     Ok(ToNode::Input { stream, input }) => streams.input(&stream, input),
                     Ok(ToNode::Close { stream }) => streams.close(&stream),
+                    Ok(ToNode::Routes(table)) => {
+                        if let Some(routes) = &config.routes {
+                            routes.send_replace(std::sync::Arc::new(*table));
+                        }
+                    }
                     Ok(message) => {
                         if to_reconciler.send(message).await.is_err() {
                             return Ok(true);

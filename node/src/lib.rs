@@ -73,6 +73,9 @@ pub struct Config {
     pub address: Option<String>,
     /// Host ports the node picks from for ports without a fixed host port.
     pub port_range: RangeInclusive<u16>,
+    /// Set on an ingress node: the route table the API sends is published
+    /// here (the binary runs the ingress that follows it).
+    pub routes: Option<tokio::sync::watch::Sender<std::sync::Arc<lb_model::ingress::RouteTable>>>,
 }
 
 /// Runs the node daemon until `shutdown` resolves. Containers keep running.

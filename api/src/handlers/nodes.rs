@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
+use lb_model::ingress::RouteTable;
 use lb_model::keys::Parsed;
 use lb_model::protocol::{FromNode, ToNode};
 use lb_model::{now, Assignment};
@@ -140,6 +141,8 @@ async fn run_channel(ctx: &Ctx, nid: &str, socket: WebSocket) -> std::result::Re
         send(&mut tx, &ToNode::Desired { replicas, registry }).await?;
         let mut watch = ctx.store.watch(&prefix, revision + 1).await.map_err(|e| e.to_string())?;
         let mut keepalive = tokio::time::interval(Duration::from_secs((ALIVE_TTL / 3).max(1) as u64));
+        // Ingress nodes (they say so in their hello) follow the route table.
+        let mut routes = None;
         loop {
             tokio::select! {
                 _ = keepalive.tick() => {
@@ -168,6 +171,9 @@ async fn run_channel(ctx: &Ctx, nid: &str, socket: WebSocket) -> std::result::Re
                         send(&mut tx, &message).await?;
                     }
                 }
+                table = next_table(&mut routes) => {
+                    send(&mut tx, &ToNode::Routes(Box::new((*table).clone()))).await?;
+                }
                 request = requests.recv() => {
                     if let Some(request) = request {
                         send(&mut tx, &request).await?;
@@ -181,7 +187,15 @@ async fn run_channel(ctx: &Ctx, nid: &str, socket: WebSocket) -> std::result::Re
                     };
                     let Ok(text) = message.to_str() else { continue };
                     match serde_json::from_str::<FromNode>(text) {
-                        Ok(msg) => nodes::apply(ctx, nid, msg).await?,
+                        Ok(msg) => {
+                            if let FromNode::Hello { ingress: true, .. } = &msg {
+                                let mut follow = ctx.routes.subscribe();
+                                let table = follow.borrow_and_update().clone();
+                                send(&mut tx, &ToNode::Routes(Box::new((*table).clone()))).await?;
+                                routes = Some(follow);
+                            }
+                            nodes::apply(ctx, nid, msg).await?
+                        }
                         Err(e) => tracing::warn!(error = %e, "unreadable message from node"),
                     }
                 }
@@ -193,6 +207,18 @@ async fn run_channel(ctx: &Ctx, nid: &str, socket: WebSocket) -> std::result::Re
     let _ = ctx.store.lease_revoke(lease).await;
     tracing::info!(node = %nid, "node disconnected");
     result
+}
+
+/// The next route table for an ingress node; never, for other nodes.
+async fn next_table(
+    routes: &mut Option<tokio::sync::watch::Receiver<std::sync::Arc<RouteTable>>>,
+) -> std::sync::Arc<RouteTable> {
+    if let Some(rx) = routes {
+        if rx.changed().await.is_ok() {
+            return rx.borrow_and_update().clone();
+        }
+    }
+    std::future::pending().await
 }
 
 async fn send(

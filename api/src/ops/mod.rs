@@ -12,6 +12,7 @@
 
 pub mod accounts;
 pub mod builds;
+pub mod domains;
 pub mod hooks;
 pub mod links;
 pub mod nodes;

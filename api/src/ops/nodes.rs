@@ -265,7 +265,9 @@ pub async fn delete(ctx: &Ctx, caller: &Caller, n: &str) -> Result<()> {
 pub async fn apply(ctx: &Ctx, nid: &str, message: FromNode) -> std::result::Result<(), String> {
     let err = |e: lb_store::Error| e.to_string();
     match message {
-        FromNode::Hello { address, capacity } => {
+        FromNode::Hello {
+            address, capacity, ..
+        } => {
             let key = ctx.keys.node_meta(nid);
             for _ in 0..5 {
                 let Some(kv) = ctx.store.get(&key).await.map_err(err)? else {

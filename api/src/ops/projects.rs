@@ -187,6 +187,7 @@ pub async fn delete(ctx: &Ctx, caller: &Caller, p: &str, expected: Option<i64>) 
                 ctx.keys
                     .project_index(&loaded.project.owner, &loaded.project.name),
             ));
+        let txn = super::domains::release_project(ctx, &pid, txn).await?;
         if !ctx.store.txn(txn).await?.succeeded {
             return Ok(Attempt::Conflict);
         }

@@ -10,6 +10,7 @@ use lb_model::ids::new_id;
 use lb_model::{now, Build, BuildStatus, ReplicaState, ServiceMeta, ServiceSpec, ServiceState};
 use lb_store::{Compare, Op, Txn};
 
+use super::domains::{self, Claimant};
 use super::resolve::{self, LoadedService};
 use super::{cleanup, get_many, ids_of, matches, node_keys, replicas, retry_txn, window, Attempt};
 use crate::auth::Caller;
@@ -95,11 +96,18 @@ pub async fn create(ctx: &Ctx, caller: &Caller, p: &str, spec: ServiceSpec) -> R
             encode(&spec),
         ))
         .then(Op::put(index.clone(), meta.id.clone().into_bytes()));
+    let claimant = Claimant {
+        project: &pid,
+        service: &meta.id,
+        owner: &project.project.owner,
+    };
+    let txn = domains::claim(ctx, &claimant, &[], &spec.domains, txn).await?;
     let resp = ctx.store.txn(txn).await?;
     if !resp.succeeded {
         if ctx.store.get(&index).await?.is_some() {
             return Err(name_taken(&spec.name, &project.project.name));
         }
+        domains::lost(ctx, &meta.id, &spec.domains).await?;
         // The project changed or went away: answer as a fresh read would.
         resolve::project(ctx, caller, p).await?;
         return Err(ApiError::conflict(format!(
@@ -231,8 +239,20 @@ pub async fn update(
         let txn = txn
             .then(Op::put(ctx.keys.service_meta(pid, sid), encode(&meta)))
             .then(Op::put(ctx.keys.service_spec(pid, sid), encode(&spec)));
+        let txn = if spec.domains != loaded.spec.domains {
+            let owner = owner_of(ctx, pid).await?;
+            let claimant = Claimant {
+                project: pid,
+                service: sid,
+                owner: &owner,
+            };
+            domains::claim(ctx, &claimant, &loaded.spec.domains, &spec.domains, txn).await?
+        } else {
+            txn
+        };
         let resp = ctx.store.txn(txn).await?;
         if !resp.succeeded {
+            domains::lost(ctx, sid, &spec.domains).await?;
             return Ok(Attempt::Conflict);
         }
         Ok(Attempt::Done(LoadedService {
@@ -245,6 +265,16 @@ pub async fn update(
     })
     .await?;
     view(ctx, &updated).await
+}
+
+/// The user id of a project's owner.
+async fn owner_of(ctx: &Ctx, pid: &str) -> Result<String> {
+    let kv = ctx
+        .store
+        .get(&ctx.keys.project(pid))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("project {pid:?} not found")))?;
+    Ok(decode::<lb_model::Project>(&kv)?.owner)
 }
 
 /// Runs an earlier successful build's image again.
@@ -319,6 +349,7 @@ pub async fn delete(
             .then(Op::delete(
                 ctx.keys.service_index(&loaded.pid, &loaded.spec.name),
             ));
+        let txn = domains::release_all(ctx, &loaded.meta.id, &loaded.spec.domains, txn).await?;
         if !ctx.store.txn(txn).await?.succeeded {
             return Ok(Attempt::Conflict);
         }
