@@ -54,15 +54,44 @@ pub struct StoreArgs {
     /// The etcd cluster's `--max-request-bytes`; etcd's default (1.5 MiB).
     #[arg(long, env = "LB_ETCD_MAX_REQUEST_BYTES", default_value_t = lb_store::DEFAULT_MAX_REQUEST_BYTES as u32, value_parser = clap::value_parser!(u32).range(262_144..))]
     etcd_max_request_bytes: u32,
+    /// CA certificate (PEM) etcd's server certificate must chain to; use
+    /// https:// endpoints.
+    #[arg(long, env = "LB_ETCD_CACERT")]
+    etcd_cacert: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd's --client-cert-auth.
+    #[arg(long, env = "LB_ETCD_CERT", requires = "etcd_key")]
+    etcd_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "LB_ETCD_KEY", requires = "etcd_cert")]
+    etcd_key: Option<PathBuf>,
+    /// etcd user; the password is read from LB_ETCD_PASSWORD.
+    #[arg(long, env = "LB_ETCD_USER")]
+    etcd_user: Option<String>,
 }
 
 impl StoreArgs {
     fn backend(&self) -> Backend {
         if self.etcd.is_empty() {
-            Backend::Embedded(self.data_dir.clone())
-        } else {
-            Backend::Etcd(self.etcd.clone())
+            return Backend::Embedded(self.data_dir.clone());
         }
+        if self.etcd_cacert.is_none() && self.etcd_cert.is_none() && self.etcd_user.is_none() {
+            return Backend::Etcd(self.etcd.clone());
+        }
+        // The password only from the environment: a flag would show in ps.
+        let password = self
+            .etcd_user
+            .as_ref()
+            .and_then(|_| std::env::var("LB_ETCD_PASSWORD").ok());
+        Backend::EtcdWith(
+            self.etcd.clone(),
+            lb_store::etcd::EtcdAccess {
+                ca_cert: self.etcd_cacert.clone(),
+                cert: self.etcd_cert.clone(),
+                key: self.etcd_key.clone(),
+                user: self.etcd_user.clone(),
+                password,
+            },
+        )
     }
 
     fn limits(&self) -> lb_store::Limits {
@@ -100,6 +129,10 @@ struct ApiArgs {
     /// http://<listen address>.
     #[arg(long, env = "LB_ADVERTISE_URL")]
     advertise_url: Option<String>,
+    /// Every service with an ingress port also answers at
+    /// <service>-<project>-<owner>.<base domain>.
+    #[arg(long, env = "LB_BASE_DOMAIN", value_parser = parse_base_domain)]
+    base_domain: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -128,6 +161,24 @@ struct UpArgs {
     /// How long a node may be gone before its replicas move (e.g. 10s).
     #[arg(long, env = "LB_NODE_GRACE", default_value = "10s", value_parser = parse_duration)]
     node_grace: std::time::Duration,
+    #[command(flatten)]
+    ingress: crate::ingress::IngressArgs,
+    /// Do not run the ingress here.
+    #[arg(long, env = "LB_NO_INGRESS")]
+    no_ingress: bool,
+    /// Every service with an ingress port also answers at
+    /// <service>-<project>-<owner>.<base domain> (point a wildcard DNS
+    /// record at the ingress).
+    #[arg(long, env = "LB_BASE_DOMAIN", value_parser = parse_base_domain)]
+    base_domain: Option<String>,
+}
+
+fn parse_base_domain(s: &str) -> Result<String, String> {
+    lb_model::ingress::check_domain(s)?;
+    if s.starts_with("*.") {
+        return Err(format!("{s:?}: give the base domain without \"*.\""));
+    }
+    Ok(s.to_owned())
 }
 
 /// The builder's and registry's settings (`lb up` and `lb builder`).
@@ -249,6 +300,12 @@ struct NodeArgs {
     /// Host ports picked for ports without a fixed host port, `FROM-TO`.
     #[arg(long, default_value = "30000-32767", value_parser = parse_port_range)]
     port_range: std::ops::RangeInclusive<u16>,
+    /// Serve ingress traffic (every service's domains) on this node, with
+    /// the routes the API sends.
+    #[arg(long, env = "LB_INGRESS")]
+    ingress: bool,
+    #[command(flatten)]
+    ingress_args: crate::ingress::IngressArgs,
 }
 
 fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
@@ -290,8 +347,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 api: lb_api::Config {
                     ui_vendor_dir: args.ui_vendor_dir,
                     vendors: args.vendors.settings()?,
+                    ingress: lb_api::ingress::IngressSettings {
+                        base_domain: args.base_domain,
+                        http_port: (!args.no_ingress).then_some(args.ingress.http_listen.port()),
+                        https_port: args
+                            .ingress
+                            .https_listen
+                            .filter(|_| !args.no_ingress)
+                            .map(|a| a.port()),
+                    },
                     ..lb_api::Config::new(args.listen, signup(args.signup))
                 },
+                ingress: (!args.no_ingress).then(|| args.ingress.config()),
                 builder: args
                     .build
                     .config(&args.store, format!("http://{}", args.listen))?,
@@ -310,6 +377,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     advertise_url: args.advertise_url,
                     ui_vendor_dir: args.ui_vendor_dir,
                     vendors: args.vendors.settings()?,
+                    ingress: lb_api::ingress::IngressSettings {
+                        base_domain: args.base_domain,
+                        ..Default::default()
+                    },
                     ..lb_api::Config::new(args.listen, signup(args.signup))
                 },
             )
@@ -362,6 +433,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let shutdown =
                 crate::shutdown::on_signals().context("cannot install signal handlers")?;
+            let routes = args.ingress.then(crate::ingress::routes);
+            if let Some(routes) = &routes {
+                // The node has no HTTP server of its own: the ingress's
+                // metrics are kept but not exported yet.
+                let registry = prometheus::Registry::new();
+                crate::ingress::start(
+                    args.ingress_args.config(),
+                    routes.subscribe(),
+                    &registry,
+                    shutdown.clone().wait(),
+                )
+                .await?;
+            }
             let config = lb_node::Config {
                 api: args.api,
                 join_token: args.join_token,
@@ -370,7 +454,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 data_dir: args.data_dir,
                 address: args.address,
                 port_range: args.port_range,
-                routes: None,
+                routes,
             };
             lb_node::run(config, shutdown.wait())
                 .await

@@ -3,6 +3,7 @@
 //! builder | node` run one role each for a cluster.
 
 mod cli;
+mod ingress;
 mod shutdown;
 mod up;
 mod vendors;

@@ -25,6 +25,8 @@ pub struct Options {
     pub node_grace: std::time::Duration,
     /// Whether to run the scheduler.
     pub scheduler: bool,
+    /// The ingress, when it runs here.
+    pub ingress: Option<lb_ingress::Config>,
 }
 
 /// Opens the store; its errors name the endpoints or the file.
@@ -47,6 +49,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         local,
         scheduler,
         Some(options.builder),
+        options.ingress,
     )
     .await
 }
@@ -96,7 +99,7 @@ pub async fn run_api(
     limits: lb_store::Limits,
     config: lb_api::Config,
 ) -> anyhow::Result<()> {
-    serve(backend, limits, config, None, None, None).await
+    serve(backend, limits, config, None, None, None, None).await
 }
 
 /// Runs the API, and optionally the scheduler and a local node keeping its
@@ -108,6 +111,7 @@ async fn serve(
     node_dir: Option<std::path::PathBuf>,
     scheduler: Option<lb_scheduler::Config>,
     builder: Option<lb_builder::Config>,
+    ingress: Option<lb_ingress::Config>,
 ) -> anyhow::Result<()> {
     let shutdown = crate::shutdown::on_signals().context("cannot install signal handlers")?;
     let store = open_store(&backend, limits).await?;
@@ -124,6 +128,18 @@ async fn serve(
             builder.api = format!("http://{api}");
             Some(lb_builder::bind(store.clone(), &builder).await?)
         }
+        None => None,
+    };
+    let ingress = match ingress {
+        Some(ingress) => Some(
+            crate::ingress::start(
+                ingress,
+                server.context().routes.subscribe(),
+                server.context().metrics.registry(),
+                shutdown.clone().wait(),
+            )
+            .await?,
+        ),
         None => None,
     };
     let password = std::env::var("LB_ADMIN_PASSWORD")
@@ -170,6 +186,9 @@ async fn serve(
     }
     println!("lb is up: http://{addr}/ (API at /api/v1)");
     server.run().await;
+    if let Some(ingress) = ingress {
+        let _ = ingress.wait().await;
+    }
     drop(store);
     tracing::info!("stopped");
     Ok(())

@@ -267,8 +267,10 @@ pub fn takes_traffic(status: &ReplicaStatus) -> bool {
 }
 
 /// The certificates with their keys, unsealed.
-async fn certificates(_ctx: &Ctx) -> crate::error::Result<Vec<lb_model::ingress::Certificate>> {
-    Ok(Vec::new())
+async fn certificates(ctx: &Ctx) -> crate::error::Result<Vec<lb_model::ingress::Certificate>> {
+    lb_certs::certificates(ctx.store.as_ref(), &ctx.keys, &ctx.sealer)
+        .await
+        .map_err(crate::error::ApiError::internal)
 }
 
 /// A node's address without a port (`10.0.0.2`, `[::1]`).

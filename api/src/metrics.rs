@@ -73,7 +73,13 @@ impl Metrics {
             .observe(seconds);
     }
 
-    /// The text exposition.
+    /// The registry, for other roles of this process (the ingress) to
+    /// register their metrics in.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The metrics in Prometheus's text format.
     pub fn render(&self) -> String {
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);

@@ -195,6 +195,10 @@ pub struct ServiceView {
     /// The observed state.
     #[serde(default)]
     pub status: ServiceStatus,
+    /// Where the service answers through the ingress: its domains (https
+    /// once a certificate is issued) and its generated name.
+    #[serde(default)]
+    pub urls: Vec<String>,
 }
 
 /// `POST .../scale`.

@@ -6,6 +6,7 @@
 
 pub mod accounts;
 pub mod builds;
+pub mod domains;
 pub mod events;
 pub mod hooks;
 pub mod internal;

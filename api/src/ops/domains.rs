@@ -10,11 +10,160 @@
 //! its claim and its certificate record.
 
 use lb_model::ingress::DomainClaim;
+use lb_model::CertView;
 use lb_store::{Compare, Op, StoreExt, Txn};
+use serde::{Deserialize, Serialize};
 
+use super::resolve;
+use super::services::{self, Change};
+use crate::auth::Caller;
 use crate::context::Ctx;
 use crate::error::{ApiError, Result};
 use crate::json::{decode, encode};
+
+/// A service's domain as shown.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DomainView {
+    /// The domain.
+    pub domain: String,
+    /// Its certificate's status (`None`: none yet).
+    pub certificate: Option<CertView>,
+}
+
+/// `PUT .../domains/{d}/certificate`: a certificate and key, PEM.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateUpload {
+    /// The chain, leaf first.
+    pub chain: String,
+    /// The private key (never shown again).
+    pub key: String,
+}
+
+/// `POST .../domains`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainRequest {
+    /// The domain to add.
+    pub domain: String,
+}
+
+/// A service's domains with their certificates' status.
+pub async fn list(ctx: &Ctx, caller: &Caller, p: &str, s: &str) -> Result<Vec<DomainView>> {
+    let loaded = resolve::service(ctx, caller, p, s).await?;
+    let mut out = Vec::with_capacity(loaded.spec.domains.len());
+    for domain in &loaded.spec.domains {
+        out.push(DomainView {
+            domain: domain.clone(),
+            certificate: certificate(ctx, domain).await?,
+        });
+    }
+    Ok(out)
+}
+
+async fn certificate(ctx: &Ctx, domain: &str) -> Result<Option<CertView>> {
+    Ok(lb_certs::get(ctx.store.as_ref(), &ctx.keys, domain)
+        .await
+        .map_err(cert_error)?
+        .map(|r| r.view()))
+}
+
+/// Adds a domain to a service (claimed in the same write).
+pub async fn add(
+    ctx: &Ctx,
+    caller: &Caller,
+    p: &str,
+    s: &str,
+    domain: String,
+) -> Result<DomainView> {
+    services::update(ctx, caller, p, s, None, Change::AddDomain(domain.clone())).await?;
+    Ok(DomainView {
+        certificate: certificate(ctx, &domain).await?,
+        domain,
+    })
+}
+
+/// Removes a domain from a service (its claim and certificate go too).
+pub async fn remove(ctx: &Ctx, caller: &Caller, p: &str, s: &str, domain: &str) -> Result<()> {
+    let loaded = resolve::service(ctx, caller, p, s).await?;
+    if !loaded.spec.domains.iter().any(|d| d == domain) {
+        return Err(not_listed(domain, s));
+    }
+    services::update(
+        ctx,
+        caller,
+        p,
+        s,
+        None,
+        Change::RemoveDomain(domain.to_owned()),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Stores the owner's own certificate for one of the service's domains.
+pub async fn upload(
+    ctx: &Ctx,
+    caller: &Caller,
+    p: &str,
+    s: &str,
+    domain: &str,
+    body: CertificateUpload,
+) -> Result<CertView> {
+    let loaded = resolve::service(ctx, caller, p, s).await?;
+    if !loaded.spec.domains.iter().any(|d| d == domain) {
+        return Err(not_listed(domain, s));
+    }
+    let record = lb_certs::upload(
+        ctx.store.as_ref(),
+        &ctx.keys,
+        &ctx.sealer,
+        domain,
+        &body.chain,
+        &body.key,
+    )
+    .await
+    .map_err(cert_error)?;
+    tracing::info!(service = %loaded.meta.id, domain, by = %caller.user.username, "certificate uploaded");
+    Ok(record.view())
+}
+
+/// Drops a domain's certificate (an uploaded one; lb then orders its own).
+pub async fn remove_certificate(
+    ctx: &Ctx,
+    caller: &Caller,
+    p: &str,
+    s: &str,
+    domain: &str,
+) -> Result<()> {
+    let loaded = resolve::service(ctx, caller, p, s).await?;
+    if !loaded.spec.domains.iter().any(|d| d == domain) {
+        return Err(not_listed(domain, s));
+    }
+    if !lb_certs::remove(ctx.store.as_ref(), &ctx.keys, domain)
+        .await
+        .map_err(cert_error)?
+    {
+        return Err(ApiError::not_found(format!(
+            "no certificate for {domain:?}"
+        )));
+    }
+    Ok(())
+}
+
+fn not_listed(domain: &str, s: &str) -> ApiError {
+    ApiError::not_found(format!("service {s:?} has no domain {domain:?}"))
+}
+
+fn cert_error(e: lb_certs::CertError) -> ApiError {
+    if e.is_bad_input() {
+        ApiError::invalid("certificate", e.to_string())
+    } else if let lb_certs::CertError::Store(e) = e {
+        e.into()
+    } else {
+        ApiError::internal(e)
+    }
+}
 
 /// The service a claim is made for.
 pub struct Claimant<'a> {

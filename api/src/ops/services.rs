@@ -39,7 +39,9 @@ pub async fn view(ctx: &Ctx, loaded: &LoadedService) -> Result<ServiceView> {
             ReplicaState::Stopping => {}
         }
     }
+    let urls = urls(ctx, loaded).await?;
     Ok(ServiceView {
+        urls,
         id: loaded.meta.id.clone(),
         name: loaded.meta.name.clone(),
         project: loaded.pid.clone(),
@@ -54,6 +56,45 @@ pub async fn view(ctx: &Ctx, loaded: &LoadedService) -> Result<ServiceView> {
             replicas: counts,
         },
     })
+}
+
+/// Where a service answers: its exact domains and its name under the base
+/// domain, https where a certificate is issued.
+async fn urls(ctx: &Ctx, loaded: &LoadedService) -> Result<Vec<String>> {
+    if loaded.spec.ingress_port().is_none() {
+        return Ok(Vec::new());
+    }
+    let generated = match &ctx.config.ingress.base_domain {
+        Some(base) => {
+            let owner = owner_of(ctx, &loaded.pid).await?;
+            match ctx.store.get(&ctx.keys.user(&owner)).await? {
+                Some(kv) => Some(lb_model::ingress::generated_host(
+                    &loaded.spec.name,
+                    &loaded.project_name,
+                    &decode::<lb_model::User>(&kv)?.username,
+                    base,
+                )),
+                None => None,
+            }
+        }
+        None => None,
+    };
+    let mut secure = std::collections::HashSet::new();
+    for domain in &loaded.spec.domains {
+        if let Some(kv) = ctx.store.get(&ctx.keys.cert(domain)).await? {
+            if let Ok(record) = decode::<lb_model::CertRecord>(&kv) {
+                if record.usable(now()) {
+                    secure.insert(domain.clone());
+                }
+            }
+        }
+    }
+    Ok(crate::ingress::urls(
+        ctx,
+        &loaded.spec,
+        generated,
+        &|host: &str| secure.contains(host),
+    ))
 }
 
 fn name_taken(name: &str, project: &str) -> ApiError {
@@ -183,6 +224,10 @@ pub enum Change {
     Resume,
     /// Run this image (a rollback to an earlier build's).
     Image(String),
+    /// Route one more domain to the service.
+    AddDomain(String),
+    /// Stop routing a domain to the service.
+    RemoveDomain(String),
 }
 
 impl Change {
@@ -196,6 +241,16 @@ impl Change {
             Change::Pause => spec.state = ServiceState::Paused,
             Change::Resume => spec.state = ServiceState::Running,
             Change::Image(image) => spec.image = Some(image.clone()),
+            Change::AddDomain(domain) => {
+                if spec.domains.contains(domain) {
+                    return Err(ApiError::conflict(format!(
+                        "the service already has domain {domain:?}"
+                    ))
+                    .with_field("domain"));
+                }
+                spec.domains.push(domain.clone());
+            }
+            Change::RemoveDomain(domain) => spec.domains.retain(|d| d != domain),
         }
         Ok(())
     }
