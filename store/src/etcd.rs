@@ -5,6 +5,7 @@
 //! the revision after the last event it delivered, so a restart of etcd (or a
 //! failover to another member) loses and repeats nothing.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,6 +21,82 @@ use super::{
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const WATCH_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// How lb proves itself to etcd: a CA to trust, a client certificate and
+/// its key (PEM files), and an etcd user with its password. All optional;
+/// TLS needs `https://` endpoints.
+#[derive(Clone, Default)]
+pub struct EtcdAccess {
+    /// The CA certificate etcd's server certificate must chain to.
+    pub ca_cert: Option<PathBuf>,
+    /// The client certificate (etcd's `--client-cert-auth`).
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key.
+    pub key: Option<PathBuf>,
+    /// The etcd user.
+    pub user: Option<String>,
+    /// The etcd user's password (from the environment, never a flag).
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for EtcdAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdAccess")
+            .field("ca_cert", &self.ca_cert)
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .finish()
+    }
+}
+
+impl EtcdAccess {
+    /// The TLS options, when a CA or a client certificate is given.
+    fn tls(&self) -> Result<Option<ec::TlsOptions>> {
+        let read = |path: &PathBuf| {
+            std::fs::read(path).map_err(|source| Error::Io {
+                path: path.display().to_string(),
+                source,
+            })
+        };
+        let mut tls = ec::TlsOptions::new();
+        let mut any = false;
+        if let Some(ca) = &self.ca_cert {
+            tls = tls.ca_certificate(ec::Certificate::from_pem(read(ca)?));
+            any = true;
+        }
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                tls = tls.identity(ec::Identity::from_pem(read(cert)?, read(key)?));
+                any = true;
+            }
+            (None, None) => {}
+            (Some(_), None) => {
+                return Err(Error::Invalid(
+                    "an etcd client certificate needs its key (--etcd-key)".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(Error::Invalid(
+                    "an etcd client key needs its certificate (--etcd-cert)".into(),
+                ))
+            }
+        }
+        Ok(any.then_some(tls))
+    }
+
+    /// The user and password, when a user is given.
+    fn user(&self) -> Result<Option<(String, String)>> {
+        match (&self.user, &self.password) {
+            (Some(user), Some(password)) => Ok(Some((user.clone(), password.clone()))),
+            (Some(user), None) => Err(Error::Invalid(format!(
+                "etcd user {user:?} needs a password (LB_ETCD_PASSWORD)"
+            ))),
+            (None, _) => Ok(None),
+        }
+    }
+}
 
 /// A store on an etcd cluster.
 #[derive(Clone)]
@@ -103,12 +180,24 @@ impl EtcdStore {
 
     /// Connects to the endpoints and checks that etcd answers.
     pub async fn connect(endpoints: &[String]) -> Result<Self> {
+        Self::connect_with(endpoints, &EtcdAccess::default()).await
+    }
+
+    /// Connects with TLS files and a user (`access`) and checks that etcd
+    /// answers.
+    pub async fn connect_with(endpoints: &[String], access: &EtcdAccess) -> Result<Self> {
         if endpoints.is_empty() {
             return Err(Error::Invalid("no etcd endpoint given".into()));
         }
-        let options = ec::ConnectOptions::new()
+        let mut options = ec::ConnectOptions::new()
             .with_connect_timeout(CONNECT_TIMEOUT)
             .with_timeout(REQUEST_TIMEOUT);
+        if let Some(tls) = access.tls()? {
+            options = options.with_tls(tls);
+        }
+        if let Some((user, password)) = access.user()? {
+            options = options.with_user(user, password);
+        }
         let shown = endpoints.join(",");
         let unreachable =
             |e: String| Error::Unavailable(format!("cannot reach etcd at {shown}: {e}"));

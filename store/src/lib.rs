@@ -439,6 +439,9 @@ pub fn prefix_end(prefix: &str) -> Vec<u8> {
 pub enum Backend {
     /// etcd endpoints, e.g. `http://127.0.0.1:2379`.
     Etcd(Vec<String>),
+    /// etcd endpoints reached with TLS files and/or a user
+    /// (`--etcd-cacert`, `--etcd-cert`, `--etcd-key`, `--etcd-user`).
+    EtcdWith(Vec<String>, etcd::EtcdAccess),
     /// The embedded store in this data directory.
     Embedded(std::path::PathBuf),
 }
@@ -454,6 +457,11 @@ pub async fn open_with(backend: &Backend, limits: Limits) -> Result<Shared> {
     Ok(match backend {
         Backend::Etcd(endpoints) => Arc::new(
             etcd::EtcdStore::connect(endpoints)
+                .await?
+                .with_limits(limits),
+        ),
+        Backend::EtcdWith(endpoints, access) => Arc::new(
+            etcd::EtcdStore::connect_with(endpoints, access)
                 .await?
                 .with_limits(limits),
         ),
