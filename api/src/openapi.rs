@@ -1,8 +1,42 @@
 //! The OpenAPI 3 description of the REST API, built from one route table
-//! ([`ROUTES`]) that the metrics also use to name routes. A test checks that
-//! every route the server answers is in the table and the other way round.
+//! ([`ROUTES`]) that the metrics also use to name routes, and the index
+//! `GET /api/v1` answers ([`index`]). `api/tests/openapi.rs` checks the
+//! table against what the server really answers, both ways: a route served
+//! but missing here fails it, with the line to add.
 
 use serde_json::{json, Map, Value};
+
+/// The credential a route takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// None: anyone may call it.
+    Public,
+    /// A user's access token or API token (`Authorization: Bearer`), or the
+    /// web UI's session cookie.
+    User,
+    /// A node's credential (`Authorization: Bearer`), given at join.
+    Node,
+    /// The cluster's internal secret: other API instances only.
+    Cluster,
+    /// HTTP Basic: a user name with a password or API token, or a node's
+    /// credential as the password (Docker token auth).
+    Basic,
+}
+
+/// A query parameter of a route.
+#[derive(Debug, Clone, Copy)]
+pub struct Query {
+    /// Its name.
+    pub name: &'static str,
+    /// JSON schema type: `string`, `integer` or `boolean`.
+    pub kind: &'static str,
+    /// What it means.
+    pub about: &'static str,
+}
+
+const fn q(name: &'static str, kind: &'static str, about: &'static str) -> Query {
+    Query { name, kind, about }
+}
 
 /// One route of the API.
 #[derive(Debug, Clone, Copy)]
@@ -11,10 +45,14 @@ pub struct Route {
     pub method: &'static str,
     /// Path template, OpenAPI style (`/api/v1/projects/{p}`).
     pub path: &'static str,
+    /// The OpenAPI `operationId`, lower camel case (`listServices`).
+    pub id: &'static str,
+    /// The resource it belongs to: one of [`TAGS`].
+    pub tag: &'static str,
     /// One line on what it does.
     pub summary: &'static str,
-    /// Whether it needs credentials.
-    pub auth: bool,
+    /// The credential it takes.
+    pub auth: Auth,
     /// Schema name of the request body, if any.
     pub body: Option<&'static str>,
     /// Success status and schema name of its body, if any.
@@ -23,27 +61,45 @@ pub struct Route {
     pub if_match: bool,
     /// Whether it pages with `limit`/`offset`.
     pub paged: bool,
-    /// Whether it takes `tail` and `replica` (logs).
+    /// Whether it takes `tail`, `follow` and `replica` (logs).
     pub logs: bool,
+    /// Whether a websocket upgrade of it is served too (101).
+    pub upgrade: bool,
+    /// Other query parameters.
+    pub query: &'static [Query],
 }
 
-const fn r(method: &'static str, path: &'static str, summary: &'static str) -> Route {
+const fn r(
+    tag: &'static str,
+    id: &'static str,
+    method: &'static str,
+    path: &'static str,
+    summary: &'static str,
+) -> Route {
     Route {
         method,
         path,
+        id,
+        tag,
         summary,
-        auth: true,
+        auth: Auth::User,
         body: None,
         ok: (200, None),
         if_match: false,
         paged: false,
         logs: false,
+        upgrade: false,
+        query: &[],
     }
 }
 
 impl Route {
     const fn public(mut self) -> Self {
-        self.auth = false;
+        self.auth = Auth::Public;
+        self
+    }
+    const fn auth(mut self, auth: Auth) -> Self {
+        self.auth = auth;
         self
     }
     const fn body(mut self, schema: &'static str) -> Self {
@@ -66,203 +122,264 @@ impl Route {
         self.paged = true;
         self
     }
+    const fn upgrade(mut self) -> Self {
+        self.upgrade = true;
+        self
+    }
+    const fn query(mut self, query: &'static [Query]) -> Self {
+        self.query = query;
+        self
+    }
 }
 
-const P: &str = "/api/v1/projects/{p}";
+/// The tags, one per resource, with what each covers, in the order a
+/// reader meets them.
+pub const TAGS: &[(&str, &str)] = &[
+    (API, "This API: its index and this document"),
+    (ACCOUNTS, "Sign-up, login, the caller and API tokens"),
+    (PROJECTS, "Projects: a user's group of services"),
+    (
+        SERVICES,
+        "Services: spec, scaling and actions, replicas, logs and exec",
+    ),
+    (BUILDS, "Builds of a service's source, their logs"),
+    (EVENTS, "A live feed of what changes"),
+    (
+        NODES,
+        "Machines that run replicas: join tokens, joining, the node channel",
+    ),
+    (
+        VENDORS,
+        "Linked GitHub, GitLab and Bitbucket accounts (OAuth 2), their repositories",
+    ),
+    (
+        HOOKS,
+        "Push webhooks, a service's webhook settings, the allowlist of repository owners",
+    ),
+    (
+        REGISTRY,
+        "Tokens for lb's image registry (Docker token auth)",
+    ),
+    (
+        INTERNAL,
+        "Between API instances only (the cluster's internal secret)",
+    ),
+    (OPERATIONS, "Health, readiness and Prometheus metrics"),
+];
 
-/// Every route of the API.
+const API: &str = "api";
+const ACCOUNTS: &str = "accounts";
+const PROJECTS: &str = "projects";
+const SERVICES: &str = "services";
+const BUILDS: &str = "builds";
+const EVENTS: &str = "events";
+const NODES: &str = "nodes";
+const VENDORS: &str = "vendors";
+const HOOKS: &str = "hooks";
+const REGISTRY: &str = "registry";
+const INTERNAL: &str = "internal";
+const OPERATIONS: &str = "operations";
+
+const P: &str = "/api/v1/projects/{p}";
+const S: &str = "/api/v1/projects/{p}/services/{s}";
+const VENDOR_PAGE: &[Query] = &[
+    q("page", "string", "page number, from 1"),
+    q("per_page", "string", "items per page, 1-100"),
+];
+
+/// Every route the server answers, but the web UI's pages (HTML for
+/// browsers, described in ARCHITECTURE.md).
 pub const ROUTES: &[Route] = &[
-    r("POST", "/api/v1/auth/signup", "Create an account")
+    r(API, "getApiIndex", "GET", "/api/v1", "Where to start: the version, this document and the main collections")
+        .public()
+        .ok(200, Some("ApiIndex")),
+    r(API, "getOpenApi", "GET", "/api/v1/openapi.json", "This document")
+        .public()
+        .ok(200, None),
+    r(ACCOUNTS, "signup", "POST", "/api/v1/auth/signup", "Create an account")
         .public()
         .body("Credentials")
         .ok(201, Some("User")),
-    r("POST", "/api/v1/auth/login", "Log in: an access token")
+    r(ACCOUNTS, "login", "POST", "/api/v1/auth/login", "Log in: an access token")
         .public()
         .body("Credentials")
         .ok(200, Some("Login")),
-    r("GET", "/api/v1/me", "The caller").ok(200, Some("User")),
-    r("POST", "/api/v1/tokens", "Create an API token (shown once)")
+    r(ACCOUNTS, "getMe", "GET", "/api/v1/me", "The caller").ok(200, Some("User")),
+    r(ACCOUNTS, "createToken", "POST", "/api/v1/tokens", "Create an API token (shown once)")
         .body("TokenCreate")
         .ok(201, Some("Token")),
-    r("GET", "/api/v1/tokens", "List API tokens").ok(200, Some("TokenList")),
-    r("DELETE", "/api/v1/tokens/{id}", "Revoke an API token").ok(204, None),
-    r("GET", "/api/v1/projects", "List projects")
+    r(ACCOUNTS, "listTokens", "GET", "/api/v1/tokens", "List API tokens").ok(200, Some("TokenList")),
+    r(ACCOUNTS, "revokeToken", "DELETE", "/api/v1/tokens/{id}", "Revoke an API token").ok(204, None),
+    r(PROJECTS, "listProjects", "GET", "/api/v1/projects", "List projects")
         .paged()
         .ok(200, Some("ProjectList")),
-    r("POST", "/api/v1/projects", "Create a project")
+    r(PROJECTS, "createProject", "POST", "/api/v1/projects", "Create a project")
         .body("ProjectInput")
         .ok(201, Some("Project")),
-    r("GET", P, "Read a project").ok(200, Some("Project")),
-    r("PUT", P, "Replace a project")
+    r(PROJECTS, "getProject", "GET", P, "Read a project").ok(200, Some("Project")),
+    r(PROJECTS, "replaceProject", "PUT", P, "Replace a project")
         .body("ProjectInput")
         .if_match()
         .ok(200, Some("Project")),
-    r("PATCH", P, "Merge-patch a project")
+    r(PROJECTS, "patchProject", "PATCH", P, "Merge-patch a project")
         .body("MergePatch")
         .if_match()
         .ok(200, Some("Project")),
-    r("DELETE", P, "Delete a project and everything in it")
+    r(PROJECTS, "deleteProject", "DELETE", P, "Delete a project and everything in it")
         .if_match()
         .ok(204, None),
-    r("GET", "/api/v1/projects/{p}/services", "List services")
+    r(SERVICES, "listServices", "GET", "/api/v1/projects/{p}/services", "List services")
         .paged()
         .ok(200, Some("ServiceList")),
-    r("POST", "/api/v1/projects/{p}/services", "Create a service")
+    r(SERVICES, "createService", "POST", "/api/v1/projects/{p}/services", "Create a service")
         .body("ServiceSpec")
         .ok(201, Some("Service")),
-    r("GET", "/api/v1/projects/{p}/services/{s}", "Read a service").ok(200, Some("Service")),
+    r(SERVICES, "getService", "GET", S, "Read a service").ok(200, Some("Service")),
+    r(SERVICES, "replaceService", "PUT", S, "Replace a service's spec")
+        .body("ServiceSpec")
+        .if_match()
+        .ok(200, Some("Service")),
+    r(SERVICES, "patchService", "PATCH", S, "Merge-patch a service's spec")
+        .body("MergePatch")
+        .if_match()
+        .ok(200, Some("Service")),
+    r(SERVICES, "deleteService", "DELETE", S, "Delete a service with its replicas and builds")
+        .if_match()
+        .ok(204, None),
+    r(SERVICES, "scaleService", "POST", "/api/v1/projects/{p}/services/{s}/scale", "Set the replica count")
+        .body("Scale")
+        .if_match()
+        .ok(200, Some("Service")),
+    r(SERVICES, "restartService", "POST", "/api/v1/projects/{p}/services/{s}/restart", "Restart every replica")
+        .if_match()
+        .ok(200, Some("Service")),
+    r(SERVICES, "pauseService", "POST", "/api/v1/projects/{p}/services/{s}/pause", "Run no replica, keep the count")
+        .if_match()
+        .ok(200, Some("Service")),
+    r(SERVICES, "resumeService", "POST", "/api/v1/projects/{p}/services/{s}/resume", "Run the replicas again")
+        .if_match()
+        .ok(200, Some("Service")),
+    r(SERVICES, "rollbackService", "POST", "/api/v1/projects/{p}/services/{s}/rollback", "Run an earlier build's image")
+        .body("Rollback")
+        .if_match()
+        .ok(200, Some("Service")),
+    r(SERVICES, "listReplicas", "GET", "/api/v1/projects/{p}/services/{s}/replicas", "List replicas")
+        .ok(200, Some("ReplicaList")),
     r(
-        "PUT",
-        "/api/v1/projects/{p}/services/{s}",
-        "Replace a service's spec",
-    )
-    .body("ServiceSpec")
-    .if_match()
-    .ok(200, Some("Service")),
-    r(
-        "PATCH",
-        "/api/v1/projects/{p}/services/{s}",
-        "Merge-patch a service's spec",
-    )
-    .body("MergePatch")
-    .if_match()
-    .ok(200, Some("Service")),
-    r(
-        "DELETE",
-        "/api/v1/projects/{p}/services/{s}",
-        "Delete a service with its replicas and builds",
-    )
-    .if_match()
-    .ok(204, None),
-    r(
-        "POST",
-        "/api/v1/projects/{p}/services/{s}/scale",
-        "Set the replica count",
-    )
-    .body("Scale")
-    .if_match()
-    .ok(200, Some("Service")),
-    r(
-        "POST",
-        "/api/v1/projects/{p}/services/{s}/restart",
-        "Restart every replica",
-    )
-    .if_match()
-    .ok(200, Some("Service")),
-    r(
-        "POST",
-        "/api/v1/projects/{p}/services/{s}/pause",
-        "Run no replica, keep the count",
-    )
-    .if_match()
-    .ok(200, Some("Service")),
-    r(
-        "POST",
-        "/api/v1/projects/{p}/services/{s}/resume",
-        "Run the replicas again",
-    )
-    .if_match()
-    .ok(200, Some("Service")),
-    r(
-        "POST",
-        "/api/v1/projects/{p}/services/{s}/rollback",
-        "Run an earlier build's image",
-    )
-    .body("Rollback")
-    .if_match()
-    .ok(200, Some("Service")),
-    r(
-        "GET",
-        "/api/v1/projects/{p}/services/{s}/replicas",
-        "List replicas",
-    )
-    .ok(200, Some("ReplicaList")),
-    r(
+        SERVICES,
+        "getServiceLogs",
         "GET",
         "/api/v1/projects/{p}/services/{s}/logs",
         "The last lines of a replica's output (text); with follow=true a chunked body that keeps coming; upgraded to a websocket, binary frames of output",
     )
     .paged_logs()
+    .upgrade()
     .ok(200, None),
+    r(SERVICES, "execInService", "POST", "/api/v1/projects/{p}/services/{s}/exec", "Run a command in a replica")
+        .body("Exec")
+        .ok(200, Some("ExecOutput")),
     r(
-        "POST",
+        SERVICES,
+        "execInServiceInteractive",
+        "GET",
         "/api/v1/projects/{p}/services/{s}/exec",
-        "Run a command in a replica (GET upgraded to a websocket: interactive, with a TTY)",
+        "Run a command in a replica interactively, with a TTY: a websocket (framing in docs/contracts.md)",
     )
-    .body("Exec")
-    .ok(200, Some("ExecOutput")),
-    r("GET", "/api/v1/projects/{p}/services/{s}/builds", "List builds, newest first")
+    .ok(101, None),
+    r(BUILDS, "listBuilds", "GET", "/api/v1/projects/{p}/services/{s}/builds", "List builds, newest first")
         .ok(200, Some("BuildList")),
-    r("POST", "/api/v1/projects/{p}/services/{s}/builds", "Queue a build of the service's source")
+    r(BUILDS, "createBuild", "POST", "/api/v1/projects/{p}/services/{s}/builds", "Queue a build of the service's source")
         .body("BuildRequest")
         .ok(201, Some("Build")),
-    r("GET", "/api/v1/projects/{p}/services/{s}/builds/{n}", "Read a build").ok(200, Some("Build")),
+    r(BUILDS, "getBuild", "GET", "/api/v1/projects/{p}/services/{s}/builds/{n}", "Read a build").ok(200, Some("Build")),
+    r(BUILDS, "cancelBuild", "POST", "/api/v1/projects/{p}/services/{s}/builds/{n}/cancel", "Cancel a build that has not ended")
+        .ok(200, Some("Build")),
     r(
-        "POST",
-        "/api/v1/projects/{p}/services/{s}/builds/{n}/cancel",
-        "Cancel a build that has not ended",
-    )
-    .ok(200, Some("Build")),
-    r(
+        BUILDS,
+        "getBuildLogs",
         "GET",
         "/api/v1/projects/{p}/services/{s}/builds/{n}/logs",
         "A build's output (text); upgraded to a websocket it follows the build",
     )
+    .upgrade()
     .ok(200, None),
+    r(EVENTS, "watchEvents", "GET", "/api/v1/events", "Websocket of visible changes (snapshot, then changes)")
+        .query(&[q("revision", "integer", "send the changes from this revision on, without a snapshot")])
+        .ok(101, None),
+    r(NODES, "listNodes", "GET", "/api/v1/nodes", "List nodes").ok(200, Some("NodeList")),
+    r(NODES, "getNode", "GET", "/api/v1/nodes/{n}", "Read a node").ok(200, Some("Node")),
+    r(NODES, "deleteNode", "DELETE", "/api/v1/nodes/{n}", "Forget a node and revoke its credential (admin)").ok(204, None),
+    r(NODES, "createJoinToken", "POST", "/api/v1/nodes/join-tokens", "A single-use join token for `lb node` (admin)")
+        .body("JoinToken")
+        .ok(201, Some("JoinTokenCreated")),
+    r(NODES, "joinNode", "POST", "/api/v1/nodes/join", "Exchange a join token for a node credential")
+        .public()
+        .body("Join")
+        .ok(201, Some("Joined")),
     r(
+        NODES,
+        "connectNode",
         "GET",
-        "/api/v1/events",
-        "Websocket of visible changes (snapshot, then changes)",
+        "/api/v1/nodes/connect",
+        "The node channel: a websocket carrying assignments to the node and its heartbeats and replica statuses back",
     )
+    .auth(Auth::Node)
     .ok(101, None),
     r(
+        REGISTRY,
+        "getRegistryToken",
         "GET",
         "/api/v1/registry/token",
-        "A registry token (Docker token auth; Basic credentials, scope=repository:<project>/<service>:pull,push)",
+        "A registry token for the scopes the caller may have",
     )
-    .ok(200, None),
-    r("GET", "/api/v1/vendors", "The caller's linked vendor accounts (no tokens)")
+    .auth(Auth::Basic)
+    .query(&[
+        q("scope", "string", "repository:<project>/<service>:pull,push (may repeat)"),
+        q("service", "string", "the registry's name (ignored)"),
+    ])
+    .ok(200, Some("RegistryToken")),
+    r(VENDORS, "listVendorLinks", "GET", "/api/v1/vendors", "The caller's linked vendor accounts (no tokens)")
         .ok(200, Some("VendorLinkList")),
     r(
+        VENDORS,
+        "connectVendor",
         "GET",
         "/api/v1/vendors/{v}/connect",
         "Link a vendor account: a redirect to the vendor's consent page (v: github, gitlab, bitbucket)",
     )
     .ok(302, None),
     r(
+        VENDORS,
+        "vendorCallback",
         "GET",
         "/api/v1/vendors/{v}/callback",
-        "Where the vendor sends the browser back (?code=&state=, with the state cookie from connect)",
+        "Where the vendor's OAuth consent sends the browser back (with the state cookie from connect)",
     )
     .public()
+    .query(&[
+        q("code", "string", "the vendor's authorization code"),
+        q("state", "string", "the state connect sent"),
+    ])
     .ok(200, Some("VendorLink")),
-    r("DELETE", "/api/v1/vendors/{v}", "Unlink a vendor account").ok(204, None),
+    r(VENDORS, "unlinkVendor", "DELETE", "/api/v1/vendors/{v}", "Unlink a vendor account").ok(204, None),
+    r(VENDORS, "listVendorRepos", "GET", "/api/v1/vendors/{v}/repos", "Repositories the linked account reaches")
+        .query(VENDOR_PAGE)
+        .ok(200, Some("RepoPage")),
+    r(VENDORS, "listVendorBranches", "GET", "/api/v1/vendors/{v}/branches", "Branches of a repository")
+        .query(&[
+            q("repo", "string", "owner/name"),
+            q("page", "string", "page number, from 1"),
+            q("per_page", "string", "items per page, 1-100"),
+        ])
+        .ok(200, Some("BranchPage")),
+    r(HOOKS, "getAllowlist", "GET", "/api/v1/admin/allowlist", "Repository owners builds may come from (admin)")
+        .ok(200, Some("Allowlist")),
+    r(HOOKS, "replaceAllowlist", "PUT", "/api/v1/admin/allowlist", "Replace the allowlist; empty allows any (admin)")
+        .body("Allowlist")
+        .ok(200, Some("Allowlist")),
     r(
-        "GET",
-        "/api/v1/vendors/{v}/repos",
-        "Repositories the linked account reaches (?page=&per_page=)",
-    )
-    .ok(200, Some("RepoPage")),
-    r(
-        "GET",
-        "/api/v1/vendors/{v}/branches",
-        "Branches of a repository (?repo=owner/name&page=&per_page=)",
-    )
-    .ok(200, Some("BranchPage")),
-    r(
-        "GET",
-        "/api/v1/admin/allowlist",
-        "Repository owners builds may come from (admin)",
-    )
-    .ok(200, Some("Allowlist")),
-    r(
-        "PUT",
-        "/api/v1/admin/allowlist",
-        "Replace the allowlist; empty allows any (admin)",
-    )
-    .body("Allowlist")
-    .ok(200, Some("Allowlist")),
-    r(
+        HOOKS,
+        "deliverWebhook",
         "POST",
         "/api/v1/hooks/{v}/{sid}",
         "A vendor's push webhook (signed with the service's secret; queues a build of the pushed commit)",
@@ -270,24 +387,41 @@ pub const ROUTES: &[Route] = &[
     .public()
     .ok(202, Some("HookResult")),
     r(
+        HOOKS,
+        "getServiceWebhook",
         "GET",
         "/api/v1/projects/{p}/services/{s}/webhook",
         "The service's webhook URL and secret, for setting it up by hand",
     )
     .ok(200, Some("Webhook")),
-    r("GET", "/api/v1/openapi.json", "This document")
+    r(INTERNAL, "internalAsk", "POST", "/api/v1/internal/ask", "Ask a node whose channel this instance holds")
+        .auth(Auth::Cluster)
+        .body("InternalAsk")
+        .ok(200, Some("NodeAnswer")),
+    r(
+        INTERNAL,
+        "internalStream",
+        "GET",
+        "/api/v1/internal/stream",
+        "A log or exec stream with a node whose channel this instance holds: a websocket",
+    )
+    .auth(Auth::Cluster)
+    .ok(101, None),
+    r(OPERATIONS, "getHealth", "GET", "/healthz", "Liveness: answers ok").public().ok(200, None),
+    r(OPERATIONS, "getReadiness", "GET", "/readyz", "Readiness: ready while the store answers within 2 s, else 503")
         .public()
         .ok(200, None),
+    r(OPERATIONS, "getMetrics", "GET", "/metrics", "Prometheus metrics (text)").public().ok(200, None),
 ];
+
+/// The route with this `operationId`.
+pub fn route(id: &str) -> Option<&'static Route> {
+    ROUTES.iter().find(|r| r.id == id)
+}
 
 /// The route template a request path matched, for metric labels; unknown
 /// paths share one label so they cannot blow up the metric's cardinality.
 pub fn route_of(method: &str, path: &str) -> &'static str {
-    for fixed in ["/healthz", "/readyz", "/metrics"] {
-        if path == fixed {
-            return fixed;
-        }
-    }
     // The templates split once: this runs on every request.
     static SPLIT: std::sync::OnceLock<Vec<(&'static Route, Vec<&'static str>, usize)>> =
         std::sync::OnceLock::new();
@@ -311,6 +445,33 @@ pub fn route_of(method: &str, path: &str) -> &'static str {
         .filter(|(_, t, _)| matches(t))
         .max_by_key(|(r, _, params)| (r.method == method, *params == 0, usize::MAX - params))
         .map_or("unmatched", |(r, _, _)| r.path)
+}
+
+/// What `GET /api/v1` answers: the name and version, the document, and the
+/// main collections, each link taken from [`ROUTES`] so none can dangle.
+pub fn index() -> Value {
+    let mut links = Map::new();
+    for (name, id) in [
+        ("openapi", "getOpenApi"),
+        ("signup", "signup"),
+        ("login", "login"),
+        ("me", "getMe"),
+        ("tokens", "listTokens"),
+        ("projects", "listProjects"),
+        ("nodes", "listNodes"),
+        ("events", "watchEvents"),
+        ("vendors", "listVendorLinks"),
+    ] {
+        if let Some(route) = route(id) {
+            links.insert(name.into(), json!(route.path));
+        }
+    }
+    json!({
+        "name": "lb",
+        "version": env!("CARGO_PKG_VERSION"),
+        "openapi": links.get("openapi").cloned().unwrap_or(Value::Null),
+        "links": links,
+    })
 }
 
 fn schemas() -> Value {
@@ -443,85 +604,153 @@ fn schemas() -> Value {
     if let (Some(all), Some(more)) = (schemas.as_object_mut(), vendors.as_object()) {
         all.extend(more.clone());
     }
+    let more = json!({
+        "ApiIndex": {"type": "object", "required": ["name", "version", "openapi", "links"], "properties": {
+            "name": {"type": "string"}, "version": {"type": "string"},
+            "openapi": {"type": "string", "description": "path of this document"},
+            "links": {"type": "object", "additionalProperties": {"type": "string"},
+                "description": "paths of the main collections, by name"}}},
+        "RegistryToken": {"type": "object", "required": ["token", "access_token", "expires_in"], "properties": {
+            "token": {"type": "string"}, "access_token": {"type": "string"},
+            "expires_in": {"type": "integer", "description": "seconds"}}},
+        "InternalAsk": {"type": "object", "required": ["node", "message", "limit"], "properties": {
+            "node": {"type": "string"}, "message": {"type": "object", "description": "a ToNode message of the node protocol"},
+            "limit": {"type": "integer", "minimum": 0, "description": "seconds to wait for the answer (1-3600)"}}},
+        "NodeAnswer": {"type": "object", "description": "a FromNode message of the node protocol"},
+    });
+    if let (Some(all), Some(more)) = (schemas.as_object_mut(), more.as_object()) {
+        all.extend(more.clone());
+    }
     schemas
+}
+
+/// The security requirement of a route.
+fn security(auth: Auth) -> Option<Value> {
+    let scheme = match auth {
+        Auth::Public => return None,
+        Auth::User => json!([{"bearer": []}, {"session": []}]),
+        Auth::Node => json!([{"node": []}]),
+        Auth::Cluster => json!([{"cluster": []}]),
+        Auth::Basic => json!([{"basic": []}]),
+    };
+    Some(scheme)
+}
+
+/// One operation of the document.
+fn operation(route: &Route) -> Value {
+    let error_ref = json!({"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}});
+    let mut op = Map::new();
+    op.insert("operationId".into(), json!(route.id));
+    op.insert("tags".into(), json!([route.tag]));
+    op.insert("summary".into(), json!(route.summary));
+    let mut params: Vec<Value> = route
+        .path
+        .split('/')
+        .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        .map(|name| {
+            json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"},
+            "description": "id or name"})
+        })
+        .collect();
+    if route.paged {
+        params.push(json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}));
+        params.push(
+            json!({"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}}),
+        );
+    }
+    if route.logs {
+        params.push(json!({"name": "tail", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 10000}}));
+        params.push(json!({"name": "follow", "in": "query", "schema": {"type": "boolean"}}));
+        params.push(json!({"name": "replica", "in": "query", "schema": {"type": "string"}}));
+    }
+    for query in route.query {
+        params.push(
+            json!({"name": query.name, "in": "query", "schema": {"type": query.kind},
+            "description": query.about}),
+        );
+    }
+    if route.if_match {
+        params.push(
+            json!({"name": "If-Match", "in": "header", "schema": {"type": "string"},
+            "description": "the revision the change is based on; a stale one gets 409"}),
+        );
+    }
+    if !params.is_empty() {
+        op.insert("parameters".into(), Value::Array(params));
+    }
+    if let Some(schema) = route.body {
+        op.insert(
+            "requestBody".into(),
+            json!({"required": true, "content": {"application/json": {
+            "schema": {"$ref": format!("#/components/schemas/{schema}")}}}}),
+        );
+    }
+    let mut responses = Map::new();
+    let (status, schema) = route.ok;
+    let description = if status == 101 {
+        "switching protocols: a websocket"
+    } else {
+        "success"
+    };
+    responses.insert(
+        status.to_string(),
+        match schema {
+            Some(s) => json!({"description": description, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{s}")}}}}),
+            None => json!({"description": description}),
+        },
+    );
+    if route.upgrade {
+        responses.insert(
+            "101".into(),
+            json!({"description": "switching protocols: the same as a websocket"}),
+        );
+    }
+    responses.insert(
+        "default".into(),
+        json!({"description": "error", "content": error_ref}),
+    );
+    op.insert("responses".into(), Value::Object(responses));
+    op.insert(
+        "security".into(),
+        security(route.auth).unwrap_or_else(|| json!([])),
+    );
+    Value::Object(op)
 }
 
 /// The OpenAPI 3 document.
 pub fn document() -> Value {
-    let error_ref = json!({"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}});
     let mut paths: Map<String, Value> = Map::new();
     for route in ROUTES {
-        let mut op = Map::new();
-        op.insert("summary".into(), json!(route.summary));
-        op.insert(
-            "operationId".into(),
-            json!(format!("{} {}", route.method, route.path)),
-        );
-        let mut params: Vec<Value> = route
-            .path
-            .split('/')
-            .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-            .map(|name| {
-                json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"},
-                "description": "id or name"})
-            })
-            .collect();
-        if route.paged {
-            params.push(json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}));
-            params.push(json!({"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}}));
-        }
-        if route.logs {
-            params.push(json!({"name": "tail", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 10000}}));
-            params.push(json!({"name": "follow", "in": "query", "schema": {"type": "boolean"}}));
-            params.push(json!({"name": "replica", "in": "query", "schema": {"type": "string"}}));
-        }
-        if route.if_match {
-            params.push(
-                json!({"name": "If-Match", "in": "header", "schema": {"type": "string"},
-                "description": "the revision the change is based on; a stale one gets 409"}),
-            );
-        }
-        if !params.is_empty() {
-            op.insert("parameters".into(), Value::Array(params));
-        }
-        if let Some(schema) = route.body {
-            op.insert(
-                "requestBody".into(),
-                json!({"required": true, "content": {"application/json": {
-                "schema": {"$ref": format!("#/components/schemas/{schema}")}}}}),
-            );
-        }
-        let mut responses = Map::new();
-        let (status, schema) = route.ok;
-        responses.insert(
-            status.to_string(),
-            match schema {
-                Some(s) => json!({"description": "success", "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{s}")}}}}),
-                None => json!({"description": "success"}),
-            },
-        );
-        responses.insert(
-            "default".into(),
-            json!({"description": "error", "content": error_ref}),
-        );
-        op.insert("responses".into(), Value::Object(responses));
-        if route.auth {
-            op.insert("security".into(), json!([{"bearer": []}]));
-        }
         let entry = paths
             .entry(route.path.to_owned())
             .or_insert_with(|| json!({}));
-        entry[route.method.to_lowercase()] = Value::Object(op);
+        entry[route.method.to_lowercase()] = operation(route);
     }
+    let tags: Vec<Value> = TAGS
+        .iter()
+        .map(|(name, about)| json!({"name": name, "description": about}))
+        .collect();
     json!({
         "openapi": "3.0.3",
         "info": {"title": "lb API", "version": env!("CARGO_PKG_VERSION"),
-            "description": "REST API of lb, a container cluster platform"},
+            "description": "REST API of lb, a container cluster platform. Start at GET /api/v1."},
+        "servers": [{"url": "/", "description": "this server"}],
+        "tags": tags,
         "paths": paths,
         "components": {
             "schemas": schemas(),
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                "description": "an access token from /auth/login or an API token from /tokens"}}
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer",
+                    "description": "an access token from /auth/login or an API token from /tokens"},
+                "session": {"type": "apiKey", "in": "cookie", "name": "lb_session",
+                    "description": "the web UI's session; changes also need the X-CSRF-Token header"},
+                "node": {"type": "http", "scheme": "bearer",
+                    "description": "a node's credential, from /nodes/join"},
+                "cluster": {"type": "http", "scheme": "bearer",
+                    "description": "the cluster's internal secret, known to API instances only"},
+                "basic": {"type": "http", "scheme": "basic",
+                    "description": "a user name with a password or API token, or a node's credential as the password"}
+            }
         }
     })
 }
@@ -532,32 +761,109 @@ mod tests {
 
     #[test]
     fn routes_name_metrics() {
-        assert_eq!(
-            route_of("GET", "/api/v1/projects/demo"),
-            "/api/v1/projects/{p}"
-        );
-        assert_eq!(
-            route_of("POST", "/api/v1/projects/demo/services/web/scale"),
-            "/api/v1/projects/{p}/services/{s}/scale"
-        );
-        assert_eq!(
-            route_of("GET", "/api/v1/projects/demo/services/web/replicas"),
-            "/api/v1/projects/{p}/services/{s}/replicas"
-        );
-        assert_eq!(route_of("GET", "/metrics"), "/metrics");
-        assert_eq!(route_of("GET", "/etc/passwd"), "unmatched");
+        for (method, path, route) in [
+            ("GET", "/api/v1/projects/demo", "/api/v1/projects/{p}"),
+            (
+                "POST",
+                "/api/v1/projects/demo/services/web/scale",
+                "/api/v1/projects/{p}/services/{s}/scale",
+            ),
+            (
+                "GET",
+                "/api/v1/projects/demo/services/web/replicas",
+                "/api/v1/projects/{p}/services/{s}/replicas",
+            ),
+            // Fixed segments beat parameters.
+            ("POST", "/api/v1/nodes/join", "/api/v1/nodes/join"),
+            ("GET", "/api/v1/nodes/n1", "/api/v1/nodes/{n}"),
+            ("GET", "/api/v1", "/api/v1"),
+            ("GET", "/api/v1/", "/api/v1"),
+            ("GET", "/metrics", "/metrics"),
+            ("GET", "/etc/passwd", "unmatched"),
+            ("GET", "/", "unmatched"),
+        ] {
+            assert_eq!(route_of(method, path), route, "{method} {path}");
+        }
     }
 
     #[test]
-    fn every_route_is_in_the_document() {
-        let doc = document();
+    fn ids_are_unique_camel_case_and_tags_known() {
+        let mut seen = std::collections::BTreeSet::new();
+        for route in ROUTES {
+            assert!(seen.insert(route.id), "operationId {} used twice", route.id);
+            let mut chars = route.id.chars();
+            assert!(
+                chars.next().is_some_and(|c| c.is_ascii_lowercase())
+                    && chars.all(|c| c.is_ascii_alphanumeric()),
+                "operationId {:?} of {} {} is not lowerCamelCase",
+                route.id,
+                route.method,
+                route.path
+            );
+            assert!(
+                TAGS.iter().any(|(tag, _)| *tag == route.tag),
+                "{} {}: tag {:?} is not in TAGS",
+                route.method,
+                route.path,
+                route.tag
+            );
+        }
+        let mut pairs = std::collections::BTreeSet::new();
         for route in ROUTES {
             assert!(
-                doc["paths"][route.path][route.method.to_lowercase()].is_object(),
-                "{} {}",
+                pairs.insert((route.method, route.path)),
+                "{} {} listed twice",
                 route.method,
                 route.path
             );
         }
+    }
+
+    #[test]
+    fn every_route_is_in_the_document_and_every_ref_resolves() {
+        let doc = document();
+        for route in ROUTES {
+            let op = &doc["paths"][route.path][route.method.to_lowercase()];
+            assert_eq!(
+                op["operationId"], route.id,
+                "{} {}",
+                route.method, route.path
+            );
+        }
+        fn refs(value: &Value, out: &mut Vec<String>) {
+            match value {
+                Value::Object(map) => {
+                    if let Some(Value::String(r)) = map.get("$ref") {
+                        out.push(r.clone());
+                    }
+                    map.values().for_each(|v| refs(v, out));
+                }
+                Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+                _ => {}
+            }
+        }
+        let mut all = Vec::new();
+        refs(&doc, &mut all);
+        for r in all {
+            let name = r.trim_start_matches("#/components/schemas/");
+            assert!(
+                doc["components"]["schemas"][name].is_object(),
+                "{r} does not resolve"
+            );
+        }
+    }
+
+    #[test]
+    fn the_index_links_only_to_routes() {
+        let index = index();
+        let links = index["links"].as_object().cloned().unwrap_or_default();
+        assert!(links.len() >= 8, "{index}");
+        for (name, path) in links {
+            assert!(
+                ROUTES.iter().any(|r| r.path == path),
+                "link {name} -> {path} is no route"
+            );
+        }
+        assert_eq!(index["openapi"], "/api/v1/openapi.json");
     }
 }

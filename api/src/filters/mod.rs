@@ -29,8 +29,14 @@ pub fn api(ctx: Ctx) -> BoxedFilter<(Response,)> {
     let openapi = warp::path!("openapi.json")
         .and(warp::get())
         .map(|| warp::reply::json(&crate::openapi::document()).into_response());
+    // `GET /api/v1` (and `/api/v1/`): an index, not a bare 404.
+    let index = warp::path::end()
+        .and(warp::get())
+        .map(|| warp::reply::json(&crate::openapi::index()).into_response());
     v1.and(
-        accounts::routes(ctx.clone())
+        index
+            .or(accounts::routes(ctx.clone()))
+            .unify()
             .or(projects::routes(ctx.clone()))
             .unify()
             .or(services::routes(ctx.clone()))
