@@ -499,9 +499,12 @@ async fn a_wrong_answer_fails_with_pebbles_message_then_retries() {
         .wait_record(domain, |r| r.status == CertStatus::Failed)
         .await;
     let error = failed.error.clone().unwrap_or_default();
+    eprintln!("the order failed with: {error}");
     // Pebble's own words: the answer did not match the key authorization.
     assert!(
-        error.contains("wrong") && error.contains("unauthorized"),
+        error.contains("did not match")
+            && error.contains(r#""wrong""#)
+            && error.contains("unauthorized"),
         "{failed:?}"
     );
     assert_eq!(failed.attempts, 1);
