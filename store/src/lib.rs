@@ -27,6 +27,7 @@ pub mod cache;
 pub mod codec;
 pub mod embedded;
 pub mod etcd;
+pub mod private;
 pub mod registry;
 pub mod secrets;
 

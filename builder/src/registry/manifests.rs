@@ -246,7 +246,7 @@ impl Registry {
                 "manifest-{}",
                 lb_model::ids::new_id().to_lowercase()
             ));
-            let mut file = tokio::fs::File::create(&tmp).await?;
+            let mut file = super::uploads::private_file(&tmp).await?;
             file.write_all(&bytes).await?;
             file.sync_all().await?;
             tokio::fs::rename(&tmp, &target).await?;

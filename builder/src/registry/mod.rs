@@ -65,9 +65,12 @@ impl Registry {
         dir: &Path,
         realm: String,
     ) -> std::io::Result<Arc<Self>> {
+        // Blobs are private images: only lb's user reads them (0700/0600,
+        // wider modes narrowed with a warning).
         for sub in ["blobs/sha256", "uploads"] {
-            tokio::fs::create_dir_all(dir.join(sub)).await?;
+            lb_store::private::create_dir(&dir.join(sub))?;
         }
+        lb_store::private::secure_tree(dir)?;
         // Uploads do not survive a restart (their hash state is in memory).
         let mut entries = tokio::fs::read_dir(dir.join("uploads")).await?;
         while let Some(entry) = entries.next_entry().await? {

@@ -48,7 +48,7 @@ impl Registry {
             }
         }
         let id = lb_model::ids::new_id().to_lowercase();
-        tokio::fs::File::create(self.upload_path(&id)).await?;
+        private_file(&self.upload_path(&id)).await?;
         self.uploads_lock().insert(
             id.clone(),
             Upload {
@@ -256,4 +256,16 @@ impl Registry {
         self.link_blob(pid, sid, digest, size).await?;
         Ok(Some(created(&format!("/v2/{name}/blobs/{digest}"), digest)))
     }
+}
+
+/// Creates (or truncates) a file only lb's user may read (0600): uploads
+/// become blobs by a rename, which keeps the mode.
+pub(super) async fn private_file(path: &std::path::Path) -> std::io::Result<tokio::fs::File> {
+    tokio::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(lb_store::private::FILE_MODE)
+        .open(path)
+        .await
 }

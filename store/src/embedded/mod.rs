@@ -145,13 +145,18 @@ fn key_string(bytes: &[u8]) -> Result<String> {
 
 impl EmbeddedStore {
     /// Opens (or creates) the store file inside `dir`, creating the directory
-    /// when missing.
+    /// when missing. The store holds the cluster's keys: `dir` and all
+    /// under it is made private to lb's user (0700/0600, see
+    /// [`crate::private`]), narrowing wider modes with a warning.
     pub async fn open_dir(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        let io = |source| Error::Io {
             path: dir.display().to_string(),
             source,
-        })?;
-        Self::open(&dir.join(FILE_NAME)).await
+        };
+        crate::private::create_dir(dir).map_err(io)?;
+        let store = Self::open(&dir.join(FILE_NAME)).await?;
+        crate::private::secure_tree(dir).map_err(io)?;
+        Ok(store)
     }
 
     /// Opens (or creates) the store file at `path`.
