@@ -133,6 +133,8 @@ struct ApiArgs {
     /// <service>-<project>-<owner>.<base domain>.
     #[arg(long, env = "LB_BASE_DOMAIN", value_parser = parse_base_domain)]
     base_domain: Option<String>,
+    #[command(flatten)]
+    acme: crate::ingress::AcmeArgs,
 }
 
 #[derive(Args, Debug)]
@@ -163,6 +165,8 @@ struct UpArgs {
     node_grace: std::time::Duration,
     #[command(flatten)]
     ingress: crate::ingress::IngressArgs,
+    #[command(flatten)]
+    acme: crate::ingress::AcmeArgs,
     /// Do not run the ingress here.
     #[arg(long, env = "LB_NO_INGRESS")]
     no_ingress: bool,
@@ -356,6 +360,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                             .filter(|_| !args.no_ingress)
                             .map(|a| a.port()),
                     },
+                    // Certificates only where this ingress serves HTTPS.
+                    acme: Some(
+                        args.acme
+                            .config(!args.no_ingress && args.ingress.https_listen.is_some())?,
+                    ),
                     ..lb_api::Config::new(args.listen, signup(args.signup))
                 },
                 ingress: (!args.no_ingress).then(|| args.ingress.config()),
@@ -381,6 +390,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         base_domain: args.base_domain,
                         ..Default::default()
                     },
+                    acme: Some(args.acme.config(true)?),
                     ..lb_api::Config::new(args.listen, signup(args.signup))
                 },
             )

@@ -43,6 +43,41 @@ impl IngressArgs {
     }
 }
 
+/// How certificates are issued (`lb up`, `lb api`).
+#[derive(Args, Debug, Clone)]
+pub struct AcmeArgs {
+    /// The ACME server's directory (RFC 8555) certificates are ordered from.
+    #[arg(long, env = "LB_ACME_DIRECTORY", default_value = lb_certs::LETS_ENCRYPT)]
+    pub acme_directory: String,
+    /// The contact address of lb's ACME account.
+    #[arg(long, env = "LB_ACME_EMAIL")]
+    pub acme_email: Option<String>,
+    /// Extra root certificates (PEM) to trust the ACME server with (a
+    /// private CA, a test server).
+    #[arg(long, env = "LB_ACME_CA_FILE")]
+    pub acme_ca_file: Option<std::path::PathBuf>,
+    /// Order no certificates (uploaded ones still serve).
+    #[arg(long, env = "LB_NO_ACME")]
+    pub no_acme: bool,
+}
+
+impl AcmeArgs {
+    /// The issuer's settings; `enabled` also needs somewhere to serve HTTPS.
+    pub fn config(&self, enabled: bool) -> anyhow::Result<lb_certs::AcmeConfig> {
+        if let Some(file) = &self.acme_ca_file {
+            std::fs::metadata(file)
+                .with_context(|| format!("--acme-ca-file {}", file.display()))?;
+        }
+        Ok(lb_certs::AcmeConfig {
+            enabled: enabled && !self.no_acme,
+            directory: self.acme_directory.clone(),
+            email: self.acme_email.clone(),
+            ca_file: self.acme_ca_file.clone(),
+            ..Default::default()
+        })
+    }
+}
+
 /// A new route table channel, empty until the first table arrives.
 pub fn routes() -> watch::Sender<Arc<RouteTable>> {
     watch::Sender::new(Arc::default())

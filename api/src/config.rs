@@ -46,6 +46,8 @@ pub struct Config {
     pub advertise_url: Option<String>,
     /// What the API needs to know of the ingress (base domain, public ports).
     pub ingress: crate::ingress::IngressSettings,
+    /// The ACME issuer's settings; `None`: no issuer in this server.
+    pub acme: Option<lb_certs::AcmeConfig>,
 }
 
 impl Config {
@@ -62,6 +64,7 @@ impl Config {
             ui_vendor_dir: DEFAULT_VENDOR_DIR.into(),
             advertise_url: None,
             ingress: Default::default(),
+            acme: None,
         }
     }
 }

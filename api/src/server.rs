@@ -77,6 +77,15 @@ impl Server {
         ctx.streams.set_peers(peers);
         tokio::spawn(crate::vendors::controller::run(ctx.clone()));
         tokio::spawn(crate::ingress::run(ctx.clone()));
+        if let Some(acme) = config.acme.clone().filter(|a| a.enabled) {
+            let acme = lb_certs::AcmeConfig {
+                keys: ctx.keys.clone(),
+                holder: url.clone(),
+                ..acme
+            };
+            let issuer = lb_certs::Issuer::new(ctx.store.clone(), ctx.sealer.clone(), acme);
+            tokio::spawn(issuer.run(std::future::pending()));
+        }
         let routes = crate::filters::routes(ctx.clone());
         let (addr, serve) = warp::serve(routes)
             .try_bind_with_graceful_shutdown(addr, shutdown)

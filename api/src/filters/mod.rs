@@ -5,6 +5,7 @@
 mod accounts;
 mod builds;
 mod cluster;
+mod domains;
 mod events;
 pub mod extract;
 mod nodes;
@@ -40,6 +41,8 @@ pub fn api(ctx: Ctx) -> BoxedFilter<(Response,)> {
             .or(projects::routes(ctx.clone()))
             .unify()
             .or(services::routes(ctx.clone()))
+            .unify()
+            .or(domains::routes(ctx.clone()))
             .unify()
             .or(builds::routes(ctx.clone()))
             .unify()
