@@ -5,7 +5,8 @@
 //! the ingress does from its route table. Pebble's own TLS certificate is
 //! made with `openssl`; issued chains are checked with `openssl verify`
 //! against pebble's root, fetched from its management port with `curl`.
-//! The store is the embedded one.
+//! The store is the embedded one, and a real etcd (one connection per
+//! issuer) for the two-issuer case.
 //!
 //! Needs /usr/bin/pebble, /usr/bin/pebble-challtestsrv, openssl and curl
 //! (`contrib/deps.sh --test`).
@@ -21,6 +22,7 @@ use lb_certs::{AcmeConfig, Issuer};
 use lb_model::keys::Keys;
 use lb_model::{CertRecord, CertSource, CertStatus};
 use lb_store::embedded::EmbeddedStore;
+use lb_store::etcd::EtcdStore;
 use lb_store::secrets::Sealer;
 use lb_store::{Event, Shared, StoreExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -135,12 +137,20 @@ struct Acme {
     responder: Responder,
     directory: String,
     management: u16,
+    /// With etcd, each issuer gets its own connection, as API servers do.
+    etcd: Option<lb_testing::EtcdServer>,
     _pebble: Child,
     _dns: Child,
 }
 
 impl Acme {
+    /// On the embedded store.
     async fn start() -> Acme {
+        Self::start_on(None).await
+    }
+
+    /// On `etcd`, or the embedded store.
+    async fn start_on(etcd: Option<lb_testing::EtcdServer>) -> Acme {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path();
         // Pebble's TLS certificate, from a CA of the test's own.
@@ -210,7 +220,10 @@ impl Acme {
             ],
         );
 
-        let store: Shared = Arc::new(EmbeddedStore::open_dir(&path.join("store")).await.unwrap());
+        let store: Shared = match &etcd {
+            Some(etcd) => Arc::new(EtcdStore::connect(&[etcd.endpoint()]).await.unwrap()),
+            None => Arc::new(EmbeddedStore::open_dir(&path.join("store")).await.unwrap()),
+        };
         let keys = Keys::default();
         let responder = responder(store.clone(), keys.clone()).await;
 
@@ -288,6 +301,7 @@ impl Acme {
             responder,
             _pebble: pebble,
             _dns: dns_child,
+            etcd,
             dir,
         }
     }
@@ -310,9 +324,13 @@ impl Acme {
     }
 
     /// Starts an issuer; dropping the answer stops it.
-    fn issuer(&self, holder: &str) -> tokio::sync::oneshot::Sender<()> {
+    async fn issuer(&self, holder: &str) -> tokio::sync::oneshot::Sender<()> {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let issuer = Issuer::new(self.store.clone(), self.sealer.clone(), self.config(holder));
+        let store: Shared = match &self.etcd {
+            Some(etcd) => Arc::new(EtcdStore::connect(&[etcd.endpoint()]).await.unwrap()),
+            None => self.store.clone(),
+        };
+        let issuer = Issuer::new(store, self.sealer.clone(), self.config(holder));
         tokio::spawn(issuer.run(async move {
             let _ = stopped.await;
         }));
@@ -407,7 +425,7 @@ impl Acme {
 #[tokio::test]
 async fn issues_renews_and_releases() {
     let acme = Acme::start().await;
-    let _issuer = acme.issuer("issuer-a");
+    let _issuer = acme.issuer("issuer-a").await;
     let domain = "app.lbtest.com";
     acme.claim(domain).await;
 
@@ -491,7 +509,7 @@ async fn issues_renews_and_releases() {
 async fn a_wrong_answer_fails_with_pebbles_message_then_retries() {
     let acme = Acme::start().await;
     acme.responder.wrong.store(true, Ordering::SeqCst);
-    let _issuer = acme.issuer("issuer-a");
+    let _issuer = acme.issuer("issuer-a").await;
     let domain = "broken.lbtest.com";
     acme.claim(domain).await;
 
@@ -523,10 +541,21 @@ async fn a_wrong_answer_fails_with_pebbles_message_then_retries() {
 
 #[tokio::test]
 async fn two_issuers_order_once_and_hand_over() {
-    let acme = Acme::start().await;
+    two_issuers(Acme::start().await).await;
+}
+
+#[tokio::test]
+async fn two_issuers_on_etcd_order_once_and_hand_over() {
+    let etcd = lb_testing::EtcdServer::start().await;
+    two_issuers(Acme::start_on(Some(etcd)).await).await;
+}
+
+/// Two issuers (two API servers) at once: one order; when the holder
+/// stops, the other issues.
+async fn two_issuers(acme: Acme) {
     let start = acme.store.revision().await.unwrap();
-    let stop_a = acme.issuer("issuer-a");
-    let stop_b = acme.issuer("issuer-b");
+    let stop_a = acme.issuer("issuer-a").await;
+    let stop_b = acme.issuer("issuer-b").await;
     let domain = "once.lbtest.com";
     acme.claim(domain).await;
     let issued = acme
