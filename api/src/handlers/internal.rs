@@ -1,6 +1,6 @@
 //! Routes other API instances call to reach a node whose channel this one
 //! holds (see `crate::peers`). Authenticated with the cluster's internal
-//! secret, never with a user's token; not in the OpenAPI document.
+//! secret, never with a user's token (tag `internal` in the OpenAPI document).
 
 use std::time::Duration;
 
