@@ -67,7 +67,9 @@ pub async fn load_or_join(config: &Config) -> Result<Credential> {
 }
 
 fn save(dir: &Path, credential: &Credential) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
+    // The credential is the node's secret: its directory is lb's alone.
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(dir)?;
     let tmp = dir.join(format!("{FILE}.tmp"));
     let mut file = std::fs::OpenOptions::new()
         .create(true)
