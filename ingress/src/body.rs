@@ -144,7 +144,7 @@ impl hyper::body::Body for Upload {
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
             Some(inner) => inner.size_hint(),
-            None => self.slot.hint.clone(),
+            None => self.slot.hint,
         }
     }
 }

@@ -7,6 +7,7 @@
 //! modules, from the socket inwards: `server` (listeners, connections,
 //! graceful shutdown), `tls` (certificates by SNI), `proxy` (one request:
 //! ACME answers, routing, redirect, forwarding with a retry, upgrades),
+//! `index` (host → route in hash maps),
 //! `balance` (round-robin), `headers` (hop-by-hop and `X-Forwarded-*`),
 //! `body` (streaming with the body limit), `pages` (the ingress's own
 //! answers), `metrics`.
@@ -15,6 +16,7 @@ mod balance;
 mod body;
 mod config;
 mod headers;
+mod index;
 mod metrics;
 mod pages;
 mod proxy;

@@ -4,7 +4,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use http::header::{self, HeaderValue};
@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use crate::balance::Balancer;
 use crate::body::{self, Body, Slot, Upload};
 use crate::headers;
+use crate::index::Index;
 use crate::metrics::Metrics;
 use crate::pages;
 use crate::Config;
@@ -33,6 +34,8 @@ const NO_ROUTE: &str = "-";
 pub(crate) struct Proxy {
     config: Config,
     routes: watch::Receiver<Arc<RouteTable>>,
+    /// The current table's host index, rebuilt when the table changes.
+    index: RwLock<Arc<Index>>,
     client: Client<HttpConnector, Upload>,
     pub(crate) metrics: Metrics,
     pub(crate) balancer: Balancer,
@@ -70,9 +73,11 @@ impl Proxy {
             .https_redirect_port
             .or(https_port)
             .filter(|p| *p != 443);
+        let index = RwLock::new(Arc::new(Index::new(routes.borrow().clone())));
         Proxy {
             config,
             routes,
+            index,
             client,
             metrics,
             balancer: Balancer::default(),
@@ -88,7 +93,8 @@ impl Proxy {
         peer: Peer,
     ) -> Result<Response<Body>, Infallible> {
         let start = Instant::now();
-        let table = self.routes.borrow().clone();
+        let index = self.index();
+        let table = &index.table;
         let host = request_host(&req).unwrap_or_default();
         if !peer.https {
             if let Some(token) = req.uri().path().strip_prefix(ACME_PREFIX) {
@@ -96,13 +102,13 @@ impl Proxy {
                     Some(key_auth) => pages::challenge(key_auth),
                     None => pages::error(StatusCode::NOT_FOUND, "No such ACME challenge."),
                 };
-                let route = table.route(&host).map_or(NO_ROUTE, |r| r.name.as_str());
+                let route = index.route(&host).map_or(NO_ROUTE, |r| r.name.as_str());
                 self.metrics
                     .request(route, response.status().as_u16(), start.elapsed());
                 return Ok(response);
             }
         }
-        let Some(route) = table.route(&host) else {
+        let Some(route) = index.route(&host) else {
             let response = pages::unknown_host(&host);
             self.metrics
                 .request(NO_ROUTE, response.status().as_u16(), start.elapsed());
@@ -135,6 +141,21 @@ impl Proxy {
             );
         }
         Ok(response)
+    }
+
+    /// The index of the current table.
+    fn index(&self) -> Arc<Index> {
+        let table = self.routes.borrow().clone();
+        if let Ok(index) = self.index.read() {
+            if Arc::ptr_eq(&index.table, &table) {
+                return index.clone();
+            }
+        }
+        let fresh = Arc::new(Index::new(table));
+        if let Ok(mut index) = self.index.write() {
+            *index = fresh.clone();
+        }
+        fresh
     }
 
     /// `https://host[:port]/path?query` for a redirect.

@@ -364,3 +364,33 @@ async fn a_new_table_is_served_without_restart() {
     let r = curl(&["-H", "Host: app.test", &ingress.url("/")]).await;
     assert!(r.body.starts_with("two\n"), "{r:?}");
 }
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let web = echo("web").await;
+    let config = Config {
+        idle_timeout: Duration::from_millis(500),
+        ..test_config(false)
+    };
+    let ingress = Ingress::with(config, table(vec![route("web", &["app.test"], &[web])])).await;
+    let mut stream = tokio::net::TcpStream::connect(ingress.http).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    // The answer, then (the connection kept alive and idle) the server's close.
+    within(10, "the server to close the idle connection", async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    let seen = String::from_utf8_lossy(&seen);
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+}
