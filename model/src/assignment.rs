@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Port, Volume};
+use super::{HealthCheck, Port, Volume};
 
 /// One replica as its node runs it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,6 +51,15 @@ pub struct Assignment {
     /// (the service's `stop_timeout`; absent in records older than it).
     #[serde(default = "super::service::default_stop_timeout")]
     pub stop_timeout: u32,
+    /// The container's confinement (capabilities, pids, read-only root);
+    /// the defaults in records older than it.
+    #[serde(default)]
+    pub hardening: super::Hardening,
+    /// The spec's health check, its port resolved (`None`: the image's
+    /// `HEALTHCHECK`, if any, is used). Part of the generation, not of the
+    /// container: the node runs the check itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthCheck>,
 }
 
 fn yes() -> bool {
@@ -70,5 +79,7 @@ mod tests {
         let a: Assignment = serde_json::from_value(old).unwrap();
         assert_eq!(a.stop_timeout, super::super::DEFAULT_STOP_TIMEOUT);
         assert!(a.running);
+        assert_eq!(a.health, None);
+        assert_eq!(a.hardening, super::super::Hardening::default());
     }
 }

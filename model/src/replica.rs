@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Protocol, Timestamp};
+use super::{Health, Protocol, Timestamp};
 
 /// Where a replica is, as the API shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -79,9 +79,31 @@ pub struct ReplicaStatus {
     /// Restarts so far.
     #[serde(default)]
     pub restarts: u32,
-    /// A human-readable reason (e.g. the registry's pull error).
+    /// A human-readable reason (e.g. the registry's pull error, or
+    /// "restarted: unhealthy (GET /healthz: 503)").
     #[serde(default)]
     pub message: String,
+    /// The health check's verdict while the container runs; `None` when it
+    /// has no check (neither the spec's `health` nor the image's
+    /// `HEALTHCHECK`) or does not run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
+    /// Why the last check failed (e.g. "GET /healthz: 503"); empty while
+    /// checks pass.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub health_message: String,
+    /// When `health` last changed, by the node's clock: a `starting` one
+    /// since then has not passed a check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_since: Option<Timestamp>,
     /// When it was reported.
     pub updated: Timestamp,
+}
+
+impl ReplicaStatus {
+    /// Whether the replica should get traffic: it runs, and it is healthy
+    /// or has no check. What the ingress's route table reads.
+    pub fn takes_traffic(&self) -> bool {
+        super::health::takes_traffic(self.state, self.health)
+    }
 }

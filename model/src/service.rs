@@ -140,6 +140,11 @@ pub struct ServiceSpec {
     /// Each request through the ingress is written to the service's logs.
     #[serde(default)]
     pub access_log: bool,
+    /// The check replicas must pass to get traffic and to count as ready in
+    /// a rollout (see [`crate::HealthCheck`]); without it, the image's
+    /// `HEALTHCHECK` if it has one.
+    #[serde(default)]
+    pub health: Option<crate::HealthCheck>,
     /// Labels a node must carry to run the replicas.
     #[serde(default)]
     pub node_selector: BTreeMap<String, String>,
@@ -153,6 +158,20 @@ pub struct ServiceSpec {
     /// killed, 0–300 (`docker stop -t`).
     #[serde(default = "default_stop_timeout")]
     pub stop_timeout: u32,
+    /// Capabilities taken back from those every container drops (see
+    /// [`crate::DROPPED_CAPS`]).
+    #[serde(default)]
+    pub cap_add: Vec<String>,
+    /// The most processes in a replica, up to [`crate::MAX_PIDS`].
+    #[serde(default = "default_pids")]
+    pub pids: u32,
+    /// A read-only root filesystem (with a writable tmpfs at /tmp).
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+fn default_pids() -> u32 {
+    crate::DEFAULT_PIDS
 }
 
 fn default_true() -> bool {
@@ -282,7 +301,23 @@ impl ServiceSpec {
         for (key, value) in &self.node_selector {
             check_label(key, value).map_err(|m| ValidationError::new("node_selector", m))?;
         }
+        if let Some(health) = &self.health {
+            health
+                .validate(&self.ports, self.ingress_port())
+                .map_err(|e| e.under("health"))?;
+        }
+        self.hardening().validate()?;
         Ok(())
+    }
+
+    /// How the replicas' containers are confined (`cap_add`, `pids`,
+    /// `read_only`), as the assignment carries it.
+    pub fn hardening(&self) -> crate::Hardening {
+        crate::Hardening {
+            cap_add: self.cap_add.clone(),
+            pids: self.pids,
+            read_only: self.read_only,
+        }
     }
 }
 
@@ -466,8 +501,10 @@ pub struct ServiceMeta {
 impl ServiceSpec {
     /// Whether going from `self` to `new` needs new containers: what a
     /// replica runs (image, source, limits, ports, env, command, volumes,
-    /// placement) changed. Name, description, labels, domains, replica
-    /// count and stop timeout are applied without replacing containers.
+    /// placement, health check) changed. Name, description, labels, domains,
+    /// replica count and stop timeout are applied without replacing
+    /// containers. A new health check rolls out like a new image, so one
+    /// that fails halts the rollout instead of restarting every replica.
     pub fn needs_new_generation(&self, new: &ServiceSpec) -> bool {
         self.image != new.image
             || self.source != new.source
@@ -478,6 +515,8 @@ impl ServiceSpec {
             || self.command != new.command
             || self.volumes != new.volumes
             || self.node_selector != new.node_selector
+            || self.health != new.health
+            || self.hardening() != new.hardening()
     }
 }
 
@@ -698,5 +737,9 @@ mod tests {
         new_env.env.insert("K".into(), "v".into());
         meta.record_change(&new_image, &new_env, 9);
         assert_eq!(meta.generation, 5);
+        let mut read_only = new_env.clone();
+        read_only.read_only = true;
+        meta.record_change(&new_env, &read_only, 10);
+        assert_eq!(meta.generation, 6);
     }
 }

@@ -111,6 +111,7 @@ impl Cluster {
             data_dir: dir.clone(),
             address: None,
             port_range: 30000..=32767,
+            routes: None,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(lb_node::run(config, async {
@@ -224,6 +225,8 @@ fn assignment(command: &[&str], memory: u64, ports: Vec<Port>) -> Assignment {
         volumes: Vec::new(),
         running: true,
         stop_timeout: 10,
+        hardening: Default::default(),
+        health: None,
     }
 }
 
@@ -580,4 +583,161 @@ async fn a_revoked_node_is_refused() {
     };
     assert_eq!(join("first").await.unwrap().status(), 201);
     assert_eq!(join("second").await.unwrap().status(), 401);
+}
+
+/// A health check from JSON, its port resolved to 8080.
+fn health(check: serde_json::Value) -> Option<lb_model::HealthCheck> {
+    let check: lb_model::HealthCheck = serde_json::from_value(check).unwrap();
+    Some(check.with_port(Some(8080)))
+}
+
+fn port_8080() -> Vec<Port> {
+    vec![Port {
+        container: 8080,
+        host: None,
+        protocol: Protocol::Tcp,
+    }]
+}
+
+/// Builds `tag` from the test image with a `HEALTHCHECK` line.
+fn image_with_healthcheck(tag: &str, healthcheck: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        format!("FROM {IMAGE}\nHEALTHCHECK {healthcheck}\n"),
+    )
+    .unwrap();
+    let out = Command::new("docker")
+        .args(["build", "-q", "-t", tag])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker build: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn health_checks_pass_and_an_unhealthy_replica_is_restarted() {
+    use lb_model::Health;
+    let cluster = Cluster::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = cluster.node(dir.path().join("node"), true).await;
+    let _cleanup = Cleanup(vec![node.id.clone()]);
+    let fast = |mut check: serde_json::Value| {
+        check["interval"] = 1.into();
+        check["timeout"] = 1.into();
+        check["retries"] = 2.into();
+        health(check)
+    };
+    // A page that answers: healthy.
+    let good = Assignment {
+        health: fast(serde_json::json!({"http": "/index.html"})),
+        ..assignment(HTTPD, 32, port_8080())
+    };
+    // A page that does not (busybox httpd answers 404).
+    let bad = Assignment {
+        health: fast(serde_json::json!({"http": "/healthz"})),
+        ..assignment(HTTPD, 32, port_8080())
+    };
+    // A port nobody listens on (Docker's proxy must not pass for it).
+    let deaf = Assignment {
+        health: fast(serde_json::json!({"tcp": true})),
+        ..assignment(&["/bin/busybox", "sleep", "3600"], 32, port_8080())
+    };
+    // A command that exits 0, and one that does not.
+    let fine = Assignment {
+        health: health(serde_json::json!({"command": ["/bin/busybox", "true"], "interval": 1})),
+        ..assignment(&["/bin/busybox", "sleep", "3600"], 32, Vec::new())
+    };
+    let failing = Assignment {
+        health: health(serde_json::json!({"command": ["/bin/busybox", "sh", "-c", "echo not ready >&2; exit 3"],
+            "interval": 1, "retries": 1})),
+        ..assignment(&["/bin/busybox", "sleep", "3600"], 32, Vec::new())
+    };
+    for a in [&good, &bad, &deaf, &fine, &failing] {
+        cluster.assign(&node.id, a).await;
+    }
+    for a in [&good, &fine] {
+        let s = cluster
+            .wait(a, "healthy", |s| s.health == Some(Health::Healthy))
+            .await;
+        assert!(s.takes_traffic() && s.restarts == 0, "{s:?}");
+    }
+    let s = cluster
+        .wait(&bad, "restarted for being unhealthy", |s| s.restarts >= 1)
+        .await;
+    assert_eq!(s.message, "restarted: unhealthy (GET /healthz: 404)", "{s:?}");
+    assert_eq!(s.health_message, "GET /healthz: 404");
+    assert!(!s.takes_traffic());
+    let s = cluster
+        .wait(&deaf, "restarted for being unhealthy", |s| s.restarts >= 1)
+        .await;
+    assert!(
+        s.message.starts_with("restarted: unhealthy (TCP port 8080: "),
+        "{s:?}"
+    );
+    let s = cluster
+        .wait(&failing, "restarted for being unhealthy", |s| {
+            s.restarts >= 1
+        })
+        .await;
+    assert_eq!(
+        s.message,
+        "restarted: unhealthy (command /bin/busybox: exit code 3: not ready)",
+        "{s:?}"
+    );
+    // The healthy ones were left alone meanwhile.
+    for a in [&good, &fine] {
+        let s = cluster.status(a).await.unwrap();
+        assert_eq!((s.health, s.restarts), (Some(Health::Healthy), 0), "{s:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_images_healthcheck_is_reported_and_an_unhealthy_one_restarted() {
+    use lb_model::Health;
+    let cluster = Cluster::start().await;
+    image_with_healthcheck(
+        "lb-test-busybox-healthy:1",
+        r#"--interval=1s --timeout=2s --retries=1 CMD ["/bin/busybox", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/index.html"]"#,
+    );
+    image_with_healthcheck(
+        "lb-test-busybox-sick:1",
+        r#"--interval=1s --timeout=2s --retries=1 CMD ["/bin/busybox", "false"]"#,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let node = cluster.node(dir.path().join("node"), true).await;
+    let _cleanup = Cleanup(vec![node.id.clone()]);
+    let healthy = Assignment {
+        image: "lb-test-busybox-healthy:1".into(),
+        ..assignment(HTTPD, 32, port_8080())
+    };
+    let sick = Assignment {
+        image: "lb-test-busybox-sick:1".into(),
+        ..assignment(HTTPD, 32, port_8080())
+    };
+    let plain = assignment(HTTPD, 32, port_8080());
+    for a in [&healthy, &sick, &plain] {
+        cluster.assign(&node.id, a).await;
+    }
+    let s = cluster
+        .wait(&healthy, "healthy by Docker", |s| {
+            s.health == Some(Health::Healthy)
+        })
+        .await;
+    assert!(s.takes_traffic(), "{s:?}");
+    let s = cluster
+        .wait(&sick, "restarted for Docker's unhealthy", |s| s.restarts >= 1)
+        .await;
+    assert_eq!(
+        s.message, "restarted: unhealthy (the image's HEALTHCHECK failed)",
+        "{s:?}"
+    );
+    let s = cluster
+        .wait(&plain, "running", |s| s.state == ReplicaState::Running)
+        .await;
+    assert_eq!(s.health, None, "no check at all: {s:?}");
 }

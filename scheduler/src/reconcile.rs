@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use lb_model::ids::new_id;
 use lb_model::keys::Keys;
-use lb_model::{Assignment, Replica, ReplicaState, ServiceState};
+use lb_model::{Assignment, Health, Replica, ReplicaState, ServiceState};
 use lb_store::{encode, Compare, Op, Shared};
 
 use crate::capacity::{node_views, request_of, taken};
@@ -27,9 +27,14 @@ use crate::placement::Nodes;
 use crate::rollout::{self, Action, Member};
 use crate::state::{Placed, ServiceKey, State};
 
-/// How long a new replica must run without a restart before a rolling
-/// update counts it ready and removes an old one.
+/// How long a new replica without a health check must run without a
+/// restart before a rolling update counts it ready and removes an old one.
+/// One with a check (the spec's or the image's) is ready once healthy.
 const MIN_READY_SECS: i64 = 3;
+/// Beyond its check's deadline ([`lb_model::HealthCheck::deadline_secs`]),
+/// how long a new replica still `starting` is given (clocks, reporting)
+/// before it halts the rollout.
+const HEALTH_MARGIN_SECS: i64 = 5;
 
 /// What a pass did, for logs and tests.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -101,6 +106,8 @@ fn assignment(service: &Service<'_>, rid: &str, generation: u64) -> Option<Assig
         volumes: spec.volumes.clone(),
         running: spec.state == ServiceState::Running,
         stop_timeout: spec.stop_timeout,
+        hardening: spec.hardening(),
+        health: spec.health.as_ref().map(|h| h.with_port(spec.ingress_port())),
     })
 }
 
@@ -386,28 +393,60 @@ fn plan(
     } else if has_image {
         // Rolling update (see [`crate::rollout`]). A new replica is ready
         // when it runs and never crashed (a replica that restarts is
-        // failing, even in the moment it runs again), and has stayed up a
-        // while: a container that dies at once is reported running first.
+        // failing, even in the moment it runs again), and either passes
+        // its health check or, having none, has stayed up a while: a
+        // container that dies at once is reported running first.
         let restarts = |p: &Placed| p.status.as_ref().map_or(0, |s| s.restarts);
         let now = lb_model::now();
+        let health = |p: &Placed| p.status.as_ref().and_then(|s| s.health);
         let ready = |p: &Placed| {
             p.state() == ReplicaState::Running
                 && restarts(p) == 0
-                && p.status
-                    .as_ref()
-                    .is_some_and(|s| now - s.updated >= MIN_READY_SECS)
+                && match health(p) {
+                    Some(h) => h == Health::Healthy,
+                    None => p
+                        .status
+                        .as_ref()
+                        .is_some_and(|s| now - s.updated >= MIN_READY_SECS),
+                }
         };
-        // Running but not yet long enough: look again when it will be.
+        // Still `starting` this long after it started: it never will pass.
+        let deadline = service
+            .spec
+            .health
+            .as_ref()
+            .map(|h| h.deadline_secs() as i64 + HEALTH_MARGIN_SECS);
+        let since_start = |p: &Placed| {
+            let s = p.status.as_ref()?;
+            (s.state == ReplicaState::Running && s.health == Some(Health::Starting))
+                .then_some(s.health_since.unwrap_or(s.updated))
+        };
+        let timed_out = |p: &Placed| {
+            matches!((deadline, since_start(p)), (Some(d), Some(at)) if now - at >= d)
+        };
+        // Running but not yet long enough, or not yet healthy: look again
+        // when it will be ready, or past its deadline.
         for p in &new {
-            if p.state() == ReplicaState::Running && restarts(p) == 0 && !ready(p) {
-                let updated = p.status.as_ref().map_or(now, |s| s.updated);
-                let left = (updated + MIN_READY_SECS - now).clamp(0, MIN_READY_SECS) as u64;
-                let at = Instant::now() + Duration::from_secs(left) + Duration::from_millis(50);
-                wake = Some(wake.map_or(at, |w: Instant| w.min(at)));
+            if p.state() != ReplicaState::Running || restarts(p) > 0 || ready(p) {
+                continue;
             }
+            let left = match (health(p), deadline, since_start(p)) {
+                (None, ..) => {
+                    let updated = p.status.as_ref().map_or(now, |s| s.updated);
+                    (updated + MIN_READY_SECS - now).clamp(0, MIN_READY_SECS)
+                }
+                (_, Some(d), Some(at)) => (at + d - now).clamp(0, d),
+                // A health change is an event of its own.
+                _ => continue,
+            };
+            let at = Instant::now() + Duration::from_secs(left as u64) + Duration::from_millis(50);
+            wake = Some(wake.map_or(at, |w: Instant| w.min(at)));
         }
         let failing = |p: &Placed| {
-            restarts(p) > 0 || matches!(p.state(), ReplicaState::Failed | ReplicaState::Exited)
+            restarts(p) > 0
+                || matches!(p.state(), ReplicaState::Failed | ReplicaState::Exited)
+                || health(p) == Some(Health::Unhealthy)
+                || timed_out(p)
         };
         let halted = new.iter().any(|p| failing(p));
         let running = service.spec.state == ServiceState::Running;
@@ -429,7 +468,8 @@ fn plan(
                     ready: if is_new {
                         ready(p)
                     } else {
-                        p.state() == ReplicaState::Running && told_to_run
+                        // Serving: running, and healthy or unchecked.
+                        p.status.as_ref().is_some_and(|s| s.takes_traffic()) && told_to_run
                     },
                     failing: is_new && failing(p),
                     draining: drained,
@@ -443,6 +483,30 @@ fn plan(
             .collect();
         if halted {
             tracing::info!(service = %sid, "rollout halted: a new replica fails; old replicas keep serving");
+        }
+        // The service says why it halted, on the failing replica's record
+        // (and no longer once none fails).
+        let halt = new.iter().find(|p| failing(p));
+        for p in &new {
+            let reason = match halt {
+                Some(h) if h.replica.id == p.replica.id => Some(halt_reason(p)),
+                _ => None,
+            };
+            let stale = p.replica.reason.as_deref().is_some_and(|r| r.starts_with(HALTED));
+            if p.replica.node.is_none() || p.replica.reason == reason || (reason.is_none() && !stale)
+            {
+                continue;
+            }
+            let key = keys.replica(pid, sid, &p.replica.id);
+            let record = Replica {
+                reason,
+                ..p.replica.clone()
+            };
+            units.push(Unit {
+                compares: vec![Compare::ModRevision(key.clone(), p.revision)],
+                ops: vec![Op::put(key, encode(&record))],
+                ..Unit::default()
+            });
         }
         let by_id = |id: &str| {
             service
@@ -548,5 +612,33 @@ fn plan(
         units,
         waiting,
         wake,
+    }
+}
+
+/// How a halted rollout's reason begins.
+const HALTED: &str = "rollout halted: ";
+
+/// Why a new replica halts its rollout, from its status: the last health
+/// check's failure when there is one ("rollout halted: replica R never
+/// became healthy (GET /healthz: 503)"), else what its node said.
+fn halt_reason(p: &Placed) -> String {
+    let id = &p.replica.id;
+    let Some(s) = &p.status else {
+        return format!("{HALTED}replica {id} fails");
+    };
+    let checked = s.health.is_some() || !s.health_message.is_empty();
+    let why = if !s.health_message.is_empty() {
+        s.health_message.clone()
+    } else if !s.message.is_empty() {
+        s.message.clone()
+    } else if let Some(code) = s.exit_code {
+        format!("exit code {code}")
+    } else {
+        format!("{:?}", s.state).to_lowercase()
+    };
+    if checked {
+        format!("{HALTED}replica {id} never became healthy ({why})")
+    } else {
+        format!("{HALTED}replica {id} keeps failing ({why})")
     }
 }

@@ -20,10 +20,13 @@ pub struct Member<'a> {
     pub node: Option<&'a str>,
     /// Of the generation being rolled out.
     pub new: bool,
-    /// Serving: a new replica running long enough without a restart, an
-    /// old one running and not told to stop.
+    /// Serving: a new replica healthy (or, without a health check, running
+    /// long enough) and never restarted; an old one running, healthy or
+    /// unchecked, and not told to stop. Old replicas go only as new ones
+    /// are ready, so none is removed before its successor is healthy.
     pub ready: bool,
-    /// A new replica that restarted or exited: the rollout halts.
+    /// A new replica that restarted, exited, turned unhealthy or never
+    /// became healthy in time: the rollout halts.
     pub failing: bool,
     /// An old replica told to stop so its place can be taken.
     pub draining: bool,

@@ -126,6 +126,9 @@ async fn report(store: &Shared, keys: &Keys, cpus: f64, told: &mut HashMap<Strin
             oom_killed: false,
             restarts: 0,
             message: String::new(),
+            health: None,
+            health_message: String::new(),
+            health_since: None,
             updated: lb_model::now() - 10,
         };
         store

@@ -199,6 +199,8 @@ async fn measure(
             volumes: Vec::new(),
             running: true,
             stop_timeout: GRACE,
+            hardening: Default::default(),
+            health: None,
         };
         let replica = Replica {
             id: rid.clone(),

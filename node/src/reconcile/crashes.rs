@@ -28,6 +28,12 @@ pub(super) struct Crashes {
     /// The container whose exit `last_exit` is, read since lb last started
     /// it: while backing off, it is not inspected again.
     pub inspected: Option<String>,
+    /// Why its container is being stopped for failing its health checks:
+    /// the restart that follows takes it as its reason.
+    pub stopping_unhealthy: Option<String>,
+    /// Why the last restart was for failing health checks (`None` when it
+    /// was for an exit).
+    pub unhealthy: Option<String>,
     backoff: Backoff,
 }
 
@@ -38,6 +44,8 @@ impl Default for Crashes {
             last_exit: None,
             retry_at: None,
             inspected: None,
+            stopping_unhealthy: None,
+            unhealthy: None,
             backoff: Backoff::new(FIRST_BACKOFF, MAX_BACKOFF),
         }
     }
@@ -56,6 +64,11 @@ impl Crashes {
         self.retry_at = Some(at);
         at
     }
+}
+
+/// The message of a running replica last restarted for failing its checks.
+pub(super) fn unhealthy_message(why: &str) -> String {
+    format!("restarted: unhealthy ({why})")
 }
 
 /// The message of a replica waiting out its backoff.

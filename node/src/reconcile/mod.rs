@@ -6,21 +6,26 @@
 //! restart, stop, remove) runs as an operation in a task of its own
 //! (`ops.rs`), many at once but never two on one replica. Containers are
 //! known by a stable hash of their spec (`spec.rs`); crashes are restarted
-//! under exponential backoff (`crashes.rs`); statuses go up the channel only
-//! when they change (`report.rs`).
+//! under exponential backoff (`crashes.rs`); health checks run in tasks of
+//! their own and report changes to the loop (`health.rs`); statuses go up
+//! the channel only when they change (`report.rs`).
 //!
 //! This file holds the loop itself: passes are triggered by assignment
 //! changes, Docker events (a `docker kill` or `rm` by hand is noticed at
-//! once), finished operations, crash-backoff timers and a periodic resync;
-//! whatever arrived together makes one pass.
+//! once), finished operations, crash-backoff timers, a replica turning
+//! unhealthy and a periodic resync; whatever arrived together makes one
+//! pass. Other health changes are reported without a pass.
 
 mod crashes;
+mod health;
 mod ops;
 mod plan;
 mod report;
 mod spec;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_health;
 
 use std::collections::{HashMap, HashSet};
 use std::ops::RangeInclusive;
@@ -68,6 +73,8 @@ pub struct Reconciler<R = DockerRuntime> {
     /// Host ports picked for creates in flight, by replica.
     reserved: HashMap<String, Vec<u16>>,
     limits: Limits,
+    /// Health checkers and their verdicts.
+    checks: health::Checks,
 }
 
 /// Sleeps until `at`, or forever without one.
@@ -100,6 +107,7 @@ impl<R: Runtime> Reconciler<R> {
             busy: HashSet::new(),
             reserved: HashMap::new(),
             limits: Limits::default(),
+            checks: health::Checks::default(),
         }
     }
 
@@ -156,6 +164,9 @@ impl<R: Runtime> Reconciler<R> {
                 }
                 _ = resync.tick() => pass = true,
                 _ = sleep_until(retry) => pass = true,
+                Some(verdict) = self.checks.next() => {
+                    pass |= self.verdict(verdict).await;
+                }
                 Some(done) = self.ops.join_next_with_id(), if !self.ops.is_empty() => {
                     pass |= self.finished(done).await;
                     while let Some(done) = self.ops.try_join_next_with_id() {

@@ -170,6 +170,8 @@ async fn execute<R: Runtime>(runtime: &R, limits: &Limits, op: Op) -> Outcome {
                 spec: hash,
                 ports,
                 stop_timeout: Some(a.stop_timeout),
+                health: None,
+                address: None,
             }))
         }
         Op::Restart {

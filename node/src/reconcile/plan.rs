@@ -9,11 +9,11 @@
 use std::collections::{HashMap, HashSet};
 
 use lb_model::protocol::FromNode;
-use lb_model::{Assignment, NodeStatus, ReplicaState, DEFAULT_STOP_TIMEOUT};
+use lb_model::{Assignment, Health, NodeStatus, ReplicaState, DEFAULT_STOP_TIMEOUT};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::crashes::backoff_message;
+use super::crashes::{backoff_message, unhealthy_message};
 use super::ops::Op;
 use super::spec::{made_from, spec_hash};
 use super::Reconciler;
@@ -55,6 +55,8 @@ impl<R: Runtime> Reconciler<R> {
                 .instrument(span)
                 .await;
         }
+        let desired = &self.desired;
+        self.checks.sweep(|r| desired.contains_key(r));
         // Containers of replicas no longer assigned: stop each with its own
         // grace period, and remove.
         for (replica, containers) in by_replica {
@@ -123,8 +125,27 @@ impl<R: Runtime> Reconciler<R> {
         match current {
             None => self.create(a, hash, used, now).await,
             Some(c) if c.state == "running" => {
-                self.report(a, ReplicaState::Running, Some(&c), "", None)
-                    .await
+                self.checks.ensure(&self.runtime, a, &c);
+                let message = self.running_message(&a.replica);
+                self.report(a, ReplicaState::Running, Some(&c), &message, None)
+                    .await;
+                if self.checks.health(a, &c) == Some(Health::Unhealthy) {
+                    // Out of the routes first (the report above), then a
+                    // graceful stop; the pass after restarts it as a crash.
+                    let why = match self.checks.failure(&a.replica) {
+                        why if why.is_empty() => "the image's HEALTHCHECK failed".to_owned(),
+                        why => why,
+                    };
+                    tracing::warn!(%why, "unhealthy: restarting");
+                    self.checks.end(&a.replica);
+                    let crashes = self.crashes.entry(a.replica.clone()).or_default();
+                    crashes.stopping_unhealthy = Some(why);
+                    let op = Op::Stop {
+                        id: c.id.clone(),
+                        grace: a.stop_timeout,
+                    };
+                    self.spawn(&a.replica, op);
+                }
             }
             Some(c) => {
                 // Exited, dead or never started: start again, with
@@ -151,6 +172,7 @@ impl<R: Runtime> Reconciler<R> {
                 if crashed {
                     crashes.restarts += 1;
                 }
+                crashes.unhealthy = crashes.stopping_unhealthy.take();
                 let op = Op::Restart {
                     container: c,
                     start: true,
@@ -159,6 +181,16 @@ impl<R: Runtime> Reconciler<R> {
                 self.spawn(&a.replica, op);
             }
         }
+    }
+
+    /// The message of a running replica: why it was last restarted, when
+    /// that was for failing its checks.
+    pub(super) fn running_message(&self, replica: &str) -> String {
+        self.crashes
+            .get(replica)
+            .and_then(|c| c.unhealthy.as_deref())
+            .map(unhealthy_message)
+            .unwrap_or_default()
     }
 
     /// Picks host ports (reserved until the container is listed) and starts

@@ -1,15 +1,15 @@
 //! What the node tells the API about its replicas: a status per replica
-//! (state, container, bound ports, last exit, restarts, a message), sent up
-//! the channel only when it differs from the last one sent; and how each
-//! ended operation changes it.
+//! (state, container, bound ports, last exit, restarts, a message, health),
+//! sent up the channel only when it differs from the last one sent; and how
+//! each ended operation and health verdict changes it.
 
 use lb_model::protocol::FromNode;
 use lb_model::{Assignment, PortBinding, ReplicaState, ReplicaStatus};
 use tokio::time::Instant;
 
-use super::crashes::backoff_message;
+use super::crashes::{backoff_message, unhealthy_message};
+use super::health::Verdict;
 use super::ops::Outcome;
-use super::spec::spec_hash;
 use super::Reconciler;
 use crate::runtime::{Container, Exit, Runtime};
 
@@ -18,20 +18,20 @@ impl<R: Runtime> Reconciler<R> {
     pub(super) async fn absorb(&mut self, a: &Assignment, outcome: Outcome) {
         match outcome {
             Outcome::Created(Ok(container)) => {
+                // Reported by the pass that follows at once, from the
+                // engine's list: with the image's HEALTHCHECK verdict, so an
+                // image with one is never shown running without a check.
                 tracing::info!(container = %container.id, "started");
-                // Made from an older spec meanwhile: the next pass replaces it.
-                if container.spec == spec_hash(a) {
-                    self.report(a, ReplicaState::Running, Some(&container), "", None)
-                        .await;
-                }
             }
             Outcome::Created(Err(message)) => self.fail(a, &message).await,
             Outcome::Restarted {
-                container,
+                mut container,
                 crashed,
                 exit,
                 started,
             } => {
+                // The engine starts the image's HEALTHCHECK over.
+                container.health = container.health.map(|_| lb_model::Health::Starting);
                 let crashes = self.crashes.entry(a.replica.clone()).or_default();
                 if crashed {
                     crashes.last_exit = Some(exit.clone());
@@ -43,7 +43,10 @@ impl<R: Runtime> Reconciler<R> {
                         ReplicaState::Running,
                         "restarted after an out-of-memory kill".to_owned(),
                     ),
-                    Some(Ok(())) => (ReplicaState::Running, "restarted".to_owned()),
+                    Some(Ok(())) => match &crashes.unhealthy {
+                        Some(why) => (ReplicaState::Running, unhealthy_message(why)),
+                        None => (ReplicaState::Running, "restarted".to_owned()),
+                    },
                     Some(Err(message)) => (ReplicaState::Failed, message),
                 };
                 self.report(a, state, Some(&container), &message, Some(exit))
@@ -57,6 +60,29 @@ impl<R: Runtime> Reconciler<R> {
             }
             Outcome::Stopped(Ok(())) | Outcome::Removed(Ok(())) => {}
         }
+    }
+
+    /// Takes in a checker's verdict: reports it, or answers that a pass is
+    /// needed (an unhealthy replica is restarted by the pass, which reports
+    /// it first).
+    pub(super) async fn verdict(&mut self, v: Verdict) -> bool {
+        let Some(a) = self.desired.get(&v.replica).cloned() else {
+            return false;
+        };
+        let unhealthy = v.health == lb_model::Health::Unhealthy;
+        let Some(container) = self.checks.accept(v) else {
+            return false;
+        };
+        if unhealthy {
+            return true;
+        }
+        if self.busy.contains(&a.replica) {
+            return false;
+        }
+        let message = self.running_message(&a.replica);
+        self.report(&a, ReplicaState::Running, Some(&container), &message, None)
+            .await;
+        false
     }
 
     /// Records a failure to start, retried with backoff.
@@ -79,6 +105,12 @@ impl<R: Runtime> Reconciler<R> {
         message: &str,
         exit: Option<Exit>,
     ) {
+        let health = match container {
+            Some(c) if state == ReplicaState::Running => self.checks.health(a, c),
+            _ => None,
+        };
+        let health_since = self.checks.since(&a.replica, health);
+        let health_message = self.checks.failure(&a.replica);
         let crashes = self.crashes.get(&a.replica);
         let ports = container.map_or_else(Vec::new, |c| bound_ports(a, c));
         let exit = exit
@@ -92,6 +124,9 @@ impl<R: Runtime> Reconciler<R> {
             oom_killed: exit.oom_killed,
             restarts: crashes.map_or(0, |c| c.restarts),
             message: message.to_owned(),
+            health,
+            health_message,
+            health_since,
             updated: 0,
         };
         if self.reported.get(&a.replica) == Some(&status) {

@@ -5,7 +5,7 @@
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 
-use lb_model::Assignment;
+use lb_model::{Assignment, Hardening};
 use sha2::{Digest, Sha256};
 
 use crate::runtime::Container;
@@ -17,9 +17,18 @@ use crate::runtime::Container;
 /// Rust releases and lb versions; a test pins it. `stop_timeout` is not in
 /// it: a new grace period is no reason to kill a running replica, and the
 /// container carries its own in a label.
+///
+/// The confinement ([`Assignment::hardening`]) counts only when it differs
+/// from the default, so containers made before it existed keep their hash
+/// and are adopted (they get the hardening on their next new container).
 pub fn spec_hash(a: &Assignment) -> String {
-    let encoding = serde_json::to_vec(&(
-        "lb-spec-1",
+    let version = if a.hardening == Hardening::default() {
+        "lb-spec-1"
+    } else {
+        "lb-spec-2"
+    };
+    let mut encoding = serde_json::to_value((
+        version,
         &a.image,
         a.memory,
         a.cpu.to_bits(),
@@ -31,6 +40,13 @@ pub fn spec_hash(a: &Assignment) -> String {
         a.restart_generation,
     ))
     .unwrap_or_default();
+    if a.hardening != Hardening::default() {
+        if let (Some(fields), Ok(h)) = (encoding.as_array_mut(), serde_json::to_value(&a.hardening))
+        {
+            fields.push(h);
+        }
+    }
+    let encoding = serde_json::to_vec(&encoding).unwrap_or_default();
     format!("{:x}", Sha256::digest(&encoding))
 }
 
@@ -139,6 +155,27 @@ mod tests {
                 generation: 2,
                 ..a.clone()
             },
+            Assignment {
+                hardening: Hardening {
+                    pids: 100,
+                    ..Hardening::default()
+                },
+                ..a.clone()
+            },
+            Assignment {
+                hardening: Hardening {
+                    read_only: true,
+                    ..Hardening::default()
+                },
+                ..a.clone()
+            },
+            Assignment {
+                hardening: Hardening {
+                    cap_add: vec!["NET_RAW".into()],
+                    ..Hardening::default()
+                },
+                ..a.clone()
+            },
         ];
         for b in &changed {
             assert_ne!(spec_hash(&a), spec_hash(b), "{b:?}");
@@ -155,6 +192,8 @@ mod tests {
             spec,
             ports: Vec::new(),
             stop_timeout: None,
+            health: None,
+            address: None,
         };
         let hash = spec_hash(&a);
         assert!(made_from(&container(hash.clone()), &hash, &a));

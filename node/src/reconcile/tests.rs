@@ -17,24 +17,28 @@ use crate::runtime::fake::{Call, Fake};
 use crate::runtime::Container;
 
 /// A reconciler running over a fake runtime, and the statuses it sent.
-struct Harness {
-    fake: Fake,
+pub(super) struct Harness {
+    pub fake: Fake,
     to: mpsc::Sender<ToNode>,
     statuses: Arc<Mutex<HashMap<String, ReplicaStatus>>>,
+    /// Every status sent, in order.
+    pub history: Arc<Mutex<Vec<(String, ReplicaStatus)>>>,
     _tasks: (tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>),
 }
 
 impl Harness {
-    async fn start(fake: Fake, desired: Vec<Assignment>) -> Self {
+    pub async fn start(fake: Fake, desired: Vec<Assignment>) -> Self {
         let (to, from) = mpsc::channel(1024);
         let (out, mut statuses_rx) = mpsc::channel(4096);
         let reconciler = Reconciler::new(fake.clone(), 45000..=45999, out, "secret".into());
         let run = tokio::spawn(reconciler.run(from));
         let statuses = Arc::new(Mutex::new(HashMap::new()));
-        let collected = statuses.clone();
+        let history = Arc::new(Mutex::new(Vec::new()));
+        let (collected, sent) = (statuses.clone(), history.clone());
         let collect = tokio::spawn(async move {
             while let Some(message) = statuses_rx.recv().await {
                 if let FromNode::Status { replica, status } = message {
+                    sent.lock().unwrap().push((replica.clone(), status.clone()));
                     collected.lock().unwrap().insert(replica, status);
                 }
             }
@@ -49,21 +53,22 @@ impl Harness {
             fake,
             to,
             statuses,
+            history,
             _tasks: (run, collect),
         }
     }
 
-    fn status(&self, replica: &str) -> Option<ReplicaStatus> {
+    pub fn status(&self, replica: &str) -> Option<ReplicaStatus> {
         self.statuses.lock().unwrap().get(replica).cloned()
     }
 
-    async fn send(&self, message: ToNode) {
+    pub async fn send(&self, message: ToNode) {
         self.to.send(message).await.unwrap();
     }
 
     /// Waits for `what` to hold, failing with `message` after `within` (of
     /// tokio's clock).
-    async fn until(&self, within: Duration, message: &str, what: impl Fn(&Self) -> bool) {
+    pub async fn until(&self, within: Duration, message: &str, what: impl Fn(&Self) -> bool) {
         let deadline = Instant::now() + within;
         while !what(self) {
             assert!(
@@ -74,7 +79,7 @@ impl Harness {
         }
     }
 
-    async fn all_running(&self, replicas: &[Assignment], within: Duration) {
+    pub async fn all_running(&self, replicas: &[Assignment], within: Duration) {
         self.until(within, "not every replica ran", |h| {
             replicas.iter().all(|a| {
                 h.status(&a.replica)
@@ -85,7 +90,7 @@ impl Harness {
     }
 
     /// Waits for a replica's status to show `restarts` and running.
-    async fn restarted(&self, a: &Assignment, restarts: u32, within: Duration) {
+    pub async fn restarted(&self, a: &Assignment, restarts: u32, within: Duration) {
         self.until(within, &format!("no restart {restarts}"), |h| {
             h.status(&a.replica)
                 .is_some_and(|s| s.restarts == restarts && s.state == ReplicaState::Running)
@@ -112,11 +117,13 @@ pub(super) fn assignment(n: usize) -> Assignment {
         volumes: Vec::new(),
         running: true,
         stop_timeout: 7,
+        hardening: Default::default(),
+        health: None,
     }
 }
 
-const MS: Duration = Duration::from_millis(1);
-const SEC: Duration = Duration::from_secs(1);
+pub(super) const MS: Duration = Duration::from_millis(1);
+pub(super) const SEC: Duration = Duration::from_secs(1);
 
 #[tokio::test(start_paused = true)]
 async fn fifty_replicas_are_created_and_removed_at_once_within_the_bounds() {
@@ -272,6 +279,8 @@ async fn stops_honour_the_grace_period() {
             spec: String::new(),
             ports: Vec::new(),
             stop_timeout: None,
+            health: None,
+            address: None,
         },
     );
     h.send(ToNode::Delete {

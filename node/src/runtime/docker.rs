@@ -11,18 +11,31 @@ use bollard::container::{
 use bollard::errors::Error as DockerError;
 use bollard::exec::{CreateExecOptions, ResizeExecOptions, StartExecOptions, StartExecResults};
 use bollard::image::CreateImageOptions;
-use bollard::models::{ContainerSummary, HostConfig, Mount, MountTypeEnum, PortBinding};
+use bollard::models::{
+    ContainerSummary, HostConfig, HostConfigLogConfig, Mount, MountTypeEnum, PortBinding,
+    ResourcesUlimits,
+};
 use bollard::system::EventsOptions;
 use bollard::Docker;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use lb_model::protocol::ExecOutput;
-use lb_model::{Assignment, Protocol};
+use lb_model::{Assignment, Health, Protocol};
 
-use super::{labels, Attached, Container, Error, Exit, Output, Result, Runtime};
+use super::{labels, Attached, Check, Container, Error, Exit, Output, Result, Runtime};
 
 /// The most output kept from logs or a command (1 MiB).
 const MAX_OUTPUT: usize = 1 << 20;
+/// A container's open-files limit (soft and hard). It may not pass the
+/// Docker daemon's own hard limit (runc refuses to raise it: "error setting
+/// rlimit type 7"), which is 20,000 on some hosts: 16,384 stays under it.
+const NOFILE: i64 = 16384;
+/// A container's log is rotated at this size by Docker's json-file driver...
+const LOG_MAX_SIZE: &str = "10m";
+/// ...and this many files are kept, so a chatty replica holds at most 30 MB.
+const LOG_MAX_FILES: &str = "3";
+/// The writable /tmp of a read-only container.
+const READ_ONLY_TMP: &str = "rw,nosuid,nodev,size=64m";
 
 impl From<DockerError> for Error {
     fn from(err: DockerError) -> Self {
@@ -65,6 +78,9 @@ fn chunk(output: Result<LogOutput, DockerError>) -> Result<(u8, bytes::Bytes)> {
 pub struct DockerRuntime {
     docker: Docker,
     node: String,
+    /// The client of HTTP health checks: no proxy, no redirects followed
+    /// (a 3xx passes as it is).
+    http: reqwest::Client,
 }
 
 impl DockerRuntime {
@@ -76,9 +92,16 @@ impl DockerRuntime {
             .ping()
             .await
             .map_err(|e| crate::Error::Docker(e.to_string()))?;
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent("lb-health-check")
+            .build()
+            .map_err(|e| crate::Error::Docker(format!("cannot make the health check client: {e}")))?;
         Ok(Self {
             docker,
             node: node.to_owned(),
+            http,
         })
     }
 
@@ -158,11 +181,89 @@ impl DockerRuntime {
                 mounts: Some(mounts),
                 privileged: Some(false),
                 security_opt: Some(vec!["no-new-privileges:true".into()]),
+                cap_drop: Some(a.hardening.cap_drop()),
+                cap_add: Some(a.hardening.cap_add()),
+                pids_limit: Some(i64::from(a.hardening.pids_limit())),
+                ulimits: Some(vec![ResourcesUlimits {
+                    name: Some("nofile".into()),
+                    soft: Some(NOFILE),
+                    hard: Some(NOFILE),
+                }]),
+                log_config: Some(HostConfigLogConfig {
+                    typ: Some("json-file".into()),
+                    config: Some(HashMap::from([
+                        ("max-size".to_owned(), LOG_MAX_SIZE.to_owned()),
+                        ("max-file".to_owned(), LOG_MAX_FILES.to_owned()),
+                    ])),
+                }),
+                readonly_rootfs: Some(a.hardening.read_only),
+                tmpfs: a
+                    .hardening
+                    .read_only
+                    .then(|| HashMap::from([("/tmp".to_owned(), READ_ONLY_TMP.to_owned())])),
                 ..Default::default()
             }),
             ..Default::default()
         }
     }
+}
+
+/// Refuses a container config that would reach outside its confinement:
+/// privileged, the host's network, pid, ipc, uts or user namespace, a bind
+/// mount of a host path, devices, or capabilities beyond the allowed list.
+/// lb never builds one; this keeps it so whatever changes above.
+fn check_confined(config: &ContainerConfig<String>) -> Result<()> {
+    let refuse = |what: &str| {
+        Err(Error::Engine(format!(
+            "refusing to create an unconfined container: {what}"
+        )))
+    };
+    let Some(host) = &config.host_config else {
+        return refuse("no host config (no limits)");
+    };
+    if host.privileged != Some(false) {
+        return refuse("privileged");
+    }
+    let is_host = |mode: &Option<String>| {
+        mode.as_deref()
+            .is_some_and(|m| m == "host" || m.starts_with("container:"))
+    };
+    for (name, mode) in [
+        ("network", &host.network_mode),
+        ("pid", &host.pid_mode),
+        ("ipc", &host.ipc_mode),
+        ("uts", &host.uts_mode),
+        ("userns", &host.userns_mode),
+    ] {
+        if is_host(mode) {
+            return refuse(&format!("{name} mode {mode:?}"));
+        }
+    }
+    if host.binds.as_ref().is_some_and(|b| !b.is_empty()) {
+        return refuse("a bind mount");
+    }
+    let volume_only = host
+        .mounts
+        .iter()
+        .flatten()
+        .all(|m| m.typ == Some(MountTypeEnum::VOLUME));
+    if !volume_only {
+        return refuse("a mount that is not a named volume");
+    }
+    if host.devices.as_ref().is_some_and(|d| !d.is_empty()) {
+        return refuse("a host device");
+    }
+    let added = host.cap_add.iter().flatten();
+    if let Some(cap) = added
+        .into_iter()
+        .find(|c| !lb_model::ALLOWED_CAP_ADD.contains(&c.as_str()))
+    {
+        return refuse(&format!("capability {cap:?}"));
+    }
+    if host.pids_limit.is_none_or(|p| p <= 0) || host.cap_drop.is_none() {
+        return refuse("no pids limit or no dropped capabilities");
+    }
+    Ok(())
 }
 
 impl Runtime for DockerRuntime {
@@ -177,7 +278,15 @@ impl Runtime for DockerRuntime {
             .into_iter()
             .filter_map(|s| {
                 let labels = s.labels.unwrap_or_default();
+                let health = s.status.as_deref().and_then(docker_health);
+                let address = s
+                    .network_settings
+                    .and_then(|n| n.networks)
+                    .and_then(|n| n.into_values().find_map(|e| e.ip_address))
+                    .filter(|ip| !ip.is_empty());
                 Some(Container {
+                    health,
+                    address,
                     id: s.id?,
                     replica: labels.get(labels::REPLICA)?.clone(),
                     state: s.state.unwrap_or_default(),
@@ -241,6 +350,7 @@ impl Runtime for DockerRuntime {
 
     async fn create(&self, a: &Assignment, spec_hash: &str, host_ports: &[u16]) -> Result<String> {
         let config = self.config(a, spec_hash, host_ports);
+        check_confined(&config)?;
         let name = format!("lb-{}-{}", a.service_name, a.replica.to_lowercase());
         let options = CreateContainerOptions {
             name,
@@ -370,13 +480,98 @@ impl Runtime for DockerRuntime {
 
     async fn exec(&self, replica: &str, command: Vec<String>) -> Result<ExecOutput> {
         let id = self.container_of(replica).await?;
+        self.exec_in(&id, command).await
+    }
+
+    async fn check(&self, check: &Check) -> std::result::Result<(), String> {
+        match check {
+            Check::Http { host_port, path } => {
+                let url = format!("http://127.0.0.1:{host_port}{path}");
+                let response = self.http.get(url).send().await.map_err(|e| {
+                    if e.is_connect() {
+                        "connection refused".to_owned()
+                    } else {
+                        innermost(&e)
+                    }
+                })?;
+                let status = response.status();
+                if status.is_success() || status.is_redirection() {
+                    Ok(())
+                } else {
+                    Err(status.as_u16().to_string())
+                }
+            }
+            Check::Tcp {
+                address,
+                port,
+                host_port,
+            } => {
+                let target = match address {
+                    Some(ip) => format!("{ip}:{port}"),
+                    None => format!("127.0.0.1:{host_port}"),
+                };
+                tokio::net::TcpStream::connect(&target)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }
+            Check::Command { container, command } => {
+                let out = self
+                    .exec_in(container, command.clone())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if out.exit_code == 0 {
+                    return Ok(());
+                }
+                let said = if out.stderr.trim().is_empty() {
+                    out.stdout
+                } else {
+                    out.stderr
+                };
+                let said: String = said.trim().chars().take(200).collect();
+                Err(if said.is_empty() {
+                    format!("exit code {}", out.exit_code)
+                } else {
+                    format!("exit code {}: {said}", out.exit_code)
+                })
+            }
+        }
+    }
+}
+
+/// The engine's health verdict in a container list's status ("Up 5
+/// seconds (healthy)"); none for a container without a `HEALTHCHECK`.
+fn docker_health(status: &str) -> Option<Health> {
+    if status.ends_with("(healthy)") {
+        Some(Health::Healthy)
+    } else if status.ends_with("(unhealthy)") {
+        Some(Health::Unhealthy)
+    } else if status.ends_with("(health: starting)") {
+        Some(Health::Starting)
+    } else {
+        None
+    }
+}
+
+/// The innermost cause of an error, which names what went wrong.
+fn innermost(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut err = err;
+    while let Some(source) = err.source() {
+        err = source;
+    }
+    err.to_string()
+}
+
+impl DockerRuntime {
+    /// Runs a command in a container and collects its output.
+    async fn exec_in(&self, id: &str, command: Vec<String>) -> Result<ExecOutput> {
         let options = CreateExecOptions {
             cmd: Some(command),
             attach_stdout: Some(true),
             attach_stderr: Some(true),
             ..Default::default()
         };
-        let exec = self.docker.create_exec(&id, options).await?;
+        let exec = self.docker.create_exec(id, options).await?;
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
         if let StartExecResults::Attached { mut output, .. } =
             self.docker.start_exec(&exec.id, None).await?

@@ -14,7 +14,7 @@ use lb_model::protocol::ExecOutput;
 use lb_model::Assignment;
 use tokio::sync::broadcast;
 
-use super::{Attached, Container, Error, Exit, Output, Result, Runtime};
+use super::{Attached, Check, Container, Error, Exit, Output, Result, Runtime};
 
 /// A call made to the fake, in order.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +31,8 @@ pub(crate) enum Call {
     Exit(String),
     Logs(String),
     Exec(String),
+    /// A health probe of a replica.
+    Check(String),
 }
 
 /// What the fake holds and has seen.
@@ -48,6 +50,10 @@ pub(crate) struct State {
     pub max_creates: usize,
     pub stops_now: usize,
     pub max_stops: usize,
+    /// What a replica's health probes answer (pass when absent), and
+    /// replicas whose probes never answer.
+    pub checks: HashMap<String, std::result::Result<(), String>>,
+    pub hanging: std::collections::HashSet<String>,
 }
 
 impl State {
@@ -220,6 +226,8 @@ impl Runtime for Fake {
                 spec: spec_hash.into(),
                 ports,
                 stop_timeout: Some(a.stop_timeout),
+                health: None,
+                address: None,
             };
             s.containers.insert(id.clone(), container);
             id
@@ -235,6 +243,8 @@ impl Runtime for Fake {
         let found = match self.state().containers.get_mut(id) {
             Some(c) => {
                 c.state = "running".into();
+                // Docker starts the image's HEALTHCHECK over.
+                c.health = c.health.map(|_| lb_model::Health::Starting);
                 true
             }
             None => false,
@@ -327,5 +337,30 @@ impl Runtime for Fake {
 
     async fn exec_exit_code(&self, _exec: &str) -> Result<i64> {
         Ok(0)
+    }
+
+    async fn check(&self, check: &Check) -> std::result::Result<(), String> {
+        let (answer, hangs) = {
+            let mut s = self.state();
+            let replica = s
+                .containers
+                .values()
+                .find(|c| match check {
+                    Check::Command { container, .. } => c.id == *container,
+                    Check::Http { host_port, .. } | Check::Tcp { host_port, .. } => {
+                        c.ports.iter().any(|(_, h)| h == host_port)
+                    }
+                })
+                .map(|c| c.replica.clone())
+                .unwrap_or_default();
+            s.calls.push(Call::Check(replica.clone()));
+            let answer = s.checks.get(&replica).cloned().unwrap_or(Ok(()));
+            let hangs = s.hanging.contains(&replica);
+            (answer, hangs)
+        };
+        if hangs {
+            std::future::pending::<()>().await;
+        }
+        answer
     }
 }

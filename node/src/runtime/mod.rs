@@ -15,7 +15,7 @@ use std::pin::Pin;
 use futures::stream::BoxStream;
 use futures::Stream;
 use lb_model::protocol::ExecOutput;
-use lb_model::Assignment;
+use lb_model::{Assignment, Health};
 
 pub use docker::DockerRuntime;
 
@@ -101,6 +101,41 @@ pub struct Container {
     /// Its stop grace period in seconds, from its label (none on containers
     /// made before lb recorded it).
     pub stop_timeout: Option<u32>,
+    /// The engine's verdict of the image's own `HEALTHCHECK` (none without
+    /// one).
+    pub health: Option<Health>,
+    /// Its address on the engine's network, when it has one.
+    pub address: Option<String>,
+}
+
+/// One health probe of a replica's container (see [`Runtime::check`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    /// `GET http://127.0.0.1:<host_port><path>`: 2xx and 3xx pass.
+    Http {
+        /// The host port bound to the check's container port.
+        host_port: u16,
+        /// The path.
+        path: String,
+    },
+    /// A TCP connect to the container's address and port (to
+    /// `127.0.0.1:<host_port>` when it has no address: a host port may be
+    /// answered by Docker's proxy whether the process listens or not).
+    Tcp {
+        /// The container's address on the engine's network.
+        address: Option<String>,
+        /// The container port.
+        port: u16,
+        /// The host port bound to it.
+        host_port: u16,
+    },
+    /// A command run in the container: exit code 0 passes.
+    Command {
+        /// The container.
+        container: String,
+        /// The command.
+        command: Vec<String>,
+    },
 }
 
 /// The exit of a stopped container.
@@ -179,4 +214,8 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<()>> + Send;
     /// A finished exec's exit code.
     fn exec_exit_code(&self, exec: &str) -> impl Future<Output = Result<i64>> + Send;
+    /// Runs one health probe; the error says why it failed in a few words
+    /// ("503", "connection refused", "exit code 1: ..."). The caller bounds
+    /// it with the check's timeout.
+    fn check(&self, check: &Check) -> impl Future<Output = Result<(), String>> + Send;
 }
