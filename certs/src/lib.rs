@@ -20,7 +20,7 @@ pub mod issuer;
 pub mod records;
 
 pub use issuer::{AcmeConfig, Issuer, LETS_ENCRYPT};
-pub use records::{certificate, certificates, get, list, remove, upload};
+pub use records::{certificate, certificates, get, list, remove, status, upload};
 
 /// Errors of certificates: bad uploads (the API answers 400 for those,
 /// see [`CertError::is_bad_input`]) and the store.

@@ -7,7 +7,7 @@
 
 use lb_model::ingress::Certificate;
 use lb_model::keys::Keys;
-use lb_model::{CertRecord, CertSource, CertStatus};
+use lb_model::{CertRecord, CertSource, CertStatus, CertView};
 use lb_store::secrets::Sealer;
 use lb_store::{Store, StoreExt};
 
@@ -57,6 +57,12 @@ pub async fn get(store: &dyn Store, keys: &Keys, domain: &str) -> Result<Option<
         Some(kv) => Ok(Some(decode(&key, &kv.value)?)),
         None => Ok(None),
     }
+}
+
+/// What the API shows of the domain's certificate (no key, no chain), if
+/// it has a record.
+pub async fn status(store: &dyn Store, keys: &Keys, domain: &str) -> Result<Option<CertView>> {
+    Ok(get(store, keys, domain).await?.map(|record| record.view()))
 }
 
 /// Every certificate record, in domain order (damaged ones are skipped

@@ -141,7 +141,12 @@ async fn a_good_upload_is_stored_sealed_and_served() {
         .unwrap()
         .unwrap();
     assert!(!format!("{record:?}").contains(&record.sealed_key));
-    let view = serde_json::to_string(&record.view()).unwrap();
+    let view = lb_certs::status(&store, &keys, "app.example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(view, record.view());
+    let view = serde_json::to_string(&view).unwrap();
     assert!(!view.contains(&record.sealed_key));
 
     let served = lb_certs::certificates(&store, &keys, &sealer)
