@@ -17,7 +17,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use lb_model::ingress::{generated_host, DomainClaim, Route, RouteTable, Upstream};
 use lb_model::keys::Parsed;
-use lb_model::{Node, Project, ReplicaState, ReplicaStatus, ServiceSpec, User};
+use lb_model::{Node, Project, ReplicaStatus, ServiceSpec, User};
 use lb_store::{Event, StoreExt};
 use tokio::sync::watch;
 
@@ -263,7 +263,7 @@ async fn upstreams(
 /// Whether a replica's node says it can serve: running, and healthy when
 /// checked.
 pub fn takes_traffic(status: &ReplicaStatus) -> bool {
-    status.state == ReplicaState::Running
+    lb_model::takes_traffic(status.state, status.health)
 }
 
 /// The certificates with their keys, unsealed.

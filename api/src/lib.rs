@@ -5,6 +5,9 @@
 //! `error` turns every failure into the JSON error body; `auth` resolves
 //! credentials; `openapi` describes every route; `metrics` counts them.
 
+// The OpenAPI document's schemas are one long `json!` literal.
+#![recursion_limit = "256"]
+
 pub mod accounts;
 pub mod auth;
 pub mod config;

@@ -142,6 +142,10 @@ pub const TAGS: &[(&str, &str)] = &[
         SERVICES,
         "Services: spec, scaling and actions, replicas, logs and exec",
     ),
+    (
+        DOMAINS,
+        "A service's domains (served by the ingress) and their certificates",
+    ),
     (BUILDS, "Builds of a service's source, their logs"),
     (EVENTS, "A live feed of what changes"),
     (
@@ -172,6 +176,7 @@ const ACCOUNTS: &str = "accounts";
 const PROJECTS: &str = "projects";
 const SERVICES: &str = "services";
 const BUILDS: &str = "builds";
+const DOMAINS: &str = "domains";
 const EVENTS: &str = "events";
 const NODES: &str = "nodes";
 const VENDORS: &str = "vendors";
@@ -386,6 +391,18 @@ pub const ROUTES: &[Route] = &[
     )
     .public()
     .ok(202, Some("HookResult")),
+    r(DOMAINS, "listDomains", "GET", "/api/v1/projects/{p}/services/{s}/domains", "The service's domains with their certificates' status")
+        .ok(200, Some("DomainList")),
+    r(DOMAINS, "addDomain", "POST", "/api/v1/projects/{p}/services/{s}/domains", "Claim a domain for the service (409 when another service holds it)")
+        .body("DomainRequest")
+        .ok(201, Some("Domain")),
+    r(DOMAINS, "removeDomain", "DELETE", "/api/v1/projects/{p}/services/{s}/domains/{d}", "Release a domain and its certificate")
+        .ok(204, None),
+    r(DOMAINS, "uploadCertificate", "PUT", "/api/v1/projects/{p}/services/{s}/domains/{d}/certificate", "Use your own certificate and key for a domain (the key is sealed, never shown)")
+        .body("CertificateUpload")
+        .ok(200, Some("Certificate")),
+    r(DOMAINS, "removeCertificate", "DELETE", "/api/v1/projects/{p}/services/{s}/domains/{d}/certificate", "Drop a domain's certificate (lb orders its own over ACME)")
+        .ok(204, None),
     r(
         HOOKS,
         "getServiceWebhook",
@@ -518,7 +535,12 @@ fn schemas() -> Value {
             "command": {"type": "array", "nullable": true, "items": {"type": "string"}},
             "volumes": {"type": "array", "items": {"type": "object", "required": ["name", "path"],
                 "properties": {"name": name, "path": {"type": "string"}}}},
-            "domains": {"type": "array", "items": {"type": "string"}},
+            "domains": {"type": "array", "items": {"type": "string"},
+                "description": "host names (or *.wildcards) the ingress routes to ingress_port; each claimed by one service"},
+            "ingress_port": {"type": "integer", "nullable": true, "minimum": 1, "maximum": 65535,
+                "description": "the TCP container port in ports that gets the domains' traffic (default: the only TCP port)"},
+            "https_redirect": {"type": "boolean", "default": true},
+            "access_log": {"type": "boolean", "default": false},
             "node_selector": {"type": "object", "additionalProperties": {"type": "string"}},
             "autodeploy": {"type": "boolean"},
             "state": {"enum": ["running", "paused"]},
@@ -527,7 +549,9 @@ fn schemas() -> Value {
         "Service": {"type": "object", "required": ["id", "name", "project", "revision", "created", "updated", "spec", "status"], "properties": {
             "id": {"type": "string"}, "name": {"type": "string"}, "project": {"type": "string"},
             "revision": {"type": "integer"}, "created": {"type": "integer"}, "updated": {"type": "integer"},
-            "spec": {"$ref": "#/components/schemas/ServiceSpec"}, "status": {"type": "object"}}},
+            "spec": {"$ref": "#/components/schemas/ServiceSpec"}, "status": {"type": "object"},
+            "urls": {"type": "array", "items": {"type": "string"}}}},
+
         "ServiceList": list("Service"),
         "Scale": {"type": "object", "required": ["replicas"], "additionalProperties": false,
             "properties": {"replicas": {"type": "integer", "minimum": 0, "maximum": 1000}}},
@@ -559,6 +583,29 @@ fn schemas() -> Value {
             "created": {"type": "integer"}}},
         "NodeList": list("Node"),
     });
+    // Domains and certificates (a second block: one json! this long passes
+    // the macro's recursion limit).
+    let domains = json!({
+        "DomainRequest": {"type": "object", "required": ["domain"], "additionalProperties": false,
+            "properties": {"domain": {"type": "string"}}},
+        "Certificate": {"type": "object", "required": ["domain", "source", "status"], "properties": {
+            "domain": {"type": "string"}, "source": {"enum": ["acme", "uploaded"]},
+            "status": {"enum": ["pending", "issued", "failed"]}, "error": {"type": "string", "nullable": true},
+            "names": {"type": "array", "items": {"type": "string"}},
+            "not_after": {"type": "integer", "nullable": true}, "issued_at": {"type": "integer", "nullable": true},
+            "renew_at": {"type": "integer", "nullable": true}, "next_attempt": {"type": "integer", "nullable": true},
+            "attempts": {"type": "integer"}}},
+        "Domain": {"type": "object", "required": ["domain", "certificate"], "properties": {
+            "domain": {"type": "string"},
+            "certificate": {"nullable": true, "allOf": [{"$ref": "#/components/schemas/Certificate"}]}}},
+        "DomainList": {"type": "array", "items": {"$ref": "#/components/schemas/Domain"}},
+        "CertificateUpload": {"type": "object", "required": ["chain", "key"], "additionalProperties": false,
+            "properties": {"chain": {"type": "string", "description": "PEM, leaf first"},
+                "key": {"type": "string", "description": "PEM private key"}}}
+    });
+    if let (Some(all), Some(more)) = (schemas.as_object_mut(), domains.as_object()) {
+        all.extend(more.clone());
+    }
     let builds = json!({
         "BuildRequest": {"type": "object", "additionalProperties": false, "properties": {
             "commit": {"type": "string", "nullable": true, "pattern": "^[0-9a-fA-F]{4,64}$"}}},
