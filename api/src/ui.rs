@@ -8,6 +8,13 @@
 //! and the page's script does the rest against `/api/v1` with the cookie.
 //! Pages carry a Content-Security-Policy that allows scripts only from this
 //! server.
+//!
+//! One JSON route serves the pages beside `/api/v1`: `GET
+//! /ui/projects/{p}/services/{s}/ingress`, the service's traffic through
+//! this process's ingress (see [`ingress`]), for a session that can see the
+//! service.
+
+pub mod ingress;
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -361,6 +368,14 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
             }))
         });
 
+    let ingress = warp::path!("ui" / "projects" / String / "services" / String / "ingress")
+        .and(warp::get())
+        .and(c())
+        .and(cookie())
+        .then(|p: String, s: String, ctx: Ctx, cookie| async move {
+            reply(ingress_stats(ctx, cookie, p, s).await)
+        });
+
     root.or(login_page)
         .unify()
         .or(projects)
@@ -383,11 +398,30 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
         .unify()
         .or(logout)
         .unify()
+        .or(ingress)
+        .unify()
         .boxed()
 }
 
 fn reply(result: Result<Response>) -> Response {
     result.unwrap_or_else(ApiError::into_reply)
+}
+
+/// The ingress panel's figures: only the service's own route, and only for
+/// a session whose user can see the service (else 401 or 404 as the API
+/// answers).
+async fn ingress_stats(ctx: Ctx, cookie: Option<String>, p: String, s: String) -> Result<Response> {
+    let Some((caller, _)) = session_caller(&ctx, cookie).await else {
+        return Err(ApiError::unauthorized(
+            "no session: log in to see a service's traffic",
+        ));
+    };
+    let loaded = crate::ops::resolve::service(&ctx, &caller, &p, &s).await?;
+    let route = format!("{}/{}", loaded.project_name, loaded.spec.name);
+    Ok(handlers::json(
+        StatusCode::OK,
+        &ingress::stats(ctx.metrics.registry(), &route),
+    ))
 }
 
 /// Checks the password and starts a session: `{"username"}` and the cookies.

@@ -151,6 +151,14 @@ pub enum Command {
     },
     /// Run a command in a replica of a service.
     Exec(Exec),
+    /// A service's domains and their certificates.
+    #[command(subcommand, alias = "domain")]
+    Domains(DomainsCmd),
+    /// Print a service's first URL and open it in the browser (xdg-open).
+    Open {
+        /// SERVICE or PROJECT/SERVICE.
+        service: String,
+    },
     /// Print a shell completion script.
     Completion {
         /// The shell.
@@ -338,6 +346,10 @@ pub struct ServiceFlags {
     /// A host name routed to the service (repeatable).
     #[arg(long = "domain", value_name = "HOST")]
     pub domains: Vec<String>,
+    /// The container port that receives the ingress's traffic (default:
+    /// the only TCP port).
+    #[arg(long, value_name = "PORT")]
+    pub ingress_port: Option<u16>,
     /// Free text.
     #[arg(short, long)]
     pub description: Option<String>,
@@ -350,6 +362,54 @@ pub struct ServiceFlags {
     /// The command to run instead of the image's.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+/// `lbc domains ...`.
+#[derive(Debug, Subcommand)]
+pub enum DomainsCmd {
+    /// List a service's domains with their certificates' status.
+    #[command(alias = "list")]
+    Ls {
+        /// SERVICE or PROJECT/SERVICE.
+        service: String,
+    },
+    /// Route a domain to a service (claimed cluster-wide; a certificate is
+    /// ordered when the cluster issues them).
+    Add {
+        /// SERVICE or PROJECT/SERVICE.
+        service: String,
+        /// The domain, e.g. app.example.com or *.example.com.
+        domain: String,
+    },
+    /// Stop routing a domain to a service (its certificate goes too).
+    #[command(alias = "delete")]
+    Rm {
+        /// SERVICE or PROJECT/SERVICE.
+        service: String,
+        /// The domain.
+        domain: String,
+    },
+    /// Upload your own certificate for a domain, or remove it (`--remove`).
+    Cert {
+        /// SERVICE or PROJECT/SERVICE.
+        service: String,
+        /// The domain.
+        domain: String,
+        /// The certificate chain, PEM, leaf first.
+        #[arg(
+            long,
+            value_name = "FILE",
+            requires = "key",
+            required_unless_present = "remove"
+        )]
+        chain: Option<std::path::PathBuf>,
+        /// The private key, PEM (never shown again).
+        #[arg(long, value_name = "FILE", requires = "chain")]
+        key: Option<std::path::PathBuf>,
+        /// Remove the domain's certificate instead.
+        #[arg(long, conflicts_with_all = ["chain", "key"])]
+        remove: bool,
+    },
 }
 
 /// `lbc node ...`.

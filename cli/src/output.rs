@@ -160,8 +160,8 @@ pub fn paint_state(state: &str, color: bool) -> String {
         return state.to_owned();
     }
     let code = match state {
-        "running" | "succeeded" | "true" | "alive" => "32",
-        "failed" | "exited" | "canceled" | "false" | "lost" => "31",
+        "running" | "succeeded" | "true" | "alive" | "healthy" | "issued" => "32",
+        "failed" | "exited" | "canceled" | "false" | "lost" | "unhealthy" => "31",
         "pending" | "starting" | "stopping" | "paused" | "queued" => "33",
         _ => return state.to_owned(),
     };

@@ -3,6 +3,7 @@
 mod account;
 mod build;
 mod context;
+mod domains;
 mod exec;
 mod logs;
 mod node;
@@ -46,6 +47,8 @@ pub async fn run(session: &mut Session, command: Command) -> Result<()> {
             replica,
         } => logs::run(session, &service, follow, tail, replica).await,
         Command::Exec(args) => exec::run(session, args).await,
+        Command::Domains(cmd) => domains::run(session, cmd).await,
+        Command::Open { service } => domains::open(session, &service).await,
         Command::Completion { .. } => unreachable!("handled before the session is loaded"),
     }
 }

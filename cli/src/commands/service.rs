@@ -142,6 +142,10 @@ pub async fn replicas(session: &mut Session, service: &str) -> Result<()> {
     let client = session.client()?;
     let list = client.get(&path).await?;
     let items = typed::<List<ReplicaView>>(&list)?.items;
+    let color = session.out.color;
+    let health: Vec<String> = (0..items.len())
+        .map(|i| health_of(&list["items"][i], color))
+        .collect();
     // Node names read better than ids; a failure here only costs the names.
     let mut names: HashMap<String, String> = HashMap::new();
     if session.out.format == crate::output::Format::Table && !session.out.quiet {
@@ -151,19 +155,20 @@ pub async fn replicas(session: &mut Session, service: &str) -> Result<()> {
             }
         }
     }
-    let color = session.out.color;
     let table = Table {
         headers: vec![
-            "ID", "NODE", "STATE", "PORTS", "RESTARTS", "GEN", "IMAGE", "MESSAGE",
+            "ID", "NODE", "STATE", "HEALTH", "PORTS", "RESTARTS", "GEN", "IMAGE", "MESSAGE",
         ],
         rows: items
             .iter()
-            .map(|r| {
+            .zip(&health)
+            .map(|(r, health)| {
                 let node = text(&r.node);
                 vec![
                     r.id.clone(),
                     names.get(&node).cloned().unwrap_or(node),
                     paint_state(&word(&r.state), color),
+                    health.clone(),
                     replica_ports(&r.ports),
                     r.restarts.to_string(),
                     r.generation.to_string(),
@@ -179,6 +184,19 @@ pub async fn replicas(session: &mut Session, service: &str) -> Result<()> {
         table,
         ids,
     })
+}
+
+/// A replica's health (`healthy`, `unhealthy`, `starting`), with the failed
+/// check's message; "" without a check.
+fn health_of(replica: &Value, color: bool) -> String {
+    let health = replica["health"].as_str().unwrap_or_default();
+    let painted = paint_state(health, color);
+    match replica["health_message"].as_str().filter(|m| !m.is_empty()) {
+        Some(message) if !health.is_empty() && health != "healthy" => {
+            format!("{painted} ({message})")
+        }
+        _ => painted,
+    }
 }
 
 fn one(project: &str, value: Value, color: bool) -> Result<Shown> {
@@ -220,6 +238,13 @@ fn one(project: &str, value: Value, color: bool) -> Result<Shown> {
         ("Volumes", volumes),
         ("Node selector", map(&spec.node_selector)),
         ("Domains", spec.domains.join(" ")),
+        (
+            "Ingress port",
+            spec.ingress_port()
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
+        ),
+        ("URLs", service.urls.join(" ")),
         ("Generation", status.generation.to_string()),
         ("Revision", service.revision.to_string()),
         ("Age", age(service.created)),

@@ -164,6 +164,12 @@ fn common(flags: &ServiceFlags, removal: bool) -> Result<Map<String, Value>> {
     if !flags.domains.is_empty() {
         body.insert("domains".into(), json!(flags.domains));
     }
+    if let Some(port) = flags.ingress_port {
+        if port == 0 {
+            return Err(Error::usage("ingress port 0 is invalid: give 1 to 65535"));
+        }
+        body.insert("ingress_port".into(), json!(port));
+    }
     if let Some(a) = flags.autodeploy {
         body.insert("autodeploy".into(), json!(a));
     }

@@ -1,6 +1,8 @@
-// A service's page: replicas updated live from /api/v1/events, logs of every
-// running replica followed live, an interactive console (term.js over the
-// exec websocket), builds with steps and logs, actions and settings.
+// A service's page: its URLs, replicas (with their health) updated live from
+// /api/v1/events, domains with their certificates' status, the traffic
+// through the ingress, logs of every running replica followed live, an
+// interactive console (term.js over the exec websocket), builds with steps
+// and logs, actions and settings.
 import { $, h, api, seg, wsUrl, onSubmit, confirmDialog, toast, badge, when, fillTable, events, debounce, showError, clearErrors } from './lb.js';
 import { buildSpecForm, readSpec, fillSpec } from './specform.js';
 
@@ -32,6 +34,21 @@ async function loadService() {
   $('#resume').hidden = !paused;
   $('#deploy').hidden = !svc.spec.source;
   $('#builds-card').hidden = !svc.spec.source;
+  showUrls();
+}
+
+function showUrls() {
+  const urls = svc.urls || [];
+  const list = $('#urls');
+  if (urls.length) {
+    list.replaceChildren(...urls.map((u) => h('li', {}, h('a', { href: u, target: '_blank', rel: 'noopener noreferrer' }, u))));
+    return;
+  }
+  const tcp = (svc.spec.ports || []).filter((p) => p.protocol !== 'udp');
+  const hint = !svc.spec.ingress_port && tcp.length !== 1
+    ? (tcp.length ? 'It has several ports: choose the one for web traffic as the ingress port in Settings.' : 'It publishes no port: add the port it listens on in Settings.')
+    : 'Add a domain below (or start lb with --base-domain for a generated name).';
+  list.replaceChildren(h('li', { class: 'muted' }, `No URL yet. ${hint}`));
 }
 
 async function action(name, body) {
@@ -103,6 +120,7 @@ async function loadReplicas() {
     h('td', { class: 'mono', title: r.id }, short(r.id)),
     h('td', {}, r.node ? nodeNames[r.node] || r.node : '—'),
     h('td', {}, badge(r.state)),
+    h('td', {}, r.health ? Object.assign(badge(r.health), { title: r.health_message || r.health }) : h('span', { class: 'muted', title: 'no health check' }, '—')),
     h('td', { class: 'mono' }, (r.ports || []).map((p) => p.host ? `${p.host}→${p.container}` : `${p.container}`).join(', ')),
     h('td', {}, String(r.restarts ?? 0)),
     h('td', { class: 'muted' }, r.message || ''))), 'No replicas.');
@@ -112,6 +130,73 @@ async function loadReplicas() {
     ...replicas.filter((r) => r.state === 'running').map((r) => h('option', { value: r.id, selected: r.id === chosen }, short(r.id))));
   followLogs();
 }
+
+// ---- domains and their certificates ----
+
+async function loadDomains() {
+  let list;
+  try {
+    list = await api('GET', `${base}/domains`);
+  } catch {
+    return;
+  }
+  fillTable($('#domains'), list.map((d) => {
+    const c = d.certificate;
+    const expires = c && c.not_after ? when(c.not_after) : '';
+    return h('tr', { dataset: { domain: d.domain } },
+      h('td', { class: 'mono' }, d.domain),
+      h('td', {}, c ? Object.assign(badge(c.status), { title: `${c.source}${c.names && c.names.length ? ': ' + c.names.join(', ') : ''}` }) : h('span', { class: 'muted' }, 'none')),
+      h('td', {}, expires),
+      h('td', { class: 'error-text' }, c && c.error ? c.error : ''),
+      h('td', { class: 'actions' },
+        h('button', { type: 'button', class: 'secondary', onclick: () => removeDomain(d.domain) }, 'Remove')));
+  }), 'No domains.');
+}
+
+async function removeDomain(d) {
+  if (!(await confirmDialog(`Stop routing ${d} to this service? Its certificate is removed too.`, 'Remove'))) return;
+  try {
+    await api('DELETE', `${base}/domains/${seg(d)}`);
+    toast(`${d} removed`);
+  } catch (e) {
+    toast(e.message, 'error');
+  }
+  await loadDomains();
+  await loadService();
+  refillSpec();
+}
+
+const domainForm = $('#domain-form');
+onSubmit(domainForm, async () => {
+  const input = $('#domain-input');
+  const domain = input.value.trim();
+  if (!domain) throw Object.assign(new Error('domain: give a host name, e.g. app.example.com'), { field: 'domain' });
+  await api('POST', `${base}/domains`, { domain });
+  input.value = '';
+  toast(`${domain} added`);
+  await loadDomains();
+  await loadService();
+  refillSpec();
+});
+
+// ---- traffic through the ingress ----
+
+const ms = (s) => (s === null || s === undefined ? '—' : s < 1 ? `${(s * 1000).toFixed(1)} ms` : `${s.toFixed(2)} s`);
+
+async function loadIngress() {
+  let st;
+  try {
+    const res = await fetch(`/ui/projects/${seg(P)}/services/${seg(S)}/ingress`, { credentials: 'same-origin' });
+    if (!res.ok) return;
+    st = await res.json();
+  } catch {
+    return;
+  }
+  const item = (k, v) => h('div', { dataset: { stat: k } }, h('dt', {}, k), h('dd', {}, v));
+  const classes = ['2xx', '3xx', '4xx', '5xx'].map((c) => item(c, String(st.requests[c] || 0)));
+  $('#ingress').replaceChildren(item('requests', String(st.total)), ...classes, item('p50', ms(st.p50)), item('p99', ms(st.p99)));
+}
+$('#ingress-refresh').addEventListener('click', loadIngress);
 
 // ---- logs of every running replica ----
 
@@ -367,7 +452,9 @@ if (svc) {
   await loadNodes();
   await loadReplicas();
   await loadBuilds();
-  const refresh = debounce(async () => { await loadService(); refillSpec(); await loadReplicas(); }, 150);
+  await loadDomains();
+  await loadIngress();
+  const refresh = debounce(async () => { await loadService(); refillSpec(); await loadReplicas(); await loadDomains(); }, 150);
   const refreshBuilds = debounce(loadBuilds, 300);
   events((ev) => {
     if (ev.type === 'snapshot') return refresh();
