@@ -142,7 +142,7 @@ impl ResolvesServerCert for Resolver {
 }
 
 /// The TLS server settings: certificates by SNI from `routes`, ALPN h2 then
-/// http/1.1, ring as the crypto provider.
+/// http/1.1, session resumption, ring as the crypto provider.
 pub fn server_config(
     routes: watch::Receiver<Arc<RouteTable>>,
 ) -> Result<ServerConfig, rustls::Error> {
@@ -152,5 +152,9 @@ pub fn server_config(
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(Resolver::new(routes)));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // Resumption, as nginx offers it by default: tickets (keys rotated by
+    // rustls) and a bounded in-memory session cache.
+    config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+    config.session_storage = rustls::server::ServerSessionMemoryCache::new(4096);
     Ok(config)
 }
