@@ -110,13 +110,13 @@ impl RouteTable {
         let exact = self
             .routes
             .iter()
-            .find(|r| r.hosts.iter().any(|h| *h == host));
+            .find(|r| r.hosts.contains(&host));
         exact.or_else(|| {
             let (_, parent) = host.split_once('.')?;
             let wildcard = format!("*.{parent}");
             self.routes
                 .iter()
-                .find(|r| r.hosts.iter().any(|h| *h == wildcard))
+                .find(|r| r.hosts.contains(&wildcard))
         })
     }
 
