@@ -161,7 +161,7 @@ impl TlsEtcd {
     async fn connect(&self, access: &EtcdAccess) -> EtcdStore {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            match EtcdStore::connect_with(&[self.endpoint.clone()], access).await {
+            match EtcdStore::connect_with(std::slice::from_ref(&self.endpoint), access).await {
                 Ok(store) => return store,
                 Err(e) => assert!(
                     Instant::now() < deadline,
@@ -199,7 +199,7 @@ async fn the_store_reaches_etcd_only_with_a_client_certificate() {
         ca_cert: Some(etcd.path("ca.pem")),
         ..EtcdAccess::default()
     };
-    let refused = EtcdStore::connect_with(&[etcd.endpoint.clone()], &no_cert).await;
+    let refused = EtcdStore::connect_with(std::slice::from_ref(&etcd.endpoint), &no_cert).await;
     assert!(refused.is_err(), "a client without certificate got in");
     // Plain HTTP to the TLS port does not get in either.
     let plain = etcd.endpoint.replace("https://", "http://");
@@ -209,7 +209,7 @@ async fn the_store_reaches_etcd_only_with_a_client_certificate() {
         key: None,
         ..etcd.access()
     };
-    let err = EtcdStore::connect_with(&[etcd.endpoint.clone()], &half)
+    let err = EtcdStore::connect_with(std::slice::from_ref(&etcd.endpoint), &half)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("--etcd-key"), "{err}");
@@ -243,7 +243,7 @@ async fn the_store_logs_in_as_an_etcd_user() {
         password: Some(password.into()),
         ..etcd.access()
     };
-    let store = EtcdStore::connect_with(&[etcd.endpoint.clone()], &user("s3cret-pw"))
+    let store = EtcdStore::connect_with(std::slice::from_ref(&etcd.endpoint), &user("s3cret-pw"))
         .await
         .unwrap();
     store
@@ -257,7 +257,7 @@ async fn the_store_logs_in_as_an_etcd_user() {
     // Outside its prefix the user may not write.
     assert!(store.put("/other", b"x".to_vec()).await.is_err());
 
-    let wrong = EtcdStore::connect_with(&[etcd.endpoint.clone()], &user("wrong")).await;
+    let wrong = EtcdStore::connect_with(std::slice::from_ref(&etcd.endpoint), &user("wrong")).await;
     let err = wrong.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(err.contains("authentication failed"), "{err}");
     // Without a password the user is refused before connecting, and the
@@ -266,8 +266,10 @@ async fn the_store_logs_in_as_an_etcd_user() {
         password: None,
         ..user("")
     };
-    assert!(EtcdStore::connect_with(&[etcd.endpoint.clone()], &none)
-        .await
-        .is_err());
+    assert!(
+        EtcdStore::connect_with(std::slice::from_ref(&etcd.endpoint), &none)
+            .await
+            .is_err()
+    );
     assert!(!format!("{:?}", user("s3cret-pw")).contains("s3cret"));
 }
