@@ -1,18 +1,15 @@
 //! The ACME issuer against a real ACME server: Debian's `pebble`, with
-//! validation on. `pebble-challtestsrv` is pebble's DNS and answers every
-//! name with 127.0.0.1, and pebble's `httpPort` is a tiny HTTP server here
-//! that answers `/.well-known/acme-challenge/<token>` from the store, as
-//! the ingress does from its route table. Pebble's own TLS certificate is
-//! made with `openssl`; issued chains are checked with `openssl verify`
-//! against pebble's root, fetched from its management port with `curl`.
-//! The store is the embedded one, and a real etcd (one connection per
-//! issuer) for the two-issuer case.
+//! validation on, run by [`lb_testing::pebble::Pebble`] (its DNS answers
+//! every name with 127.0.0.1). Pebble's `httpPort` is a tiny HTTP server
+//! here that answers `/.well-known/acme-challenge/<token>` from the store,
+//! as the ingress does from its route table. Issued chains are checked with
+//! `openssl verify` against pebble's root. The store is the embedded one,
+//! and a real etcd (one connection per issuer) for the two-issuer case.
+//! `tests/acme.rs` at the root runs the same through lb's real ingress.
 //!
 //! Needs /usr/bin/pebble, /usr/bin/pebble-challtestsrv, openssl and curl
 //! (`contrib/deps.sh --test`).
 
-use std::path::Path;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,50 +22,12 @@ use lb_store::embedded::EmbeddedStore;
 use lb_store::etcd::EtcdStore;
 use lb_store::secrets::Sealer;
 use lb_store::{Event, Shared, StoreExt};
+use lb_testing::pebble::{run, Pebble};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::process::{Child, Command};
 
 /// How long any one wait of these tests may take before it fails.
 const DEADLINE: Duration = Duration::from_secs(60);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn run(dir: &Path, program: &str, args: &[&str]) -> String {
-    let out = std::process::Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Polls until a TCP port accepts, or fails naming it.
-async fn wait_port(port: u16, what: &str) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what} never listened on port {port}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// The HTTP-01 responder: answers challenges from the store (or wrongly,
 /// when told to), counting the requests.
@@ -130,17 +89,15 @@ async fn responder(store: Shared, keys: Keys) -> Responder {
 
 /// Pebble, its DNS, the responder and a store.
 struct Acme {
-    dir: tempfile::TempDir,
     store: Shared,
     keys: Keys,
     sealer: Sealer,
     responder: Responder,
-    directory: String,
-    management: u16,
     /// With etcd, each issuer gets its own connection, as API servers do.
     etcd: Option<lb_testing::EtcdServer>,
-    _pebble: Child,
-    _dns: Child,
+    pebble: Pebble,
+    /// The embedded store's files.
+    _store_dir: tempfile::TempDir,
 }
 
 impl Acme {
@@ -151,167 +108,37 @@ impl Acme {
 
     /// On `etcd`, or the embedded store.
     async fn start_on(etcd: Option<lb_testing::EtcdServer>) -> Acme {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path();
-        // Pebble's TLS certificate, from a CA of the test's own.
-        run(
-            path,
-            "openssl",
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=lb test CA",
-            ],
-        );
-        run(
-            path,
-            "openssl",
-            &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                "key.pem",
-                "-out",
-                "tls.csr",
-                "-subj",
-                "/CN=localhost",
-            ],
-        );
-        std::fs::write(
-            path.join("ext.cnf"),
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-        )
-        .unwrap();
-        run(
-            path,
-            "openssl",
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "tls.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                "cert.pem",
-                "-days",
-                "2",
-                "-extfile",
-                "ext.cnf",
-            ],
-        );
-
+        let store_dir = tempfile::tempdir().unwrap();
         let store: Shared = match &etcd {
             Some(etcd) => Arc::new(EtcdStore::connect(&[etcd.endpoint()]).await.unwrap()),
-            None => Arc::new(EmbeddedStore::open_dir(&path.join("store")).await.unwrap()),
+            None => Arc::new(
+                EmbeddedStore::open_dir(&store_dir.path().join("store"))
+                    .await
+                    .unwrap(),
+            ),
         };
         let keys = Keys::default();
         let responder = responder(store.clone(), keys.clone()).await;
 
-        let (dns, dns_mgmt) = (free_port(), free_port());
-        let dns_child = Command::new("pebble-challtestsrv")
-            .args([
-                "-management",
-                &format!("127.0.0.1:{dns_mgmt}"),
-                "-dns01",
-                &format!("127.0.0.1:{dns}"),
-                "-http01",
-                "",
-                "-https01",
-                "",
-                "-tlsalpn01",
-                "",
-                "-defaultIPv6",
-                "",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("pebble-challtestsrv runs");
-        wait_port(dns_mgmt, "pebble-challtestsrv").await;
-        run(
-            path,
-            "curl",
-            &[
-                "-sSf",
-                "-d",
-                r#"{"ip":"127.0.0.1"}"#,
-                &format!("http://127.0.0.1:{dns_mgmt}/set-default-ipv4"),
-            ],
-        );
-
-        let (listen, management, tls) = (free_port(), free_port(), free_port());
-        let config = serde_json::json!({
-            "pebble": {
-                "listenAddress": format!("127.0.0.1:{listen}"),
-                "managementListenAddress": format!("127.0.0.1:{management}"),
-                "certificate": path.join("cert.pem"),
-                "privateKey": path.join("key.pem"),
-                "httpPort": responder.port,
-                "tlsPort": tls,
-                "ocspResponderURL": "",
-                "externalAccountBindingRequired": false
-            }
-        });
-        std::fs::write(path.join("pebble.json"), config.to_string()).unwrap();
-        let log = std::fs::File::create(path.join("pebble.log")).unwrap();
-        let pebble = Command::new("pebble")
-            .arg("-config")
-            .arg(path.join("pebble.json"))
-            .args(["-dnsserver", &format!("127.0.0.1:{dns}")])
-            .env("PEBBLE_VA_NOSLEEP", "1")
-            // Deterministic: no rejected nonces, no reused authorizations
-            // (each order is validated by a real fetch).
-            .env("PEBBLE_WFE_NONCEREJECT", "0")
-            .env("PEBBLE_AUTHZREUSE", "0")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("pebble runs");
-        wait_port(listen, "pebble").await;
-        wait_port(management, "pebble's management").await;
+        let pebble = Pebble::start(responder.port).await;
 
         Acme {
-            directory: format!("https://127.0.0.1:{listen}/dir"),
-            management,
             store,
             keys,
             sealer: Sealer::from_key([9; 32]),
             responder,
-            _pebble: pebble,
-            _dns: dns_child,
             etcd,
-            dir,
+            pebble,
+            _store_dir: store_dir,
         }
     }
 
     fn config(&self, holder: &str) -> AcmeConfig {
         AcmeConfig {
             enabled: true,
-            directory: self.directory.clone(),
+            directory: self.pebble.directory().to_owned(),
             email: Some("ops@lbtest.com".into()),
-            ca_file: Some(self.dir.path().join("ca.pem")),
+            ca_file: Some(self.pebble.ca_file()),
             keys: self.keys.clone(),
             lease_ttl: Duration::from_secs(3),
             retry_first: Duration::from_secs(1),
@@ -360,7 +187,7 @@ impl Acme {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "the record of {domain} never reached the expected state: {record:?}\npebble log:\n{}",
-                std::fs::read_to_string(self.dir.path().join("pebble.log")).unwrap_or_default()
+                self.pebble.log()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -369,18 +196,9 @@ impl Acme {
     /// Checks with openssl that `record`'s chain leads to pebble's root,
     /// names `domain`, and goes with the key the store serves for it.
     async fn verify(&self, domain: &str, record: &CertRecord) {
-        let path = self.dir.path();
-        let root = run(
-            path,
-            "curl",
-            &[
-                "-sSf",
-                "--cacert",
-                "ca.pem",
-                &format!("https://127.0.0.1:{}/roots/0", self.management),
-            ],
-        );
-        std::fs::write(path.join("root.pem"), root).unwrap();
+        let path = self.pebble.dir();
+        // Pebble's root, as root.pem beside the files below.
+        self.pebble.root_file();
         let leaf_end = record.chain_pem.find("-----END CERTIFICATE-----").unwrap()
             + "-----END CERTIFICATE-----".len();
         std::fs::write(path.join("leaf.pem"), &record.chain_pem[..leaf_end]).unwrap();

@@ -3,6 +3,8 @@
 //! stopped when dropped, and the local busybox test image (nothing can be
 //! pulled on the machines lb is tested on).
 
+pub mod pebble;
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
