@@ -45,6 +45,10 @@ pub struct BuildSpec {
     /// Command that runs the app.
     #[serde(default)]
     pub run_cmd: Option<String>,
+    /// A single-page app (template builds that serve static files): paths
+    /// without a file extension that name no file answer `/index.html`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub spa: bool,
 }
 
 /// Where a service's code comes from.
@@ -102,6 +106,12 @@ impl Source {
             if let Some(path) = path {
                 check_repo_path(path).map_err(|m| ValidationError::new(field, m))?;
             }
+        }
+        if build.spa && build.kind != BuildKind::Template {
+            return Err(ValidationError::new(
+                "build.spa",
+                "applies to template builds only (a Dockerfile sets up its own server)",
+            ));
         }
         if build.kind == BuildKind::Template {
             for (field, value) in [
@@ -193,5 +203,32 @@ fn check_repo_path(path: &str) -> std::result::Result<(), String> {
             "{:?} must be a relative path inside the repository",
             truncate(path)
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(build: serde_json::Value) -> Source {
+        serde_json::from_value(serde_json::json!({"url": "https://h/r.git", "build": build}))
+            .unwrap()
+    }
+
+    #[test]
+    fn spa_defaults_off_and_needs_a_template_build() {
+        let plain = source(serde_json::json!({}));
+        assert!(!plain.build.spa);
+        let shown = serde_json::to_value(&plain).unwrap();
+        assert!(shown["build"].get("spa").is_none(), "{shown}");
+        let spa = source(serde_json::json!({"kind": "template", "language": "static",
+            "framework": "html", "spa": true}));
+        assert!(spa.build.spa);
+        spa.validate().unwrap();
+        assert_eq!(serde_json::to_value(&spa).unwrap()["build"]["spa"], true);
+        let e = source(serde_json::json!({"spa": true}))
+            .validate()
+            .unwrap_err();
+        assert_eq!(e.field, "build.spa", "{e}");
     }
 }

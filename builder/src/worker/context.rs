@@ -1,6 +1,7 @@
 //! The build's Dockerfile and context: paths kept inside the repository,
-//! the Dockerfile read from it or rendered from a template, and the context
-//! packed as a tar (`.git` left out, symlinks kept as links, refused past
+//! the Dockerfile read from it or rendered from a template (with the files
+//! the template copies from lb, e.g. nginx's config), and the context packed
+//! as a tar (`.git` left out, symlinks kept as links, refused past
 //! `--build-max-context`).
 
 use std::collections::BTreeMap;
@@ -11,13 +12,27 @@ use lb_model::{BuildKind, BuildSpec};
 /// The name the Dockerfile has inside the context tar.
 pub const DOCKERFILE: &str = ".lb-Dockerfile";
 
-/// The Dockerfile's bytes: the repository's, or rendered from the template
-/// (then also answered as text, for the build log).
+/// What lb puts in the build context beside the repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prepared {
+    /// Files at the context's root, the Dockerfile (as [`DOCKERFILE`])
+    /// first; they replace repository files of the same name.
+    pub files: Vec<(String, Vec<u8>)>,
+    /// The repository goes under this directory of the context (else at
+    /// its root).
+    pub code_dir: Option<String>,
+    /// The rendered Dockerfile and files lb wrote, as text for the build
+    /// log (empty for the repository's own Dockerfile).
+    pub rendered: Vec<(String, String)>,
+}
+
+/// The Dockerfile and lb's files: the repository's Dockerfile, or the
+/// template rendered.
 pub async fn dockerfile(
     repo: &Path,
     build: &BuildSpec,
     base_images: &BTreeMap<String, String>,
-) -> Result<(Vec<u8>, Option<String>), String> {
+) -> Result<Prepared, String> {
     match build.kind {
         BuildKind::Dockerfile => {
             let name = build.dockerfile.as_deref().unwrap_or("Dockerfile");
@@ -25,11 +40,31 @@ pub async fn dockerfile(
             let bytes = tokio::fs::read(&path)
                 .await
                 .map_err(|_| format!("Dockerfile {name:?} not found in the repository"))?;
-            Ok((bytes, None))
+            Ok(Prepared {
+                files: vec![(DOCKERFILE.to_owned(), bytes)],
+                code_dir: None,
+                rendered: Vec::new(),
+            })
         }
         BuildKind::Template => {
-            let text = crate::template::render(build, base_images)?;
-            Ok((text.clone().into_bytes(), Some(text)))
+            let r = crate::template::render(build, base_images)?;
+            let rendered: Vec<(String, String)> = std::iter::once(("Dockerfile", r.dockerfile))
+                .chain(r.files)
+                .map(|(name, text)| (name.to_owned(), text))
+                .collect();
+            let files = rendered
+                .iter()
+                .enumerate()
+                .map(|(i, (name, text))| {
+                    let name = if i == 0 { DOCKERFILE } else { name.as_str() };
+                    (name.to_owned(), text.clone().into_bytes())
+                })
+                .collect();
+            Ok(Prepared {
+                files,
+                code_dir: r.code_dir.map(str::to_owned),
+                rendered,
+            })
         }
     }
 }
@@ -57,12 +92,26 @@ pub fn inside(root: &Path, relative: &str, field: &str) -> Result<PathBuf, Strin
     Ok(real)
 }
 
-/// The build context as a tar, with the Dockerfile as [`DOCKERFILE`];
-/// `.git` is left out; symlinks stay links. Refused past `max` bytes.
-pub fn pack(context: &Path, dockerfile: &[u8], max: u64) -> Result<Vec<u8>, String> {
+/// The build context as a tar: the repository's `context` directory (under
+/// `prepared.code_dir` if set) and lb's files at the root; `.git` is left
+/// out; symlinks stay links. Refused past `max` bytes of repository files.
+pub fn pack(context: &Path, prepared: &Prepared, max: u64) -> Result<Vec<u8>, String> {
     let mut total = 0u64;
     let mut builder = tar::Builder::new(Vec::new());
     builder.follow_symlinks(false);
+    let base = Path::new(prepared.code_dir.as_deref().unwrap_or(""));
+    if prepared.code_dir.is_some() {
+        // Present even for an empty repository, so COPY finds it.
+        builder
+            .append_dir(base, context)
+            .map_err(|e| e.to_string())?;
+    }
+    let ours = |rel: &Path| {
+        prepared
+            .files
+            .iter()
+            .any(|(name, _)| rel == Path::new(name))
+    };
     let mut stack = vec![context.to_path_buf()];
     while let Some(dir) = stack.pop() {
         let entries =
@@ -71,12 +120,15 @@ pub fn pack(context: &Path, dockerfile: &[u8], max: u64) -> Result<Vec<u8>, Stri
             let entry = entry.map_err(|e| e.to_string())?;
             let path = entry.path();
             let rel = path.strip_prefix(context).map_err(|e| e.to_string())?;
-            if rel == Path::new(".git") || rel == Path::new(DOCKERFILE) {
+            if rel == Path::new(".git") || (prepared.code_dir.is_none() && ours(rel)) {
                 continue;
             }
+            let name = base.join(rel);
             let kind = entry.file_type().map_err(|e| e.to_string())?;
             if kind.is_dir() {
-                builder.append_dir(rel, &path).map_err(|e| e.to_string())?;
+                builder
+                    .append_dir(&name, &path)
+                    .map_err(|e| e.to_string())?;
                 stack.push(path);
             } else {
                 if kind.is_file() {
@@ -89,18 +141,20 @@ pub fn pack(context: &Path, dockerfile: &[u8], max: u64) -> Result<Vec<u8>, Stri
                     }
                 }
                 builder
-                    .append_path_with_name(&path, rel)
+                    .append_path_with_name(&path, &name)
                     .map_err(|e| e.to_string())?;
             }
         }
     }
-    let mut header = tar::Header::new_gnu();
-    header.set_size(dockerfile.len() as u64);
-    header.set_mode(0o644);
-    header.set_cksum();
-    builder
-        .append_data(&mut header, DOCKERFILE, dockerfile)
-        .map_err(|e| e.to_string())?;
+    for (name, bytes) in &prepared.files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder
+            .append_data(&mut header, name, bytes.as_slice())
+            .map_err(|e| e.to_string())?;
+    }
     builder.into_inner().map_err(|e| e.to_string())
 }
 
@@ -128,6 +182,27 @@ mod tests {
             .contains("not found"));
     }
 
+    fn ours(code_dir: Option<&str>) -> Prepared {
+        Prepared {
+            files: vec![
+                (DOCKERFILE.to_owned(), b"FROM x".to_vec()),
+                (".lb-extra".to_owned(), b"conf".to_vec()),
+            ],
+            code_dir: code_dir.map(str::to_owned),
+            rendered: Vec::new(),
+        }
+    }
+
+    fn names(tar: &[u8]) -> Vec<String> {
+        let mut names: Vec<String> = tar::Archive::new(tar)
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        names.sort();
+        names
+    }
+
     #[test]
     fn the_context_leaves_git_out_and_holds_the_dockerfile() {
         let dir = tempfile::tempdir().unwrap();
@@ -135,15 +210,39 @@ mod tests {
         std::fs::create_dir(dir.path().join("src")).unwrap();
         std::fs::write(dir.path().join("src/main.py"), "print(1)").unwrap();
         std::fs::write(dir.path().join(DOCKERFILE), "stale").unwrap();
-        let tar = pack(dir.path(), b"FROM x", 1 << 20).unwrap();
-        let mut names: Vec<String> = tar::Archive::new(tar.as_slice())
-            .entries()
-            .unwrap()
-            .map(|e| e.unwrap().path().unwrap().display().to_string())
-            .collect();
-        names.sort();
-        assert_eq!(names, [DOCKERFILE, "src", "src/main.py"]);
-        let e = pack(dir.path(), b"FROM x", 3).unwrap_err();
+        let tar = pack(dir.path(), &ours(None), 1 << 20).unwrap();
+        assert_eq!(names(&tar), [DOCKERFILE, ".lb-extra", "src", "src/main.py"]);
+        let e = pack(dir.path(), &ours(None), 3).unwrap_err();
         assert!(e.contains("--build-max-context"), "{e}");
+        // Under a code directory, lb's files stay apart from the repository's.
+        let tar = pack(dir.path(), &ours(Some("site")), 1 << 20).unwrap();
+        assert_eq!(
+            names(&tar),
+            [
+                DOCKERFILE,
+                ".lb-extra",
+                "site",
+                "site/.lb-Dockerfile",
+                "site/src",
+                "site/src/main.py"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_template_brings_its_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let build: BuildSpec = serde_json::from_value(serde_json::json!(
+            {"kind": "template", "language": "static", "framework": "html", "spa": true}
+        ))
+        .unwrap();
+        let p = dockerfile(dir.path(), &build, &BTreeMap::new())
+            .await
+            .unwrap();
+        let names: Vec<&str> = p.files.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, [DOCKERFILE, crate::template::NGINX_CONF]);
+        assert_eq!(p.code_dir.as_deref(), Some(crate::template::SITE_DIR));
+        assert_eq!(p.rendered[0].0, "Dockerfile");
+        assert!(p.rendered[1].1.contains("/index.html;"));
     }
 }

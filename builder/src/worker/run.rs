@@ -161,16 +161,15 @@ impl Run {
             build.context.as_deref().unwrap_or("."),
             "source.build.context",
         )?;
-        let (dockerfile, rendered) =
-            context::dockerfile(&repo, build, &w.config.base_images).await?;
-        if let Some(text) = rendered {
-            self.line("Dockerfile written from the template:");
+        let prepared = context::dockerfile(&repo, build, &w.config.base_images).await?;
+        for (name, text) in &prepared.rendered {
+            self.line(&format!("{name} written from the template:"));
             for line in text.lines() {
                 self.line(&format!("  {line}"));
             }
         }
         let max = w.config.max_context;
-        let tar = tokio::task::spawn_blocking(move || context::pack(&context, &dockerfile, max))
+        let tar = tokio::task::spawn_blocking(move || context::pack(&context, &prepared, max))
             .await
             .map_err(|e| e.to_string())??;
         self.line(&format!("context: {} KiB", tar.len() / 1024));
