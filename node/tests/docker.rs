@@ -706,7 +706,7 @@ async fn the_images_healthcheck_is_reported_and_an_unhealthy_one_restarted() {
     );
     image_with_healthcheck(
         "lb-test-busybox-sick:1",
-        r#"--interval=1s --timeout=2s --retries=1 CMD ["/bin/busybox", "false"]"#,
+        r#"--interval=1s --timeout=2s --retries=1 CMD ["/bin/busybox", "sh", "-c", "echo sick; exit 2"]"#,
     );
     let dir = tempfile::tempdir().unwrap();
     let node = cluster.node(dir.path().join("node"), true).await;
@@ -733,7 +733,7 @@ async fn the_images_healthcheck_is_reported_and_an_unhealthy_one_restarted() {
         .wait(&sick, "restarted for Docker's unhealthy", |s| s.restarts >= 1)
         .await;
     assert_eq!(
-        s.message, "restarted: unhealthy (the image's HEALTHCHECK failed)",
+        s.message, "restarted: unhealthy (HEALTHCHECK: exit code 2: sick)",
         "{s:?}"
     );
     let s = cluster

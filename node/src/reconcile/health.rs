@@ -250,15 +250,15 @@ impl Checks {
 
     /// When the replica's health became `health` (now, when it just did).
     pub fn since(&mut self, replica: &str, health: Option<Health>) -> Option<Timestamp> {
-        health?;
-        match self.since.get(replica) {
-            Some((h, at)) if *h == health => Some(*at),
+        let at = match self.since.get(replica) {
+            Some((h, at)) if *h == health => *at,
             _ => {
                 let at = lb_model::now();
                 self.since.insert(replica.to_owned(), (health, at));
-                Some(at)
+                at
             }
-        }
+        };
+        health.map(|_| at)
     }
 }
 

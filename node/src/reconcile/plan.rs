@@ -17,7 +17,7 @@ use super::crashes::{backoff_message, unhealthy_message};
 use super::ops::Op;
 use super::spec::{made_from, spec_hash};
 use super::Reconciler;
-use crate::runtime::{Container, Runtime};
+use crate::runtime::{Check, Container, Runtime};
 
 impl<R: Runtime> Reconciler<R> {
     /// One pass over every replica of the node: decides, reports, and starts
@@ -133,7 +133,7 @@ impl<R: Runtime> Reconciler<R> {
                     // Out of the routes first (the report above), then a
                     // graceful stop; the pass after restarts it as a crash.
                     let why = match self.checks.failure(&a.replica) {
-                        why if why.is_empty() => "the image's HEALTHCHECK failed".to_owned(),
+                        why if why.is_empty() => self.image_check_failure(&c).await,
                         why => why,
                     };
                     tracing::warn!(%why, "unhealthy: restarting");
@@ -180,6 +180,17 @@ impl<R: Runtime> Reconciler<R> {
                 };
                 self.spawn(&a.replica, op);
             }
+        }
+    }
+
+    /// Why the image's own `HEALTHCHECK` failed, as Docker recorded it.
+    async fn image_check_failure(&self, c: &Container) -> String {
+        let check = Check::Image {
+            container: c.id.clone(),
+        };
+        match self.runtime.check(&check).await {
+            Err(why) => format!("HEALTHCHECK: {why}"),
+            Ok(()) => "the image's HEALTHCHECK failed".to_owned(),
         }
     }
 

@@ -236,13 +236,18 @@ async fn the_images_healthcheck_is_reported_and_an_unhealthy_one_restarted() {
         health_of(h, &a) == Some(Health::Healthy)
     })
     .await;
+    assert_eq!(checks_of(&h, &a), 0, "Docker runs the image's check");
+    // Docker's record of the last probe says why.
+    h.fake
+        .state()
+        .checks
+        .insert(a.replica.clone(), Err("exit code 1: down".into()));
     set(Health::Unhealthy);
     h.restarted(&a, 1, 5 * SEC).await;
     let status = h.status(&a.replica).unwrap();
     assert_eq!(
         status.message,
-        "restarted: unhealthy (the image's HEALTHCHECK failed)"
+        "restarted: unhealthy (HEALTHCHECK: exit code 1: down)"
     );
     assert_eq!(status.health, Some(Health::Starting));
-    assert_eq!(checks_of(&h, &a), 0, "Docker runs the image's check");
 }

@@ -97,7 +97,9 @@ impl DockerRuntime {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent("lb-health-check")
             .build()
-            .map_err(|e| crate::Error::Docker(format!("cannot make the health check client: {e}")))?;
+            .map_err(|e| {
+                crate::Error::Docker(format!("cannot make the health check client: {e}"))
+            })?;
         Ok(Self {
             docker,
             node: node.to_owned(),
@@ -514,6 +516,35 @@ impl Runtime for DockerRuntime {
                     .await
                     .map(drop)
                     .map_err(|e| e.to_string())
+            }
+            Check::Image { container } => {
+                let inspect = self
+                    .docker
+                    .inspect_container(container, None)
+                    .await
+                    .map_err(|e| Error::from(e).to_string())?;
+                let health = inspect.state.and_then(|s| s.health);
+                let unhealthy = health.as_ref().and_then(|h| h.status)
+                    == Some(bollard::models::HealthStatusEnum::UNHEALTHY);
+                if !unhealthy {
+                    return Ok(());
+                }
+                let last = health
+                    .and_then(|h| h.log)
+                    .and_then(|log| log.into_iter().last());
+                let code = last.as_ref().and_then(|l| l.exit_code).unwrap_or(-1);
+                let said: String = last
+                    .and_then(|l| l.output)
+                    .unwrap_or_default()
+                    .trim()
+                    .chars()
+                    .take(200)
+                    .collect();
+                Err(if said.is_empty() {
+                    format!("exit code {code}")
+                } else {
+                    format!("exit code {code}: {said}")
+                })
             }
             Check::Command { container, command } => {
                 let out = self

@@ -346,7 +346,9 @@ impl Runtime for Fake {
                 .containers
                 .values()
                 .find(|c| match check {
-                    Check::Command { container, .. } => c.id == *container,
+                    Check::Command { container, .. } | Check::Image { container } => {
+                        c.id == *container
+                    }
                     Check::Http { host_port, .. } | Check::Tcp { host_port, .. } => {
                         c.ports.iter().any(|(_, h)| h == host_port)
                     }

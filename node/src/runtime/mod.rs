@@ -129,6 +129,12 @@ pub enum Check {
         /// The host port bound to it.
         host_port: u16,
     },
+    /// The engine's verdict of the image's own `HEALTHCHECK`: fails with
+    /// its last probe's exit code and output while `unhealthy`.
+    Image {
+        /// The container.
+        container: String,
+    },
     /// A command run in the container: exit code 0 passes.
     Command {
         /// The container.
