@@ -5,7 +5,8 @@
 //! It signs up, creates a project and a service from a locally built image,
 //! sees two replicas turn `running` without a reload, reads their logs, runs
 //! `echo ok` in the console, scales to three and sees the third appear live,
-//! checks CSRF and errors beside fields, and saves a screenshot of every page
+//! checks CSRF and errors beside fields, adds a domain and sees it listed
+//! with its URL, and saves a screenshot of every page
 //! at 1280×800 and at 390×844 under `$CARGO_TARGET_TMPDIR/ui-screenshots/`.
 
 use std::io::{BufRead, BufReader, Read};
@@ -480,6 +481,40 @@ async fn run(b: &Browser, image: &str, repo: &str) {
     b.js("document.querySelector('#e-memory').scrollIntoView(); return true")
         .await;
     b.shot("10-spec-error").await;
+
+    // Domains: a bad one errors beside the field; a good one is listed
+    // (no certificate: this lb issues none) and its URL shown as a link.
+    b.js("document.querySelector('#domains-card').scrollIntoView(); return true")
+        .await;
+    b.fill("#domain-input", "bad..domain").await;
+    b.click("#domain-add").await;
+    b.until(
+        "the domain error beside its field",
+        10,
+        "return document.querySelector('#domain-input-error').textContent.length > 0",
+    )
+    .await;
+    b.fill("#domain-input", "web.example.test").await;
+    b.click("#domain-add").await;
+    b.until(
+        "the domain listed",
+        10,
+        "return !!document.querySelector('#domains tr[data-domain=\"web.example.test\"]')",
+    )
+    .await;
+    b.until(
+        "its URL shown",
+        10,
+        "return [...document.querySelectorAll('#urls a')].some(a => a.href.startsWith('http://web.example.test'))",
+    )
+    .await;
+    b.until(
+        "the traffic panel",
+        10,
+        "return !!document.querySelector('#ingress [data-stat=\"requests\"]')",
+    )
+    .await;
+    b.shot("10b-domains").await;
 
     // A service from git: built from its Dockerfile, the build's steps and
     // log live, a second build with Deploy, a rollback to the first.

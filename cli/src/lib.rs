@@ -1,5 +1,5 @@
 //! `lbc`, the command-line client of lb: contexts, accounts, projects,
-//! services, replicas, nodes, builds, logs and exec against the REST API.
+//! services, replicas, domains, nodes, builds, logs and exec against the REST API.
 //!
 //! `main.rs` only calls [`main`]; each command lives in `commands/`, the
 //! flags in `args.rs`, the config file in `config.rs`, HTTP and websockets in
