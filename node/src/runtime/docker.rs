@@ -626,3 +626,59 @@ impl DockerRuntime {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A config as lb makes it: not privileged, a pids limit, caps dropped.
+    fn confined() -> ContainerConfig<String> {
+        ContainerConfig {
+            host_config: Some(HostConfig {
+                privileged: Some(false),
+                pids_limit: Some(1024),
+                cap_drop: Some(vec!["NET_RAW".into()]),
+                mounts: Some(vec![Mount {
+                    typ: Some(MountTypeEnum::VOLUME),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_confined_containers_are_created() {
+        assert!(check_confined(&confined()).is_ok());
+        let unconfined: [fn(&mut HostConfig); 9] = [
+            |h| h.privileged = Some(true),
+            |h| h.privileged = None,
+            |h| h.network_mode = Some("host".into()),
+            |h| h.pid_mode = Some("host".into()),
+            |h| h.ipc_mode = Some("container:other".into()),
+            |h| h.binds = Some(vec!["/etc:/host-etc".into()]),
+            |h| {
+                h.mounts = Some(vec![Mount {
+                    typ: Some(MountTypeEnum::BIND),
+                    ..Default::default()
+                }])
+            },
+            |h| h.cap_add = Some(vec!["SYS_ADMIN".into()]),
+            |h| h.pids_limit = None,
+        ];
+        for (i, change) in unconfined.iter().enumerate() {
+            let mut config = confined();
+            if let Some(host) = config.host_config.as_mut() {
+                change(host);
+            }
+            let err = check_confined(&config).expect_err(&format!("case {i} passed"));
+            assert!(err.to_string().contains("unconfined"), "{err}");
+        }
+        let mut added = confined();
+        if let Some(host) = added.host_config.as_mut() {
+            host.cap_add = Some(vec!["NET_RAW".into()]);
+        }
+        assert!(check_confined(&added).is_ok());
+    }
+}
