@@ -41,6 +41,8 @@ fn start(data: &Path) -> Up {
         .env_remove("LB_ETCD")
         .env_remove("LB_DATA_DIR")
         .env("LB_REGISTRY_LISTEN", "127.0.0.1:0")
+        // ... and each ingress.
+        .env("LB_HTTP_LISTEN", "127.0.0.1:0")
         .env("LB_ADMIN_PASSWORD", "admin-password")
         .env("LB_LOG", "warn")
         // Tests run side by side: no ingress on fixed ports.

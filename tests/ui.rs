@@ -39,6 +39,8 @@ fn start_lb(data: &std::path::Path) -> (Killed, String) {
         .env_remove("LB_DATA_DIR")
         .env_remove("LB_LISTEN")
         .env("LB_REGISTRY_LISTEN", "127.0.0.1:0")
+        // ... and each ingress.
+        .env("LB_HTTP_LISTEN", "127.0.0.1:0")
         .env("LB_ADMIN_PASSWORD", "admin-password")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

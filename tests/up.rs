@@ -40,7 +40,9 @@ fn lb(args: &[&str]) -> Command {
         .env_remove("LB_DATA_DIR")
         .env_remove("LB_LISTEN")
         // Tests run side by side: each registry on a free port.
-        .env("LB_REGISTRY_LISTEN", "127.0.0.1:0");
+        .env("LB_REGISTRY_LISTEN", "127.0.0.1:0")
+        // ... and each ingress.
+        .env("LB_HTTP_LISTEN", "127.0.0.1:0");
     cmd
 }
 

@@ -48,6 +48,8 @@ fn start(data: &Path, fake: &str) -> Up {
         .env_remove("LB_DATA_DIR")
         .env_remove("LB_LISTEN")
         .env("LB_REGISTRY_LISTEN", "127.0.0.1:0")
+        // ... and each ingress.
+        .env("LB_HTTP_LISTEN", "127.0.0.1:0")
         .env("LB_ADMIN_PASSWORD", "admin-password")
         .env("LB_GITHUB_CLIENT_ID", "client-id")
         .env("LB_GITHUB_CLIENT_SECRET", "client-secret")

@@ -1184,7 +1184,8 @@ async fn isolation_matrix(backend: Backend) {
                 "POST",
                 &services,
                 Some(&owner),
-                Some(json!({"name": "web", "image": "x", "source": source})),
+                Some(json!({"name": "web", "image": "x", "source": source,
+                    "ports": [{"container": 80}], "domains": [format!("web-{project}.example.test")]})),
             )
             .await;
             // Build 1, queued (no builder runs here), for the build routes.
@@ -1214,7 +1215,8 @@ async fn isolation_matrix(backend: Backend) {
                     .replace("{s}", "web")
                     .replace("{id}", &token_id)
                     .replace("/builds/{n}", "/builds/1")
-                    .replace("{n}", &node_id),
+                    .replace("{n}", &node_id)
+                    .replace("{d}", &format!("web-{project}.example.test")),
             );
         }
         let body = match route.body {
@@ -1238,6 +1240,8 @@ async fn isolation_matrix(backend: Backend) {
             Some("Rollback") => Some(json!({"build": 1})),
             Some("Exec") => Some(json!({"command": ["true"]})),
             Some("BuildRequest") => Some(json!({})),
+            Some("DomainRequest") => Some(json!({"domain": format!("add-{n}-a.example.test")})),
+            Some("CertificateUpload") => Some(json!({"chain": "not a pem", "key": "not a pem"})),
             Some("JoinToken") => Some(json!({"ttl": 600})),
             Some("Allowlist") => Some(json!({"owners": []})),
             Some("Join") => {
@@ -1278,6 +1282,12 @@ async fn isolation_matrix(backend: Backend) {
                 // Logs and exec reach the service; it has no running replica.
                 || ((route.path.ends_with("logs") || route.path.ends_with("exec")) && r.status == 422)
                 || (route.path.ends_with("rollback") && r.body["error"]["field"] == "build")
+                // The sample certificate is refused once the domain is reached.
+                || (route.path.ends_with("certificate") && route.method == "PUT"
+                    && r.status == 400 && r.body["error"]["field"] == "certificate")
+                || (route.path.ends_with("certificate") && route.method == "DELETE"
+                    && r.status == 404
+                    && r.body["error"]["message"].as_str().is_some_and(|m| m.starts_with("no certificate")))
         };
         if scoped {
             let r = call(Some(other.clone())).await;
@@ -1294,6 +1304,9 @@ async fn isolation_matrix(backend: Backend) {
                 let mut b = b.clone();
                 if route.body == Some("ProjectInput") && route.method != "POST" {
                     b["name"] = json!(format!("proj-{n}-b"));
+                }
+                if route.body == Some("DomainRequest") {
+                    b["domain"] = json!(format!("add-{n}-b.example.test"));
                 }
                 b
             });
