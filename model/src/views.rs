@@ -167,6 +167,10 @@ pub struct ServiceStatus {
     pub restart_generation: u64,
     /// Replica counts.
     pub replicas: ReplicaCounts,
+    /// Why the service's rollout halted ("rollout halted: replica R never
+    /// became healthy (GET /healthz: 503)"); the old replicas keep serving.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// A service as shown.

@@ -31,6 +31,12 @@ pub async fn view(ctx: &Ctx, loaded: &LoadedService) -> Result<ServiceView> {
         total: replicas.len() as u32,
         ..Default::default()
     };
+    // A halted rollout says why at the service's level.
+    let reason = replicas
+        .iter()
+        .filter_map(|(replica, _)| replica.reason.as_deref())
+        .find(|r| r.starts_with("rollout halted"))
+        .map(str::to_owned);
     for (_, status) in &replicas {
         match status.as_ref().map_or(ReplicaState::Pending, |s| s.state) {
             ReplicaState::Running => counts.running += 1,
@@ -54,6 +60,7 @@ pub async fn view(ctx: &Ctx, loaded: &LoadedService) -> Result<ServiceView> {
             generation: loaded.meta.generation,
             restart_generation: loaded.meta.restart_generation,
             replicas: counts,
+            reason,
         },
     })
 }
