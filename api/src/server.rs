@@ -58,7 +58,7 @@ impl Server {
             .vendors
             .public_url
             .get_or_insert_with(|| format!("http://{addr}"));
-        let ctx = Context::new(config.clone(), store).await?;
+        let ctx = Context::new(config.clone(), store.clone()).await?;
         let mut own = addr;
         if own.ip().is_unspecified() {
             own.set_ip([127, 0, 0, 1].into());
@@ -83,7 +83,9 @@ impl Server {
                 holder: url.clone(),
                 ..acme
             };
-            let issuer = lb_certs::Issuer::new(ctx.store.clone(), ctx.sealer.clone(), acme);
+            // The uncached store: woken by a watch, the issuer must read
+            // what woke it, and the cache may not have applied it yet.
+            let issuer = lb_certs::Issuer::new(store, ctx.sealer.clone(), acme);
             tokio::spawn(issuer.run(std::future::pending()));
         }
         let routes = crate::filters::routes(ctx.clone());
