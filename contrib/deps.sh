@@ -15,6 +15,7 @@
 #   openssl                      certificates made in tests       [--test]
 #   nginx, wrk                   the ingress benchmark's baseline and load  [--test]
 #   iptables, iproute2           network namespaces and the node's firewall [--test]
+#   nodejs, npm                  a node base image for the static-site build test [--test]
 set -euo pipefail
 need=()
 command -v protoc >/dev/null || need+=(protobuf-compiler)
@@ -35,6 +36,8 @@ if [ "${1:-}" = "--test" ]; then
   command -v wrk >/dev/null || need+=(wrk)
   command -v iptables >/dev/null || need+=(iptables)
   command -v ip >/dev/null || need+=(iproute2)
+  command -v node >/dev/null || need+=(nodejs)
+  command -v npm >/dev/null || need+=(npm)
 fi
 command -v cargo >/dev/null || { echo "lb needs a Rust toolchain (cargo): see https://rustup.rs" >&2; exit 1; }
 [ ${#need[@]} -eq 0 ] && exit 0

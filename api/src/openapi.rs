@@ -561,7 +561,8 @@ fn schemas() -> Value {
             "id": {"type": "string"}, "node": {"type": "string", "nullable": true},
             "state": {"enum": ["pending", "starting", "running", "failed", "exited", "stopping"]},
             "image": {"type": "string"}, "generation": {"type": "integer"},
-            "ports": {"type": "array", "items": {"type": "object"}}, "restarts": {"type": "integer"}, "message": {"type": "string"}}},
+            "ports": {"type": "array", "items": {"type": "object"}}, "restarts": {"type": "integer"}, "message": {"type": "string"},
+            "health": {"enum": ["starting", "healthy", "unhealthy"]}, "health_message": {"type": "string"}}},
         "ReplicaList": list("Replica"),
         "Exec": {"type": "object", "required": ["command"], "additionalProperties": false, "properties": {
             "command": {"type": "array", "minItems": 1, "items": {"type": "string"}},

@@ -251,6 +251,12 @@ pub struct ReplicaView {
     pub restarts: u32,
     /// Why it is where it is.
     pub message: String,
+    /// `starting`, `healthy` or `unhealthy`; absent without a health check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::Health>,
+    /// Why the last health check failed.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub health_message: String,
 }
 
 /// A node as shown by `GET /nodes` and `GET /nodes/{n}`.

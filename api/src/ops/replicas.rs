@@ -80,6 +80,8 @@ fn view(loaded: &LoadedService, replica: Replica, status: ReplicaStatus) -> Repl
         ports,
         restarts: status.restarts,
         message,
+        health: status.health,
+        health_message: status.health_message,
     }
 }
 
