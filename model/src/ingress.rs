@@ -107,16 +107,11 @@ impl RouteTable {
     /// folded): an exact name first, then the wildcard of its parent.
     pub fn route(&self, host: &str) -> Option<&Route> {
         let host = normalize_host(host)?;
-        let exact = self
-            .routes
-            .iter()
-            .find(|r| r.hosts.contains(&host));
+        let exact = self.routes.iter().find(|r| r.hosts.contains(&host));
         exact.or_else(|| {
             let (_, parent) = host.split_once('.')?;
             let wildcard = format!("*.{parent}");
-            self.routes
-                .iter()
-                .find(|r| r.hosts.contains(&wildcard))
+            self.routes.iter().find(|r| r.hosts.contains(&wildcard))
         })
     }
 

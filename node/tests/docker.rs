@@ -653,8 +653,10 @@ async fn health_checks_pass_and_an_unhealthy_replica_is_restarted() {
         ..assignment(&["/bin/busybox", "sleep", "3600"], 32, Vec::new())
     };
     let failing = Assignment {
-        health: health(serde_json::json!({"command": ["/bin/busybox", "sh", "-c", "echo not ready >&2; exit 3"],
-            "interval": 1, "retries": 1})),
+        health: health(
+            serde_json::json!({"command": ["/bin/busybox", "sh", "-c", "echo not ready >&2; exit 3"],
+            "interval": 1, "retries": 1}),
+        ),
         ..assignment(&["/bin/busybox", "sleep", "3600"], 32, Vec::new())
     };
     for a in [&good, &bad, &deaf, &fine, &failing] {
@@ -669,14 +671,18 @@ async fn health_checks_pass_and_an_unhealthy_replica_is_restarted() {
     let s = cluster
         .wait(&bad, "restarted for being unhealthy", |s| s.restarts >= 1)
         .await;
-    assert_eq!(s.message, "restarted: unhealthy (GET /healthz: 404)", "{s:?}");
+    assert_eq!(
+        s.message, "restarted: unhealthy (GET /healthz: 404)",
+        "{s:?}"
+    );
     assert_eq!(s.health_message, "GET /healthz: 404");
     assert!(!s.takes_traffic());
     let s = cluster
         .wait(&deaf, "restarted for being unhealthy", |s| s.restarts >= 1)
         .await;
     assert!(
-        s.message.starts_with("restarted: unhealthy (TCP port 8080: "),
+        s.message
+            .starts_with("restarted: unhealthy (TCP port 8080: "),
         "{s:?}"
     );
     let s = cluster
@@ -685,8 +691,7 @@ async fn health_checks_pass_and_an_unhealthy_replica_is_restarted() {
         })
         .await;
     assert_eq!(
-        s.message,
-        "restarted: unhealthy (command /bin/busybox: exit code 3: not ready)",
+        s.message, "restarted: unhealthy (command /bin/busybox: exit code 3: not ready)",
         "{s:?}"
     );
     // The healthy ones were left alone meanwhile.
@@ -730,7 +735,9 @@ async fn the_images_healthcheck_is_reported_and_an_unhealthy_one_restarted() {
         .await;
     assert!(s.takes_traffic(), "{s:?}");
     let s = cluster
-        .wait(&sick, "restarted for Docker's unhealthy", |s| s.restarts >= 1)
+        .wait(&sick, "restarted for Docker's unhealthy", |s| {
+            s.restarts >= 1
+        })
         .await;
     assert_eq!(
         s.message, "restarted: unhealthy (HEALTHCHECK: exit code 2: sick)",

@@ -107,7 +107,10 @@ fn assignment(service: &Service<'_>, rid: &str, generation: u64) -> Option<Assig
         running: spec.state == ServiceState::Running,
         stop_timeout: spec.stop_timeout,
         hardening: spec.hardening(),
-        health: spec.health.as_ref().map(|h| h.with_port(spec.ingress_port())),
+        health: spec
+            .health
+            .as_ref()
+            .map(|h| h.with_port(spec.ingress_port())),
     })
 }
 
@@ -421,9 +424,8 @@ fn plan(
             (s.state == ReplicaState::Running && s.health == Some(Health::Starting))
                 .then_some(s.health_since.unwrap_or(s.updated))
         };
-        let timed_out = |p: &Placed| {
-            matches!((deadline, since_start(p)), (Some(d), Some(at)) if now - at >= d)
-        };
+        let timed_out =
+            |p: &Placed| matches!((deadline, since_start(p)), (Some(d), Some(at)) if now - at >= d);
         // Running but not yet long enough, or not yet healthy: look again
         // when it will be ready, or past its deadline.
         for p in &new {
@@ -492,8 +494,14 @@ fn plan(
                 Some(h) if h.replica.id == p.replica.id => Some(halt_reason(p)),
                 _ => None,
             };
-            let stale = p.replica.reason.as_deref().is_some_and(|r| r.starts_with(HALTED));
-            if p.replica.node.is_none() || p.replica.reason == reason || (reason.is_none() && !stale)
+            let stale = p
+                .replica
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with(HALTED));
+            if p.replica.node.is_none()
+                || p.replica.reason == reason
+                || (reason.is_none() && !stale)
             {
                 continue;
             }
