@@ -15,6 +15,8 @@ pub struct Cli {
     command: Command,
 }
 
+// Parsed once per run: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the whole platform on this machine: store, API and UI, scheduler,
