@@ -77,6 +77,8 @@ impl Up {
                 "127.0.0.1:0",
                 "--registry-listen",
                 "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
             ])
             .arg("--data-dir")
             .arg(dir.path().join("data"))
