@@ -28,6 +28,7 @@
 //! <root>/certs/<domain>                                    a domain's certificate: chain, sealed key, status (ACME or uploaded)
 //! <root>/acme/account                                      the cluster's ACME account (sealed key)
 //! <root>/acme/challenges/<token>                           a pending HTTP-01 answer (key authorization)
+//! <root>/quotas/<user id>                                  a user's quota (limits set by an admin)
 //! <root>/acme/lock                                         the ACME issuer's lease (one issuer per cluster)
 //! ```
 
@@ -361,6 +362,12 @@ impl Keys {
         format!("{}/nodes/", self.root)
     }
 
+    /// `<root>/images/`: every repository's metadata (the registry's
+    /// garbage collection lists it whole).
+    pub fn images_all(&self) -> String {
+        format!("{}/images/", self.root)
+    }
+
     /// `<root>/images/<project>/<service>/`: a repository's metadata
     /// (project and service ids).
     pub fn images(&self, project: &str, service: &str) -> String {
@@ -413,6 +420,17 @@ impl Keys {
     /// from (empty or absent: any).
     pub fn allowlist(&self) -> String {
         self.cluster("allowlist")
+    }
+
+    /// `<root>/quotas/<uid>`: a user's quota (absent: unlimited).
+    pub fn quota(&self, uid: &str) -> String {
+        format!("{}/quotas/{uid}", self.root)
+    }
+
+    /// `<root>/images/<pid>/`: the registry metadata of every repository
+    /// of a project.
+    pub fn project_images(&self, pid: &str) -> String {
+        format!("{}/images/{pid}/", self.root)
     }
 
     /// `<root>/cluster/<name>`: cluster-wide settings.

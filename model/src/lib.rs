@@ -13,6 +13,7 @@ pub mod ids;
 pub mod ingress;
 pub mod keys;
 pub mod protocol;
+pub mod reference;
 pub mod views;
 
 mod assignment;
@@ -22,6 +23,7 @@ mod hardening;
 mod health;
 mod node;
 mod project;
+mod quota;
 mod replica;
 mod service;
 mod source;
@@ -33,8 +35,9 @@ pub use build::{join_log_chunks, Build, BuildStatus, BuildStep, BUILD_LOG_DROPPE
 pub use cert::{CertRecord, CertSource, CertStatus, CertView};
 pub use hardening::{Hardening, ALLOWED_CAP_ADD, DEFAULT_PIDS, DROPPED_CAPS, MAX_PIDS, MIN_PIDS};
 pub use health::{takes_traffic, Health, HealthCheck, Probe};
-pub use node::{Capacity, Node, NodeStatus};
+pub use node::{parse_bytes, Capacity, DiskLimit, Node, NodeStatus};
 pub use project::Project;
+pub use quota::{Exceeded, Limit, Quota, MAX_LIMIT};
 pub use replica::{PortBinding, Replica, ReplicaState, ReplicaStatus};
 pub use service::{
     validate_label, Port, Protocol, ServiceMeta, ServiceSpec, ServiceState, Volume,
