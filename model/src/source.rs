@@ -164,10 +164,34 @@ fn check_git_url(url: &str) -> std::result::Result<(), String> {
             "{shown:?} is a local path, not a git URL (use https, ssh or git)"
         ));
     };
+    let authority = rest.split('/').next().unwrap_or_default();
+    if let Some((userinfo, _)) = authority.rsplit_once('@') {
+        // A password, or for http(s) a user name (GitHub and GitLab take a
+        // token there), would be stored in the spec, shown to whoever reads
+        // it and printed by git in build logs: a linked vendor clones
+        // private repositories instead. `ssh://git@host/..` names a user only.
+        let is_http = url.starts_with("http://") || url.starts_with("https://");
+        if userinfo.contains(':') || is_http {
+            return Err(
+                "holds credentials: give the URL without them and link a vendor account \
+                 (\"vendor\") to clone a private repository"
+                    .to_owned(),
+            );
+        }
+    }
     let host = rest.split(['/', ':']).next().unwrap_or_default();
     let host = host.rsplit('@').next().unwrap_or_default();
     if host.is_empty() {
         return Err(format!("{shown:?} names no host"));
+    }
+    if url.contains("://") {
+        let path = rest.split_once('/').map(|(_, p)| p).unwrap_or_default();
+        let path = path.split(['?', '#']).next().unwrap_or_default();
+        if path.split('/').any(|s| s == "." || s == "..") {
+            return Err(format!(
+                "{shown:?}: the path has a \".\" or \"..\" segment (give the repository's own path)"
+            ));
+        }
     }
     Ok(())
 }
@@ -213,6 +237,45 @@ mod tests {
     fn source(build: serde_json::Value) -> Source {
         serde_json::from_value(serde_json::json!({"url": "https://h/r.git", "build": build}))
             .unwrap()
+    }
+
+    fn url_error(url: &str) -> Option<String> {
+        let source: Source = serde_json::from_value(serde_json::json!({"url": url})).unwrap();
+        source.validate().err().map(|e| {
+            assert_eq!(e.field, "url", "{e}");
+            e.to_string()
+        })
+    }
+
+    #[test]
+    fn urls_with_credentials_are_refused_without_echoing_them() {
+        for url in [
+            "https://user:hunter2@github.com/acme/web.git",
+            "https://ghp_secrettoken@github.com/acme/web.git",
+            "http://oauth2:glpat-secret@gitlab.example.com/g/r.git",
+            "ssh://git:hunter2@git.example.com/o/r.git",
+        ] {
+            let err = url_error(url).unwrap_or_else(|| panic!("{url} accepted"));
+            assert!(err.contains("credentials"), "{err}");
+            for secret in ["hunter2", "ghp_secrettoken", "glpat-secret"] {
+                assert!(!err.contains(secret), "{err}");
+            }
+        }
+        for url in [
+            "https://github.com/acme/web.git",
+            "ssh://git@git.example.com/o/r.git",
+            "git@github.com:acme/web.git",
+            "git://git.example.com/o/r",
+        ] {
+            assert_eq!(url_error(url), None, "{url}");
+        }
+    }
+
+    #[test]
+    fn urls_with_dot_segments_are_refused() {
+        assert!(url_error("https://github.com/acme/../evil/x.git").is_some());
+        assert!(url_error("https://github.com/acme/./x.git").is_some());
+        assert_eq!(url_error("https://github.com/acme/x..y.git"), None);
     }
 
     #[test]

@@ -203,7 +203,16 @@ pub fn repository_of(url: &str) -> Option<(String, String)> {
     let host = authority.rsplit('@').next()?.to_ascii_lowercase();
     let path = path.trim_matches('/');
     let path = path.strip_suffix(".git").unwrap_or(path);
-    if host.is_empty() || !path.contains('/') || path.split('/').any(str::is_empty) {
+    // Compared as written, so the path must be in normal form: no `.` or
+    // `..` segment (`acme/../evil/x` is evil's, whatever its prefix), and
+    // nothing git or a server would decode into one (`%2e`, `\`).
+    let abnormal = |segment: &str| {
+        segment.is_empty()
+            || segment == "."
+            || segment == ".."
+            || segment.contains(['%', '\\', '?', '#'])
+    };
+    if host.is_empty() || !path.contains('/') || path.split('/').any(abnormal) {
         return None;
     }
     Some((host, path.to_owned()))
@@ -249,6 +258,44 @@ mod tests {
         check(&["git.example.com"], "ssh://git@git.example.com/x/y", true);
         check(&["github.com/acme"], "file:///github.com/acme/x", false);
         check(&["github.com/acme"], "https://github.com/acme", false);
+        // The path is compared in normal form: dot segments and encodings
+        // that become one do not pass as the prefix they start with.
+        check(
+            &["github.com/acme"],
+            "https://github.com/acme/../evil/x",
+            false,
+        );
+        check(
+            &["github.com/acme"],
+            "https://github.com/acme/../evil/",
+            false,
+        );
+        check(
+            &["github.com/acme"],
+            "git@github.com:acme/../evil/x.git",
+            false,
+        );
+        check(&["github.com/acme"], "https://github.com/acme/./x", false);
+        check(
+            &["github.com/acme"],
+            "https://github.com/acme/%2e%2e/evil/x",
+            false,
+        );
+        check(
+            &["github.com/acme"],
+            "https://github.com/acme/..%2fevil/x",
+            false,
+        );
+        check(
+            &["github.com/acme"],
+            "https://github.com/acme/x\\..\\..\\evil",
+            false,
+        );
+        check(
+            &["github.com/acme"],
+            "https://github.com/acme/x?../../evil/y",
+            false,
+        );
     }
 
     #[test]
