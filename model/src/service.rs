@@ -321,22 +321,11 @@ impl ServiceSpec {
     }
 }
 
-/// Checks an image reference: `[registry/]name[:tag][@digest]`.
+/// Checks an image reference: `[registry/]name[:tag][@digest]`, in Docker's
+/// grammar, and never a string Docker could read as an image id
+/// ([`crate::reference`]).
 fn check_image(image: &str) -> Result<()> {
-    let bad = |why: &str| ValidationError::new("image", format!("{:?} {why}", truncate(image)));
-    if image.is_empty() || image.len() > 512 {
-        return Err(bad("must be 1 to 512 characters long"));
-    }
-    if !image
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"._-/:@+".contains(&b))
-    {
-        return Err(bad("is not an image reference"));
-    }
-    if image.starts_with(['/', ':', '@', '-', '.']) || image.ends_with(['/', ':', '@']) {
-        return Err(bad("is not an image reference"));
-    }
-    Ok(())
+    crate::reference::Reference::parse(image).map(|_| ())
 }
 
 fn check_ports(ports: &[Port]) -> Result<()> {
