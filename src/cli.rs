@@ -30,6 +30,10 @@ enum Command {
     Builder(BuilderArgs),
     /// Run a node daemon that runs replicas as Docker containers.
     Node(NodeArgs),
+    /// Write a backup of the store and the registry's blobs (online).
+    Backup(BackupArgs),
+    /// Make a new data dir from a backup.
+    Restore(RestoreArgs),
     /// Benchmarks (`lb bench api | node | scheduler ...`): runs `lb-bench`
     /// from beside this binary (`cargo build --release -p lb-bench`).
     Bench {
@@ -102,6 +106,40 @@ impl StoreArgs {
             max_bytes: self.etcd_max_request_bytes as usize,
         }
     }
+}
+
+/// `lb backup`.
+#[derive(Args, Debug)]
+struct BackupArgs {
+    /// The archive to write (0600: it holds every secret).
+    #[arg(long)]
+    to: PathBuf,
+    /// A running lb's base URL: the backup is taken by it, while it serves.
+    #[arg(long, env = "LB_API", default_value = "http://127.0.0.1:2967")]
+    api: String,
+    /// An admin's token; or LB_PASSWORD with --user.
+    #[arg(long, env = "LB_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The admin to log in as, with the password from LB_PASSWORD.
+    #[arg(long, env = "LB_USER", default_value = "admin")]
+    user: String,
+    /// Read the store and --data-dir here instead of asking an API: etcd at
+    /// any time, the embedded store only while lb is stopped.
+    #[arg(long)]
+    direct: bool,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+/// `lb restore`.
+#[derive(Args, Debug)]
+struct RestoreArgs {
+    /// The archive `lb backup` wrote.
+    #[arg(long)]
+    from: PathBuf,
+    /// The new data dir (absent or empty) to create.
+    #[arg(long)]
+    data_dir: PathBuf,
 }
 
 /// Who may sign up.
@@ -367,6 +405,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         args.acme
                             .config(!args.no_ingress && args.ingress.https_listen.is_some())?,
                     ),
+                    backup_dir: Some(args.store.data_dir.clone()),
                     ..lb_api::Config::new(args.listen, signup(args.signup))
                 },
                 ingress: (!args.no_ingress).then(|| args.ingress.config()),
@@ -380,6 +419,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             })
             .await
         }
+        Command::Backup(args) => {
+            let source = if args.direct {
+                crate::backup::Source::Direct {
+                    backend: args.store.backend(),
+                    limits: args.store.limits(),
+                    data_dir: args.store.data_dir.clone(),
+                }
+            } else {
+                crate::backup::Source::Api {
+                    url: args.api,
+                    token: args.token,
+                    login: std::env::var("LB_PASSWORD")
+                        .ok()
+                        .map(|password| (args.user, password)),
+                }
+            };
+            crate::backup::backup(source, &args.to).await
+        }
+        Command::Restore(args) => crate::backup::restore(&args.from, &args.data_dir).await,
         Command::Api(args) => {
             crate::up::run_api(
                 args.store.backend(),

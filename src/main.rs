@@ -2,6 +2,7 @@
 //! crates. `lb up` runs everything on one machine; `lb api | scheduler |
 //! builder | node` run one role each for a cluster.
 
+mod backup;
 mod cli;
 mod ingress;
 mod shutdown;

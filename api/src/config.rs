@@ -48,6 +48,9 @@ pub struct Config {
     pub ingress: crate::ingress::IngressSettings,
     /// The ACME issuer's settings; `None`: no issuer in this server.
     pub acme: Option<lb_certs::AcmeConfig>,
+    /// The data dir whose files (registry blobs, keys) `GET /backup` copies
+    /// beside the store; `None`: the store only.
+    pub backup_dir: Option<std::path::PathBuf>,
 }
 
 impl Config {
@@ -65,6 +68,7 @@ impl Config {
             advertise_url: None,
             ingress: Default::default(),
             acme: None,
+            backup_dir: None,
         }
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod backup;
 pub mod config;
 pub mod context;
 pub mod error;

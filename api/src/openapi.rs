@@ -429,6 +429,7 @@ pub const ROUTES: &[Route] = &[
         .public()
         .ok(200, None),
     r(OPERATIONS, "getMetrics", "GET", "/metrics", "Prometheus metrics (text)").public().ok(200, None),
+    r(OPERATIONS, "getBackup", "GET", "/api/v1/backup", "A backup archive (tar) of the store and the data dir's files, taken while lb serves (admin)").ok(200, None),
 ];
 
 /// The route with this `operationId`.

@@ -188,6 +188,10 @@ async fn reflect(
 
 #[async_trait]
 impl Store for CachedStore {
+    async fn snapshot(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64)> {
+        self.inner.snapshot(prefix).await
+    }
+
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         if self.covers(key) {
             let hit = {

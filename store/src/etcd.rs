@@ -280,6 +280,43 @@ impl Store for EtcdStore {
         })
     }
 
+    async fn snapshot(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64)> {
+        // Pages of a bounded size, every one read at the first page's
+        // revision: together one consistent copy.
+        const PAGE: i64 = 1000;
+        let (first, end) = prefix_options(prefix);
+        let mut start = first;
+        let mut revision = 0;
+        let mut out = Vec::new();
+        loop {
+            let mut options = ec::GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(PAGE);
+            if revision > 0 {
+                options = options.with_revision(revision);
+            }
+            let resp = self
+                .client
+                .kv_client()
+                .get(start.clone(), Some(options))
+                .await
+                .map_err(map_err)?;
+            if revision == 0 {
+                revision = resp.header().map_or(0, |h| h.revision());
+            }
+            for kv in resp.kvs() {
+                out.push(convert_kv(kv)?);
+            }
+            match (resp.more(), out.last()) {
+                (true, Some(last)) => {
+                    start = last.key.as_bytes().to_vec();
+                    start.push(0);
+                }
+                _ => return Ok((out, revision)),
+            }
+        }
+    }
+
     fn limits(&self) -> Limits {
         self.limits
     }

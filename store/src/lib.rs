@@ -317,6 +317,14 @@ pub trait Store: Send + Sync + 'static {
         Ok((all.into_iter().skip(offset).take(limit).collect(), total))
     }
 
+    /// Every key under `prefix` as of one revision, and that revision: a
+    /// consistent copy for backups. The default reads it in one request;
+    /// stores whose single reads are bounded page at a pinned revision.
+    async fn snapshot(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64)> {
+        let page = self.range(prefix, None, 0).await?;
+        Ok((page.kvs, page.revision))
+    }
+
     /// What one transaction may carry on this store.
     fn limits(&self) -> Limits {
         Limits::default()

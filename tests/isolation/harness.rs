@@ -17,6 +17,8 @@ const LB: &str = env!("CARGO_BIN_EXE_lb");
 pub struct Up {
     child: Child,
     pub api: String,
+    /// The registry's host:port, as `lb up` printed it.
+    pub registry: String,
     stderr: Option<std::thread::JoinHandle<String>>,
 }
 
@@ -31,6 +33,12 @@ impl Drop for Up {
 // The child is waited for by `Up`'s Drop, which clippy cannot see.
 #[allow(clippy::zombie_processes)]
 pub fn start(data: &Path) -> Up {
+    start_with(data, &[])
+}
+
+/// [`start`] with more (or overriding) environment variables.
+#[allow(clippy::zombie_processes)]
+pub fn start_with(data: &Path, env: &[(&str, &str)]) -> Up {
     let mut child = Command::new(LB)
         .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data)
@@ -43,6 +51,7 @@ pub fn start(data: &Path) -> Up {
         .env("LB_LOG", "warn")
         // Tests run side by side: no ingress on fixed ports.
         .env("LB_NO_INGRESS", "true")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -62,6 +71,7 @@ pub fn start(data: &Path) -> Up {
             }
         }
     });
+    let mut registry = String::new();
     loop {
         let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) else {
             let _ = child.kill();
@@ -69,6 +79,9 @@ pub fn start(data: &Path) -> Up {
             let stderr = stderr.join().unwrap_or_default();
             panic!("lb up printed no URL within 30 s: {stderr}");
         };
+        if let Some(rest) = line.strip_prefix("registry: ") {
+            registry = rest.trim().to_owned();
+        }
         if let Some(rest) = line.strip_prefix("lb is up: ") {
             let url = rest
                 .split_whitespace()
@@ -77,6 +90,7 @@ pub fn start(data: &Path) -> Up {
                 .trim_end_matches('/');
             return Up {
                 api: format!("{url}/api/v1"),
+                registry,
                 child,
                 stderr: Some(stderr),
             };
@@ -132,6 +146,47 @@ impl User {
         Self {
             api: api.to_owned(),
             token: login["token"].as_str().unwrap().to_owned(),
+            client,
+        }
+    }
+
+    /// Logs in as an existing user (password `password-1`).
+    pub async fn log_in(api: &str, name: &str) -> Self {
+        let client = reqwest::Client::new();
+        let login: Value = client
+            .post(format!("{api}/auth/login"))
+            .json(&json!({"username": name, "password": "password-1"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = login["token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("login: {login}"));
+        Self {
+            api: api.to_owned(),
+            token: token.to_owned(),
+            client,
+        }
+    }
+
+    /// Logs in an existing user (the admin is `admin` / `admin-password`).
+    pub async fn log_in_as(api: &str, name: &str, password: &str) -> Self {
+        let client = reqwest::Client::new();
+        let login: Value = client
+            .post(format!("{api}/auth/login"))
+            .json(&json!({"username": name, "password": password}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        Self {
+            api: api.to_owned(),
+            token: login["token"].as_str().expect("logged in").to_owned(),
             client,
         }
     }
@@ -221,4 +276,3 @@ impl Drop for Containers {
         }
     }
 }
-

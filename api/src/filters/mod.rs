@@ -3,6 +3,7 @@
 //! request is in [`extract`]. Handlers live in [`crate::handlers`].
 
 mod accounts;
+mod backup;
 mod builds;
 mod cluster;
 mod domains;
@@ -53,6 +54,8 @@ pub fn api(ctx: Ctx) -> BoxedFilter<(Response,)> {
             .or(cluster::routes(ctx.clone()))
             .unify()
             .or(vendors::routes(ctx.clone()))
+            .unify()
+            .or(backup::routes(ctx.clone()))
             .unify()
             .or(openapi)
             .unify(),
