@@ -377,6 +377,11 @@ pub const ROUTES: &[Route] = &[
             q("per_page", "string", "items per page, 1-100"),
         ])
         .ok(200, Some("BranchPage")),
+    r(ACCOUNTS, "getQuota", "GET", "/api/v1/users/{user}/quota", "A user's limits and what the user holds (admin)")
+        .ok(200, Some("QuotaView")),
+    r(ACCOUNTS, "replaceQuota", "PUT", "/api/v1/users/{user}/quota", "Set a user's limits; a limit left out or null is unlimited (admin)")
+        .body("Quota")
+        .ok(200, Some("QuotaView")),
     r(HOOKS, "getAllowlist", "GET", "/api/v1/admin/allowlist", "Repository owners builds may come from (admin)")
         .ok(200, Some("Allowlist")),
     r(HOOKS, "replaceAllowlist", "PUT", "/api/v1/admin/allowlist", "Replace the allowlist; empty allows any (admin)")
@@ -649,6 +654,22 @@ fn schemas() -> Value {
             "items": {"type": "array", "items": {"type": "object", "properties": {
                 "name": {"type": "string"}, "commit": {"type": "string"}}}},
             "next_page": {"type": "integer", "nullable": true}}},
+        "Quota": {"type": "object", "additionalProperties": false,
+            "description": "a user's limits; null or absent is unlimited; a change past one gets 403 with field naming it",
+            "properties": {
+            "projects": {"type": "integer", "minimum": 0, "nullable": true},
+            "services": {"type": "integer", "minimum": 0, "nullable": true},
+            "replicas": {"type": "integer", "minimum": 0, "nullable": true},
+            "memory": {"type": "integer", "minimum": 0, "nullable": true, "description": "MiB: replicas x memory, summed over the user's services"},
+            "queued_builds": {"type": "integer", "minimum": 0, "nullable": true},
+            "registry_bytes": {"type": "integer", "minimum": 0, "nullable": true}}},
+        "QuotaView": {"type": "object", "required": ["user", "username", "quota", "usage"], "properties": {
+            "user": {"type": "string"}, "username": {"type": "string"},
+            "quota": {"$ref": "#/components/schemas/Quota"},
+            "usage": {"type": "object", "properties": {
+                "projects": {"type": "integer"}, "services": {"type": "integer"},
+                "replicas": {"type": "integer"}, "memory": {"type": "integer"},
+                "queued_builds": {"type": "integer"}, "registry_bytes": {"type": "integer"}}}}},
         "Allowlist": {"type": "object", "additionalProperties": false, "properties": {
             "owners": {"type": "array", "maxItems": 1000, "items": {"type": "string",
                 "description": "host (e.g. github.com) or host/owner (e.g. github.com/acme)"}}}},

@@ -1216,7 +1216,8 @@ async fn isolation_matrix(backend: Backend) {
                     .replace("{id}", &token_id)
                     .replace("/builds/{n}", "/builds/1")
                     .replace("{n}", &node_id)
-                    .replace("{d}", &format!("web-{project}.example.test")),
+                    .replace("{d}", &format!("web-{project}.example.test"))
+                    .replace("{user}", "owner"),
             );
         }
         let body = match route.body {
@@ -1244,6 +1245,7 @@ async fn isolation_matrix(backend: Backend) {
             Some("CertificateUpload") => Some(json!({"chain": "not a pem", "key": "not a pem"})),
             Some("JoinToken") => Some(json!({"ttl": 600})),
             Some("Allowlist") => Some(json!({"owners": []})),
+            Some("Quota") => Some(json!({"projects": null})),
             Some("Join") => {
                 Some(json!({"token": join_token(&api, &admin).await, "name": format!("node-x{n}")}))
             }
@@ -1273,6 +1275,7 @@ async fn isolation_matrix(backend: Backend) {
         // Admin-only routes refuse a plain user with 403.
         let admin_only = route.path.ends_with("join-tokens")
             || route.path.starts_with("/api/v1/admin/")
+            || route.path.starts_with("/api/v1/users/")
             || route.path == "/api/v1/backup"
             || (route.method == "DELETE" && route.path.contains("{n}"));
         let expected = if admin_only { 403 } else { route.ok.0 };

@@ -11,6 +11,7 @@ mod events;
 pub mod extract;
 mod nodes;
 mod projects;
+mod quotas;
 mod services;
 mod vendors;
 
@@ -54,6 +55,8 @@ pub fn api(ctx: Ctx) -> BoxedFilter<(Response,)> {
             .or(cluster::routes(ctx.clone()))
             .unify()
             .or(vendors::routes(ctx.clone()))
+            .unify()
+            .or(quotas::routes(ctx.clone()))
             .unify()
             .or(backup::routes(ctx.clone()))
             .unify()

@@ -13,6 +13,7 @@ pub mod hooks;
 pub mod internal;
 pub mod nodes;
 pub mod projects;
+pub mod quotas;
 pub mod registry;
 pub mod services;
 pub mod streams;

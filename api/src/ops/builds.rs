@@ -49,6 +49,7 @@ pub async fn create(
             )));
         }
         let (pid, sid) = (loaded.pid.clone(), loaded.meta.id.clone());
+        let owner = super::quotas::check_build(ctx, &pid).await?;
         for _ in 0..MAX_NUMBER_RACES {
             let (kvs, _) = ctx.store.list(&ctx.keys.builds_prefix(&pid, &sid)).await?;
             let last = kvs
@@ -77,7 +78,7 @@ pub async fn create(
                 .then(Op::put(key, encode(&build)))
                 .then(Op::put(
                     ctx.keys.build_queued(&pid, &sid, number),
-                    Vec::new(),
+                    owner.clone().into_bytes(),
                 ));
             if ctx.store.txn(txn).await?.succeeded {
                 return Ok(build);

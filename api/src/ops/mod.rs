@@ -17,6 +17,7 @@ pub mod hooks;
 pub mod links;
 pub mod nodes;
 pub mod projects;
+pub mod quotas;
 pub mod replicas;
 pub mod resolve;
 pub mod services;

@@ -43,6 +43,7 @@ pub async fn create(ctx: &Ctx, caller: &Caller, input: ProjectInput) -> Result<P
         updated: now,
     };
     project.validate()?;
+    super::quotas::check_project(ctx, &project.owner).await?;
     let index = ctx.keys.project_index(&project.owner, &project.name);
     let txn = Txn::new()
         .when(Compare::ModRevision(index.clone(), 0))

@@ -116,6 +116,7 @@ pub async fn create(ctx: &Ctx, caller: &Caller, p: &str, spec: ServiceSpec) -> R
     spec.validate()?;
     let project = resolve::project(ctx, caller, p).await?;
     let pid = project.project.id.clone();
+    super::quotas::check_service(ctx, &pid, "", None, &spec).await?;
     let now = now();
     let meta = ServiceMeta {
         id: new_id(),
@@ -284,6 +285,7 @@ pub async fn update(
         let mut spec = loaded.spec.clone();
         change.apply(&mut meta, &mut spec)?;
         spec.validate()?;
+        super::quotas::check_service(ctx, &loaded.pid, &meta.id, Some(&loaded.spec), &spec).await?;
         meta.record_change(&loaded.spec, &spec, now());
         let pid = &loaded.pid;
         let sid = &meta.id;
