@@ -9,13 +9,16 @@
 //! Docker events and a periodic resync; `runtime` is every Docker call, as
 //! the `Runtime` trait, its bollard implementation and a test fake;
 //! `host` reads capacity and load from the machine; `streams` runs the logs
-//! and interactive exec streams the API opens.
+//! and interactive exec streams the API opens; `firewall` keeps the node's
+//! iptables rules (replicas kept from lb's ports on the host, from other
+//! projects and from link-local addresses).
 //!
 //! Stopping the daemon never stops containers: a restarted daemon adopts them
 //! by their labels.
 
 pub mod channel;
 pub mod credential;
+pub mod firewall;
 pub mod host;
 pub mod reconcile;
 pub mod runtime;
@@ -82,7 +85,17 @@ pub struct Config {
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
     let credential = credential::load_or_join(&config).await?;
     let docker = runtime::DockerRuntime::connect(&credential.id).await?;
-    let (to_reconciler, from_channel) = mpsc::channel(1024);
+    // The firewall first, recreated on every start: the API's port now,
+    // the registry's when the first assignment set names it.
+    let firewall = firewall::Firewall::new(&credential.id, firewall::port_of(&config.api));
+    firewall.apply().await;
+    if let Err(err) = docker.prune_networks().await {
+        tracing::warn!(error = %err, "cannot remove unused project networks");
+    }
+    // What the channel sends the reconciler passes the firewall on its way.
+    let (to_reconciler, sent) = mpsc::channel(1024);
+    let (passed, from_channel) = mpsc::channel(1024);
+    let tap = tokio::spawn(firewall.watch(sent, passed));
     let (to_channel, from_reconciler) = mpsc::channel(4096);
     // Streams (logs, exec) get their own Docker client: the reconciler's
     // holds its long-lived events request.
@@ -99,5 +112,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         _ = shutdown => Ok(()),
     };
     reconcile_task.abort();
+    tap.abort();
     result
 }

@@ -11,4 +11,5 @@
 mod harness;
 
 mod confined;
+mod networks;
 mod private;

@@ -1,6 +1,7 @@
 //! The real [`Runtime`]: Docker through bollard, the only file of the node
-//! that names it. Containers are found by this node's label; 304, 404 and
-//! 409 answers that mean "already done" are success.
+//! that names it with `network.rs` (project networks). Containers are found
+//! by this node's label; 304, 404 and 409 answers that mean "already done"
+//! are success.
 
 use std::collections::HashMap;
 
@@ -22,6 +23,7 @@ use futures::StreamExt;
 use lb_model::protocol::ExecOutput;
 use lb_model::{Assignment, Health, Protocol};
 
+use super::network::{self, Networks};
 use super::{labels, Attached, Check, Container, Error, Exit, Output, Result, Runtime};
 
 /// The most output kept from logs or a command (1 MiB).
@@ -78,6 +80,8 @@ fn chunk(output: Result<LogOutput, DockerError>) -> Result<(u8, bytes::Bytes)> {
 pub struct DockerRuntime {
     docker: Docker,
     node: String,
+    /// The project networks replicas join.
+    networks: Networks,
     /// The client of HTTP health checks: no proxy, no redirects followed
     /// (a 3xx passes as it is).
     http: reqwest::Client,
@@ -101,6 +105,7 @@ impl DockerRuntime {
                 crate::Error::Docker(format!("cannot make the health check client: {e}"))
             })?;
         Ok(Self {
+            networks: Networks::new(docker.clone(), node),
             docker,
             node: node.to_owned(),
             http,
@@ -351,7 +356,10 @@ impl Runtime for DockerRuntime {
     }
 
     async fn create(&self, a: &Assignment, spec_hash: &str, host_ports: &[u16]) -> Result<String> {
-        let config = self.config(a, spec_hash, host_ports);
+        // The network stays until the container has joined it.
+        let (_network_held, network) = self.networks.ensure(&a.project).await?;
+        let mut config = self.config(a, spec_hash, host_ports);
+        network::attach(&mut config, &network, &a.service_name);
         check_confined(&config)?;
         let name = format!("lb-{}-{}", a.service_name, a.replica.to_lowercase());
         let options = CreateContainerOptions {
@@ -383,6 +391,7 @@ impl Runtime for DockerRuntime {
     }
 
     async fn remove(&self, id: &str, grace_secs: u32) -> Result<()> {
+        let project = self.project_of(id).await;
         self.stop(id, grace_secs).await?;
         let options = RemoveContainerOptions {
             force: true,
@@ -392,7 +401,14 @@ impl Runtime for DockerRuntime {
         done_unless(
             self.docker.remove_container(id, Some(options)).await,
             &[404, 409],
-        )
+        )?;
+        if let Some(project) = project {
+            // The container is gone whether or not its network can go.
+            if let Err(err) = self.networks.release(&project).await {
+                tracing::warn!(error = %err, "cannot remove an empty project network");
+            }
+        }
+        Ok(())
     }
 
     async fn exit(&self, id: &str) -> Result<Exit> {
@@ -594,6 +610,18 @@ fn innermost(err: &(dyn std::error::Error + 'static)) -> String {
 }
 
 impl DockerRuntime {
+    /// The project of a container, from its label (none when it is gone).
+    async fn project_of(&self, id: &str) -> Option<String> {
+        let inspect = self.docker.inspect_container(id, None).await.ok()?;
+        inspect.config?.labels?.get(labels::PROJECT).cloned()
+    }
+
+    /// Removes this node's project networks that no container uses (those
+    /// of projects deleted while the node was down).
+    pub async fn prune_networks(&self) -> Result<()> {
+        self.networks.prune().await
+    }
+
     /// Runs a command in a container and collects its output.
     async fn exec_in(&self, id: &str, command: Vec<String>) -> Result<ExecOutput> {
         let options = CreateExecOptions {

@@ -1,6 +1,6 @@
 //! What the node asks of a container engine, as one trait: [`Runtime`].
 //! Every Docker call of the node goes through it; [`DockerRuntime`] is the
-//! real one (bollard, in `docker.rs`, the only file that names bollard), and
+//! real one (bollard, in `docker.rs`, with project networks in `network.rs`), and
 //! the unit tests use a recording fake (`fake.rs`). Answers that mean
 //! "already done" (304, 404, 409 where true) are success, so every step can
 //! be repeated.
@@ -8,6 +8,7 @@
 mod docker;
 #[cfg(test)]
 pub(crate) mod fake;
+pub mod network;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -1,0 +1,260 @@
+//! Project networks: each project gets a Docker bridge network of its own
+//! on each node, `lb-<project>-<node tag>`, labelled with the node and the
+//! project, its bridge interface named `lbp` + 12 hex digits (what the
+//! node's firewall matches, see `crate::firewall`). A replica joins its
+//! project's network with its service's name as DNS alias, so replicas of
+//! one project reach each other by service name (Docker's embedded DNS),
+//! and Docker keeps different networks apart. A network goes when the last
+//! container of its project on this node does, and at node start when it
+//! has none.
+//!
+//! A container's create holds the network shared, its removal exclusively,
+//! so a network is never removed between its check and a container joining
+//! it. Containers made before project networks (on Docker's default
+//! bridge) keep running there until their next new container.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use bollard::container::{Config as ContainerConfig, ListContainersOptions, NetworkingConfig};
+use bollard::models::EndpointSettings;
+use bollard::network::{CreateNetworkOptions, ListNetworksOptions};
+use bollard::Docker;
+use sha2::{Digest, Sha256};
+use tokio::sync::{Mutex, OwnedRwLockReadGuard, RwLock};
+
+use super::{labels, Error, Result};
+
+/// Every project bridge's interface name starts with this.
+pub const BRIDGE_PREFIX: &str = "lbp";
+/// Docker's option naming a bridge network's interface.
+const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
+
+/// The network of a project on a node.
+pub fn network_name(node: &str, project: &str) -> String {
+    format!(
+        "lb-{}-{}",
+        project.to_lowercase(),
+        crate::firewall::node_tag(node)
+    )
+}
+
+/// The bridge interface of a network: `lbp` + 12 hex digits of its name's
+/// SHA-256 (15 characters, the most an interface name takes).
+pub fn bridge_name(network: &str) -> String {
+    let digest = Sha256::digest(network.as_bytes());
+    let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    format!("{BRIDGE_PREFIX}{hex}")
+}
+
+/// Puts a container on `network` with `alias` (its service's name) as DNS
+/// name, and on no other network.
+pub fn attach(config: &mut ContainerConfig<String>, network: &str, alias: &str) {
+    if let Some(host) = config.host_config.as_mut() {
+        host.network_mode = Some(network.to_owned());
+    }
+    config.networking_config = Some(NetworkingConfig {
+        endpoints_config: HashMap::from([(
+            network.to_owned(),
+            EndpointSettings {
+                aliases: Some(vec![alias.to_owned()]),
+                ..Default::default()
+            },
+        )]),
+    });
+}
+
+/// The project networks of one node.
+#[derive(Clone)]
+pub struct Networks {
+    docker: Docker,
+    node: String,
+    /// Shared by creates, exclusive for removals.
+    removal: Arc<RwLock<()>>,
+    /// One network created at a time (Docker's duplicate-name check is not
+    /// atomic).
+    creating: Arc<Mutex<()>>,
+}
+
+/// Whether Docker answered with one of `codes`.
+fn is_status(err: &bollard::errors::Error, codes: &[u16]) -> bool {
+    matches!(err, bollard::errors::Error::DockerResponseServerError { status_code, .. } if codes.contains(status_code))
+}
+
+impl Networks {
+    /// The networks of `node` on this engine.
+    pub fn new(docker: Docker, node: &str) -> Self {
+        Self {
+            docker,
+            node: node.to_owned(),
+            removal: Arc::default(),
+            creating: Arc::default(),
+        }
+    }
+
+    /// Makes sure the project's network exists; answers its name and a
+    /// guard that keeps it from being removed until dropped (hold it until
+    /// the container is created).
+    pub async fn ensure(&self, project: &str) -> Result<(OwnedRwLockReadGuard<()>, String)> {
+        let held = self.removal.clone().read_owned().await;
+        let name = network_name(&self.node, project);
+        if self.exists(&name).await? {
+            return Ok((held, name));
+        }
+        let _one = self.creating.lock().await;
+        if self.exists(&name).await? {
+            return Ok((held, name));
+        }
+        let options = CreateNetworkOptions {
+            name: name.clone(),
+            check_duplicate: true,
+            driver: "bridge".to_owned(),
+            options: HashMap::from([(BRIDGE_NAME_OPTION.to_owned(), bridge_name(&name))]),
+            labels: HashMap::from([
+                (labels::NODE.to_owned(), self.node.clone()),
+                (labels::PROJECT.to_owned(), project.to_owned()),
+            ]),
+            ..Default::default()
+        };
+        match self.docker.create_network(options).await {
+            Ok(_) => {
+                tracing::info!(network = %name, "project network created");
+                Ok((held, name))
+            }
+            // Made meanwhile by someone else.
+            Err(e) if is_status(&e, &[409]) => Ok((held, name)),
+            Err(e) => Err(Error::Engine(format!(
+                "cannot create the project network {name}: {}",
+                Error::from(e)
+            ))),
+        }
+    }
+
+    async fn exists(&self, name: &str) -> Result<bool> {
+        match self.docker.inspect_network::<String>(name, None).await {
+            Ok(network) => {
+                let owner = network
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(labels::NODE))
+                    .map(String::as_str);
+                if owner != Some(self.node.as_str()) {
+                    return Err(Error::Engine(format!(
+                        "a Docker network named {name} exists that is not this node's"
+                    )));
+                }
+                Ok(true)
+            }
+            Err(e) if is_status(&e, &[404]) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The projects with a container of this node, running or not.
+    async fn projects_in_use(&self, project: Option<&str>) -> Result<HashSet<String>> {
+        let mut label = vec![format!("{}={}", labels::NODE, self.node)];
+        if let Some(project) = project {
+            label.push(format!("{}={project}", labels::PROJECT));
+        }
+        let options = ListContainersOptions {
+            all: true,
+            filters: HashMap::from([("label".to_owned(), label)]),
+            ..Default::default()
+        };
+        Ok(self
+            .docker
+            .list_containers(Some(options))
+            .await?
+            .into_iter()
+            .filter_map(|c| c.labels?.get(labels::PROJECT).cloned())
+            .collect())
+    }
+
+    /// Removes a network (gone is fine; one Docker still sees in use stays).
+    async fn remove(&self, name: &str) -> Result<()> {
+        match self.docker.remove_network(name).await {
+            Ok(()) => {
+                tracing::info!(network = %name, "project network removed");
+                Ok(())
+            }
+            Err(e) if is_status(&e, &[404]) => Ok(()),
+            // "has active endpoints": a container not of this node joined it.
+            Err(e) if is_status(&e, &[403, 409]) => {
+                tracing::debug!(network = %name, error = %e, "project network still in use");
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Removes the project's network when no container of this node is
+    /// left in the project.
+    pub async fn release(&self, project: &str) -> Result<()> {
+        let _alone = self.removal.write().await;
+        if self.projects_in_use(Some(project)).await?.is_empty() {
+            self.remove(&network_name(&self.node, project)).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes every network of this node without a container (projects
+    /// deleted while the node was down).
+    pub async fn prune(&self) -> Result<()> {
+        let _alone = self.removal.write().await;
+        let options = ListNetworksOptions {
+            filters: HashMap::from([(
+                "label".to_owned(),
+                vec![format!("{}={}", labels::NODE, self.node)],
+            )]),
+        };
+        let networks = self.docker.list_networks(Some(options)).await?;
+        let in_use = self.projects_in_use(None).await?;
+        for network in networks {
+            let project = network.labels.as_ref().and_then(|l| l.get(labels::PROJECT));
+            let (Some(name), Some(project)) = (network.name.as_deref(), project) else {
+                continue;
+            };
+            if !in_use.contains(project) {
+                self.remove(name).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_fit_docker_and_the_kernel() {
+        let name = network_name("01JNODEAAAAAAAAAAAAAAAAAAA", "01JPROJECTAAAAAAAAAAAAAAAA");
+        assert!(name.starts_with("lb-01jproject"), "{name}");
+        let bridge = bridge_name(&name);
+        // IFNAMSIZ: 15 characters and the NUL.
+        assert_eq!(bridge.len(), 15, "{bridge}");
+        assert!(bridge.starts_with(BRIDGE_PREFIX));
+        // The firewall's wildcard matches it.
+        assert_eq!(
+            crate::firewall::BRIDGES.trim_end_matches('+'),
+            BRIDGE_PREFIX
+        );
+        // Another node on the same engine has its own network of the project.
+        assert_ne!(name, network_name("01JOTHER", "01JPROJECTAAAAAAAAAAAAAAAA"));
+        assert_ne!(bridge, bridge_name(&network_name("01JOTHER", "p")));
+    }
+
+    #[test]
+    fn a_replica_joins_its_project_network_by_service_name() {
+        let mut config = ContainerConfig {
+            host_config: Some(Default::default()),
+            ..Default::default()
+        };
+        attach(&mut config, "lb-p-n", "web");
+        let host = config.host_config.unwrap();
+        assert_eq!(host.network_mode.as_deref(), Some("lb-p-n"));
+        let endpoints = config.networking_config.unwrap().endpoints_config;
+        assert_eq!(endpoints.len(), 1);
+        assert_eq!(endpoints["lb-p-n"].aliases, Some(vec!["web".to_owned()]));
+    }
+}
