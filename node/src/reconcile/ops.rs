@@ -145,9 +145,12 @@ async fn execute<R: Runtime>(runtime: &R, limits: &Limits, op: Op) -> Outcome {
         } => {
             let _permit = limits.creates.acquire().await;
             let pull = pull.as_ref().map(|(r, c)| (r.as_str(), c.as_str()));
-            if let Err(err) = runtime.ensure_image(&a.image, pull).await {
-                return Outcome::Created(Err(err.to_string()));
-            }
+            // The container is made from what the pull resolved: a full
+            // reference, or lb's image pinned by digest.
+            let a = match runtime.ensure_image(&a.image, pull).await {
+                Ok(image) => Box::new(Assignment { image, ..*a }),
+                Err(err) => return Outcome::Created(Err(err.to_string())),
+            };
             let id = match runtime.create(&a, &hash, &host_ports).await {
                 Ok(id) => id,
                 Err(err) => return Outcome::Created(Err(err.to_string())),

@@ -24,7 +24,7 @@ use lb_model::protocol::ExecOutput;
 use lb_model::{Assignment, Health, Protocol};
 
 use super::network::{self, Networks};
-use super::{labels, Attached, Check, Container, Error, Exit, Output, Result, Runtime};
+use super::{labels, pull, Attached, Check, Container, Error, Exit, Output, Result, Runtime};
 
 /// The most output kept from logs or a command (1 MiB).
 const MAX_OUTPUT: usize = 1 << 20;
@@ -329,30 +329,62 @@ impl Runtime for DockerRuntime {
             .boxed()
     }
 
-    async fn ensure_image(&self, image: &str, pull: Option<(&str, &str)>) -> Result<()> {
-        match self.docker.inspect_image(image).await {
-            Ok(_) => return Ok(()),
-            Err(e) if is_status(&e, &[404]) => {}
-            Err(e) => return Err(e.into()),
+    async fn ensure_image(&self, image: &str, pull: Option<(&str, &str)>) -> Result<String> {
+        /// Pulls `image` (a full reference), answering the engine's status
+        /// lines.
+        async fn pull_image(
+            docker: &Docker,
+            image: &str,
+            credentials: Option<bollard::auth::DockerCredentials>,
+        ) -> Result<Vec<String>> {
+            let options = CreateImageOptions {
+                from_image: image,
+                ..Default::default()
+            };
+            let mut steps = docker.create_image(Some(options), None, credentials);
+            let mut statuses = Vec::new();
+            while let Some(step) = steps.next().await {
+                let step = step.map_err(|e| Error::Pull {
+                    image: image.to_owned(),
+                    message: Error::from(e).to_string(),
+                })?;
+                if let Some(message) = step.error {
+                    return Err(Error::Pull {
+                        image: image.to_owned(),
+                        message,
+                    });
+                }
+                statuses.extend(step.status);
+            }
+            Ok(statuses)
         }
-        let options = CreateImageOptions {
-            from_image: image,
-            ..Default::default()
-        };
-        let credentials = pull.map(|(registry, secret)| bollard::auth::DockerCredentials {
-            username: Some(format!("node-{}", self.node)),
-            password: Some(secret.to_owned()),
-            serveraddress: Some(registry.to_owned()),
-            ..Default::default()
-        });
-        let mut pull = self.docker.create_image(Some(options), None, credentials);
-        while let Some(step) = pull.next().await {
-            step.map_err(|e| Error::Pull {
-                image: image.to_owned(),
-                message: Error::from(e).to_string(),
-            })?;
+        match pull::source(image, pull.map(|(registry, _)| registry))? {
+            // Pulled with the node's credential every time, cached or not:
+            // the registry re-authorizes and names the digest.
+            pull::Source::Lb(reference) => {
+                let credentials = pull.map(|(registry, secret)| bollard::auth::DockerCredentials {
+                    username: Some(format!("node-{}", self.node)),
+                    password: Some(secret.to_owned()),
+                    serveraddress: Some(registry.to_owned()),
+                    ..Default::default()
+                });
+                let statuses = pull_image(&self.docker, &reference.runnable(), credentials).await?;
+                let digest = pull::resolved(&reference, statuses.iter().map(String::as_str))?;
+                Ok(reference.pinned(&digest))
+            }
+            // Another registry: the engine's copy of this full reference,
+            // else a pull.
+            pull::Source::Public(reference) => {
+                let full = reference.runnable();
+                match self.docker.inspect_image(&full).await {
+                    Ok(_) => return Ok(full),
+                    Err(e) if is_status(&e, &[404]) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                pull_image(&self.docker, &full, None).await?;
+                Ok(full)
+            }
         }
-        Ok(())
     }
 
     async fn create(&self, a: &Assignment, spec_hash: &str, host_ports: &[u16]) -> Result<String> {
@@ -361,6 +393,8 @@ impl Runtime for DockerRuntime {
         let mut config = self.config(a, spec_hash, host_ports);
         network::attach(&mut config, &network, &a.service_name);
         check_confined(&config)?;
+        // Never a string the engine could read as an image id.
+        pull::check_runnable(&a.image)?;
         let name = format!("lb-{}-{}", a.service_name, a.replica.to_lowercase());
         let options = CreateContainerOptions {
             name,

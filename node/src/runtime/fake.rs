@@ -190,9 +190,9 @@ impl Runtime for Fake {
         .boxed()
     }
 
-    async fn ensure_image(&self, image: &str, _: Option<(&str, &str)>) -> Result<()> {
+    async fn ensure_image(&self, image: &str, _: Option<(&str, &str)>) -> Result<String> {
         self.record(Call::EnsureImage(image.to_owned()));
-        Ok(())
+        Ok(image.to_owned())
     }
 
     async fn create(&self, a: &Assignment, spec_hash: &str, host_ports: &[u16]) -> Result<String> {

@@ -10,6 +10,7 @@ mod docker;
 pub(crate) mod fake;
 pub mod network;
 
+pub mod pull;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -161,15 +162,17 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     fn list(&self) -> impl Future<Output = Result<Vec<Container>>> + Send;
     /// A signal per engine event about this node's containers.
     fn events(&self) -> BoxStream<'static, ()>;
-    /// Pulls the image if the engine lacks it. With `pull` = (registry,
-    /// node credential) the registry is asked with the node's credential
-    /// (its token endpoint answers pull access to what this node is
-    /// assigned).
+    /// Makes the image ready and answers the full reference to create the
+    /// container from (see [`pull`]). With `pull` = (lb's registry, node
+    /// credential), an image in lb's registry is pulled with the node's
+    /// credential every time (its token endpoint answers pull access to
+    /// what this node is assigned) and answered pinned by digest; another
+    /// image is taken from the engine by its full reference, or pulled.
     fn ensure_image(
         &self,
         image: &str,
         pull: Option<(&str, &str)>,
-    ) -> impl Future<Output = Result<()>> + Send;
+    ) -> impl Future<Output = Result<String>> + Send;
     /// Creates (not starts) the container of an assignment, labelled with
     /// `spec_hash`, its ports bound to `host_ports` in order.
     fn create(
