@@ -13,6 +13,8 @@ use etcd_client as ec;
 use lb_model::backoff::Backoff;
 use tokio::sync::mpsc;
 
+use members::{Members, Retry};
+
 use super::{
     prefix_end, Changes, Compare, Error, Event, KeyValue, Limits, Op, OpResult, Page, Result,
     Store, Txn, TxnResponse, WatchStream,
@@ -21,6 +23,8 @@ use super::{
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const WATCH_RETRY_MAX: Duration = Duration::from_secs(5);
+
+mod members;
 
 /// How lb proves itself to etcd: a CA to trust, a client certificate and
 /// its key (PEM files), and an etcd user with its password. All optional;
@@ -102,6 +106,9 @@ impl EtcdAccess {
 #[derive(Clone)]
 pub struct EtcdStore {
     client: ec::Client,
+    /// One client per member, with failover: what every request but
+    /// [`Store::snapshot`] goes through.
+    members: std::sync::Arc<Members>,
     endpoints: Vec<String>,
     limits: Limits,
 }
@@ -206,6 +213,7 @@ impl EtcdStore {
             ec::Client::connect(endpoints, Some(options)),
         )
         .await
+        let members = std::sync::Arc::new(Members::new(endpoints, options.clone()));
         .map_err(|_| unreachable("timed out".into()))?
         .map_err(|e| unreachable(e.to_string()))?;
         let store = Self {
@@ -218,6 +226,7 @@ impl EtcdStore {
             Ok(Err(Error::Unavailable(e))) => return Err(unreachable(e)),
             Ok(Err(e)) => return Err(e),
             Ok(Ok(_)) => {}
+            members,
         }
         Ok(store)
     }
@@ -242,11 +251,11 @@ impl EtcdStore {
 impl Store for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         let resp = self
-            .client
-            .kv_client()
-            .get(key, None)
-            .await
-            .map_err(map_err)?;
+            .members
+            .call(Retry::Always, |c| async move {
+                c.kv_client().get(key, None).await
+            })
+            .await?;
         resp.kvs().first().map(convert_kv).transpose()
     }
 
@@ -262,11 +271,12 @@ impl Store for EtcdStore {
             .with_range(end)
             .with_limit(limit as i64);
         let resp = self
-            .client
-            .kv_client()
-            .get(start, Some(options))
-            .await
-            .map_err(map_err)?;
+            .members
+            .call(Retry::Always, |c| {
+                let (start, options) = (start.clone(), options.clone());
+                async move { c.kv_client().get(start, Some(options)).await }
+            })
+            .await?;
         let kvs = resp
             .kvs()
             .iter()
@@ -336,23 +346,30 @@ impl Store for EtcdStore {
             .when(compares)
             .and_then(txn.success.iter().map(Self::convert_op).collect::<Vec<_>>())
             .or_else(txn.failure.iter().map(Self::convert_op).collect::<Vec<_>>());
-        let resp = self.client.kv_client().txn(request).await.map_err(|e| {
-            match map_err(e) {
-                // Name the lease when the request carried exactly one.
-                Error::LeaseNotFound(_) => {
-                    let lease = txn
-                        .success
-                        .iter()
-                        .chain(&txn.failure)
-                        .find_map(|op| match op {
-                            Op::Put { lease, .. } if *lease != 0 => Some(*lease),
-                            _ => None,
-                        });
-                    Error::LeaseNotFound(lease.unwrap_or(0))
+        let resp = self
+            .members
+            .call(Retry::NotSent, |c| {
+                let request = request.clone();
+                async move { c.kv_client().txn(request).await }
+            })
+            .await
+            .map_err(|e| {
+                match e {
+                    // Name the lease when the request carried exactly one.
+                    Error::LeaseNotFound(_) => {
+                        let lease =
+                            txn.success
+                                .iter()
+                                .chain(&txn.failure)
+                                .find_map(|op| match op {
+                                    Op::Put { lease, .. } if *lease != 0 => Some(*lease),
+                                    _ => None,
+                                });
+                        Error::LeaseNotFound(lease.unwrap_or(0))
+                    }
+                    other => other,
                 }
-                other => other,
-            }
-        })?;
+            })?;
         let results = resp
             .op_responses()
             .into_iter()
@@ -383,10 +400,10 @@ impl Store for EtcdStore {
             from_revision
         };
         // Open the first watch here so an unreachable etcd is an error now.
-        let first = open_watch(&self.client, prefix, from).await?;
+        let first = open_watch(&self.members, prefix, from).await?;
         let (tx, rx) = mpsc::channel::<Result<Changes>>(256);
         tokio::spawn(run_watch(
-            self.client.clone(),
+            self.members.clone(),
             prefix.to_owned(),
             from,
             first,
@@ -398,20 +415,27 @@ impl Store for EtcdStore {
     async fn revision(&self) -> Result<i64> {
         let options = ec::GetOptions::new().with_count_only();
         let resp = self
-            .client
-            .kv_client()
-            .get("/", Some(options))
-            .await
-            .map_err(map_err)?;
+            .members
+            .call(Retry::Always, |c| {
+                let options = options.clone();
+                async move { c.kv_client().get("/", Some(options)).await }
+            })
+            .await?;
         Ok(resp.header().map_or(0, |h| h.revision()))
     }
 
     async fn compact(&self, revision: i64) -> Result<()> {
-        match self.client.kv_client().compact(revision, None).await {
-            Ok(_) => Ok(()),
-            Err(ec::Error::GRpcStatus(s)) if s.message().contains("compacted") => Ok(()),
-            Err(e) => Err(map_err(e)),
-        }
+        let compacted = self
+            .members
+            .call(Retry::Always, |c| async move {
+                match c.kv_client().compact(revision, None).await {
+                    Ok(_) => Ok(()),
+                    Err(ec::Error::GRpcStatus(s)) if s.message().contains("compacted") => Ok(()),
+                    Err(e) => Err(e),
+                }
+            })
+            .await;
+        compacted
     }
 
     async fn lease_grant(&self, ttl_secs: i64) -> Result<i64> {
@@ -421,42 +445,48 @@ impl Store for EtcdStore {
             )));
         }
         let resp = self
-            .client
-            .lease_client()
-            .grant(ttl_secs, None)
-            .await
-            .map_err(map_err)?;
+            .members
+            .call(Retry::NotSent, |c| async move {
+                c.lease_client().grant(ttl_secs, None).await
+            })
+            .await?;
         Ok(resp.id())
     }
 
     async fn lease_keep_alive(&self, lease: i64) -> Result<()> {
-        let not_found = |e: ec::Error| match e {
-            ec::Error::LeaseKeepAliveError(m) if m.contains("not found") => {
-                Error::LeaseNotFound(lease)
-            }
-            e => match map_err(e) {
-                Error::LeaseNotFound(_) => Error::LeaseNotFound(lease),
-                other => other,
-            },
-        };
         // Opening the keep-alive stream sends one renewal and waits for its
         // answer (an expired lease answers a TTL of 0, an error here): that
         // is the whole renewal, one message to etcd.
-        self.client
-            .lease_client()
-            .keep_alive(lease)
-            .await
-            .map_err(not_found)?;
-        Ok(())
+        let renewed = self
+            .members
+            .call(Retry::Always, |c| async move {
+                match c.lease_client().keep_alive(lease).await {
+                    Ok(_) => Ok(Ok(())),
+                    Err(ec::Error::LeaseKeepAliveError(m)) if m.contains("not found") => {
+                        Ok(Err(Error::LeaseNotFound(lease)))
+                    }
+                    Err(e) => Err(e),
+                }
+            })
+            .await;
+        match renewed {
+            Ok(answer) => answer,
+            Err(Error::LeaseNotFound(_)) => Err(Error::LeaseNotFound(lease)),
+            Err(other) => Err(other),
+        }
     }
 
     async fn lease_revoke(&self, lease: i64) -> Result<()> {
-        match self.client.lease_client().revoke(lease).await {
+        let revoked = self
+            .members
+            .call(Retry::Always, |c| async move {
+                c.lease_client().revoke(lease).await
+            })
+            .await;
+        match revoked {
             Ok(_) => Ok(()),
-            Err(e) => Err(match map_err(e) {
-                Error::LeaseNotFound(_) => Error::LeaseNotFound(lease),
-                other => other,
-            }),
+            Err(Error::LeaseNotFound(_)) => Err(Error::LeaseNotFound(lease)),
+            Err(other) => Err(other),
         }
     }
 }
@@ -466,22 +496,23 @@ type OpenWatch = (ec::Watcher, ec::WatchStream);
 /// Opens a watch. `etcd-client` consumes etcd's "created" response; a
 /// compacted start arrives next, as a canceled response with the compaction
 /// revision, and becomes the stream's [`Error::Compacted`] item.
-async fn open_watch(client: &ec::Client, prefix: &str, from: i64) -> Result<OpenWatch> {
+async fn open_watch(members: &Members, prefix: &str, from: i64) -> Result<OpenWatch> {
     let (start, end) = prefix_options(prefix);
     let options = ec::WatchOptions::new()
         .with_range(end)
         .with_start_revision(from);
-    client
-        .watch_client()
-        .watch(start, Some(options))
+    members
+        .call(Retry::Always, |c| {
+            let (start, options) = (start.clone(), options.clone());
+            async move { c.watch_client().watch(start, Some(options)).await }
+        })
         .await
-        .map_err(map_err)
 }
 
 /// Feeds a watch's events into `tx`, re-opening the watch after connection
 /// losses from the revision after the last one delivered.
 async fn run_watch(
-    client: ec::Client,
+    members: std::sync::Arc<Members>,
     prefix: String,
     mut next: i64,
     first: OpenWatch,
@@ -494,7 +525,7 @@ async fn run_watch(
             Some(open) => open,
             None => {
                 let opened = tokio::select! {
-                    opened = open_watch(&client, &prefix, next) => opened,
+                    opened = open_watch(&members, &prefix, next) => opened,
                     _ = tx.closed() => return,
                 };
                 match opened {
@@ -581,3 +612,6 @@ async fn run_watch(
         tracing::debug!(%prefix, next, "watch stream lost, re-opening");
     }
 }
+        // The member may be gone (or frozen: the keep-alive pings found it
+        // silent): re-open on the next one.
+        members.failed(members.current());

@@ -3,6 +3,7 @@
 //! stopped when dropped, and the local busybox test image (nothing can be
 //! pulled on the machines lb is tested on).
 
+pub mod etcd_cluster;
 pub mod pebble;
 
 use std::net::TcpListener;
@@ -18,7 +19,7 @@ pub struct EtcdServer {
     child: Option<Child>,
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
