@@ -2,7 +2,10 @@
 //! what its node was told to run (its assignment: the spec of the generation
 //! it was placed with), not the service's current spec, so a rollout never
 //! waits on its own old replicas; a placement whose assignment is not seen
-//! takes the current spec.
+//! takes the current spec. A paused replica (told not to run, of a paused
+//! service or of the current generation) takes nothing: a paused service
+//! reserves no room, and its replicas take room again only when resumed
+//! where they fit (see `reconcile`).
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -34,8 +37,31 @@ fn of_assignment<'a>(
     }
 }
 
+/// Whether an assignment holds room on its node: not when it is paused
+/// (told not to run while its service is paused, or of the service's
+/// current generation: resumed, and not yet given room again). An old
+/// generation's replica told to stop for its replacement still holds it.
+pub fn reserves(state: &State, a: &lb_model::Assignment) -> bool {
+    if a.running {
+        return true;
+    }
+    let Some(records) = state.services.get(&(a.project.clone(), a.service.clone())) else {
+        return true;
+    };
+    let paused = records
+        .spec
+        .as_ref()
+        .is_some_and(|s| s.value.state == lb_model::ServiceState::Paused);
+    let current = records
+        .meta
+        .as_ref()
+        .is_some_and(|m| m.value.generation == a.generation);
+    !(paused || current)
+}
+
 /// What a placed replica takes from its node: what its assignment asked
-/// for (the version it runs), else the service's current spec.
+/// for (the version it runs), else the service's current spec; nothing
+/// while it is paused.
 pub fn taken<'a>(
     state: &'a State,
     spec: &'a lb_model::ServiceSpec,
@@ -47,6 +73,12 @@ pub fn taken<'a>(
         .get(rid)
         .and_then(|h| h.assignment.as_ref())
     {
+        Some(a) if !reserves(state, a) => Request {
+            memory: 0,
+            cpu: 0.0,
+            ports: Vec::new(),
+            ..of_assignment(a, &spec.node_selector)
+        },
         Some(a) => of_assignment(a, &spec.node_selector),
         None => request_of(spec, sid),
     }
@@ -82,6 +114,11 @@ pub fn node_views(state: &State) -> Nodes {
         let (Some(a), Some(node)) = (&held.assignment, nodes.get_mut(&held.node)) else {
             continue;
         };
+        if !reserves(state, a) {
+            // Counted for spreading only.
+            *node.per_service.entry(a.service.clone()).or_default() += 1;
+            continue;
+        }
         take(node, &of_assignment(a, &none));
     }
     // Placements whose assignment is not seen (damaged): the current spec.

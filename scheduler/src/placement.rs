@@ -198,6 +198,13 @@ impl Nodes {
             .ok_or_else(|| why_not(&self.list, request))
     }
 
+    /// Whether the request fits on the node `id` now.
+    pub fn fits(&self, id: &str, request: &Request<'_>) -> bool {
+        self.index
+            .get(id)
+            .is_some_and(|&i| fits(&self.list[i], request))
+    }
+
     /// Records a placement on the node `id`.
     pub fn take(&mut self, id: &str, request: &Request<'_>) {
         self.update(id, |n| take(n, request));

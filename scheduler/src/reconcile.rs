@@ -358,11 +358,13 @@ fn plan(
             }
         }
     };
-    // Choose a node and take the request from it (nothing without an image).
+    // Choose a node and take the request from it (nothing without an
+    // image, nothing while paused: a paused replica reserves no room).
     let has_image = service.spec.image.is_some();
+    let paused = service.spec.state == ServiceState::Paused;
     let choose = |nodes: &mut Nodes| -> Result<String, String> {
         let nid = nodes.choose(&request)?.id.clone();
-        if has_image {
+        if has_image && !paused {
             nodes.take(&nid, &request);
         }
         Ok(nid)
@@ -603,6 +605,18 @@ fn plan(
         }
         let mut next = a.clone();
         next.running = running && !draining.contains(p.replica.id.as_str());
+        if next.running && !a.running && !crate::capacity::reserves(state, a) {
+            // Resumed: it takes room again, where it is if that node has
+            // room, else it goes and a new replica is placed where there is.
+            let request = crate::capacity::request_of(service.spec, sid);
+            if nodes.fits(nid, &request) {
+                nodes.take(nid, &request);
+            } else {
+                tracing::info!(replica = %p.replica.id, node = %nid, "resumed: no room left on its node, moving it");
+                units.push(remove(p));
+                continue;
+            }
+        }
         if a.restart_generation < service.meta.restart_generation && all_running && !restarted_one {
             next.restart_generation = service.meta.restart_generation;
             restarted_one = true;
