@@ -18,6 +18,11 @@ pub enum ToNode {
         /// node's credential, images from anywhere else without.
         #[serde(default)]
         registry: Option<String>,
+        /// The scheduler's node grace in milliseconds: after this long
+        /// without hearing from the API the node assumes its replicas were
+        /// placed elsewhere and kills them (absent: the node never does).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        grace_ms: Option<u64>,
     },
     /// An assignment was added or changed.
     Put(Box<Assignment>),

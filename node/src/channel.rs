@@ -1,17 +1,28 @@
 //! The websocket to the API (`/api/v1/nodes/connect`): assignments come in
 //! and go to the reconciler; statuses from the reconciler and periodic
 //! heartbeats go out. Reconnects with exponential backoff and jitter; a
+//!
+//! Liveness both ways: the API pings every second, and a connection from
+//! which nothing came for [`API_SILENCE`] is dropped and made again. A node
+//! that heard nothing from the API for the scheduler's grace (learnt from
+//! the desired set) fences itself: its replicas are being placed elsewhere,
+//! so it sets the reconciler's [`Fenced`] flag and sends it an empty desired
+//! set (every container killed and removed) until the API is back with the
+//! node's desired set.
 //! refused credential ends the daemon.
+use std::sync::atomic::Ordering;
 
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use lb_model::backoff::Backoff;
 use lb_model::protocol::{FromNode, ToNode};
+use tokio::time::Instant;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message};
 
+use crate::reconcile::Fenced;
 use crate::credential::Credential;
 use crate::runtime::Runtime;
 use crate::{Config, Error, Result};
@@ -19,20 +30,81 @@ use crate::{Config, Error, Result};
 const HEARTBEAT: Duration = Duration::from_secs(5);
 /// The first reconnect delay, after a session that connected.
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+/// A connection from which nothing came for this long (the API pings every
+/// second) is given up and made again.
+const API_SILENCE: Duration = Duration::from_secs(3);
+/// How long an attempt to connect may take (a SYN dropped by a partition
+/// would otherwise wait for the kernel's retries, minutes).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// Keeps the channel up until the credential is refused.
+/// When the node last heard from the API, and what it learnt of the grace.
+#[derive(Debug)]
+struct Fence {
+    heard: Instant,
+    grace: Option<Duration>,
+    fenced: Fenced,
+}
+
+impl Fence {
+    /// When the node must fence itself, unless it hears from the API first.
+    fn due(&self) -> Option<Instant> {
+        match self.fenced.load(Ordering::SeqCst) {
+            true => None,
+            false => self.grace.map(|g| self.heard + g),
+        }
+    }
+
+    /// Sleeps until the fence is due (for ever when it is not).
+    async fn wait(&self) {
+        match self.due() {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Tells the reconciler to kill every replica.
+    async fn fence(&mut self, to_reconciler: &mpsc::Sender<ToNode>) {
+        tracing::warn!(
+            silent_ms = self.heard.elapsed().as_millis() as u64,
+            "no word from the API for the node grace: fenced, removing every replica"
+        );
+        self.fenced.store(true, Ordering::SeqCst);
+        let nothing = ToNode::Desired {
+            replicas: Vec::new(),
+            registry: None,
+            grace_ms: None,
+        };
+        let _ = to_reconciler.send(nothing).await;
+    }
+
+    /// The API sent the whole desired set: no longer fenced.
+    fn desired(&mut self, grace_ms: Option<u64>) {
+        self.grace = grace_ms.map(Duration::from_millis);
+        self.fenced.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Keeps the channel up until the credential is refused; sets `fenced`
+/// while the node is fenced.
+#[allow(clippy::too_many_arguments)]
 pub async fn run<R: Runtime>(
     config: &Config,
     credential: &Credential,
     runtime: &R,
     to_reconciler: mpsc::Sender<ToNode>,
     answers: mpsc::Sender<FromNode>,
+    fenced: Fenced,
     mut statuses: mpsc::Receiver<FromNode>,
 ) -> Result<()> {
     let url = format!("{}/api/v1/nodes/connect", config.api.trim_end_matches('/'))
         .replacen("http://", "ws://", 1)
         .replacen("https://", "wss://", 1);
+    let mut fence = Fence {
+        heard: Instant::now(),
+        grace: None,
+        fenced,
+    };
     let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
     loop {
         match session(
@@ -42,6 +114,7 @@ pub async fn run<R: Runtime>(
             runtime,
             &to_reconciler,
             &answers,
+            &mut fence,
             &mut statuses,
         )
         .await
@@ -51,10 +124,17 @@ pub async fn run<R: Runtime>(
             Ok(true) => backoff.reset(),
             Ok(false) => {}
         }
-        tokio::time::sleep(backoff.next_delay()).await;
+        let wake = Instant::now() + backoff.next_delay();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake) => break,
+                _ = fence.wait() => fence.fence(&to_reconciler).await,
+            }
+        }
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 /// One connection; answers whether it got as far as connecting.
 async fn session<R: Runtime>(
     config: &Config,
@@ -63,6 +143,7 @@ async fn session<R: Runtime>(
     runtime: &R,
     to_reconciler: &mpsc::Sender<ToNode>,
     answers: &mpsc::Sender<FromNode>,
+    fence: &mut Fence,
     statuses: &mut mpsc::Receiver<FromNode>,
 ) -> Result<bool> {
     let mut request = url
@@ -72,7 +153,19 @@ async fn session<R: Runtime>(
         .parse()
         .map_err(|_| Error::Join("credential is not a valid header".into()))?;
     request.headers_mut().insert("authorization", auth);
-    let socket = match tokio_tungstenite::connect_async(request).await {
+    let connect = tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(request));
+    tokio::pin!(connect);
+    let connected = loop {
+        tokio::select! {
+            connected = &mut connect => break connected,
+            _ = fence.wait() => fence.fence(to_reconciler).await,
+        }
+    };
+    let Ok(connected) = connected else {
+        tracing::debug!("cannot connect to the API: timed out");
+        return Ok(false);
+    };
+    let socket = match connected {
         Ok((socket, _)) => socket,
         Err(tungstenite::Error::Http(resp)) if resp.status() == 401 || resp.status() == 403 => {
             return Err(Error::Refused);
@@ -93,8 +186,14 @@ async fn session<R: Runtime>(
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     let mut containers = 0u32;
     // Streams live as long as this connection: dropping the table closes them.
+    // The last frame of any kind on this connection.
+    let mut heard = Instant::now();
     let mut streams = crate::streams::Table::default();
     loop {
+            _ = tokio::time::sleep_until(heard + API_SILENCE) => {
+                return Err(Error::Join(format!("nothing from the API for {} s", API_SILENCE.as_secs())));
+            }
+            _ = fence.wait() => fence.fence(to_reconciler).await,
         tokio::select! {
             _ = heartbeat.tick() => {
                 send(&mut tx, &FromNode::Heartbeat(crate::host::status(&config.data_dir, containers))).await?;
@@ -107,6 +206,20 @@ async fn session<R: Runtime>(
                 }
                 send(&mut tx, &status).await?;
             }
+                // Frames that waited in the socket while this process did
+                // not run (stopped, starved) do not undo a silence already
+                // past: the fence and the reconnect come first.
+                let now = Instant::now();
+                if fence.due().is_some_and(|at| at <= now) {
+                    fence.fence(to_reconciler).await;
+                }
+                if heard + API_SILENCE <= now {
+                    return Err(Error::Join(format!("nothing from the API for {} s", API_SILENCE.as_secs())));
+                }
+                if let Some(Ok(_)) = incoming {
+                    heard = now;
+                    fence.heard = now;
+                }
             incoming = rx.next() => {
                 let text = match incoming {
                     Some(Ok(Message::Text(text))) => text,
@@ -143,6 +256,9 @@ async fn session<R: Runtime>(
                             routes.send_replace(std::sync::Arc::new(*table));
                         }
                     }
+                        if let ToNode::Desired { grace_ms, .. } = &message {
+                            fence.desired(*grace_ms);
+                        }
                     Ok(message) => {
                         if to_reconciler.send(message).await.is_err() {
                             return Ok(true);

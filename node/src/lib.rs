@@ -99,16 +99,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     let (to_channel, from_reconciler) = mpsc::channel(4096);
     // Streams (logs, exec) get their own Docker client: the reconciler's
     // holds its long-lived events request.
+    let fenced = reconcile::Fenced::default();
     let streams = runtime::DockerRuntime::connect(&credential.id).await?;
     let reconciler = reconcile::Reconciler::new(
         docker,
         config.port_range.clone(),
         to_channel.clone(),
         credential.credential.clone(),
-    );
+    )
+    .with_fence(fenced.clone());
     let reconcile_task = tokio::spawn(reconciler.run(from_channel));
     let result = tokio::select! {
-        r = channel::run(&config, &credential, &streams, to_reconciler, to_channel, from_reconciler) => r,
+        r = channel::run(&config, &credential, &streams, to_reconciler, to_channel, from_reconciler, fenced) => r,
         _ = shutdown => Ok(()),
     };
     reconcile_task.abort();

@@ -135,6 +135,15 @@ async fn lead(
         })
     };
     let _keeper = AbortOnDrop(keeper);
+    // Nodes learn the grace (through the API, on connect): a node out of
+    // touch that long stops its replicas, as they are placed elsewhere.
+    let grace = Txn::new()
+        .when(Compare::ModRevision(key.to_owned(), fence))
+        .then(Op::put(
+            config.keys.cluster("node-grace"),
+            config.node_grace.as_millis().to_string(),
+        ));
+    store.txn(grace).await?;
     let (mut state, mut changes) = relist(store, &config.keys).await?;
     let mut resync = tokio::time::interval(config.resync);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

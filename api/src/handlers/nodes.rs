@@ -5,6 +5,13 @@
 //! While its channel lives the API holds a lease with the node's `alive`
 //! key; the channel carries the node's assignments (the whole set first,
 //! then changes) one way and its heartbeats and replica statuses the other.
+//!
+//! Liveness comes from the node, never from the open socket alone: the
+//! lease is renewed only while the node's heartbeats keep arriving (one
+//! within the TTL), the API pings the node every [`PING`] and closes the
+//! channel (revoking the lease) when nothing at all came from the node for
+//! [`SILENCE`]. A node that is stopped or cut off while its TCP connection
+//! stays open thus loses its `alive` key within [`SILENCE`].
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -33,6 +40,14 @@ pub use crate::ops::nodes::{
 
 /// TTL of a node's `alive` lease, in seconds.
 pub const ALIVE_TTL: i64 = 10;
+/// How often the API pings a node over its channel.
+pub const PING: Duration = Duration::from_secs(1);
+/// A node from which nothing (no message, no pong) came for this long is
+/// gone: its channel is closed and its lease revoked.
+pub const SILENCE: Duration = Duration::from_secs(3);
+/// How long one store call renewing the lease may take before the channel
+/// is given up (a store out of reach must not keep a node "alive").
+const RENEW_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `POST /nodes/join-tokens`.
 #[derive(Debug, Deserialize, Default)]
@@ -138,18 +153,49 @@ async fn run_channel(ctx: &Ctx, nid: &str, socket: WebSocket) -> std::result::Re
             .await
             .map_err(|e| e.to_string())?
             .map(|kv| String::from_utf8_lossy(&kv.value).into_owned());
-        send(&mut tx, &ToNode::Desired { replicas, registry }).await?;
+        // The scheduler publishes its grace; the node stops its replicas
+        // after that long without the API (it must assume they moved).
+        let grace_ms = ctx
+            .store
+            .get(&ctx.keys.cluster("node-grace"))
+            .await
+            .map_err(|e| e.to_string())?
+            .and_then(|kv| String::from_utf8_lossy(&kv.value).trim().parse::<u64>().ok());
+        send(&mut tx, &ToNode::Desired { replicas, registry, grace_ms }).await?;
         let mut watch = ctx.store.watch(&prefix, revision + 1).await.map_err(|e| e.to_string())?;
-        let mut keepalive = tokio::time::interval(Duration::from_secs((ALIVE_TTL / 3).max(1) as u64));
+        let ttl = Duration::from_secs(ALIVE_TTL as u64);
+        let mut keepalive = tokio::time::interval(ttl / 3);
+        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ping = tokio::time::interval(PING);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The last frame of any kind, and the last hello or heartbeat.
+        let mut heard = tokio::time::Instant::now();
+        let mut heartbeat = heard;
         // Ingress nodes (they say so in their hello) follow the route table.
         let mut routes = None;
         loop {
             tokio::select! {
                 _ = keepalive.tick() => {
-                    if ctx.store.get(&ctx.keys.node_credential(nid)).await.map_err(|e| e.to_string())?.is_none() {
-                        return Err("credential revoked".to_string());
+                    // Renewed only for a node that still speaks: a socket
+                    // left open by a stopped or cut-off node keeps nothing.
+                    if heartbeat.elapsed() >= ttl {
+                        return Err(format!("no heartbeat for {} s", heartbeat.elapsed().as_secs()));
                     }
-                    ctx.store.lease_keep_alive(lease).await.map_err(|e| e.to_string())?;
+                    let renew = async {
+                        if ctx.store.get(&ctx.keys.node_credential(nid)).await.map_err(|e| e.to_string())?.is_none() {
+                            return Err("credential revoked".to_string());
+                        }
+                        ctx.store.lease_keep_alive(lease).await.map_err(|e| e.to_string())
+                    };
+                    tokio::time::timeout(RENEW_TIMEOUT, renew)
+                        .await
+                        .map_err(|_| "the store did not renew the lease in time".to_string())??;
+                }
+                _ = ping.tick() => {
+                    if heard.elapsed() >= SILENCE {
+                        return Err(format!("node silent for {} ms", heard.elapsed().as_millis()));
+                    }
+                    deliver(&mut tx, Message::ping(Vec::new())).await?;
                 }
                 changes = watch.next() => {
                     let changes = match changes {
@@ -185,9 +231,13 @@ async fn run_channel(ctx: &Ctx, nid: &str, socket: WebSocket) -> std::result::Re
                         Some(Ok(m)) => m,
                         _ => return Ok(()),
                     };
+                    heard = tokio::time::Instant::now();
                     let Ok(text) = message.to_str() else { continue };
                     match serde_json::from_str::<FromNode>(text) {
                         Ok(msg) => {
+                            if matches!(msg, FromNode::Hello { .. } | FromNode::Heartbeat(_)) {
+                                heartbeat = heard;
+                            }
                             if let FromNode::Hello { ingress: true, .. } = &msg {
                                 let mut follow = ctx.routes.subscribe();
                                 let table = follow.borrow_and_update().clone();
@@ -226,7 +276,18 @@ async fn send(
     message: &ToNode,
 ) -> std::result::Result<(), String> {
     let text = serde_json::to_string(message).map_err(|e| e.to_string())?;
-    tx.send(Message::text(text))
-        .await
-        .map_err(|e| e.to_string())
+    deliver(tx, Message::text(text)).await
+}
+
+/// Sends one frame; a node that does not take it within [`SILENCE`] (its
+/// socket buffers full: stopped, or cut off) is gone, so a send never holds
+/// the channel's loop past the silence deadline.
+async fn deliver(
+    tx: &mut futures::stream::SplitSink<WebSocket, Message>,
+    message: Message,
+) -> std::result::Result<(), String> {
+    match tokio::time::timeout(SILENCE, tx.send(message)).await {
+        Ok(sent) => sent.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("node took no frame for {} ms", SILENCE.as_millis())),
+    }
 }

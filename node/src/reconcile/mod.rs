@@ -15,6 +15,12 @@
 //! once), finished operations, crash-backoff timers, a replica turning
 //! unhealthy and a periodic resync; whatever arrived together makes one
 //! pass. Other health changes are reported without a pass.
+//!
+//! A node out of touch with the API for the scheduler's grace is fenced:
+//! the channel sets the shared [`Fenced`] flag and sends an empty desired
+//! set. Its replicas are being placed elsewhere, so while the flag is set
+//! containers are killed and removed at once (no graceful stop: the
+//! replacement may already run); the API's next desired set clears it.
 
 mod crashes;
 mod health;
@@ -52,6 +58,10 @@ const SETTLE: Duration = Duration::from_millis(500);
 /// How long to wait before watching Docker events again after the stream ended.
 const EVENTS_RETRY: Duration = Duration::from_secs(1);
 
+/// Set while the node is fenced (out of touch with the API for the grace):
+/// containers no longer assigned are killed rather than stopped gracefully.
+pub type Fenced = std::sync::Arc<std::sync::atomic::AtomicBool>;
+
 /// The reconciler of one node, over a container [`Runtime`].
 pub struct Reconciler<R = DockerRuntime> {
     runtime: R,
@@ -75,6 +85,8 @@ pub struct Reconciler<R = DockerRuntime> {
     limits: Limits,
     /// Health checkers and their verdicts.
     checks: health::Checks,
+    /// Fenced: containers are killed, not stopped.
+    fenced: Fenced,
 }
 
 /// Sleeps until `at`, or forever without one.
@@ -108,7 +120,14 @@ impl<R: Runtime> Reconciler<R> {
             reserved: HashMap::new(),
             limits: Limits::default(),
             checks: health::Checks::default(),
+            fenced: Fenced::default(),
         }
+    }
+
+    /// Shares the channel's [`Fenced`] flag.
+    pub fn with_fence(mut self, fenced: Fenced) -> Self {
+        self.fenced = fenced;
+        self
     }
 
     /// Runs until the channel side goes away; dropping it aborts the
@@ -193,7 +212,9 @@ impl<R: Runtime> Reconciler<R> {
     /// Takes a message from the API into the desired state.
     fn apply(&mut self, message: ToNode) {
         match message {
-            ToNode::Desired { replicas, registry } => {
+            ToNode::Desired {
+                replicas, registry, ..
+            } => {
                 self.registry = registry;
                 self.desired = replicas
                     .into_iter()

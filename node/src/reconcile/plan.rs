@@ -63,9 +63,14 @@ impl<R: Runtime> Reconciler<R> {
             if self.busy.contains(&replica) {
                 continue;
             }
+            // Fenced, the replica may already run elsewhere: no grace.
+            let fenced = self.fenced.load(std::sync::atomic::Ordering::SeqCst);
             let victims = containers
                 .iter()
-                .map(|c| (c.id.clone(), c.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT)))
+                .map(|c| match fenced {
+                    true => (c.id.clone(), 0),
+                    false => (c.id.clone(), c.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT)),
+                })
                 .collect();
             tracing::info!(%replica, "removing the containers of a replica no longer assigned");
             self.spawn(&replica, Op::Remove(victims));

@@ -20,6 +20,7 @@ use crate::runtime::Container;
 pub(super) struct Harness {
     pub fake: Fake,
     to: mpsc::Sender<ToNode>,
+    fenced: super::Fenced,
     statuses: Arc<Mutex<HashMap<String, ReplicaStatus>>>,
     /// Every status sent, in order.
     pub history: Arc<Mutex<Vec<(String, ReplicaStatus)>>>,
@@ -30,7 +31,9 @@ impl Harness {
     pub async fn start(fake: Fake, desired: Vec<Assignment>) -> Self {
         let (to, from) = mpsc::channel(1024);
         let (out, mut statuses_rx) = mpsc::channel(4096);
-        let reconciler = Reconciler::new(fake.clone(), 45000..=45999, out, "secret".into());
+        let fenced = super::Fenced::default();
+        let reconciler = Reconciler::new(fake.clone(), 45000..=45999, out, "secret".into())
+            .with_fence(fenced.clone());
         let run = tokio::spawn(reconciler.run(from));
         let statuses = Arc::new(Mutex::new(HashMap::new()));
         let history = Arc::new(Mutex::new(Vec::new()));
@@ -46,12 +49,14 @@ impl Harness {
         to.send(ToNode::Desired {
             replicas: desired,
             registry: None,
+            grace_ms: None,
         })
         .await
         .unwrap();
         Self {
             fake,
             to,
+            fenced,
             statuses,
             history,
             _tasks: (run, collect),
@@ -64,6 +69,17 @@ impl Harness {
 
     pub async fn send(&self, message: ToNode) {
         self.to.send(message).await.unwrap();
+    }
+
+    /// Fences the node as its channel does: the flag, then an empty set.
+    pub async fn fence(&self) {
+        self.fenced.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.send(ToNode::Desired {
+            replicas: Vec::new(),
+            registry: None,
+            grace_ms: None,
+        })
+        .await;
     }
 
     /// Waits for `what` to hold, failing with `message` after `within` (of
@@ -144,6 +160,7 @@ async fn fifty_replicas_are_created_and_removed_at_once_within_the_bounds() {
     h.send(ToNode::Desired {
         replicas: Vec::new(),
         registry: None,
+        grace_ms: None,
     })
     .await;
     h.until(10 * SEC, "containers left", |h| h.fake.count() == 0)
@@ -442,4 +459,53 @@ async fn an_idle_node_does_not_spin() {
         (2..=3).contains(&passes),
         "{passes} passes in 22 idle seconds"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fenced_node_kills_every_container_until_the_next_desired_set() {
+    // Processes that ignore SIGTERM for 5 minutes: a graceful stop would
+    // leave them running beside their replacements.
+    let fake = Fake::new(MS, 300 * SEC);
+    let replicas: Vec<Assignment> = (0..3).map(assignment).collect();
+    let h = Harness::start(fake, replicas.clone()).await;
+    h.all_running(&replicas, 5 * SEC).await;
+
+    let started = Instant::now();
+    h.fence().await;
+    h.until(SEC, "containers left after the fence", |h| {
+        h.fake.count() == 0
+    })
+    .await;
+    let took = started.elapsed();
+    assert!(took < SEC, "removed in {took:?}");
+    let removes: Vec<Call> = h
+        .fake
+        .state()
+        .calls
+        .iter()
+        .filter(|c| matches!(c, Call::Remove(..)))
+        .cloned()
+        .collect();
+    assert_eq!(removes.len(), 3, "{removes:?}");
+    assert!(
+        removes.iter().all(|c| matches!(c, Call::Remove(_, 0))),
+        "killed without a grace: {removes:?}"
+    );
+
+    // Nothing comes back by itself while fenced (resyncs pass).
+    tokio::time::sleep(30 * SEC).await;
+    assert_eq!(h.fake.count(), 0, "a fenced node started containers");
+
+    // The API is back: the desired set is run again.
+    h.fenced.store(false, std::sync::atomic::Ordering::SeqCst);
+    h.send(ToNode::Desired {
+        replicas: replicas[..2].to_vec(),
+        registry: None,
+        grace_ms: Some(3000),
+    })
+    .await;
+    h.until(5 * SEC, "the desired set not run again", |h| {
+        h.fake.count() == 2
+    })
+    .await;
 }
