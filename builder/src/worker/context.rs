@@ -1,8 +1,8 @@
 //! The build's Dockerfile and context: paths kept inside the repository,
 //! the Dockerfile read from it or rendered from a template (with the files
 //! the template copies from lb, e.g. nginx's config), and the context packed
-//! as a tar (`.git` left out, symlinks kept as links, refused past
-//! `--build-max-context`).
+//! as a tar (`.git` and what `.dockerignore` names left out, symlinks kept
+//! as links, refused past `--build-max-context`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -93,8 +93,9 @@ pub fn inside(root: &Path, relative: &str, field: &str) -> Result<PathBuf, Strin
 }
 
 /// The build context as a tar: the repository's `context` directory (under
-/// `prepared.code_dir` if set) and lb's files at the root; `.git` is left
-/// out; symlinks stay links. Refused past `max` bytes of repository files.
+/// `prepared.code_dir` if set) and lb's files at the root; `.git` and the
+/// paths the context's `.dockerignore` excludes are left out; symlinks
+/// stay links. Refused past `max` bytes of repository files.
 pub fn pack(context: &Path, prepared: &Prepared, max: u64) -> Result<Vec<u8>, String> {
     let mut total = 0u64;
     let mut builder = tar::Builder::new(Vec::new());
@@ -112,6 +113,7 @@ pub fn pack(context: &Path, prepared: &Prepared, max: u64) -> Result<Vec<u8>, St
             .iter()
             .any(|(name, _)| rel == Path::new(name))
     };
+    let ignore = super::ignore::Ignore::load(context)?;
     let mut stack = vec![context.to_path_buf()];
     while let Some(dir) = stack.pop() {
         let entries =
@@ -125,6 +127,15 @@ pub fn pack(context: &Path, prepared: &Prepared, max: u64) -> Result<Vec<u8>, St
             }
             let name = base.join(rel);
             let kind = entry.file_type().map_err(|e| e.to_string())?;
+            // .dockerignore'd paths stay out (the file itself goes along);
+            // an excluded directory is still looked into when an exception
+            // may bring something inside it back.
+            if rel != Path::new(super::ignore::FILE) && ignore.excludes(&rel.to_string_lossy()) {
+                if kind.is_dir() && ignore.has_exceptions() {
+                    stack.push(path);
+                }
+                continue;
+            }
             if kind.is_dir() {
                 builder
                     .append_dir(&name, &path)
@@ -227,6 +238,52 @@ mod tests {
                 "site/src/main.py"
             ]
         );
+    }
+
+    #[test]
+    fn dockerignored_files_stay_out() {
+        let dir = tempfile::tempdir().unwrap();
+        for (path, text) in [
+            (
+                ".dockerignore",
+                "secret.txt\n*.log\n!keep.log\nnode_modules\nbig\n",
+            ),
+            ("secret.txt", "s"),
+            ("x.log", "l"),
+            ("keep.log", "k"),
+            ("node_modules/a/b.js", "n"),
+            ("src/main.py", "print(1)"),
+            ("big", &"x".repeat(4096)),
+        ] {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        // What is ignored does not count towards the limit either.
+        let tar = pack(dir.path(), &ours(None), 1024).unwrap();
+        assert_eq!(
+            names(&tar),
+            [
+                ".dockerignore",
+                DOCKERFILE,
+                ".lb-extra",
+                "keep.log",
+                "src",
+                "src/main.py"
+            ]
+        );
+        // Under a code directory too.
+        let tar = pack(dir.path(), &ours(Some("site")), 1024).unwrap();
+        assert!(!names(&tar).contains(&"site/secret.txt".to_owned()));
+        // An exception inside an excluded directory brings the file back.
+        std::fs::write(
+            dir.path().join(".dockerignore"),
+            "node_modules\n!node_modules/a/b.js\n",
+        )
+        .unwrap();
+        let tar = pack(dir.path(), &ours(None), 1 << 20).unwrap();
+        assert!(names(&tar).contains(&"node_modules/a/b.js".to_owned()));
+        assert!(!names(&tar).contains(&"node_modules".to_owned()));
     }
 
     #[tokio::test]

@@ -10,13 +10,15 @@ use futures::StreamExt;
 use lb_git::{Checkout, Credentials};
 
 use super::git::Sources;
-use super::image::{BuildRequest, ImageBuilder, Output, OutputStream, PushRequest};
+use super::image::{BuildRequest, ImageBuilder, Output, OutputStream, PullRequest, PushRequest};
 
 /// One call the worker made to Docker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
     /// A build: the request and the context's file names, sorted.
     Build(BuildRequest, Vec<String>),
+    /// A pull from lb's registry.
+    Pull(PullRequest),
     /// A push.
     Push(PushRequest),
     /// A local image removed.
@@ -59,6 +61,11 @@ impl ImageBuilder for FakeImages {
         } else {
             out.boxed()
         }
+    }
+
+    fn pull(&self, request: PullRequest) -> OutputStream {
+        self.calls.lock().unwrap().push(Call::Pull(request));
+        futures::stream::iter([Ok(Output::Text("pulled".into()))]).boxed()
     }
 
     fn push(&self, request: PushRequest) -> OutputStream {

@@ -8,6 +8,8 @@
 //!   cancel;
 //! - [`git`]: the source checkout (through `lb-git`);
 //! - [`context`]: the Dockerfile and the build context tar;
+//! - [`dockerfile`]: what a Dockerfile may reach (base images, `ADD` URLs);
+//! - [`ignore`]: `.dockerignore`, what stays out of the context;
 //! - [`image`]: what the builder asks of Docker ([`ImageBuilder`]: build,
 //!   push, remove), with the bollard implementation;
 //! - [`deploy`]: pointing the service at the pushed image, pruning old tags;
@@ -15,7 +17,9 @@
 
 pub mod context;
 pub mod deploy;
+pub mod dockerfile;
 pub mod git;
+pub mod ignore;
 pub mod image;
 pub mod log;
 pub mod queue;

@@ -16,7 +16,8 @@ use lb_store::{Compare, Op, Txn};
 use tokio::time::Instant;
 
 use super::context::{self, DOCKERFILE};
-use super::image::{BuildRequest, Output, OutputStream, PushRequest};
+use super::dockerfile::{self, Pull};
+use super::image::{BuildRequest, Output, OutputStream, PullRequest, PushRequest};
 use super::log::Log;
 use super::{encode, finish_record, Step, Stop, Worker};
 
@@ -168,11 +169,16 @@ impl Run {
                 self.line(&format!("  {line}"));
             }
         }
+        // What the Dockerfile reaches: refused before the engine sees it.
+        let text = String::from_utf8_lossy(&prepared.files[0].1).into_owned();
+        let pulls =
+            dockerfile::confine(w.store.as_ref(), &w.keys, &self.pid, &w.registry, &text).await?;
         let max = w.config.max_context;
         let tar = tokio::task::spawn_blocking(move || context::pack(&context, &prepared, max))
             .await
             .map_err(|e| e.to_string())??;
         self.line(&format!("context: {} KiB", tar.len() / 1024));
+        self.pull_bases(pulls).await?;
 
         // Installing dependencies (templates mark where that ends), building.
         self.step(match build.kind {
@@ -245,6 +251,45 @@ impl Run {
         self.build.commit = Some(checkout.sha);
         self.build.message = checkout.subject.chars().take(500).collect();
         Ok(repo)
+    }
+
+    /// Pulls the project's own images the Dockerfile builds on, with a
+    /// token for them alone: whatever the engine holds under those names
+    /// (left by anyone) is replaced by what the registry gives this project.
+    async fn pull_bases(&mut self, pulls: Vec<Pull>) -> Step<()> {
+        if pulls.is_empty() {
+            return Ok(());
+        }
+        let w = self.worker.clone();
+        let access = pulls.iter().map(|p| p.access.clone()).collect();
+        let token = w.signer.sign("builder", access, PUSH_TOKEN_TTL);
+        for pull in pulls {
+            let separator = if pull.reference.contains(':') {
+                '@'
+            } else {
+                ':'
+            };
+            let named = format!("{}{separator}{}", pull.image, pull.reference);
+            self.line(&format!(
+                "pulling {named} with the project's registry credential"
+            ));
+            let mut stream = w.images.pull(PullRequest {
+                image: pull.image,
+                reference: pull.reference,
+                registry: w.registry.clone(),
+                token: token.clone(),
+            });
+            let failed = |e: String| Stop::Failed(format!("pull {named}: {}", e.trim()));
+            while let Some(item) = self.next_flushing(&mut stream).await? {
+                match item.map_err(failed)? {
+                    Output::Error(error) => return Err(failed(error)),
+                    Output::Text(status) if !status.is_empty() => self.line(&status),
+                    Output::Text(_) => {}
+                }
+                self.maybe_flush().await?;
+            }
+        }
+        Ok(())
     }
 
     /// Building: Docker's output to the log; a template's `LB_STEP=building`
