@@ -150,8 +150,10 @@ pub fn parse_api_token(token: &str) -> Option<(&str, &str, &str)> {
         .then_some((uid, tid, secret))
 }
 
-/// Failed-login limiter, per user name and per client address, in this API
-/// instance's memory.
+/// Failed-login limiter, in this API instance's memory: per user name *and*
+/// client address (so an attacker guessing a name delays only their own
+/// address, and the account's owner still logs in from theirs), and per
+/// client address whatever the names (so one address cannot spray many).
 pub struct LoginLimiter {
     failures: Mutex<HashMap<String, Vec<Instant>>>,
     window: Duration,
@@ -160,8 +162,8 @@ pub struct LoginLimiter {
 }
 
 impl LoginLimiter {
-    /// At most `per_user` failures per user and `per_address` per address in
-    /// `window`.
+    /// At most `per_user` failures per user from one address and
+    /// `per_address` per address in `window`.
     pub fn new(window: Duration, per_user: usize, per_address: usize) -> Self {
         Self {
             failures: Mutex::new(HashMap::new()),
@@ -172,8 +174,9 @@ impl LoginLimiter {
     }
 
     fn keys(username: &str, addr: Option<IpAddr>) -> (String, Option<String>) {
+        let from = addr.map_or_else(|| "-".to_owned(), |a| a.to_string());
         (
-            format!("user:{username}"),
+            format!("user:{username}@{from}"),
             addr.map(|a| format!("addr:{a}")),
         )
     }
@@ -227,10 +230,10 @@ impl LoginLimiter {
         }
     }
 
-    /// Forgets a user's failures after a successful login.
-    pub fn succeeded(&self, username: &str) {
+    /// Forgets a user's failures from this address after a successful login.
+    pub fn succeeded(&self, username: &str, addr: Option<IpAddr>) {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        failures.remove(&format!("user:{username}"));
+        failures.remove(&Self::keys(username, addr).0);
     }
 }
 
@@ -299,6 +302,11 @@ mod tests {
         // Another address for a fresh user is fine.
         limiter
             .check("dave", Some("10.0.0.2".parse().unwrap()))
+            .unwrap();
+        // bob's owner, from their own address, is not locked out by the
+        // failures from 10.0.0.1.
+        limiter
+            .check("bob", Some("10.0.0.3".parse().unwrap()))
             .unwrap();
     }
 }

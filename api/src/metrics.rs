@@ -179,4 +179,8 @@ impl Store for MeteredStore {
     fn limits(&self) -> lb_store::Limits {
         self.inner.limits()
     }
+
+    fn key_dir(&self) -> Option<std::path::PathBuf> {
+        self.inner.key_dir()
+    }
 }

@@ -311,8 +311,8 @@ pub const ROUTES: &[Route] = &[
     r(EVENTS, "watchEvents", "GET", "/api/v1/events", "Websocket of visible changes (snapshot, then changes)")
         .query(&[q("revision", "integer", "send the changes from this revision on, without a snapshot")])
         .ok(101, None),
-    r(NODES, "listNodes", "GET", "/api/v1/nodes", "List nodes").ok(200, Some("NodeList")),
-    r(NODES, "getNode", "GET", "/api/v1/nodes/{n}", "Read a node").ok(200, Some("Node")),
+    r(NODES, "listNodes", "GET", "/api/v1/nodes", "List nodes (admin)").ok(200, Some("NodeList")),
+    r(NODES, "getNode", "GET", "/api/v1/nodes/{n}", "Read a node (admin)").ok(200, Some("Node")),
     r(NODES, "deleteNode", "DELETE", "/api/v1/nodes/{n}", "Forget a node and revoke its credential (admin)").ok(204, None),
     r(NODES, "createJoinToken", "POST", "/api/v1/nodes/join-tokens", "A single-use join token for `lb node` (admin)")
         .body("JoinToken")
@@ -433,7 +433,7 @@ pub const ROUTES: &[Route] = &[
     r(OPERATIONS, "getReadiness", "GET", "/readyz", "Readiness: ready while the store answers within 2 s, else 503")
         .public()
         .ok(200, None),
-    r(OPERATIONS, "getMetrics", "GET", "/metrics", "Prometheus metrics (text)").public().ok(200, None),
+    r(OPERATIONS, "getMetrics", "GET", "/metrics", "Prometheus metrics (text), for an admin's bearer token").ok(200, None),
     r(OPERATIONS, "getBackup", "GET", "/api/v1/backup", "A backup archive (tar) of the store and the data dir's files, taken while lb serves (admin)").ok(200, None),
 ];
 

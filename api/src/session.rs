@@ -106,29 +106,74 @@ pub fn check_same_origin(origin: Option<&str>, host: Option<&str>) -> Result<()>
     }
 }
 
+/// Whether the browser reached this page over HTTPS: the public URL is
+/// `https://`, or a proxy in front (lb's ingress, which sets the header
+/// itself) says so in `X-Forwarded-Proto`. A client that sends the header
+/// over plain HTTP only gets cookies its browser will not send back there.
+pub fn over_https(public_url: Option<&str>, forwarded_proto: Option<&str>) -> bool {
+    let https = |v: &str| v.trim().eq_ignore_ascii_case("https");
+    public_url.is_some_and(|u| {
+        u.get(..8)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
+    }) || forwarded_proto.is_some_and(|p| p.split(',').next().is_some_and(https))
+}
+
+/// The attributes every session cookie carries; `Secure` over HTTPS, so the
+/// token never travels over plain HTTP once the site is served over TLS.
+fn attributes(secure: bool) -> &'static str {
+    if secure {
+        "Path=/; Secure; SameSite=Strict"
+    } else {
+        "Path=/; SameSite=Strict"
+    }
+}
+
 /// `Set-Cookie` values that start a session with `token`, valid until
-/// `expires` (Unix seconds).
-pub fn start_cookies(token: &str, expires: i64) -> [String; 2] {
+/// `expires` (Unix seconds); `secure` when served over HTTPS.
+pub fn start_cookies(token: &str, expires: i64, secure: bool) -> [String; 2] {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or_default();
     let max_age = (expires - now).max(0);
+    let attrs = attributes(secure);
     [
-        format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}"),
+        format!("{SESSION_COOKIE}={token}; {attrs}; HttpOnly; Max-Age={max_age}"),
         format!(
-            "{CSRF_COOKIE}={}; Path=/; SameSite=Strict; Max-Age={max_age}",
+            "{CSRF_COOKIE}={}; {attrs}; Max-Age={max_age}",
             csrf_token(token)
         ),
     ]
 }
 
 /// `Set-Cookie` values that end the session.
-pub fn end_cookies() -> [String; 2] {
+pub fn end_cookies(secure: bool) -> [String; 2] {
+    let attrs = attributes(secure);
     [
-        format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
-        format!("{CSRF_COOKIE}=; Path=/; SameSite=Strict; Max-Age=0"),
+        format!("{SESSION_COOKIE}=; {attrs}; HttpOnly; Max-Age=0"),
+        format!("{CSRF_COOKIE}=; {attrs}; Max-Age=0"),
     ]
+}
+
+/// Where to go after logging in: `next` when it is a path of this site,
+/// else `/projects`. Browsers read `//evil.example` and `/\evil.example`
+/// (and the same with a tab or newline inside, which they drop) as another
+/// host, so only `/` followed by something else than `/` or `\` passes,
+/// printable ASCII without backslashes (no whitespace or control
+/// characters; a browser sends a path percent-encoded anyway).
+pub fn after_login(next: Option<&str>) -> &str {
+    const HOME: &str = "/projects";
+    let Some(next) = next else { return HOME };
+    let mut chars = next.chars();
+    let same_origin = chars.next() == Some('/')
+        && !matches!(chars.next(), Some('/' | '\\'))
+        && next.len() <= 2048
+        && next.chars().all(|c| c.is_ascii_graphic() && c != '\\');
+    if same_origin {
+        next
+    } else {
+        HOME
+    }
 }
 
 #[cfg(test)]
@@ -158,6 +203,54 @@ mod tests {
             cred(Method::PATCH, Some(&good), None).token().unwrap(),
             Some("tok".into())
         );
+    }
+
+    #[test]
+    fn only_same_origin_paths_are_followed_after_login() {
+        for (next, expect) in [
+            (None, "/projects"),
+            (Some("/projects/demo"), "/projects/demo"),
+            (
+                Some("/projects/demo/services/web?tab=logs"),
+                "/projects/demo/services/web?tab=logs",
+            ),
+            (Some("/"), "/"),
+            (Some("//evil.com"), "/projects"),
+            (Some("//evil.com/projects"), "/projects"),
+            (Some("/\\evil.com"), "/projects"),
+            (Some("/\\/evil.com"), "/projects"),
+            (Some("/\t/evil.com"), "/projects"),
+            (Some("/\n/evil.com"), "/projects"),
+            (Some("/projects\\..\\x"), "/projects"),
+            (Some("https://evil.com/"), "/projects"),
+            (Some("javascript:alert(1)"), "/projects"),
+            (Some("evil.com"), "/projects"),
+            (Some(""), "/projects"),
+        ] {
+            assert_eq!(after_login(next), expect, "{next:?}");
+        }
+    }
+
+    #[test]
+    fn cookies_are_secure_over_https() {
+        assert!(!over_https(None, None));
+        assert!(!over_https(Some("http://lb.example"), Some("http")));
+        assert!(over_https(Some("https://lb.example"), None));
+        assert!(over_https(Some("HTTPS://lb.example"), None));
+        assert!(over_https(None, Some("https")));
+        assert!(over_https(None, Some("https, http")));
+        for cookie in start_cookies("tok", i64::MAX / 2, true)
+            .iter()
+            .chain(&end_cookies(true))
+        {
+            assert!(cookie.contains("; Secure;"), "{cookie}");
+        }
+        for cookie in start_cookies("tok", i64::MAX / 2, false)
+            .iter()
+            .chain(&end_cookies(false))
+        {
+            assert!(!cookie.contains("Secure"), "{cookie}");
+        }
     }
 
     #[test]

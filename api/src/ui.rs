@@ -129,6 +129,8 @@ struct Page<'a> {
     csrf: Option<String>,
     project: Option<String>,
     service: Option<String>,
+    /// Where the login page goes after logging in (a checked path).
+    next: Option<String>,
 }
 
 fn render(page: Page<'_>) -> Response {
@@ -140,6 +142,7 @@ fn render(page: Page<'_>) -> Response {
     c.insert("csrf", &page.csrf);
     c.insert("project", &page.project.unwrap_or_default());
     c.insert("service", &page.service.unwrap_or_default());
+    c.insert("next", &page.next.unwrap_or_default());
     match tera().render(page.template, &c) {
         Ok(html) => with_page_headers(warp::reply::html(html).into_response()),
         Err(e) => ApiError::internal(format!("rendering {}: {e}", page.template)).into_reply(),
@@ -207,6 +210,7 @@ async fn page(
         csrf: Some(csrf),
         project,
         service,
+        next: None,
     })
 }
 
@@ -237,21 +241,30 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(c())
         .and(cookie())
-        .then(|mode: &'static str, ctx: Ctx, cookie| async move {
-            if session_caller(&ctx, cookie).await.is_some() {
-                return redirect("/projects");
-            }
-            let title = if mode == "login" { "Log in" } else { "Sign up" };
-            render(Page {
-                template: "login.html",
-                title: title.into(),
-                script: "login",
-                caller: None,
-                csrf: None,
-                project: Some(mode.into()),
-                service: None,
-            })
-        });
+        .and(warp::query::<std::collections::HashMap<String, String>>())
+        .then(
+            |mode: &'static str,
+             ctx: Ctx,
+             cookie,
+             query: std::collections::HashMap<String, String>| async move {
+                // Only a path of this site is followed after logging in.
+                let next = session::after_login(query.get("next").map(String::as_str)).to_owned();
+                if session_caller(&ctx, cookie).await.is_some() {
+                    return redirect(&next);
+                }
+                let title = if mode == "login" { "Log in" } else { "Sign up" };
+                render(Page {
+                    template: "login.html",
+                    title: title.into(),
+                    script: "login",
+                    caller: None,
+                    csrf: None,
+                    project: Some(mode.into()),
+                    service: None,
+                    next: Some(next),
+                })
+            },
+        );
     let projects = warp::path!("projects")
         .and(warp::get())
         .and(c())
@@ -280,7 +293,16 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(c())
         .and(session())
-        .then(|ctx, cookie| page(ctx, cookie, "nodes.html", "Nodes".into(), None, None));
+        .then(|ctx: Ctx, cookie: (Option<String>, FullPath)| async move {
+            // Admins only, as `GET /api/v1/nodes`.
+            let session = session_caller(&ctx, cookie.0.clone()).await;
+            if let Some((caller, _)) = session {
+                if let Err(e) = crate::ops::nodes::check_reader(&caller) {
+                    return e.into_reply();
+                }
+            }
+            page(ctx, cookie, "nodes.html", "Nodes".into(), None, None).await
+        });
     let account = warp::path!("account")
         .and(warp::get())
         .and(c())
@@ -332,34 +354,51 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
             })
             .untuple_one()
     };
+    // Cookies are `Secure` when the browser came over HTTPS.
+    let https = {
+        let ctx = ctx.clone();
+        move || {
+            let ctx = ctx.clone();
+            warp::header::optional::<String>("x-forwarded-proto").map(
+                move |proto: Option<String>| {
+                    session::over_https(ctx.config.vendors.public_url.as_deref(), proto.as_deref())
+                },
+            )
+        }
+    };
     let login = warp::path!("ui" / "login")
         .and(warp::post())
         .and(origin())
         .and(c())
         .and(warp::addr::remote())
+        .and(https())
         .and(body())
-        .then(|ctx, addr, body| async move { reply(start_session(ctx, addr, body).await) });
+        .then(|ctx, addr, secure, body| async move {
+            reply(start_session(ctx, addr, secure, body).await)
+        });
     let signup = warp::path!("ui" / "signup")
         .and(warp::post())
         .and(origin())
         .and(c())
         .and(warp::addr::remote())
+        .and(https())
         .and(body())
-        .then(|ctx: Ctx, addr, body: Credentials| async move {
+        .then(|ctx: Ctx, addr, secure, body: Credentials| async move {
             let outcome = async {
                 accounts::signup(&ctx, None, &body).await?;
-                start_session(ctx, addr, body).await
+                start_session(ctx, addr, secure, body).await
             };
             reply(outcome.await)
         });
     let logout = warp::path!("ui" / "logout")
         .and(warp::post())
         .and(session::credential())
-        .map(|cred: session::SessionCredential| {
+        .and(https())
+        .map(|cred: session::SessionCredential, secure| {
             // Only the page itself may log its user out.
             reply(cred.token().map(|_| {
                 let mut reply = StatusCode::NO_CONTENT.into_response();
-                for cookie in session::end_cookies() {
+                for cookie in session::end_cookies(secure) {
                     if let Ok(value) = cookie.parse() {
                         reply.headers_mut().append(header::SET_COOKIE, value);
                     }
@@ -425,14 +464,19 @@ async fn ingress_stats(ctx: Ctx, cookie: Option<String>, p: String, s: String) -
 }
 
 /// Checks the password and starts a session: `{"username"}` and the cookies.
-async fn start_session(ctx: Ctx, addr: Option<SocketAddr>, body: Credentials) -> Result<Response> {
+async fn start_session(
+    ctx: Ctx,
+    addr: Option<SocketAddr>,
+    secure: bool,
+    body: Credentials,
+) -> Result<Response> {
     let user = accounts::check_password(&ctx, addr, &body.username, &body.password).await?;
     let (token, expires) = ctx.tokens.issue(&user.id)?;
     let mut reply = handlers::json(
         StatusCode::OK,
         &serde_json::json!({ "username": user.username }),
     );
-    for cookie in session::start_cookies(&token, expires) {
+    for cookie in session::start_cookies(&token, expires, secure) {
         if let Ok(value) = cookie.parse() {
             reply.headers_mut().append(header::SET_COOKIE, value);
         }

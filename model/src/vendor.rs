@@ -36,6 +36,16 @@ impl Vendor {
         Self::ALL.into_iter().find(|v| v.as_str() == name)
     }
 
+    /// The host of the vendor's public service (`github.com`): where a
+    /// link made before links recorded their host sends its token.
+    pub fn default_host(self) -> &'static str {
+        match self {
+            Vendor::Github => "github.com",
+            Vendor::Gitlab => "gitlab.com",
+            Vendor::Bitbucket => "bitbucket.org",
+        }
+    }
+
     /// The user name git sends with a token over HTTP Basic auth.
     pub fn git_username(self) -> &'static str {
         match self {
@@ -78,6 +88,22 @@ pub struct VendorLink {
     pub created: Timestamp,
     /// When last refreshed or relinked.
     pub updated: Timestamp,
+    /// The vendor's web host (with any port) the account was linked on, as
+    /// configured then (`github.com`, a GitHub Enterprise host): the token
+    /// is sent to clones from this host only. Absent in older links:
+    /// [`Vendor::default_host`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+impl VendorLink {
+    /// The host the token may be sent to.
+    pub fn token_host(&self) -> String {
+        self.host
+            .clone()
+            .unwrap_or_else(|| self.vendor.default_host().to_owned())
+            .to_ascii_lowercase()
+    }
 }
 
 /// A service's push webhook, at `/lb/hooks/<sid>`: kept by the API's hook

@@ -341,4 +341,8 @@ impl Store for CachedStore {
     fn limits(&self) -> super::Limits {
         self.inner.limits()
     }
+
+    fn key_dir(&self) -> Option<std::path::PathBuf> {
+        self.inner.key_dir()
+    }
 }

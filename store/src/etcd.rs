@@ -111,6 +111,7 @@ pub struct EtcdStore {
     members: std::sync::Arc<Members>,
     endpoints: Vec<String>,
     limits: Limits,
+    key_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -185,6 +186,13 @@ impl EtcdStore {
         self
     }
 
+    /// The same store, with the cluster's keys in files under `dir` (the
+    /// same on every host) rather than in etcd; see [`crate::secrets`].
+    pub fn with_key_dir(mut self, dir: Option<std::path::PathBuf>) -> Self {
+        self.key_dir = dir;
+        self
+    }
+
     /// Connects to the endpoints and checks that etcd answers.
     pub async fn connect(endpoints: &[String]) -> Result<Self> {
         Self::connect_with(endpoints, &EtcdAccess::default()).await
@@ -220,6 +228,7 @@ impl EtcdStore {
             client,
             endpoints: endpoints.to_vec(),
             limits: Limits::default(),
+            key_dir: None,
         };
         match tokio::time::timeout(CONNECT_TIMEOUT * 2, store.revision()).await {
             Err(_) => return Err(unreachable("timed out".into())),
@@ -329,6 +338,10 @@ impl Store for EtcdStore {
 
     fn limits(&self) -> Limits {
         self.limits
+    }
+
+    fn key_dir(&self) -> Option<std::path::PathBuf> {
+        self.key_dir.clone()
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnResponse> {

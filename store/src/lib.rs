@@ -329,6 +329,14 @@ pub trait Store: Send + Sync + 'static {
     fn limits(&self) -> Limits {
         Limits::default()
     }
+
+    /// Where the cluster's keys are kept apart from the store's data (see
+    /// [`secrets`]): the embedded store's `<data-dir>/keys`, the etcd
+    /// store's `LB_KEYS_DIR`; `None` keeps them in the store. Wrappers
+    /// forward it.
+    fn key_dir(&self) -> Option<std::path::PathBuf> {
+        None
+    }
 }
 
 /// A store shared between tasks.
@@ -455,6 +463,14 @@ pub enum Backend {
     Embedded(std::path::PathBuf),
 }
 
+/// The key directory every lb process of an etcd cluster shares
+/// (`LB_KEYS_DIR`), if set.
+fn key_dir_from_env() -> Option<std::path::PathBuf> {
+    std::env::var_os("LB_KEYS_DIR")
+        .filter(|d| !d.is_empty())
+        .map(Into::into)
+}
+
 /// Opens the store chosen by `backend`.
 pub async fn open(backend: &Backend) -> Result<Shared> {
     open_with(backend, Limits::default()).await
@@ -467,12 +483,14 @@ pub async fn open_with(backend: &Backend, limits: Limits) -> Result<Shared> {
         Backend::Etcd(endpoints) => Arc::new(
             etcd::EtcdStore::connect(endpoints)
                 .await?
-                .with_limits(limits),
+                .with_limits(limits)
+                .with_key_dir(key_dir_from_env()),
         ),
         Backend::EtcdWith(endpoints, access) => Arc::new(
             etcd::EtcdStore::connect_with(endpoints, access)
                 .await?
-                .with_limits(limits),
+                .with_limits(limits)
+                .with_key_dir(key_dir_from_env()),
         ),
         Backend::Embedded(dir) => Arc::new(embedded::EmbeddedStore::open_dir(dir).await?),
     })

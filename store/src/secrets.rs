@@ -8,15 +8,27 @@
 //! under the same key, so the API can show it to the owner and check a
 //! delivery, and a new service (a new id) gets a new secret.
 //!
-//! The key is created once at `/lb/cluster/secrets-key` (create-if-absent;
-//! concurrent starters all read back the winner's) and read by the API and by
-//! builders, which decrypt a token to clone a private repository.
+//! The cluster's keys (this sealing key, the access-token and registry-token
+//! signing keys, the internal secret) live outside the store wherever the
+//! store has a key directory ([`crate::Store::key_dir`]): the embedded store's
+//! is `<data-dir>/keys/`, etcd's the `LB_KEYS_DIR` every lb process of the
+//! cluster is given. There each key is a file `<name>.key` (0600, in a 0700
+//! directory), so a process (or a backup, or a local user) that reads the
+//! store alone learns no key. The store keeps only a marker at
+//! `/lb/cluster/<name>` saying the key is in files. A store of an older lb
+//! that holds a key has it moved out on the first start: written to the
+//! file, then the store's copy replaced by the marker. Without a key
+//! directory (etcd with no `LB_KEYS_DIR`) the key is kept in the store as
+//! before, with a warning; created once (create-if-absent; concurrent
+//! starters all read back the winner's).
 
 use base64::Engine;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+
+use std::path::{Path, PathBuf};
 
 use crate::{Error, Store, StoreExt};
 use lb_model::keys::Keys;
@@ -114,19 +126,177 @@ fn parse_hex32(value: &[u8]) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// A cluster-wide secret at `/lb/cluster/<name>`: 32 random bytes in hex,
-/// created on first use. Concurrent first starts agree, because the key is
-/// only created if absent and then read back; every component loads its
+/// What the store holds at `/lb/cluster/<name>` once the key is in a file.
+pub const MOVED_MARKER: &[u8] = b"moved to the key directory";
+
+/// A cluster-wide secret: 32 random bytes in hex, created on first use; in
+/// `<key dir>/<name>.key` when the store has a key directory, else at
+/// `/lb/cluster/<name>` (see the module's doc). Concurrent first starts
+/// agree: a file is only created if absent (hard-linked into place whole),
+/// a stored key likewise, and then read back. Every component loads its
 /// keys (sealing, token signing, internal calls) through here.
 pub async fn cluster_secret(store: &dyn Store, keys: &Keys, name: &str) -> Result<Vec<u8>, Error> {
+    if let Some(dir) = store.key_dir() {
+        return file_secret(store, keys, name, &dir).await;
+    }
     let key = keys.cluster(name);
     let fresh: [u8; 32] = rand::random();
-    store.create(&key, hex::encode(fresh).into_bytes()).await?;
+    if store
+        .create(&key, hex::encode(fresh).into_bytes())
+        .await?
+        .is_some()
+    {
+        tracing::warn!(
+            "the cluster key {name} is kept in the store (no key directory): \
+             anyone who reads the store can use it; give every lb process the same LB_KEYS_DIR"
+        );
+    }
     let stored = store
         .get(&key)
         .await?
         .ok_or_else(|| Error::Backend(format!("{key} vanished after its creation")))?;
+    if stored.value == MOVED_MARKER {
+        return Err(Error::Invalid(format!(
+            "the cluster key {name} is kept in key files, not in the store: \
+             give this process the cluster's key directory (LB_KEYS_DIR) holding {name}.key"
+        )));
+    }
     Ok(stored.value)
+}
+
+/// The secret as [`cluster_secret`] would load it, without creating or
+/// moving anything; `None` when there is none yet (tests, tools).
+pub async fn existing_cluster_secret(
+    store: &dyn Store,
+    keys: &Keys,
+    name: &str,
+) -> Result<Option<Vec<u8>>, Error> {
+    if let Some(dir) = store.key_dir() {
+        if let Some(secret) = read_key_file(&key_path(&dir, name))? {
+            return Ok(Some(secret));
+        }
+    }
+    Ok(store
+        .get(&keys.cluster(name))
+        .await?
+        .map(|kv| kv.value)
+        .filter(|v| v != MOVED_MARKER))
+}
+
+fn key_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.key"))
+}
+
+async fn file_secret(
+    store: &dyn Store,
+    keys: &Keys,
+    name: &str,
+    dir: &Path,
+) -> Result<Vec<u8>, Error> {
+    let path = key_path(dir, name);
+    let key = keys.cluster(name);
+    let stored = store.get(&key).await?.map(|kv| kv.value);
+    let in_store = stored.as_deref().filter(|v| *v != MOVED_MARKER);
+    if let Some(secret) = read_key_file(&path)? {
+        match in_store {
+            None if stored.is_some() => return Ok(secret),
+            None => {
+                store.create(&key, MOVED_MARKER.to_vec()).await?;
+            }
+            Some(old) => {
+                if old != secret.as_slice() {
+                    tracing::warn!(
+                        "{key} held another key than {}: the file's is used",
+                        path.display()
+                    );
+                }
+                store.put(&key, MOVED_MARKER.to_vec()).await?;
+            }
+        }
+        return Ok(secret);
+    }
+    let (secret, moved) = match in_store {
+        Some(old) => (old.to_vec(), true),
+        None if stored.is_some() => {
+            return Err(Error::Invalid(format!(
+                "the cluster key {name} is kept in key files and {} is missing: \
+                 copy it from another lb host of this cluster (every process needs the same keys)",
+                path.display()
+            )))
+        }
+        None => (hex::encode(rand::random::<[u8; 32]>()).into_bytes(), false),
+    };
+    write_key_file(dir, &path, &secret)?;
+    // Whoever created the file first wins; everyone uses what it holds.
+    let secret = read_key_file(&path)?
+        .ok_or_else(|| Error::Backend(format!("{} vanished after its creation", path.display())))?;
+    if moved {
+        store.put(&key, MOVED_MARKER.to_vec()).await?;
+        tracing::info!(
+            "moved the cluster key {name} out of the store into {}",
+            path.display()
+        );
+    } else {
+        store.create(&key, MOVED_MARKER.to_vec()).await?;
+    }
+    Ok(secret)
+}
+
+/// The key in `path` (surrounding whitespace dropped), `None` when there is
+/// no such file.
+fn read_key_file(path: &Path) -> Result<Option<Vec<u8>>, Error> {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let key = text.trim();
+            if key.len() < 32 {
+                return Err(Error::Invalid(format!(
+                    "{} holds no key (at least 32 characters, e.g. 64 hex digits)",
+                    path.display()
+                )));
+            }
+            Ok(Some(key.as_bytes().to_vec()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(Error::Io {
+            path: path.display().to_string(),
+            source,
+        }),
+    }
+}
+
+/// Creates `path` holding `secret`, mode 0600, unless it exists: written
+/// to a temporary file, then hard-linked into place (which fails when the
+/// file exists), so a reader never sees half a key.
+fn write_key_file(dir: &Path, path: &Path, secret: &[u8]) -> Result<(), Error> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    crate::private::create_dir(dir).map_err(io)?;
+    let tmp = dir.join(format!(
+        ".{}.{:016x}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("key"),
+        rand::random::<u64>()
+    ));
+    let written = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(crate::private::FILE_MODE)
+            .open(&tmp)?;
+        file.write_all(secret)?;
+        file.write_all(b"\n")?;
+        file.sync_all()?;
+        match std::fs::hard_link(&tmp, path) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            other => other,
+        }
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    written.map_err(io)
 }
 
 #[cfg(test)]
@@ -148,6 +318,99 @@ mod tests {
         assert!(b.open(&sealed, "/lb/users/U/vendors/github").is_err());
         assert!(a.open("AAAA", "x").is_err());
         assert!(a.open("not base64!", "x").is_err());
+    }
+
+    #[tokio::test]
+    async fn keys_live_in_files_beside_the_embedded_store() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Keys::default();
+        let store = crate::embedded::EmbeddedStore::open_dir(dir.path())
+            .await
+            .unwrap();
+        let key_dir = dir.path().join(crate::embedded::KEY_DIR);
+        assert_eq!(store.key_dir(), Some(key_dir.clone()));
+        let first = cluster_secret(&store, &keys, "jwt-signing-key")
+            .await
+            .unwrap();
+        assert_eq!(first.len(), 64);
+        let file = key_dir.join("jwt-signing-key.key");
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap().trim().as_bytes(),
+            first
+        );
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!((mode(&file), mode(&key_dir)), (0o600, 0o700));
+        // The store holds a marker, never the key; loading again agrees.
+        let stored = store
+            .get(&keys.cluster("jwt-signing-key"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.value, MOVED_MARKER);
+        assert_eq!(
+            cluster_secret(&store, &keys, "jwt-signing-key")
+                .await
+                .unwrap(),
+            first
+        );
+        assert_eq!(
+            existing_cluster_secret(&store, &keys, "jwt-signing-key")
+                .await
+                .unwrap(),
+            Some(first.clone())
+        );
+        // Concurrent first loads of one key agree.
+        let (a, b) = tokio::join!(
+            cluster_secret(&store, &keys, "secrets-key"),
+            cluster_secret(&store, &keys, "secrets-key")
+        );
+        assert_eq!(a.unwrap(), b.unwrap());
+        // A key file gone while the store says it was moved: a clear error.
+        std::fs::remove_file(&file).unwrap();
+        let err = cluster_secret(&store, &keys, "jwt-signing-key")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("jwt-signing-key.key is missing"), "{err}");
+        // A process without the key directory is told where the key is.
+        let bare = crate::embedded::EmbeddedStore::open(&dir.path().join("other.redb"))
+            .await
+            .unwrap();
+        bare.put(&keys.cluster("x"), MOVED_MARKER.to_vec())
+            .await
+            .unwrap();
+        let err = cluster_secret(&bare, &keys, "x")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("LB_KEYS_DIR"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_key_in_an_older_store_is_moved_out_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Keys::default();
+        let store = crate::embedded::EmbeddedStore::open_dir(dir.path())
+            .await
+            .unwrap();
+        // What an older lb left: the key in the store.
+        let old = hex::encode([7u8; 32]).into_bytes();
+        store
+            .put(&keys.cluster(KEY_NAME), old.clone())
+            .await
+            .unwrap();
+        let sealer = Sealer::load(&store, &keys).await.unwrap();
+        let file = dir.path().join("keys").join("secrets-key.key");
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap().trim().as_bytes(),
+            old
+        );
+        let stored = store.get(&keys.cluster(KEY_NAME)).await.unwrap().unwrap();
+        assert_eq!(stored.value, MOVED_MARKER);
+        // Values sealed before the move still open.
+        let sealed = Sealer::from_key([7; 32]).seal("gho_x", "ctx");
+        assert_eq!(sealer.open(&sealed, "ctx").unwrap(), "gho_x");
     }
 
     #[test]

@@ -82,17 +82,22 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(with_ctx(ctx.clone()))
         .then(ready);
-    let metrics = {
-        let ctx = ctx.clone();
-        warp::path!("metrics").and(warp::get()).map(move || {
+    // For an admin's token only (Prometheus: `authorization` with a
+    // bearer API token): figures name every project's routes and domains.
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(extract::user(ctx.clone()))
+        .map(|ctx: Ctx, caller: crate::auth::Caller| {
+            if !caller.is_admin() {
+                return ApiError::forbidden("only an admin reads the metrics").into_reply();
+            }
             warp::reply::with_header(
                 ctx.metrics.render(),
                 "content-type",
                 "text/plain; version=0.0.4",
             )
             .into_response()
-        })
-    };
+        });
     let recorder = ctx.metrics.clone();
     let log = warp::log::custom(move |info| {
         let route = crate::openapi::route_of(info.method().as_str(), info.path());

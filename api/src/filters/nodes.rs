@@ -5,6 +5,7 @@ use warp::Filter;
 
 use super::extract::*;
 use super::respond_fut;
+use crate::auth::Caller;
 use crate::context::Ctx;
 use crate::handlers::Response;
 use warp::Reply;
@@ -33,14 +34,25 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
         .and(c())
         .and(body())
         .and_then(|ctx, b| respond_fut(nodes::join(ctx, b)));
+    // Admins only (403 for other users).
     let nodes_list = warp::path!("nodes")
         .and(warp::get())
         .and(user(ctx.clone()))
-        .and_then(|ctx, caller| respond_fut(nodes::list(ctx, caller)));
+        .and_then(|ctx, caller: Caller| {
+            respond_fut(async move {
+                crate::ops::nodes::check_reader(&caller)?;
+                nodes::list(ctx, caller).await
+            })
+        });
     let node_get = warp::path!("nodes" / String)
         .and(warp::get())
         .and(user(ctx.clone()))
-        .and_then(|n, ctx, caller| respond_fut(nodes::get(ctx, caller, n)));
+        .and_then(|n, ctx, caller: Caller| {
+            respond_fut(async move {
+                crate::ops::nodes::check_reader(&caller)?;
+                nodes::get(ctx, caller, n).await
+            })
+        });
     let node_delete = warp::path!("nodes" / String)
         .and(warp::delete())
         .and(user(ctx.clone()))

@@ -107,7 +107,7 @@ pub async fn check_password(
         ctx.limiter.failed(&username, ip);
         return Err(ApiError::unauthorized("invalid user name or password"));
     };
-    ctx.limiter.succeeded(&username);
+    ctx.limiter.succeeded(&username, ip);
     Ok(user)
 }
 

@@ -223,10 +223,20 @@ pub async fn callback(
         scopes: tokens.scopes,
         created,
         updated: at,
+        // Where this token may go: the configured vendor's host only.
+        host: web_host(&config.web_url),
     };
     ctx.store.put(&key, encode(&link)).await?;
     tracing::info!(user = %pending.uid, %vendor, login = %link.login, "vendor account linked");
     Ok(LinkView::from(&link))
+}
+
+/// The host (with any port) of a vendor's web address.
+fn web_host(web_url: &str) -> Option<String> {
+    let rest = web_url.split_once("://")?.1;
+    let authority = rest.split('/').next()?;
+    let host = authority.rsplit('@').next()?.to_ascii_lowercase();
+    (!host.is_empty()).then_some(host)
 }
 
 /// Unlinks the caller's account (lb forgets the tokens; revoking the grant

@@ -52,6 +52,16 @@ fn random_secret() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Nodes (their addresses, capacity, labels, what runs where) are the
+/// operator's: only an admin reads them.
+pub fn check_reader(caller: &Caller) -> Result<()> {
+    if caller.is_admin() {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden("only an admin sees the nodes"))
+    }
+}
+
 /// A single-use join token valid for `ttl` seconds (10 s to 7 days),
 /// made by an admin; answers the token and its expiry.
 pub async fn create_join_token(

@@ -53,6 +53,10 @@ const LEASE_KEYS: TableDefinition<&[u8], ()> = TableDefinition::new("lease_keys"
 const FORMAT: i64 = 1;
 /// The file's name inside the data dir.
 pub const FILE_NAME: &str = "store.redb";
+
+/// The directory, in the data dir, of the cluster's keys (see
+/// [`crate::secrets`]): kept apart from the store file.
+pub const KEY_DIR: &str = "keys";
 /// Revisions kept in history by the automatic compaction.
 pub const DEFAULT_HISTORY: i64 = 100_000;
 /// Bytes of encoded events kept in history by the automatic compaction: a
@@ -117,6 +121,8 @@ struct Inner {
 pub struct EmbeddedStore {
     inner: Arc<Inner>,
     background: tokio::task::JoinHandle<()>,
+    /// `<dir>/keys` when opened with [`EmbeddedStore::open_dir`].
+    key_dir: Option<PathBuf>,
 }
 
 impl Drop for EmbeddedStore {
@@ -154,8 +160,10 @@ impl EmbeddedStore {
             source,
         };
         crate::private::create_dir(dir).map_err(io)?;
-        let store = Self::open(&dir.join(FILE_NAME)).await?;
+        let mut store = Self::open(&dir.join(FILE_NAME)).await?;
         crate::private::secure_tree(dir).map_err(io)?;
+        // The cluster's keys beside the store file, not in it.
+        store.key_dir = Some(dir.join(KEY_DIR));
         Ok(store)
     }
 
@@ -183,7 +191,11 @@ impl EmbeddedStore {
             .map_err(|e| Error::Backend(e.to_string()))??;
         let inner = Arc::new(inner);
         let background = tokio::spawn(background(Arc::downgrade(&inner), retention));
-        Ok(Self { inner, background })
+        Ok(Self {
+            inner,
+            background,
+            key_dir: None,
+        })
     }
 
     /// The store file's size on disk, in bytes.
@@ -242,6 +254,10 @@ async fn background(inner: std::sync::Weak<Inner>, retention: Retention) {
 
 #[async_trait]
 impl Store for EmbeddedStore {
+    fn key_dir(&self) -> Option<PathBuf> {
+        self.key_dir.clone()
+    }
+
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         let key = key.to_owned();
         self.blocking(move |inner| inner.get(&key)).await

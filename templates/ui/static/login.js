@@ -1,9 +1,12 @@
 // Log in or sign up: the server sets the session cookie.
 import { $, onSubmit, ApiError } from './lb.js';
 
+// The server checked `next` (a path of this site: never `//host` or
+// `/\host`, which browsers read as another site); checked again here.
 const next = (() => {
-  const n = new URLSearchParams(location.search).get('next') || '';
-  return n.startsWith('/') && !n.startsWith('//') ? n : '/projects';
+  const n = document.querySelector('#auth-form')?.dataset.next || '';
+  const sameOrigin = /^\/(?![\/\\])/.test(n) && !/[\\\s\x00-\x1f\x7f]/.test(n);
+  return sameOrigin ? n : '/projects';
 })();
 // A SameSite=Strict session is not sent on a navigation another site started
 // (coming back from a git vendor): if this browser has a session, go on once.

@@ -100,11 +100,14 @@ scaleForm.addEventListener('submit', async (ev) => {
 
 // ---- replicas, live ----
 
+// Only an admin may list nodes: others see node ids, asked for once.
+let nodesRefused = false;
 async function loadNodes() {
+  if (nodesRefused) return;
   try {
     const list = await api('GET', '/nodes');
     nodeNames = Object.fromEntries(list.items.map((n) => [n.id, n.name]));
-  } catch { /* ids then */ }
+  } catch { nodesRefused = true; /* ids then */ }
 }
 
 async function loadReplicas() {

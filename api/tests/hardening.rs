@@ -1,0 +1,278 @@
+//! Smaller holes found in review (issue 16, part 7), each shut against a
+//! real server over HTTP: failed logins delay the guessing address, not
+//! the account's owner; the login page follows only same-origin paths;
+//! session cookies are `Secure` over HTTPS; nodes and metrics are the
+//! admin's; credentials and dot segments in a source URL are refused.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{start, start_with, Api, Backend};
+use serde_json::{json, Value};
+
+/// A client whose connections come from `local` (any 127/8 address is this
+/// machine's loopback), so the server sees another client address.
+fn client_from(local: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(Some(local.parse().unwrap()))
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+async fn login_from(
+    api: &Api,
+    client: &reqwest::Client,
+    user: &str,
+    password: &str,
+) -> reqwest::Response {
+    client
+        .post(format!("{}/api/v1/auth/login", api.base))
+        .json(&json!({"username": user, "password": password}))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_delay_the_guessing_address_not_the_owner() {
+    let api = start_with(Backend::Embedded, |c| {
+        c.login_limit_per_user = 3;
+        c.login_limit_per_address = 50;
+    })
+    .await;
+    api.user("bob").await;
+    let attacker = client_from("127.0.0.1");
+    let owner = client_from("127.0.0.2");
+    for _ in 0..3 {
+        let r = login_from(&api, &attacker, "bob", "wrong guess").await;
+        assert_eq!(r.status(), 401);
+    }
+    // The guessing address is delayed, even with the right password...
+    let r = login_from(&api, &attacker, "bob", "password-1").await;
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=301).contains(&retry), "Retry-After {retry}");
+    // ...while the owner, from their own address, logs in.
+    let r = login_from(&api, &owner, "bob", "password-1").await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    // And the owner's own mistakes count for the owner's address only.
+    let r = login_from(&api, &owner, "bob", "typo").await;
+    assert_eq!(r.status(), 401);
+    let r = login_from(&api, &owner, "bob", "password-1").await;
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_login_page_follows_only_same_origin_paths() {
+    let api = start(Backend::Embedded).await;
+    let client = client_from("127.0.0.1");
+    let next_of = |html: &str| {
+        let at = html
+            .find("data-next=\"")
+            .expect("the login form names next")
+            + 11;
+        // As the browser reads the attribute: tera escapes HTML.
+        html[at..]
+            .split('"')
+            .next()
+            .unwrap()
+            .replace("&#x2F;", "/")
+            .replace("&#x27;", "'")
+            .replace("&quot;", "\"")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&")
+    };
+    for (next, expect) in [
+        ("%2Fprojects%2Fdemo", "/projects/demo"),
+        ("%2F%2Fevil.com", "/projects"),
+        ("%2F%2Fevil.com%2Fprojects", "/projects"),
+        ("%2F%5Cevil.com", "/projects"),
+        ("%2F%09%2Fevil.com", "/projects"),
+        ("https%3A%2F%2Fevil.com%2F", "/projects"),
+        ("javascript%3Aalert(1)", "/projects"),
+    ] {
+        let r = client
+            .get(format!("{}/login?next={next}", api.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let html = r.text().await.unwrap();
+        assert_eq!(next_of(&html), expect, "next={next}");
+    }
+    // With a session the page redirects at once: to a path of this site.
+    let token = api.user("carol").await;
+    for (next, expect) in [
+        ("%2F%2Fevil.com", "/projects"),
+        ("%2F%5Cevil.com", "/projects"),
+        ("%2Faccount", "/account"),
+    ] {
+        let r = client
+            .get(format!("{}/login?next={next}", api.base))
+            .header("cookie", format!("lb_session={token}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303);
+        assert_eq!(r.headers()["location"], expect, "next={next}");
+    }
+}
+
+async fn session_cookies(api: &Api, headers: &[(&str, &str)]) -> Vec<String> {
+    let mut req = client_from("127.0.0.1")
+        .post(format!("{}/ui/login", api.base))
+        .json(&json!({"username": "admin", "password": "admin-password"}));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let r = req.send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let cookies: Vec<String> = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(cookies.len(), 2, "{cookies:?}");
+    cookies
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_cookies_are_secure_over_https() {
+    let api = start(Backend::Embedded).await;
+    // Plain HTTP (a test, a loopback setup): no Secure, or the browser
+    // would never send the cookie back.
+    for cookie in session_cookies(&api, &[]).await {
+        assert!(!cookie.contains("Secure"), "{cookie}");
+    }
+    // Behind lb's ingress (or any proxy) terminating TLS.
+    for cookie in session_cookies(&api, &[("x-forwarded-proto", "https")]).await {
+        assert!(cookie.contains("; Secure"), "{cookie}");
+        assert!(cookie.contains("SameSite=Strict"), "{cookie}");
+    }
+    // A public URL of https:// says so whatever the request carries.
+    let api = start_with(Backend::Embedded, |c| {
+        c.vendors.public_url = Some("https://lb.example.test".into());
+    })
+    .await;
+    for cookie in session_cookies(&api, &[]).await {
+        assert!(cookie.contains("; Secure"), "{cookie}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_and_metrics_are_the_admins() {
+    let api = start(Backend::Embedded).await;
+    let user = api.user("dave").await;
+    let admin = api.admin().await;
+    for path in ["/api/v1/nodes", "/api/v1/nodes/node-1", "/metrics"] {
+        let r = api.call("GET", path, Some(&user), None).await;
+        assert_eq!(r.status, 403, "GET {path} as a user: {}", r.body);
+        let r = api.call("GET", path, None, None).await;
+        assert_eq!(r.status, 401, "GET {path} anonymously: {}", r.body);
+    }
+    let r = api.call("GET", "/api/v1/nodes", Some(&admin), None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let metrics = api
+        .client
+        .get(format!("{}/metrics", api.base))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+    assert!(metrics
+        .text()
+        .await
+        .unwrap()
+        .contains("lb_http_requests_total"));
+    // The web UI's nodes page too.
+    let r = client_from("127.0.0.1")
+        .get(format!("{}/nodes", api.base))
+        .header("cookie", format!("lb_session={user}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = client_from("127.0.0.1")
+        .get(format!("{}/projects", api.base))
+        .header("cookie", format!("lb_session={user}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(!r.text().await.unwrap().contains("href=\"/nodes\""));
+    let r = client_from("127.0.0.1")
+        .get(format!("{}/nodes", api.base))
+        .header("cookie", format!("lb_session={admin}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_urls_with_credentials_or_dot_segments_are_refused() {
+    let api = start(Backend::Embedded).await;
+    let user = api.user("erin").await;
+    let r = api
+        .call(
+            "POST",
+            "/api/v1/projects",
+            Some(&user),
+            Some(json!({"name": "demo"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let services = "/api/v1/projects/demo/services";
+    let create = |url: &str| {
+        let body = json!({"name": "web", "source": {"url": url, "branch": "main"}});
+        let (api, user) = (&api, &user);
+        async move { api.call("POST", services, Some(user), Some(body)).await }
+    };
+    for (url, secret) in [
+        ("https://alice:hunter2@github.com/acme/web.git", "hunter2"),
+        (
+            "https://ghp_0123456789abcdef@github.com/acme/web.git",
+            "ghp_0123456789abcdef",
+        ),
+        ("ssh://git:hunter2@git.example.test/acme/web.git", "hunter2"),
+    ] {
+        let r = create(url).await;
+        assert_eq!(r.status, 400, "{url}: {}", r.body);
+        assert_eq!(r.body["error"]["field"], "source.url", "{}", r.body);
+        assert!(!r.body.to_string().contains(secret), "{}", r.body);
+    }
+    // A path that leaves the allowed owner is refused before any allowlist
+    // compares it.
+    let r = api
+        .call(
+            "PUT",
+            "/api/v1/admin/allowlist",
+            Some(&api.admin().await),
+            Some(json!({"owners": ["github.com/acme"]})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = create("https://github.com/acme/../evil/web.git").await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.body["error"]["field"], "source.url", "{}", r.body);
+    // Without credentials the same source is fine.
+    let r = create("https://github.com/acme/web.git").await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let shown: Value = api
+        .call("GET", &format!("{services}/web"), Some(&user), None)
+        .await
+        .body;
+    assert_eq!(
+        shown["spec"]["source"]["url"], "https://github.com/acme/web.git",
+        "{shown}"
+    );
+}
