@@ -7,6 +7,7 @@
 //! bound to the builder's lease marks it; a build whose builder died (lease
 //! gone) is failed by the next builder's sweep.
 
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -116,7 +117,7 @@ impl Worker {
             .list(&self.keys.build_queue())
             .await
             .map_err(|e| e.to_string())?;
-        for entry in queued {
+        for entry in self.fair_order(queued).await {
             let Ok(permit) = permits.clone().try_acquire_owned() else {
                 return Ok(());
             };
@@ -140,6 +141,57 @@ impl Worker {
             );
         }
         Ok(())
+    }
+
+    /// The queue in the order builds are to be claimed: round-robin over
+    /// users, those with the fewest builds running first, each user's
+    /// oldest first (see [`round_robin`]). An entry names its user (the
+    /// project's owner, written by the API); an entry without one is
+    /// charged to its project's owner as read now.
+    async fn fair_order(&self, queued: Vec<lb_store::KeyValue>) -> Vec<lb_store::KeyValue> {
+        let mut owners: HashMap<String, String> = HashMap::new();
+        let mut owner_of = async |pid: &str| -> String {
+            if let Some(owner) = owners.get(pid) {
+                return owner.clone();
+            }
+            let owner = match self.store.get(&self.keys.project(pid)).await {
+                Ok(Some(kv)) => serde_json::from_slice::<lb_model::Project>(&kv.value)
+                    .map(|p| p.owner)
+                    .unwrap_or_default(),
+                _ => String::new(),
+            };
+            owners.insert(pid.to_owned(), owner.clone());
+            owner
+        };
+        let queue = self.keys.build_queue();
+        let mut entries = Vec::with_capacity(queued.len());
+        for kv in queued {
+            let pid = kv
+                .key
+                .strip_prefix(&queue)
+                .and_then(parse_build_name)
+                .map(|(pid, _, _)| pid.to_owned())
+                .unwrap_or_default();
+            let user = match std::str::from_utf8(&kv.value) {
+                Ok(uid) if !uid.is_empty() => uid.to_owned(),
+                _ => owner_of(&pid).await,
+            };
+            entries.push(Queued {
+                user,
+                revision: kv.create_revision,
+                entry: kv,
+            });
+        }
+        let mut running: HashMap<String, usize> = HashMap::new();
+        let prefix = self.keys.build_claimed_prefix();
+        if let Ok((claimed, _)) = self.store.list(&prefix).await {
+            for kv in claimed {
+                if let Some((pid, _, _)) = kv.key.strip_prefix(&prefix).and_then(parse_build_name) {
+                    *running.entry(owner_of(pid).await).or_default() += 1;
+                }
+            }
+        }
+        round_robin(entries, &running)
     }
 
     /// Claims one queue entry: `None` when it is not ours to run (another
@@ -251,5 +303,118 @@ impl Worker {
             }
             let _ = self.store.delete(&entry.key).await;
         }
+    }
+}
+
+/// A queue entry with the user it is charged to.
+#[derive(Debug)]
+pub(crate) struct Queued {
+    /// The user (project owner) whose build it is.
+    pub user: String,
+    /// When it was queued (the entry's create revision).
+    pub revision: i64,
+    /// The entry.
+    pub entry: lb_store::KeyValue,
+}
+
+/// The order to claim queued builds in, so that one user's many builds do
+/// not starve another's one: round-robin over users, one build each per
+/// round, users with fewer builds `running` first (then the one whose
+/// oldest build waited longest), and each user's builds oldest first.
+pub(crate) fn round_robin(
+    entries: Vec<Queued>,
+    running: &HashMap<String, usize>,
+) -> Vec<lb_store::KeyValue> {
+    let total = entries.len();
+    let mut by_user: BTreeMap<String, Vec<Queued>> = BTreeMap::new();
+    for q in entries {
+        by_user.entry(q.user.clone()).or_default().push(q);
+    }
+    let mut users: Vec<(usize, i64, String, VecDeque<Queued>)> = by_user
+        .into_iter()
+        .map(|(user, mut list)| {
+            list.sort_by_key(|q| (q.revision, q.entry.key.clone()));
+            let oldest = list.first().map_or(i64::MAX, |q| q.revision);
+            let busy = running.get(&user).copied().unwrap_or(0);
+            (busy, oldest, user, list.into())
+        })
+        .collect();
+    users.sort_by(|a, b| (a.0, a.1, &a.2).cmp(&(b.0, b.1, &b.2)));
+    let mut out = Vec::with_capacity(total);
+    while out.len() < total {
+        for (_, _, _, list) in &mut users {
+            if let Some(q) = list.pop_front() {
+                out.push(q.entry);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod round_robin_tests {
+    use super::*;
+
+    /// `queue`: (user, revision) per entry; `running`: builds running per
+    /// user; `expect`: the users in claim order.
+    fn check(queue: &[(&str, i64)], running: &[(&str, usize)], expect: &[&str]) {
+        let entries = queue
+            .iter()
+            .map(|(user, revision)| Queued {
+                user: (*user).to_owned(),
+                revision: *revision,
+                entry: lb_store::KeyValue {
+                    key: format!("/lb/queue/builds/{user}.{revision}"),
+                    value: Vec::new(),
+                    create_revision: *revision,
+                    mod_revision: *revision,
+                    version: 1,
+                    lease: 0,
+                },
+            })
+            .collect();
+        let running = running.iter().map(|(u, n)| ((*u).to_owned(), *n)).collect();
+        let order: Vec<String> = round_robin(entries, &running)
+            .into_iter()
+            .map(|kv| kv.key.rsplit('/').next().unwrap().to_owned())
+            .collect();
+        let expect: Vec<String> = expect.iter().map(|s| (*s).to_owned()).collect();
+        assert_eq!(order, expect);
+    }
+
+    #[test]
+    fn users_take_turns_oldest_first() {
+        // One user's long queue does not hold up another's single build.
+        check(
+            &[("a", 1), ("a", 2), ("a", 3), ("a", 4), ("b", 5)],
+            &[],
+            &["a.1", "b.5", "a.2", "a.3", "a.4"],
+        );
+        // Within a user, oldest first whatever the key order.
+        check(&[("a", 9), ("a", 3), ("b", 5)], &[], &["a.3", "b.5", "a.9"]);
+        // Three users, one round each.
+        check(
+            &[("c", 1), ("a", 2), ("b", 3), ("a", 4), ("c", 5), ("b", 6)],
+            &[],
+            &["c.1", "a.2", "b.3", "c.5", "a.4", "b.6"],
+        );
+        // Nothing queued.
+        check(&[], &[("a", 2)], &[]);
+    }
+
+    #[test]
+    fn users_with_builds_running_go_last() {
+        // a holds both permits; when one frees, b's build is next.
+        check(
+            &[("a", 1), ("a", 2), ("a", 3), ("b", 50)],
+            &[("a", 2)],
+            &["b.50", "a.1", "a.2", "a.3"],
+        );
+        // Fewer running first, then the longest waiting.
+        check(
+            &[("a", 1), ("b", 2), ("c", 3)],
+            &[("a", 1), ("b", 1)],
+            &["c.3", "a.1", "b.2"],
+        );
     }
 }
