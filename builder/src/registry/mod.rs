@@ -79,14 +79,17 @@ impl Registry {
         let signer = Signer::load(store.as_ref(), &keys)
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))?;
-        Ok(Arc::new(Self {
+        let registry = Arc::new(Self {
             store,
             keys,
             signer: Arc::new(signer),
             dir: dir.to_owned(),
             realm,
             uploads: Mutex::new(HashMap::new()),
-        }))
+        });
+        // Uploads a client gave up on are deleted after a while.
+        tokio::spawn(uploads::sweep(Arc::downgrade(&registry)));
+        Ok(registry)
     }
 
     /// Signs a token for lb's own use (the builder pushing, tests).
