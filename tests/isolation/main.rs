@@ -13,3 +13,4 @@ mod harness;
 mod confined;
 mod networks;
 mod private;
+mod quotas;
