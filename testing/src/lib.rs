@@ -3,6 +3,7 @@
 //! stopped when dropped, and the local busybox test image (nothing can be
 //! pulled on the machines lb is tested on).
 
+pub mod netns;
 pub mod etcd_cluster;
 pub mod pebble;
 
