@@ -6,7 +6,8 @@
 //! - a user: pull, push and delete on the repositories of their own
 //!   projects (any project for an admin), and the catalog;
 //! - a node (its credential as the password): pull on the repositories of
-//!   services it is assigned replicas of;
+//!   services it is assigned replicas of, and on the repository of the
+//!   image an assignment names (in the assignment's own project);
 //! - nobody else: 401.
 //!
 //! A scope the caller may not have is left out of the token rather than
@@ -157,9 +158,16 @@ async fn grant(
         Asker::Node(nid) => {
             let (pid, sid) = (p.to_uppercase(), s.to_uppercase());
             let (assignments, _) = ctx.store.list(&ctx.keys.node_replicas(nid)).await?;
+            // A replica of the service, or one running an image of this
+            // repository (a service may run any of its project's images).
+            let runs = |a: &Assignment| {
+                a.service == sid
+                    || lb_model::reference::Reference::parse(&a.image)
+                        .is_ok_and(|r| r.repository == name)
+            };
             let assigned = assignments.iter().any(|kv| {
                 serde_json::from_slice::<Assignment>(&kv.value)
-                    .is_ok_and(|a| a.project == pid && a.service == sid)
+                    .is_ok_and(|a| a.project == pid && runs(&a))
             });
             if !assigned {
                 return Ok(None);

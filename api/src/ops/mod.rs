@@ -14,6 +14,7 @@ pub mod accounts;
 pub mod builds;
 pub mod domains;
 pub mod hooks;
+pub mod images;
 pub mod links;
 pub mod nodes;
 pub mod projects;

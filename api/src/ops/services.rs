@@ -112,7 +112,12 @@ fn name_taken(name: &str, project: &str) -> ApiError {
 }
 
 /// Creates a service in a project the caller may see.
-pub async fn create(ctx: &Ctx, caller: &Caller, p: &str, spec: ServiceSpec) -> Result<ServiceView> {
+pub async fn create(
+    ctx: &Ctx,
+    caller: &Caller,
+    p: &str,
+    mut spec: ServiceSpec,
+) -> Result<ServiceView> {
     spec.validate()?;
     let project = resolve::project(ctx, caller, p).await?;
     let pid = project.project.id.clone();
@@ -127,6 +132,12 @@ pub async fn create(ctx: &Ctx, caller: &Caller, p: &str, spec: ServiceSpec) -> R
         generation: 1,
         restart_generation: 0,
     };
+    let owner = super::images::Owner {
+        pid: &pid,
+        project_name: &project.project.name,
+        sid: &meta.id,
+    };
+    super::images::authorize(ctx, &owner, &mut spec).await?;
     let index = ctx.keys.service_index(&pid, &spec.name);
     // The project must still exist: a service is never created into a
     // project deleted meanwhile.
@@ -285,6 +296,14 @@ pub async fn update(
         let mut spec = loaded.spec.clone();
         change.apply(&mut meta, &mut spec)?;
         spec.validate()?;
+        if spec.image != loaded.spec.image {
+            let owner = super::images::Owner {
+                pid: &loaded.pid,
+                project_name: &loaded.project_name,
+                sid: &meta.id,
+            };
+            super::images::authorize(ctx, &owner, &mut spec).await?;
+        }
         super::quotas::check_service(ctx, &loaded.pid, &meta.id, Some(&loaded.spec), &spec).await?;
         meta.record_change(&loaded.spec, &spec, now());
         let pid = &loaded.pid;
