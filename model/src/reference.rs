@@ -261,7 +261,7 @@ fn check_host(host: &str) -> Result<(), String> {
             return Err(bad());
         }
     }
-    if host.contains(':') && !host.ends_with(']') && port.parse::<u16>().map_or(true, |p| p == 0) {
+    if host.contains(':') && !host.ends_with(']') && !port.parse::<u16>().is_ok_and(|p| p != 0) {
         return Err(bad());
     }
     Ok(())
