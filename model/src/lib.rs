@@ -9,6 +9,7 @@
 //! its error body.
 
 pub mod backoff;
+pub mod format;
 pub mod ids;
 pub mod ingress;
 pub mod keys;
