@@ -197,6 +197,13 @@ struct UpArgs {
     /// Do not run a local node (no containers on this machine).
     #[arg(long, env = "LB_NO_NODE")]
     no_node: bool,
+    /// The local node takes no new replicas while its disk (Docker's data
+    /// root) has less free than this: a percentage (10%) or a size (5GiB).
+    #[arg(long, env = "LB_MIN_FREE_DISK")]
+    min_free_disk: Option<lb_model::DiskLimit>,
+    /// Unused lb images the local node keeps per service (rollback targets).
+    #[arg(long, env = "LB_NODE_KEEP_IMAGES", default_value_t = 3)]
+    node_keep_images: usize,
     /// Do not run the scheduler here (one runs elsewhere).
     #[arg(long, env = "LB_NO_SCHEDULER")]
     no_scheduler: bool,
@@ -250,6 +257,13 @@ struct BuildArgs {
     /// Images kept per service (older builds' tags are removed).
     #[arg(long, env = "LB_KEEP_IMAGES", default_value_t = 10)]
     keep_images: usize,
+    /// Time between the registry's garbage collections (blobs no manifest
+    /// references, older than an hour).
+    #[arg(long, env = "LB_REGISTRY_GC_INTERVAL", default_value = "1h", value_parser = parse_duration)]
+    registry_gc_interval: std::time::Duration,
+    /// The Docker build cache is pruned to this size after each build.
+    #[arg(long, env = "LB_BUILD_CACHE_MAX", default_value = "10GiB", value_parser = lb_model::parse_bytes)]
+    build_cache_max: u64,
     /// Base image of a template language, e.g. python=python:3.12-slim
     /// (repeatable; the defaults are the official images).
     #[arg(long = "base-image", env = "LB_BASE_IMAGES", value_delimiter = ',')]
@@ -284,6 +298,11 @@ impl BuildArgs {
             keep_images: self.keep_images.max(1),
             max_context: self.build_max_context << 20,
             base_images,
+            housekeeping: lb_builder::Housekeeping {
+                registry_gc_interval: self.registry_gc_interval,
+                build_cache_max: self.build_cache_max,
+                ..Default::default()
+            },
         })
     }
 }
@@ -317,6 +336,7 @@ pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         "ms" => Ok(std::time::Duration::from_millis(n)),
         "s" | "" => Ok(std::time::Duration::from_secs(n)),
         "m" => Ok(std::time::Duration::from_secs(n * 60)),
+        "h" => Ok(std::time::Duration::from_secs(n * 3600)),
         _ => Err(format!("{s:?} is not a duration like 10s or 500ms")),
     }
 }
@@ -350,6 +370,17 @@ struct NodeArgs {
     ingress: bool,
     #[command(flatten)]
     ingress_args: crate::ingress::IngressArgs,
+    /// Take no new replicas while the disk (Docker's data root) has less
+    /// free than this: a percentage (10%) or a size (5GiB).
+    #[arg(long, env = "LB_MIN_FREE_DISK")]
+    min_free_disk: Option<lb_model::DiskLimit>,
+    /// Unused lb images kept per service (rollback targets); older ones
+    /// are removed.
+    #[arg(long, env = "LB_NODE_KEEP_IMAGES", default_value_t = 3)]
+    keep_images: usize,
+    /// Time between sweeps of unused images.
+    #[arg(long, env = "LB_IMAGE_GC_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    image_gc_interval: std::time::Duration,
 }
 
 fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
@@ -414,6 +445,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     .config(&args.store, format!("http://{}", args.listen))?,
                 data_dir: args.store.data_dir.clone(),
                 local_node: !args.no_node,
+                node_disk: lb_node::DiskSettings {
+                    min_free_disk: args.min_free_disk,
+                    keep_images: args.node_keep_images,
+                    ..Default::default()
+                },
                 scheduler: !args.no_scheduler,
                 node_grace: args.node_grace,
             })
@@ -525,6 +561,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 address: args.address,
                 port_range: args.port_range,
                 routes,
+                disk: lb_node::DiskSettings {
+                    min_free_disk: args.min_free_disk,
+                    keep_images: args.keep_images,
+                    image_gc_interval: args.image_gc_interval,
+                    root: None,
+                },
             };
             lb_node::run(config, shutdown.wait())
                 .await

@@ -21,6 +21,8 @@ pub struct Options {
     pub data_dir: std::path::PathBuf,
     /// Whether to run a local node.
     pub local_node: bool,
+    /// The local node's disk settings.
+    pub node_disk: lb_node::DiskSettings,
     /// Grace before a lost node's replicas move.
     pub node_grace: std::time::Duration,
     /// Whether to run the scheduler.
@@ -37,7 +39,9 @@ pub async fn open_store(backend: &Backend, limits: lb_store::Limits) -> anyhow::
 /// Runs the control plane on this machine.
 pub async fn run(options: Options) -> anyhow::Result<()> {
     let node_dir = options.data_dir.join("node");
-    let local = options.local_node.then_some(node_dir);
+    let local = options
+        .local_node
+        .then_some((node_dir, options.node_disk));
     let scheduler = options.scheduler.then(|| lb_scheduler::Config {
         node_grace: options.node_grace,
         ..Default::default()
@@ -61,6 +65,7 @@ async fn start_local_node(
     config: &lb_api::Config,
     addr: SocketAddr,
     dir: std::path::PathBuf,
+    disk: lb_node::DiskSettings,
     shutdown: crate::shutdown::Shutdown,
 ) -> anyhow::Result<()> {
     let name = lb_node::host::hostname();
@@ -84,6 +89,7 @@ async fn start_local_node(
         address: Some(addr.ip().to_string()),
         port_range: 30000..=32767,
         routes: None,
+        disk,
     };
     tokio::spawn(async move {
         if let Err(err) = lb_node::run(node, shutdown.wait()).await {
@@ -108,7 +114,7 @@ async fn serve(
     backend: Backend,
     limits: lb_store::Limits,
     config: lb_api::Config,
-    node_dir: Option<std::path::PathBuf>,
+    node_dir: Option<(std::path::PathBuf, lb_node::DiskSettings)>,
     scheduler: Option<lb_scheduler::Config>,
     builder: Option<lb_builder::Config>,
     ingress: Option<lb_ingress::Config>,
@@ -181,8 +187,16 @@ async fn serve(
             }
         });
     }
-    if let Some(dir) = node_dir {
-        start_local_node(&store, &config, addr, dir, shutdown.clone()).await?;
+    if let Some((dir, disk)) = node_dir {
+        start_local_node(
+            &store,
+            &config,
+            addr,
+            dir,
+            disk,
+            shutdown.clone(),
+        )
+        .await?;
     }
     println!("lb is up: http://{addr}/ (API at /api/v1)");
     server.run().await;

@@ -63,6 +63,32 @@ pub struct Config {
     pub keep_images: usize,
     /// Base image per template language (overrides the defaults).
     pub base_images: std::collections::BTreeMap<String, String>,
+    /// Keeping the disk from filling: registry garbage collection and the
+    /// build cache's limit.
+    pub housekeeping: Housekeeping,
+}
+
+/// How the builder keeps its disk from filling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Housekeeping {
+    /// Time between registry garbage collection passes (`registry/gc.rs`).
+    pub registry_gc_interval: std::time::Duration,
+    /// Blobs and untagged manifests younger than this are never collected
+    /// (an upload not yet referenced by its manifest survives a pass).
+    pub registry_gc_grace: std::time::Duration,
+    /// The Docker build cache is pruned to this many bytes after each
+    /// build (`worker/prune.rs`).
+    pub build_cache_max: u64,
+}
+
+impl Default for Housekeeping {
+    fn default() -> Self {
+        Self {
+            registry_gc_interval: std::time::Duration::from_secs(3600),
+            registry_gc_grace: std::time::Duration::from_secs(3600),
+            build_cache_max: 10 << 30,
+        }
+    }
 }
 
 /// A registry bound to its address, ready to serve.
@@ -159,6 +185,18 @@ pub async fn run(
             None
         }
     };
+    {
+        let mut rx = rx.clone();
+        let h = &bound.config.housekeeping;
+        tokio::spawn(registry::gc::run(
+            bound.registry.clone(),
+            h.registry_gc_interval,
+            h.registry_gc_grace,
+            async move {
+                let _ = rx.changed().await;
+            },
+        ));
+    }
     if let Some(worker) = worker {
         let mut rx = rx.clone();
         tokio::spawn(worker.run(async move {

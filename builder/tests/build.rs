@@ -77,6 +77,7 @@ impl Setup {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            housekeeping: Default::default(),
         };
         let bound = lb_builder::bind(store, &builder).await.unwrap();
         tokio::spawn(lb_builder::run(bound, std::future::pending()));

@@ -47,6 +47,7 @@ impl Setup {
             keep_images: 3,
             max_context: 64 << 20,
             base_images: Default::default(),
+            housekeeping: Default::default(),
         };
         let bound = lb_builder::bind(store, &builder).await.unwrap();
         let registry = bound.address().to_owned();

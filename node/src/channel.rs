@@ -179,7 +179,7 @@ async fn session<R: Runtime>(
     let (mut tx, mut rx) = socket.split();
     let hello = FromNode::Hello {
         address: config.address.clone().unwrap_or_else(|| "127.0.0.1".into()),
-        capacity: crate::host::capacity(&config.data_dir),
+        capacity: crate::host::capacity_of(config),
         ingress: config.routes.is_some(),
     };
     send(&mut tx, &hello).await?;
@@ -196,7 +196,7 @@ async fn session<R: Runtime>(
             _ = fence.wait() => fence.fence(to_reconciler).await,
         tokio::select! {
             _ = heartbeat.tick() => {
-                send(&mut tx, &FromNode::Heartbeat(crate::host::status(&config.data_dir, containers))).await?;
+                send(&mut tx, &FromNode::Heartbeat(crate::host::status_of(config, containers))).await?;
             }
             status = statuses.recv() => {
                 let Some(status) = status else { return Ok(true) };

@@ -1,4 +1,6 @@
 //! What this machine offers and how loaded it is, from `/proc` and statvfs.
+//! Disk figures are of Docker's data root when the engine told where it is
+//! (images and containers fill it), else of the node's data dir.
 
 use std::path::Path;
 
@@ -17,16 +19,46 @@ fn meminfo(field: &str) -> u64 {
 }
 
 fn disk(dir: &Path) -> (u64, u64) {
+    let (total, free) = disk_bytes(dir);
+    (total / (1 << 20), free / (1 << 20))
+}
+
+/// The file system's size and what is free to unprivileged users, bytes.
+fn disk_bytes(dir: &Path) -> (u64, u64) {
     match nix::sys::statvfs::statvfs(dir) {
         Ok(s) => {
             let unit = s.fragment_size();
-            (
-                s.blocks() * unit / (1 << 20),
-                s.blocks_available() * unit / (1 << 20),
-            )
+            (s.blocks() * unit, s.blocks_available() * unit)
         }
         Err(_) => (0, 0),
     }
+}
+
+/// The directory whose file system the node's disk figures are of.
+fn disk_dir(config: &crate::Config) -> &Path {
+    config
+        .disk
+        .root
+        .as_deref()
+        .unwrap_or(config.data_dir.as_path())
+}
+
+/// [`capacity`] of the node's disk (Docker's data root).
+pub fn capacity_of(config: &crate::Config) -> Capacity {
+    capacity(disk_dir(config))
+}
+
+/// [`status`] of the node's disk (Docker's data root), with
+/// `--min-free-disk` and whether the node is below it.
+pub fn status_of(config: &crate::Config, containers: u32) -> NodeStatus {
+    let dir = disk_dir(config);
+    let mut status = status(dir, containers);
+    status.min_free_disk = config.disk.min_free_disk;
+    status.low_disk = config.disk.min_free_disk.and_then(|limit| {
+        let (total, free) = disk_bytes(dir);
+        limit.check(free, total)
+    });
+    status
 }
 
 /// The machine's host name.
@@ -65,5 +97,6 @@ pub fn status(dir: &Path, containers: u32) -> NodeStatus {
         load_average,
         containers,
         time: lb_model::now(),
+        ..Default::default()
     }
 }

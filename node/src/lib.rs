@@ -79,12 +79,58 @@ pub struct Config {
     /// Set on an ingress node: the route table the API sends is published
     /// here (the binary runs the ingress that follows it).
     pub routes: Option<tokio::sync::watch::Sender<std::sync::Arc<lb_model::ingress::RouteTable>>>,
+    /// Keeping the disk from filling.
+    pub disk: DiskSettings,
+}
+
+/// How a node keeps its disk from filling.
+#[derive(Debug, Clone)]
+pub struct DiskSettings {
+    /// Below this much free disk (of Docker's data root) the node says so
+    /// in its heartbeat and the scheduler gives it no new replicas.
+    pub min_free_disk: Option<lb_model::DiskLimit>,
+    /// lb images kept per service beyond those in use (rollback targets).
+    pub keep_images: usize,
+    /// Time between image sweeps (`runtime/images.rs`).
+    pub image_gc_interval: std::time::Duration,
+    /// Docker's data root: found at the start (the data dir's disk is
+    /// measured when the engine does not say).
+    pub root: Option<PathBuf>,
+}
+
+impl Default for DiskSettings {
+    fn default() -> Self {
+        Self {
+            min_free_disk: None,
+            keep_images: 3,
+            image_gc_interval: std::time::Duration::from_secs(300),
+            root: None,
+        }
+    }
 }
 
 /// Runs the node daemon until `shutdown` resolves. Containers keep running.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
     let credential = credential::load_or_join(&config).await?;
     let docker = runtime::DockerRuntime::connect(&credential.id).await?;
+    // Disk: measured on Docker's data root; lb's unused images swept.
+    if config.disk.root.is_none() {
+        config.disk.root = runtime::images::data_root()
+            .await
+            .filter(|dir| dir.exists());
+    }
+    let image_gc = match runtime::images::Sweeper::connect(&credential.id, config.disk.keep_images)
+    {
+        Ok(sweeper) => Some(tokio::spawn(runtime::images::run(
+            sweeper,
+            config.disk.image_gc_interval,
+            std::future::pending(),
+        ))),
+        Err(e) => {
+            tracing::warn!("no image sweeps: {e}");
+            None
+        }
+    };
     // The firewall first, recreated on every start: the API's port now,
     // the registry's when the first assignment set names it.
     let firewall = firewall::Firewall::new(&credential.id, firewall::port_of(&config.api));
@@ -115,5 +161,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     };
     reconcile_task.abort();
     tap.abort();
+    if let Some(task) = image_gc {
+        task.abort();
+    }
     result
 }

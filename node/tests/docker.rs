@@ -112,6 +112,7 @@ impl Cluster {
             address: None,
             port_range: 30000..=32767,
             routes: None,
+            disk: Default::default(),
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(lb_node::run(config, async {

@@ -96,6 +96,7 @@ pub fn node_views(state: &State) -> Nodes {
                     id: node.id.clone(),
                     name: node.name.clone(),
                     alive: state.alive.contains(nid),
+                    low_disk: state.low_disk.get(nid).cloned(),
                     labels: node.labels.clone(),
                     memory: node.capacity.memory,
                     cpus: node.capacity.cpus,

@@ -1,8 +1,8 @@
 //! Placement: which node a replica goes to. Pure logic over a snapshot of
 //! the nodes, no IO, tested table-driven.
 //!
-//! Filter: the node is alive, carries every label of the service's node
-//! selector, has the memory and CPU the replica requests free after what is
+//! Filter: the node is alive, not below its `--min-free-disk`, carries
+//! every label of the service's node selector, has the memory and CPU the replica requests free after what is
 //! already placed on it (capacity minus placed requests: never overcommit),
 //! and has the replica's fixed host ports free. Score: fewest replicas of the
 //! same service first (spread), then the most free memory (least loaded).
@@ -18,6 +18,9 @@ pub struct NodeView {
     pub name: String,
     /// Whether its channel is up.
     pub alive: bool,
+    /// Set while it is below its `--min-free-disk` (its heartbeat's words):
+    /// it takes no new replicas.
+    pub low_disk: Option<String>,
     /// Labels.
     pub labels: BTreeMap<String, String>,
     /// Capacity: memory in MiB.
@@ -76,6 +79,7 @@ pub fn choose<'n>(nodes: &'n [NodeView], request: &Request<'_>) -> Result<&'n No
 
 fn fits(n: &NodeView, request: &Request<'_>) -> bool {
     n.alive
+        && n.low_disk.is_none()
         && n.memory.saturating_sub(n.used_memory) >= request.memory
         && n.cpus - n.used_cpus + 1e-9 >= request.cpu
         && request
@@ -90,6 +94,21 @@ fn why_not(nodes: &[NodeView], request: &Request<'_>) -> String {
     let alive: Vec<&NodeView> = nodes.iter().filter(|n| n.alive).collect();
     if alive.is_empty() {
         return "no node is alive".into();
+    }
+    let (alive, low): (Vec<&NodeView>, Vec<&NodeView>) =
+        alive.into_iter().partition(|n| n.low_disk.is_none());
+    if alive.is_empty() {
+        let why: Vec<String> = low
+            .iter()
+            .map(|n| {
+                format!(
+                    "node {} has {}",
+                    n.name,
+                    n.low_disk.as_deref().unwrap_or("")
+                )
+            })
+            .collect();
+        return why.join("; ");
     }
     let matching: Vec<&NodeView> = alive
         .into_iter()
@@ -259,6 +278,7 @@ mod tests {
             id: id.into(),
             name: id.into(),
             alive: true,
+            low_disk: None,
             labels: labels
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -364,6 +384,19 @@ mod tests {
         let mut dead = node("a", 1000, 0, &[]);
         dead.alive = false;
         check(vec![dead], 10, &[], 1, "error: no node is alive");
+        // A node below its --min-free-disk takes nothing new; the reason
+        // names it when no other node fits.
+        let low = "3% disk free (1.2GiB of 40.0GiB), below --min-free-disk 10%";
+        let mut full = node("n1", 1000, 0, &[]);
+        full.low_disk = Some(low.into());
+        check(
+            vec![full.clone(), node("n2", 100, 0, &[])],
+            50,
+            &[],
+            3,
+            "n2 n2 error: no node has 50 MiB free; the most free is 0 MiB on n2",
+        );
+        check(vec![full], 10, &[], 1, &format!("error: node n1 has {low}"));
     }
 
     #[test]

@@ -2,13 +2,17 @@
 //! assignments, decoded once from a list and then kept current from the
 //! watch's events. Each event marks what it can affect as dirty, so a pass
 //! plans only the services something happened to; node heartbeats and other
-//! keys change nothing and wake no pass.
+//! keys change nothing and wake no pass, except a heartbeat whose disk
+//! verdict changed (`low_disk`, from the node's `--min-free-disk`): a node
+//! with room again wakes the services waiting for it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use lb_model::keys::{Keys, Parsed};
-use lb_model::{Assignment, Node, Replica, ReplicaState, ReplicaStatus, ServiceMeta, ServiceSpec};
+use lb_model::{
+    Assignment, Node, NodeStatus, Replica, ReplicaState, ReplicaStatus, ServiceMeta, ServiceSpec,
+};
 use lb_store::{Changes, Event, KeyValue};
 
 /// A service's key: (project id, service id).
@@ -76,6 +80,8 @@ pub struct State {
     pub dead_since: HashMap<String, Instant>,
     /// Nodes gone longer than the grace: their replicas move.
     pub lost: HashSet<String>,
+    /// Nodes below their `--min-free-disk`, with what their heartbeat says.
+    pub low_disk: HashMap<String, String>,
     /// Services' records.
     pub services: BTreeMap<ServiceKey, ServiceRecords>,
     /// Replicas per service, by replica id.
@@ -123,6 +129,7 @@ impl State {
             alive: HashSet::new(),
             dead_since: HashMap::new(),
             lost: HashSet::new(),
+            low_disk: HashMap::new(),
             services: BTreeMap::new(),
             replicas: HashMap::new(),
             statuses: HashMap::new(),
@@ -198,6 +205,21 @@ impl State {
                     }
                     self.nodes.insert(nid.to_owned(), node);
                     self.capacity_changed();
+                }
+            }
+            Some(Parsed::NodeStatus { nid }) => {
+                // Only the disk verdict matters here; most heartbeats keep it.
+                let low = decode::<NodeStatus>(&kv).and_then(|s| s.low_disk);
+                if low.as_ref() != self.low_disk.get(nid) {
+                    match low {
+                        Some(why) => {
+                            self.low_disk.insert(nid.to_owned(), why);
+                        }
+                        None => {
+                            self.low_disk.remove(nid);
+                            self.capacity_changed();
+                        }
+                    }
                 }
             }
             Some(Parsed::NodeAlive { nid }) => {
@@ -284,6 +306,11 @@ impl State {
 
     fn delete(&mut self, key: &str) {
         match self.keys.parse(key) {
+            Some(Parsed::NodeStatus { nid }) => {
+                if self.low_disk.remove(nid).is_some() {
+                    self.capacity_changed();
+                }
+            }
             Some(Parsed::NodeMeta { nid }) => {
                 self.nodes.remove(nid);
                 self.dead_since.remove(nid);

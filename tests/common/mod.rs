@@ -166,6 +166,7 @@ impl Cluster {
             address: None,
             port_range: 30000..=32767,
             routes: None,
+            disk: Default::default(),
         };
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_lb"));
         cmd.args([

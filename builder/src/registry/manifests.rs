@@ -151,6 +151,8 @@ impl Registry {
         bytes: Vec<u8>,
     ) -> Result<Reply> {
         let invalid = |m: String| err(StatusCode::BAD_REQUEST, "MANIFEST_INVALID", m);
+        // No garbage collection pass sweeps between the checks and the write.
+        let _gc = self.gc_lock.read().await;
         let value: serde_json::Value =
             serde_json::from_slice(&bytes).map_err(|e| invalid(format!("not JSON: {e}")))?;
         let media_type = if media_type.is_empty() || media_type == "application/json" {
@@ -211,7 +213,11 @@ impl Registry {
                 blobs.push(digest_of(layer, "a layer")?);
             }
             for d in blobs {
-                if self.blob_size(pid, sid, &d).await?.is_none() {
+                // A link whose file a collection swept is no blob.
+                let on_disk = tokio::fs::try_exists(self.blob_path(digest_hex(&d)?))
+                    .await
+                    .unwrap_or(false);
+                if !on_disk || self.blob_size(pid, sid, &d).await?.is_none() {
                     return Err(err(
                         StatusCode::BAD_REQUEST,
                         "MANIFEST_BLOB_UNKNOWN",
@@ -251,6 +257,9 @@ impl Registry {
             file.sync_all().await?;
             tokio::fs::rename(&tmp, &target).await?;
             sync_dir(&self.dir.join("blobs/sha256")).await;
+        } else if let Ok(f) = std::fs::File::options().append(true).open(&target) {
+            // Pushed again: young again for the collection's grace.
+            let _ = f.set_modified(std::time::SystemTime::now());
         }
         let record = ManifestRecord {
             media_type,

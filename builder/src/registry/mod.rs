@@ -17,13 +17,15 @@
 //! handler, `auth` checks tokens and scopes, `uploads` receives blobs,
 //! `blobs` stores and serves them, `manifests` keeps manifests and tags,
 //! `catalog` lists repositories and tags, `range` reads Range headers,
-//! `digest` checks digests and tags, `reply` shapes answers and errors.
+//! `digest` checks digests and tags, `reply` shapes answers and errors,
+//! `gc` collects blobs no manifest references.
 
 mod auth;
 mod blobs;
 mod catalog;
 mod digest;
 mod dispatch;
+pub mod gc;
 mod manifests;
 mod range;
 mod reply;
@@ -54,6 +56,10 @@ pub struct Registry {
     dir: PathBuf,
     realm: String,
     uploads: Mutex<HashMap<String, Upload>>,
+    /// Held for reading by a manifest PUT (its checks and its write), for
+    /// writing by a garbage collection pass (`gc.rs`): a manifest lands
+    /// either before a pass marks or after it swept.
+    gc_lock: tokio::sync::RwLock<()>,
 }
 
 impl Registry {
@@ -86,6 +92,7 @@ impl Registry {
             dir: dir.to_owned(),
             realm,
             uploads: Mutex::new(HashMap::new()),
+            gc_lock: tokio::sync::RwLock::new(()),
         });
         // Uploads a client gave up on are deleted after a while.
         tokio::spawn(uploads::sweep(Arc::downgrade(&registry)));

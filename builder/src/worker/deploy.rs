@@ -55,10 +55,19 @@ impl Run {
         ))
     }
 
-    /// Keeps the newest `keep_images` succeeded builds' tags; older tags go
-    /// from the registry and from this builder's Docker.
+    /// Prunes the build cache to `--build-cache-max`, and keeps the newest
+    /// `keep_images` succeeded builds' tags; older tags go from the registry
+    /// and from this builder's Docker.
     pub(crate) async fn prune(&self) {
         let w = &self.worker;
+        // The build cache to its limit (the engine keeps the most recent).
+        if let Err(e) = w
+            .images
+            .prune_cache(w.config.housekeeping.build_cache_max)
+            .await
+        {
+            tracing::warn!("{e}");
+        }
         let Ok((builds, _)) = w
             .store
             .list(&w.keys.builds_prefix(&self.pid, &self.sid))

@@ -22,6 +22,7 @@ pub mod git;
 pub mod ignore;
 pub mod image;
 pub mod log;
+pub mod prune;
 pub mod queue;
 pub mod run;
 

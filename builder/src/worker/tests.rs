@@ -72,6 +72,7 @@ impl Setup {
             max_context: 1 << 20,
             keep_images: 1,
             base_images: Default::default(),
+            housekeeping: Default::default(),
         };
         let meta = json!({"id": S, "name": "web", "project": P, "created": 1, "updated": 1, "generation": 1});
         let spec = json!({"name": "web", "source": {"url": "https://example.com/o/r.git", "branch": "main", "build": build}});

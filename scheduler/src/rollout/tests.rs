@@ -186,6 +186,7 @@ fn nodes_of(world: &World, sims: &[Sim], selector: &BTreeMap<String, String>) ->
                 id: id.into(),
                 name: id.into(),
                 alive: true,
+                low_disk: None,
                 labels: BTreeMap::new(),
                 memory: 1 << 20,
                 cpus,
