@@ -191,11 +191,9 @@ async fn run_channel(ctx: &Ctx, nid: &str, socket: WebSocket) -> std::result::Re
                         .await
                         .map_err(|_| "the store did not renew the lease in time".to_string())??;
                 }
-                _ = ping.tick() => {
-                    if heard.elapsed() >= SILENCE {
-                        return Err(format!("node silent for {} ms", heard.elapsed().as_millis()));
-                    }
-                    deliver(&mut tx, Message::ping(Vec::new())).await?;
+                _ = ping.tick() => deliver(&mut tx, Message::ping(Vec::new())).await?,
+                _ = tokio::time::sleep_until(heard + SILENCE) => {
+                    return Err(format!("node silent for {} ms", heard.elapsed().as_millis()));
                 }
                 changes = watch.next() => {
                     let changes = match changes {
