@@ -440,3 +440,67 @@ async fn the_sweep_fails_builds_whose_builder_died() {
     assert_eq!(build.message, "the builder running this build stopped");
     assert!(s.store.get(&claimed).await.unwrap().is_none());
 }
+
+/// A Dockerfile naming another project's image in lb's registry fails the
+/// build before Docker is asked; one naming its own project's image has it
+/// pulled first with a token for that repository alone.
+#[tokio::test(start_paused = true)]
+async fn a_dockerfile_builds_only_on_its_own_projects_images() {
+    let repo = |dockerfile: &str| FakeSources {
+        files: [("Dockerfile".to_owned(), dockerfile.to_owned())].into(),
+        sha: "c0ffee".into(),
+        ..Default::default()
+    };
+    let setup = |sources| async move {
+        let s = Setup::start(FakeImages::default(), sources, json!({})).await;
+        let project = json!({"id": P, "name": "demo", "owner": "u1", "created": 1, "updated": 1});
+        s.store
+            .put(&s.keys.project(P), project.to_string().into_bytes())
+            .await
+            .unwrap();
+        s.store
+            .put(&s.keys.service_index(P, "web"), S.as_bytes().to_vec())
+            .await
+            .unwrap();
+        s
+    };
+
+    let s = setup(repo("FROM scratch\nCOPY --from=reg:5000/other/x:1 / /\n")).await;
+    s.claim().await.execute().await;
+    let build = s.record(2).await;
+    assert_eq!(build.status, BuildStatus::Failed);
+    assert!(
+        build
+            .message
+            .starts_with("Dockerfile line 2: COPY --from=reg:5000/other/x:1")
+            && build.message.contains("not a repository of this project"),
+        "{}",
+        build.message
+    );
+    assert_eq!(s.images.calls(), []);
+
+    let s = setup(repo("FROM reg:5000/demo/web:1 AS base\nFROM base\n")).await;
+    s.claim().await.execute().await;
+    assert_eq!(s.record(2).await.status, BuildStatus::Succeeded);
+    let calls = s.images.calls();
+    let Call::Pull(pull) = &calls[0] else {
+        panic!("{calls:?}")
+    };
+    assert_eq!(
+        (
+            pull.image.as_str(),
+            pull.reference.as_str(),
+            pull.registry.as_str()
+        ),
+        ("reg:5000/demo/web", "1", "reg:5000")
+    );
+    let claims = s.worker.signer.verify(&pull.token).unwrap();
+    assert_eq!(claims.access.len(), 1);
+    assert_eq!(claims.allows("demo/web", "pull"), Some((P, S)));
+    assert_eq!(claims.allows("demo/web", "push"), None);
+    assert!(matches!(calls[1], Call::Build(..)), "{calls:?}");
+    assert!(s
+        .log(2)
+        .await
+        .contains("pulling reg:5000/demo/web:1 with the project's registry credential"));
+}
