@@ -113,6 +113,13 @@ impl Default for DiskSettings {
 pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
     let credential = credential::load_or_join(&config).await?;
     let docker = runtime::DockerRuntime::connect(&credential.id).await?;
+    // The firewall first, recreated on every start: the API's port now,
+    // the registry's when the first assignment set names it.
+    let firewall = firewall::Firewall::new(&credential.id, firewall::port_of(&config.api));
+    firewall.apply().await;
+    if let Err(err) = docker.prune_networks().await {
+        tracing::warn!(error = %err, "cannot remove unused project networks");
+    }
     // Disk: measured on Docker's data root; lb's unused images swept.
     if config.disk.root.is_none() {
         config.disk.root = runtime::images::data_root()

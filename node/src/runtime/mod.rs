@@ -8,6 +8,7 @@
 mod docker;
 #[cfg(test)]
 pub(crate) mod fake;
+pub mod network;
 pub mod images;
 pub mod network;
 
