@@ -138,13 +138,6 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send) 
             None
         }
     };
-    // The firewall first, recreated on every start: the API's port now,
-    // the registry's when the first assignment set names it.
-    let firewall = firewall::Firewall::new(&credential.id, firewall::port_of(&config.api));
-    firewall.apply().await;
-    if let Err(err) = docker.prune_networks().await {
-        tracing::warn!(error = %err, "cannot remove unused project networks");
-    }
     // What the channel sends the reconciler passes the firewall on its way.
     let (to_reconciler, sent) = mpsc::channel(1024);
     let (passed, from_channel) = mpsc::channel(1024);

@@ -8,7 +8,6 @@
 mod docker;
 #[cfg(test)]
 pub(crate) mod fake;
-pub mod network;
 pub mod images;
 pub mod network;
 
