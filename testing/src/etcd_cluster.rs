@@ -145,7 +145,7 @@ impl EtcdCluster {
     pub async fn leader(&self) -> usize {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            for (i, member) in self.members.iter().enumerate() {
+            for member in &self.members {
                 if member.child.is_none() || member.stopped {
                     continue;
                 }
