@@ -72,6 +72,9 @@ pub async fn git_credentials(
         ));
     };
     let link: VendorLink = serde_json::from_slice(&kv.value).map_err(|e| e.to_string())?;
+    if let Err(note) = token_may_go(&link, &origin) {
+        return Ok((Credentials::none(), Some(note)));
+    }
     let sealer = Sealer::load(store, keys).await.map_err(|e| e.to_string())?;
     let token = sealer.open(&link.token, &key).map_err(|_| {
         format!("the linked {vendor} token cannot be opened: link the account again")
@@ -85,6 +88,28 @@ pub async fn git_credentials(
             link.login
         )),
     ))
+}
+
+/// Whether the link's token may be sent to `origin` (what [`origin`]
+/// answers): only to the vendor host the account was linked on, so a source
+/// naming `vendor: github` with a URL on another host never receives the
+/// owner's GitHub token. Otherwise the note for the build log.
+fn token_may_go(link: &VendorLink, origin: &str) -> Result<(), String> {
+    let host = origin
+        .split_once("://")
+        .map(|(_, rest)| rest.trim_end_matches('/'))
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let allowed = link.token_host();
+    if host == allowed {
+        Ok(())
+    } else {
+        Err(format!(
+            "the source's host {host:?} is not the linked {} account's host {allowed:?}: \
+             cloning without credentials",
+            link.vendor
+        ))
+    }
 }
 
 /// `scheme://host[:port]/` of an http(s) URL, without any user info.
@@ -114,5 +139,47 @@ mod tests {
         );
         assert_eq!(origin("git@github.com:o/r.git"), None);
         assert_eq!(origin("ssh://git@h/o/r"), None);
+    }
+
+    fn link(vendor: Vendor, host: Option<&str>) -> VendorLink {
+        VendorLink {
+            vendor,
+            account_id: "1".into(),
+            login: "owner".into(),
+            token: "sealed".into(),
+            refresh_token: None,
+            expires: None,
+            scopes: Vec::new(),
+            created: 0,
+            updated: 0,
+            host: host.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_token_goes_only_to_its_vendors_host() {
+        let check = |link: &VendorLink, url: &str, sent: bool| {
+            let origin = origin(url).unwrap();
+            let chosen = token_may_go(link, &origin);
+            assert_eq!(chosen.is_ok(), sent, "{url}: {chosen:?}");
+        };
+        // A link made before links kept their host: the public service's.
+        let old = link(Vendor::Github, None);
+        check(&old, "https://github.com/acme/web.git", true);
+        check(&old, "https://GitHub.com/acme/web.git", true);
+        check(&old, "https://evil.example/acme/web.git", false);
+        check(&old, "https://github.com.evil.example/acme/web.git", false);
+        check(&old, "https://github.com:8443/acme/web.git", false);
+        check(&old, "https://gitlab.com/acme/web.git", false);
+        // GitHub Enterprise: its configured host, not github.com.
+        let ghe = link(Vendor::Github, Some("ghe.corp:8443"));
+        check(&ghe, "https://ghe.corp:8443/acme/web.git", true);
+        check(&ghe, "https://github.com/acme/web.git", false);
+        check(&ghe, "https://ghe.corp/acme/web.git", false);
+        let lab = link(Vendor::Gitlab, None);
+        check(&lab, "https://gitlab.com/g/r.git", true);
+        check(&lab, "https://x@gitlab.com.evil/g/r.git", false);
+        let note = token_may_go(&old, "https://evil.example/").unwrap_err();
+        assert!(note.contains("without credentials"), "{note}");
     }
 }
