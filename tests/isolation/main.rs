@@ -10,6 +10,7 @@
 
 mod harness;
 
+mod builds;
 mod confined;
 mod networks;
 mod private;
