@@ -75,6 +75,15 @@ impl Cluster {
     }
 
     /// Starts with API settings changed by `configure`.
+        Self::start_graced(Duration::from_secs(2), configure).await
+    }
+
+    /// Starts with the scheduler's node grace and API settings changed by
+    /// `configure`.
+    pub async fn start_graced(
+        node_grace: Duration,
+        configure: impl FnOnce(&mut lb_api::Config),
+    ) -> Self {
     pub async fn start_with(configure: impl FnOnce(&mut lb_api::Config)) -> Self {
         lb_testing::busybox_image();
         let dir = tempfile::tempdir().unwrap();
@@ -102,7 +111,7 @@ impl Cluster {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         stops.push(stop);
         let scheduler = lb_scheduler::Config {
-            node_grace: Duration::from_secs(2),
+            node_grace,
             ..Default::default()
         };
         tokio::spawn(lb_scheduler::run(store.clone(), scheduler, async {
