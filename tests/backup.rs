@@ -4,7 +4,7 @@
 //! records, the image served by the restored registry, and the replica
 //! started again from it. Needs Docker, skopeo and busybox-static.
 
-#[allow(dead_code)]
+#[allow(dead_code, unused_imports)]
 #[path = "isolation/harness.rs"]
 mod harness;
 
