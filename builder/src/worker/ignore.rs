@@ -63,8 +63,8 @@ impl Ignore {
                 continue;
             }
             let exception = pattern.starts_with('!');
-            if exception {
-                pattern = pattern[1..].trim();
+            if let Some(rest) = pattern.strip_prefix('!') {
+                pattern = rest.trim();
                 if pattern.is_empty() {
                     return Err(format!("{FILE} line {}: \"!\" excepts nothing", i + 1));
                 }
