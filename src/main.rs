@@ -6,6 +6,7 @@ mod backup;
 mod cli;
 mod ingress;
 mod shutdown;
+mod supervise;
 mod up;
 mod vendors;
 

@@ -13,6 +13,11 @@ impl Shutdown {
     pub async fn wait(mut self) {
         let _ = self.0.wait_for(|stop| *stop).await;
     }
+
+    /// Whether shutdown has been asked.
+    pub fn is_set(&self) -> bool {
+        *self.0.borrow()
+    }
 }
 
 /// Installs the signal handlers.

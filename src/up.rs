@@ -7,6 +7,8 @@ use anyhow::Context;
 use lb_api::accounts::{ensure_admin, AdminOutcome};
 use lb_store::{Backend, Shared};
 
+use crate::supervise::Ended;
+
 /// What `lb up` runs.
 pub struct Options {
     /// Where the store is.
@@ -39,9 +41,7 @@ pub async fn open_store(backend: &Backend, limits: lb_store::Limits) -> anyhow::
 /// Runs the control plane on this machine.
 pub async fn run(options: Options) -> anyhow::Result<()> {
     let node_dir = options.data_dir.join("node");
-    let local = options
-        .local_node
-        .then_some((node_dir, options.node_disk));
+    let local = options.local_node.then_some((node_dir, options.node_disk));
     let scheduler = options.scheduler.then(|| lb_scheduler::Config {
         node_grace: options.node_grace,
         ..Default::default()
@@ -91,9 +91,18 @@ async fn start_local_node(
         routes: None,
         disk,
     };
-    tokio::spawn(async move {
-        if let Err(err) = lb_node::run(node, shutdown.wait()).await {
-            tracing::warn!("no local node: {err}");
+    let stop = shutdown.clone();
+    crate::supervise::spawn("node", shutdown, move |_| {
+        let (node, stop) = (node.clone(), stop.clone());
+        async move {
+            match lb_node::run(node, stop.wait()).await {
+                Ok(()) => Ok(Ended::Stopped),
+                // No Docker engine here: lb runs without a local node.
+                Err(err @ lb_node::Error::Docker(_)) => {
+                    Ok(Ended::Off(format!("no local node: {err}")))
+                }
+                Err(err) => Err(err.into()),
+            }
         }
     });
     Ok(())
@@ -124,15 +133,19 @@ async fn serve(
     // Bind before anything is written, so a port in use changes nothing.
     let server = lb_api::Server::bind(&config, store.clone(), shutdown.clone().wait()).await?;
     let builder = match builder {
-        Some(mut builder) => {
+        Some(mut config) => {
             // Registry clients get tokens from this API: name the address it
             // really listens on (a free port, or 127.0.0.1 for 0.0.0.0).
             let mut api = server.addr();
             if api.ip().is_unspecified() {
                 api.set_ip([127, 0, 0, 1].into());
             }
-            builder.api = format!("http://{api}");
-            Some(lb_builder::bind(store.clone(), &builder).await?)
+            config.api = format!("http://{api}");
+            let bound = lb_builder::bind(store.clone(), &config).await?;
+            // A restart binds again where the first start did.
+            config.registry_listen = bound.addr();
+            config.registry_address = bound.address().to_owned();
+            Some((bound, config))
         }
         None => None,
     };
@@ -171,35 +184,41 @@ async fn serve(
     }
     let addr = server.addr();
     if let Some(scheduler) = scheduler {
-        let (store, shutdown) = (store.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            if let Err(err) = lb_scheduler::run(store, scheduler, shutdown.wait()).await {
-                tracing::error!("scheduler stopped: {err}");
+        let (store, stop) = (store.clone(), shutdown.clone());
+        crate::supervise::spawn("scheduler", shutdown.clone(), move |_| {
+            let (store, scheduler, stop) = (store.clone(), scheduler.clone(), stop.clone());
+            async move {
+                lb_scheduler::run(store, scheduler, stop.wait()).await?;
+                Ok(Ended::Stopped)
             }
         });
     }
-    if let Some(builder) = builder {
-        println!("registry: {}", builder.addr());
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            if let Err(err) = lb_builder::run(builder, shutdown.wait()).await {
-                tracing::error!("builder stopped: {err}");
+    if let Some((bound, config)) = builder {
+        println!("registry: {}", bound.addr());
+        let (store, stop) = (store.clone(), shutdown.clone());
+        let mut first = Some(bound);
+        crate::supervise::spawn("builder", shutdown.clone(), move |_| {
+            let (store, config, stop) = (store.clone(), config.clone(), stop.clone());
+            let bound = first.take();
+            async move {
+                let bound = match bound {
+                    Some(bound) => bound,
+                    None => lb_builder::bind(store, &config).await?,
+                };
+                lb_builder::run(bound, stop.wait()).await?;
+                Ok(Ended::Stopped)
             }
         });
     }
     if let Some((dir, disk)) = node_dir {
-        start_local_node(
-            &store,
-            &config,
-            addr,
-            dir,
-            disk,
-            shutdown.clone(),
-        )
-        .await?;
+        start_local_node(&store, &config, addr, dir, disk, shutdown.clone()).await?;
     }
     println!("lb is up: http://{addr}/ (API at /api/v1)");
-    server.run().await;
+    // The API server cannot be restarted (its address is bound once): a
+    // panic in it ends lb with a non-zero exit.
+    if let Err(err) = tokio::spawn(server.run()).await {
+        anyhow::bail!("the API server failed: {err}");
+    }
     if let Some(ingress) = ingress {
         let _ = ingress.wait().await;
     }

@@ -8,9 +8,10 @@ use serde::Serialize;
 
 use crate::error::{ApiError, Result};
 
-/// Decodes a stored JSON record; damage is our fault, not the caller's.
+/// Decodes a stored JSON record in any format this release reads
+/// ([`lb_model::format`]); damage is our fault, not the caller's.
 pub fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Result<T> {
-    serde_json::from_slice(&kv.value)
+    lb_model::format::decode(&kv.value)
         .map_err(|e| ApiError::internal(format!("record {} is damaged: {e}", kv.key)))
 }
 

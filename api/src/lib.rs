@@ -23,6 +23,7 @@ pub mod models;
 pub mod openapi;
 pub mod ops;
 pub mod peers;
+pub mod roles;
 pub mod server;
 pub mod session;
 pub mod streams;

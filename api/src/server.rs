@@ -75,8 +75,16 @@ impl Server {
         )
         .await?;
         ctx.streams.set_peers(peers);
-        tokio::spawn(crate::vendors::controller::run(ctx.clone()));
-        tokio::spawn(crate::ingress::run(ctx.clone()));
+        {
+            let ctx = ctx.clone();
+            crate::roles::supervise("api-hooks", move || {
+                crate::vendors::controller::run(ctx.clone())
+            });
+        }
+        {
+            let ctx = ctx.clone();
+            crate::roles::supervise("api-routes", move || crate::ingress::run(ctx.clone()));
+        }
         if let Some(acme) = config.acme.clone().filter(|a| a.enabled) {
             let acme = lb_certs::AcmeConfig {
                 keys: ctx.keys.clone(),

@@ -124,10 +124,17 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
-/// Ready when the store answers within a short time.
+/// Ready when the store answers within a short time and no role supervised
+/// in this process is down ([`crate::roles`]); the roles' states follow
+/// `ready`, one a line.
 async fn ready(ctx: Ctx) -> Response {
     match tokio::time::timeout(std::time::Duration::from_secs(2), ctx.store.revision()).await {
-        Ok(Ok(_)) => "ready".into_response(),
+        Ok(Ok(_)) => match crate::roles::report() {
+            (true, roles) => format!("ready\n{roles}").into_response(),
+            (false, roles) => {
+                ApiError::unavailable(format!("a role is down: {}", roles.trim_end())).into_reply()
+            }
+        },
         Ok(Err(err)) => ApiError::unavailable(format!("store: {err}")).into_reply(),
         Err(_) => ApiError::unavailable("store: timed out").into_reply(),
     }
