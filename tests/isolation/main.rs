@@ -13,5 +13,6 @@ mod harness;
 mod builds;
 mod confined;
 mod networks;
+mod images;
 mod private;
 mod quotas;
