@@ -311,6 +311,10 @@ async fn the_platform_in_a_browser() {
     let _ = b.client.clone().close().await;
 }
 
+/// Scripts that switch the browser's session to the admin, and back to alice.
+const AS_ADMIN: &str = "return fetch('/ui/login', {method: 'POST', headers: {'Content-Type': 'application/json'}, body: JSON.stringify({username: 'admin', password: 'admin-password'})}).then(r => r.status)";
+const AS_ALICE: &str = "return fetch('/ui/login', {method: 'POST', headers: {'Content-Type': 'application/json'}, body: JSON.stringify({username: 'alice', password: 'a long password'})}).then(r => r.status)";
+
 async fn run(b: &Browser, image: &str, repo: &str) {
     b.size(1280, 800).await;
     // Pages need a session.
@@ -420,9 +424,15 @@ async fn run(b: &Browser, image: &str, repo: &str) {
     )
     .await;
     b.shot("07-service-running").await;
-    let nodes = b
-        .js("return fetch('/api/v1/nodes').then(r => r.json()).then(j => j.items.map(n => n.id))")
+    // Nodes are the admin's: alice is refused, the admin lists them.
+    let status = b
+        .js("return fetch('/api/v1/nodes').then(r => r.status)")
         .await;
+    assert_eq!(status, 403, "a user listing nodes");
+    let nodes = b
+        .js(&format!("{AS_ADMIN}.then(() => fetch('/api/v1/nodes')).then(r => r.json()).then(j => j.items.map(n => n.id))"))
+        .await;
+    assert_eq!(b.js(AS_ALICE).await, 200, "alice logged in again");
     *b.containers.0.lock().unwrap() = nodes
         .as_array()
         .unwrap()
@@ -545,7 +555,16 @@ async fn run(b: &Browser, image: &str, repo: &str) {
         .await;
     b.shot("12-service-rollback").await;
 
-    // The other pages.
+    // The other pages: the nodes page as the admin (alice is refused, and
+    // has no link to it).
+    b.goto("/nodes").await;
+    assert!(b
+        .js("return document.body.textContent")
+        .await
+        .as_str()
+        .unwrap()
+        .contains("only an admin"));
+    assert_eq!(b.js(AS_ADMIN).await, 200);
     b.goto("/nodes").await;
     b.until(
         "the node row",
@@ -555,6 +574,7 @@ async fn run(b: &Browser, image: &str, repo: &str) {
     .await;
     tokio::time::sleep(Duration::from_secs(6)).await;
     b.shot("13-nodes").await;
+    assert_eq!(b.js(AS_ALICE).await, 200);
     b.goto("/account").await;
     b.fill("#t-name", "ci").await;
     b.click("#token-form button[type=submit]").await;
@@ -623,7 +643,6 @@ async fn run(b: &Browser, image: &str, repo: &str) {
         ("/projects", "15-phone-projects"),
         ("/projects/demo", "16-phone-project"),
         ("/projects/demo/services/web", "17-phone-service"),
-        ("/nodes", "18-phone-nodes"),
         ("/account", "19-phone-account"),
     ] {
         b.goto(path).await;

@@ -81,3 +81,90 @@ fn the_data_dir_is_private_and_stays_so() {
         "no warning about the widened files: {stderr}"
     );
 }
+
+/// The cluster's keys, as files in the data dir's `keys/`.
+const KEYS: [&str; 3] = ["jwt-signing-key", "registry-signing-key", "secrets-key"];
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn the_store_file_alone_holds_no_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let up = start(&data);
+    // Use the keys: a user signs up and logs in (an access token signed).
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(User::sign_up(&up.api, "alice"));
+    up.stop();
+
+    let store = std::fs::read(data.join(lb_store::embedded::FILE_NAME)).unwrap();
+    assert!(store.len() > 4096, "the store file is nearly empty");
+    for name in KEYS {
+        let path = data.join("keys").join(format!("{name}.key"));
+        let key =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let key = key.trim();
+        assert_eq!(key.len(), 64, "{name}: {key:?}");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", path.display());
+        // Whoever reads the store file (a backup, a local user) finds
+        // neither the key nor its bytes.
+        assert!(
+            !contains(&store, key.as_bytes()),
+            "{name} is in the store file"
+        );
+        let raw: Vec<u8> = (0..32)
+            .map(|i| u8::from_str_radix(&key[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
+        assert!(
+            !contains(&store, &raw),
+            "{name}'s bytes are in the store file"
+        );
+    }
+    let dir_mode = std::fs::metadata(data.join("keys"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(dir_mode, 0o700);
+}
+
+#[test]
+fn keys_in_an_older_store_move_out_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let keys = lb_model::keys::Keys::default();
+    let old = "ab".repeat(32);
+    let file = data.join(lb_store::embedded::FILE_NAME);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // What an older lb left: the signing key inside the store.
+    rt.block_on(async {
+        use lb_store::StoreExt;
+        let store = lb_store::embedded::EmbeddedStore::open(&file)
+            .await
+            .unwrap();
+        store
+            .put(&keys.cluster("jwt-signing-key"), old.clone().into_bytes())
+            .await
+            .unwrap();
+    });
+    let up = start(&data);
+    up.stop();
+    let moved = std::fs::read_to_string(data.join("keys/jwt-signing-key.key")).unwrap();
+    assert_eq!(moved.trim(), old, "the store's key moved to the file");
+    let stored = rt.block_on(async {
+        let store = lb_store::embedded::EmbeddedStore::open(&file)
+            .await
+            .unwrap();
+        lb_store::Store::get(&store, &keys.cluster("jwt-signing-key"))
+            .await
+            .unwrap()
+            .unwrap()
+            .value
+    });
+    assert_eq!(stored, lb_store::secrets::MOVED_MARKER);
+}
