@@ -239,7 +239,10 @@ fn a_paused_service_reserves_no_room() {
         let deadline = Instant::now() + Duration::from_secs(30);
         let memory = loop {
             let (_, nodes) = json_call(&admin, "GET", "/nodes", Value::Null).await;
-            if let Some(m) = nodes["items"][0]["capacity"]["memory"].as_u64() {
+            if let Some(m) = nodes["items"][0]["capacity"]["memory"]
+                .as_u64()
+                .filter(|m| *m >= 64)
+            {
                 break m;
             }
             assert!(Instant::now() < deadline, "no node: {nodes}");
@@ -251,36 +254,6 @@ fn a_paused_service_reserves_no_room() {
         let b = User::sign_up(&up.api, "worker").await;
         created(&a, "POST", "/projects", json!({"name": "a"})).await;
         created(&b, "POST", "/projects", json!({"name": "b"})).await;
-        let nodes_of = |user: &User, path: &'static str| {
-            let user = user;
-            async move {
-                let (_, list) = json_call(user, "GET", path, Value::Null).await;
-                list["items"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|r| r["node"].is_string())
-                    .collect::<Vec<bool>>()
-            }
-        };
-        let wait = |what: &'static str, user: &User, path: &'static str, want: Vec<bool>| {
-            let user = user;
-            async move {
-                let deadline = Instant::now() + Duration::from_secs(60);
-                loop {
-                    let now = nodes_of(user, path).await;
-                    if now == want {
-                        return;
-                    }
-                    assert!(
-                        Instant::now() < deadline,
-                        "{what}: placed {now:?}, wanted {want:?}"
-                    );
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            }
-        };
         // Three paused replicas of more than half the node each: all placed,
         // none holding room.
         created(
@@ -332,6 +305,34 @@ fn a_paused_service_reserves_no_room() {
         )
         .await;
     });
+}
+
+/// Whether each replica of the service at `path` is placed on a node.
+async fn nodes_of(user: &User, path: &str) -> Vec<bool> {
+    let (_, list) = json_call(user, "GET", path, Value::Null).await;
+    list["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|r| r["node"].is_string())
+        .collect()
+}
+
+/// Waits (60 s) until the replicas at `path` are placed as `want` says.
+async fn wait(what: &str, user: &User, path: &str, want: Vec<bool>) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = nodes_of(user, path).await;
+        if now == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: placed {now:?}, wanted {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// A git server that answers nothing for 2 s, then hangs up: every build
