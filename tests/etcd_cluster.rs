@@ -429,7 +429,7 @@ async fn a_rolling_restart_of_two_apis_loses_no_request() {
     let cluster = EtcdCluster::start().await;
     let etcd = cluster.endpoints_flag();
     let addrs = [free_addr(), free_addr()];
-    let mut apis = vec![
+    let mut apis = [
         Some(start_api(&etcd, &addrs[0])),
         Some(start_api(&etcd, &addrs[1])),
     ];
@@ -479,14 +479,14 @@ async fn a_rolling_restart_of_two_apis_loses_no_request() {
         })
     };
     for round in 0..2 {
-        for i in 0..2 {
+        for (i, slot) in apis.iter_mut().enumerate() {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let old = apis[i].take().unwrap();
+            let old = slot.take().unwrap();
             let status = tokio::task::spawn_blocking(move || old.terminate())
                 .await
                 .unwrap();
             assert!(status.success(), "lb api {i} exits 0 on SIGTERM: {status}");
-            apis[i] = Some(start_api(&etcd, &addrs[i]));
+            *slot = Some(start_api(&etcd, &addrs[i]));
             eprintln!("round {round}: api {i} restarted");
         }
     }
