@@ -37,7 +37,7 @@ fn image(n: &str, tags: &[&str]) {
         .stdin
         .take()
         .unwrap()
-        .write_all(format!("FROM {base}\nLABEL lb.test.image-gc={n}\n").as_bytes())
+        .write_all(format!("FROM {base}\nLABEL lb.test.image-gc=\"{n}\"\n").as_bytes())
         .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
@@ -98,6 +98,8 @@ async fn unused_lb_images_beyond_the_newest_are_removed_and_nothing_else() {
         "--label",
         &format!("lb.node={node}"),
         &tag(&sid, 1),
+        "/bin/busybox",
+        "true",
     ]);
     cleanup.0.insert(0, container);
 
