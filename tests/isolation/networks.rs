@@ -4,16 +4,14 @@
 //! link-local address; published ports still answer from the host.
 //!
 //! lb listens on 0.0.0.0 here (free ports), so the host's lb ports are
-//! there to be reached but for the firewall. The link-local address is a
-//! dummy interface holding 169.254.169.254 with a listener of the test's
+//! there to be reached but for the firewall. The link-local address is
+//! 169.254.169.254 put on `lo` with a listener of the test's
 //! own, so "not reached" means the firewall, not a missing service. Run
 //! with `LB_NO_FIREWALL=1` to see the host and link-local checks fail.
 
 use super::harness::*;
 
 const LB: &str = env!("CARGO_BIN_EXE_lb");
-/// The dummy interface holding the link-local address.
-const METADATA_LINK: &str = "lbtest-md0";
 const METADATA: &str = "169.254.169.254";
 
 /// `lb up` listening on every address, and what it leaves behind: its
@@ -122,40 +120,34 @@ fn start_everywhere(data: &Path) -> Lb {
     }
 }
 
-/// A dummy interface holding 169.254.169.254, removed on drop.
+/// 169.254.169.254 on `lo`, removed on drop.
 struct Metadata;
 
 impl Metadata {
     fn add() -> Self {
+        // No dummy interfaces in every kernel: the address goes on `lo`.
+        let cidr = format!("{METADATA}/32");
         let _ = Command::new("ip")
-            .args(["link", "del", METADATA_LINK])
+            .args(["addr", "del", &cidr, "dev", "lo"])
             .output();
-        for args in [
-            vec!["link", "add", METADATA_LINK, "type", "dummy"],
-            vec![
-                "addr",
-                "add",
-                &format!("{METADATA}/32"),
-                "dev",
-                METADATA_LINK,
-            ],
-            vec!["link", "set", METADATA_LINK, "up"],
-        ] {
-            let out = Command::new("ip").args(&args).output().unwrap();
-            assert!(
-                out.status.success(),
-                "ip {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        let out = Command::new("ip")
+            .args(["addr", "add", &cidr, "dev", "lo"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ip addr add {cidr} dev lo: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Metadata
     }
 }
 
 impl Drop for Metadata {
     fn drop(&mut self) {
+        let cidr = format!("{METADATA}/32");
         let _ = Command::new("ip")
-            .args(["link", "del", METADATA_LINK])
+            .args(["addr", "del", &cidr, "dev", "lo"])
             .output();
     }
 }
@@ -377,7 +369,12 @@ fn projects_are_kept_apart_and_away_from_the_host() {
             let mut said = String::new();
             // The listener's loop may be between connections: a few tries.
             for _ in 0..10 {
-                let mut stream = std::net::TcpStream::connect((address, host_port)).unwrap();
+                said.clear();
+                let Ok(mut stream) = std::net::TcpStream::connect((address, host_port)) else {
+                    // Refused by the container itself between two `nc -l`.
+                    std::thread::sleep(Duration::from_millis(300));
+                    continue;
+                };
                 stream
                     .set_read_timeout(Some(Duration::from_secs(3)))
                     .unwrap();
