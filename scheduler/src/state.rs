@@ -306,10 +306,8 @@ impl State {
 
     fn delete(&mut self, key: &str) {
         match self.keys.parse(key) {
-            Some(Parsed::NodeStatus { nid }) => {
-                if self.low_disk.remove(nid).is_some() {
-                    self.capacity_changed();
-                }
+            Some(Parsed::NodeStatus { nid }) if self.low_disk.remove(nid).is_some() => {
+                self.capacity_changed();
             }
             Some(Parsed::NodeMeta { nid }) => {
                 self.nodes.remove(nid);
