@@ -59,7 +59,7 @@ async fn wait_build(user: &User, path: &str) -> Value {
     loop {
         let (_, body) = user.call("GET", path, Value::Null).await;
         let build: Value = serde_json::from_str(&body).unwrap_or_default();
-        let state = build["state"].as_str().unwrap_or_default();
+        let state = build["status"].as_str().unwrap_or_default();
         if !matches!(state, "queued" | "running" | "") {
             return build;
         }
@@ -121,7 +121,7 @@ fn a_backup_restores_into_a_new_data_dir() {
         let build = wait_build(&user, "/projects/keep/services/src/builds/1").await;
         (
             project["id"].as_str().unwrap().to_owned(),
-            build["state"].clone(),
+            build["status"].clone(),
         )
     });
     let _containers = ProjectContainers(project_id.clone());
@@ -195,7 +195,7 @@ fn a_backup_restores_into_a_new_data_dir() {
             .await;
         assert_eq!(status, 200, "{body}");
         let build: Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(build["state"], before_builds, "{build}");
+        assert_eq!(build["status"], before_builds, "{build}");
         // The restored registry serves the image ...
         let out = Command::new("skopeo")
             .args(["inspect", "--tls-verify=false", "--creds", "ann:password-1"])

@@ -1276,9 +1276,9 @@ async fn isolation_matrix(backend: Backend) {
         // Admin-only routes refuse a plain user with 403.
         let admin_only = route.path.ends_with("join-tokens")
             || route.path.starts_with("/api/v1/admin/")
-            || (route.method == "GET" && route.path.starts_with("/api/v1/nodes"))
             || route.path.starts_with("/api/v1/users/")
             || route.path == "/api/v1/backup"
+            || (route.method == "GET" && route.path.starts_with("/api/v1/nodes"))
             || (route.method == "DELETE" && route.path.contains("{n}"));
         let expected = if admin_only { 403 } else { route.ok.0 };
         // Rollback to a build that does not exist is a 404 even for those

@@ -1,6 +1,7 @@
 //! The websocket to the API (`/api/v1/nodes/connect`): assignments come in
 //! and go to the reconciler; statuses from the reconciler and periodic
 //! heartbeats go out. Reconnects with exponential backoff and jitter; a
+//! refused credential ends the daemon.
 //!
 //! Liveness both ways: the API pings every second, and a connection from
 //! which nothing came for [`API_SILENCE`] is dropped and made again. A node
@@ -9,34 +10,33 @@
 //! so it sets the reconciler's [`Fenced`] flag and sends it an empty desired
 //! set (every container killed and removed) until the API is back with the
 //! node's desired set.
-//! refused credential ends the daemon.
-use std::sync::atomic::Ordering;
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use lb_model::backoff::Backoff;
 use lb_model::protocol::{FromNode, ToNode};
-use tokio::time::Instant;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use crate::reconcile::Fenced;
 use crate::credential::Credential;
+use crate::reconcile::Fenced;
 use crate::runtime::Runtime;
 use crate::{Config, Error, Result};
 
 const HEARTBEAT: Duration = Duration::from_secs(5);
 /// The first reconnect delay, after a session that connected.
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// A connection from which nothing came for this long (the API pings every
 /// second) is given up and made again.
 const API_SILENCE: Duration = Duration::from_secs(3);
 /// How long an attempt to connect may take (a SYN dropped by a partition
 /// would otherwise wait for the kernel's retries, minutes).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// When the node last heard from the API, and what it learnt of the grace.
 #[derive(Debug)]
@@ -94,18 +94,18 @@ pub async fn run<R: Runtime>(
     runtime: &R,
     to_reconciler: mpsc::Sender<ToNode>,
     answers: mpsc::Sender<FromNode>,
-    fenced: Fenced,
     mut statuses: mpsc::Receiver<FromNode>,
+    fenced: Fenced,
 ) -> Result<()> {
     let url = format!("{}/api/v1/nodes/connect", config.api.trim_end_matches('/'))
         .replacen("http://", "ws://", 1)
         .replacen("https://", "wss://", 1);
+    let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
     let mut fence = Fence {
         heard: Instant::now(),
         grace: None,
         fenced,
     };
-    let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
     loop {
         match session(
             config,
@@ -114,8 +114,8 @@ pub async fn run<R: Runtime>(
             runtime,
             &to_reconciler,
             &answers,
-            &mut fence,
             &mut statuses,
+            &mut fence,
         )
         .await
         {
@@ -134,8 +134,8 @@ pub async fn run<R: Runtime>(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 /// One connection; answers whether it got as far as connecting.
+#[allow(clippy::too_many_arguments)]
 async fn session<R: Runtime>(
     config: &Config,
     credential: &Credential,
@@ -143,8 +143,8 @@ async fn session<R: Runtime>(
     runtime: &R,
     to_reconciler: &mpsc::Sender<ToNode>,
     answers: &mpsc::Sender<FromNode>,
-    fence: &mut Fence,
     statuses: &mut mpsc::Receiver<FromNode>,
+    fence: &mut Fence,
 ) -> Result<bool> {
     let mut request = url
         .into_client_request()
@@ -186,15 +186,15 @@ async fn session<R: Runtime>(
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     let mut containers = 0u32;
     // Streams live as long as this connection: dropping the table closes them.
+    let mut streams = crate::streams::Table::default();
     // The last frame of any kind on this connection.
     let mut heard = Instant::now();
-    let mut streams = crate::streams::Table::default();
     loop {
+        tokio::select! {
             _ = tokio::time::sleep_until(heard + API_SILENCE) => {
                 return Err(Error::Join(format!("nothing from the API for {} s", API_SILENCE.as_secs())));
             }
             _ = fence.wait() => fence.fence(to_reconciler).await,
-        tokio::select! {
             _ = heartbeat.tick() => {
                 send(&mut tx, &FromNode::Heartbeat(crate::host::status_of(config, containers))).await?;
             }
@@ -206,6 +206,7 @@ async fn session<R: Runtime>(
                 }
                 send(&mut tx, &status).await?;
             }
+            incoming = rx.next() => {
                 // Frames that waited in the socket while this process did
                 // not run (stopped, starved) do not undo a silence already
                 // past: the fence and the reconnect come first.
@@ -220,7 +221,6 @@ async fn session<R: Runtime>(
                     heard = now;
                     fence.heard = now;
                 }
-            incoming = rx.next() => {
                 let text = match incoming {
                     Some(Ok(Message::Text(text))) => text,
                     Some(Ok(Message::Close(_))) | None => return Ok(true),
@@ -256,10 +256,10 @@ async fn session<R: Runtime>(
                             routes.send_replace(std::sync::Arc::new(*table));
                         }
                     }
+                    Ok(message) => {
                         if let ToNode::Desired { grace_ms, .. } = &message {
                             fence.desired(*grace_ms);
                         }
-                    Ok(message) => {
                         if to_reconciler.send(message).await.is_err() {
                             return Ok(true);
                         }

@@ -145,8 +145,8 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send) 
     let (to_channel, from_reconciler) = mpsc::channel(4096);
     // Streams (logs, exec) get their own Docker client: the reconciler's
     // holds its long-lived events request.
-    let fenced = reconcile::Fenced::default();
     let streams = runtime::DockerRuntime::connect(&credential.id).await?;
+    let fenced = reconcile::Fenced::default();
     let reconciler = reconcile::Reconciler::new(
         docker,
         config.port_range.clone(),

@@ -213,6 +213,7 @@ impl EtcdStore {
         if let Some((user, password)) = access.user()? {
             options = options.with_user(user, password);
         }
+        let members = std::sync::Arc::new(Members::new(endpoints, options.clone()));
         let shown = endpoints.join(",");
         let unreachable =
             |e: String| Error::Unavailable(format!("cannot reach etcd at {shown}: {e}"));
@@ -221,11 +222,11 @@ impl EtcdStore {
             ec::Client::connect(endpoints, Some(options)),
         )
         .await
-        let members = std::sync::Arc::new(Members::new(endpoints, options.clone()));
         .map_err(|_| unreachable("timed out".into()))?
         .map_err(|e| unreachable(e.to_string()))?;
         let store = Self {
             client,
+            members,
             endpoints: endpoints.to_vec(),
             limits: Limits::default(),
             key_dir: None,
@@ -235,7 +236,6 @@ impl EtcdStore {
             Ok(Err(Error::Unavailable(e))) => return Err(unreachable(e)),
             Ok(Err(e)) => return Err(e),
             Ok(Ok(_)) => {}
-            members,
         }
         Ok(store)
     }
@@ -622,9 +622,9 @@ async fn run_watch(
             next = last + 1;
         }
         drop(watcher);
-        tracing::debug!(%prefix, next, "watch stream lost, re-opening");
-    }
-}
         // The member may be gone (or frozen: the keep-alive pings found it
         // silent): re-open on the next one.
         members.failed(members.current());
+        tracing::debug!(%prefix, next, "watch stream lost, re-opening");
+    }
+}

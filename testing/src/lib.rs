@@ -3,8 +3,8 @@
 //! stopped when dropped, and the local busybox test image (nothing can be
 //! pulled on the machines lb is tested on).
 
-pub mod netns;
 pub mod etcd_cluster;
+pub mod netns;
 pub mod pebble;
 
 use std::net::TcpListener;

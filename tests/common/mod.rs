@@ -75,6 +75,7 @@ impl Cluster {
     }
 
     /// Starts with API settings changed by `configure`.
+    pub async fn start_with(configure: impl FnOnce(&mut lb_api::Config)) -> Self {
         Self::start_graced(Duration::from_secs(2), configure).await
     }
 
@@ -84,7 +85,6 @@ impl Cluster {
         node_grace: Duration,
         configure: impl FnOnce(&mut lb_api::Config),
     ) -> Self {
-    pub async fn start_with(configure: impl FnOnce(&mut lb_api::Config)) -> Self {
         lb_testing::busybox_image();
         let dir = tempfile::tempdir().unwrap();
         let store: Shared = Arc::new(

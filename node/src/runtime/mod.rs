@@ -10,8 +10,8 @@ mod docker;
 pub(crate) mod fake;
 pub mod images;
 pub mod network;
-
 pub mod pull;
+
 use std::future::Future;
 use std::pin::Pin;
 
