@@ -65,11 +65,7 @@ pub async fn backup(source: Source, to: &Path) -> anyhow::Result<()> {
             let mut file = private(to)?;
             let mut bytes = 0u64;
             use std::io::Write;
-            while let Some(chunk) = resp
-                .chunk()
-                .await
-                .context("backup download broke off")?
-            {
+            while let Some(chunk) = resp.chunk().await.context("backup download broke off")? {
                 file.write_all(&chunk)
                     .with_context(|| format!("cannot write {}", to.display()))?;
                 bytes += chunk.len() as u64;

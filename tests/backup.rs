@@ -207,7 +207,20 @@ fn a_backup_restores_into_a_new_data_dir() {
             "skopeo inspect: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        // ... and the replica runs again, pulled from it.
+        // ... and the replica runs again, pulled from it: a container of the
+        // project (the restored status may still name the old node's).
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let filter = format!("label=lb.project={project_id}");
+            let ids = docker(&["ps", "-q", "--filter", &filter]);
+            if !ids.trim().is_empty() {
+                let image = docker(&["inspect", "-f", "{{.Config.Image}}", ids.trim()]);
+                assert!(image.contains(&registry), "{image}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "no replica of web within 120 s");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
         user.running("keep", "web", 1).await;
     });
     up.stop();

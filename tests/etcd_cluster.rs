@@ -20,6 +20,7 @@ const LB: &str = env!("CARGO_BIN_EXE_lb");
 struct Up {
     child: Child,
     url: String,
+    #[allow(dead_code)] // keeps the reader thread alive with the child
     stderr: Option<std::thread::JoinHandle<String>>,
 }
 

@@ -44,6 +44,8 @@ pub struct Cluster {
     pub keys: Keys,
     pub api: String,
     pub token: String,
+    /// The admin's token: `/nodes` routes are the admin's.
+    pub admin_token: String,
     pub client: reqwest::Client,
     pub dir: tempfile::TempDir,
     pub nodes: Vec<String>,
@@ -135,11 +137,23 @@ impl Cluster {
             .await
             .unwrap();
         let token = login["token"].as_str().unwrap().to_owned();
+        // Nodes are the admin's to read.
+        let admin: Value = client
+            .post(format!("{api}/api/v1/auth/login"))
+            .json(&json!({"username": "admin", "password": "admin-password"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let admin_token = admin["token"].as_str().unwrap().to_owned();
         let cluster = Cluster {
             store,
             keys: Keys::default(),
             api,
             token,
+            admin_token,
             client,
             dir,
             nodes: Vec::new(),
@@ -229,7 +243,11 @@ impl Cluster {
         let mut req = self
             .client
             .request(method.parse().unwrap(), url)
-            .bearer_auth(&self.token);
+            .bearer_auth(if path.starts_with("/nodes") {
+                &self.admin_token
+            } else {
+                &self.token
+            });
         if !body.is_null() {
             req = req.json(&body);
         }

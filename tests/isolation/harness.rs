@@ -151,6 +151,7 @@ impl User {
     }
 
     /// Logs in as an existing user (password `password-1`).
+    #[allow(dead_code)] // tests/backup.rs
     pub async fn log_in(api: &str, name: &str) -> Self {
         let client = reqwest::Client::new();
         let login: Value = client

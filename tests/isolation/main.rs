@@ -12,7 +12,7 @@ mod harness;
 
 mod builds;
 mod confined;
-mod networks;
 mod images;
+mod networks;
 mod private;
 mod quotas;
