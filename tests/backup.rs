@@ -60,7 +60,9 @@ async fn wait_build(user: &User, path: &str) -> Value {
         let (_, body) = user.call("GET", path, Value::Null).await;
         let build: Value = serde_json::from_str(&body).unwrap_or_default();
         let state = build["status"].as_str().unwrap_or_default();
-        if !matches!(state, "queued" | "running" | "") {
+        // Until it ended (the restored builder would fail one it had
+        // been running: "the builder running this build stopped").
+        if matches!(state, "succeeded" | "failed" | "canceled") {
             return build;
         }
         assert!(Instant::now() < deadline, "build still {state}: {build}");

@@ -46,7 +46,7 @@ async fn a_node_below_min_free_disk_gets_no_replicas_and_says_why() {
                     && r[0]["message"]
                         .as_str()
                         .unwrap_or("")
-                        .contains("disk free, below --min-free-disk 100%")
+                        .contains("below --min-free-disk 100%")
             },
         )
         .await;

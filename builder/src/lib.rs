@@ -36,6 +36,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The build worker ended (a panic, or an early return) while lb
+    /// serves: the caller restarts the builder.
+    #[error("the build worker stopped: {0}")]
+    Worker(String),
 }
 
 /// Builder settings.
@@ -197,19 +201,44 @@ pub async fn run(
             },
         ));
     }
-    if let Some(worker) = worker {
+    let worker = worker.map(|worker| {
         let mut rx = rx.clone();
         tokio::spawn(worker.run(async move {
             let _ = rx.changed().await;
-        }));
+        }))
+    });
+    let serve = bound.registry.serve(bound.listener, async move {
+        shutdown.await;
+        let _ = tx.send(true);
+    });
+    tokio::pin!(serve);
+    let Some(mut worker) = worker else {
+        serve.await;
+        return Ok(());
+    };
+    tokio::select! {
+        _ = &mut serve => Ok(()),
+        ended = &mut worker => {
+            if *rx.borrow() {
+                // Shutting down: the worker stopped as asked.
+                serve.await;
+                return Ok(());
+            }
+            // A worker that died while lb serves is no builder at all:
+            // say so, so the supervisor restarts the role.
+            Err(Error::Worker(match ended {
+                Err(e) if e.is_panic() => {
+                    let panic = e.into_panic();
+                    let text = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    format!("panicked: {text}")
+                }
+                Err(e) => e.to_string(),
+                Ok(()) => "it returned".into(),
+            }))
+        }
     }
-    bound
-        .registry
-        .serve(bound.listener, async move {
-            shutdown.await;
-            let _ = tx.send(true);
-        })
-        .await;
-    drop(rx);
-    Ok(())
 }

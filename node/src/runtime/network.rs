@@ -105,29 +105,67 @@ impl Networks {
         if self.exists(&name).await? {
             return Ok((held, name));
         }
-        let options = CreateNetworkOptions {
-            name: name.clone(),
-            check_duplicate: true,
-            driver: "bridge".to_owned(),
-            options: HashMap::from([(BRIDGE_NAME_OPTION.to_owned(), bridge_name(&name))]),
-            labels: HashMap::from([
-                (labels::NODE.to_owned(), self.node.clone()),
-                (labels::PROJECT.to_owned(), project.to_owned()),
-            ]),
-            ..Default::default()
-        };
-        match self.docker.create_network(options).await {
-            Ok(_) => {
-                tracing::info!(network = %name, "project network created");
-                Ok((held, name))
+        // Docker's default address pools hold about 30 bridge networks per
+        // engine: project networks take /24s of lb's own range instead, the
+        // first one no network of the engine uses (another engine's user
+        // may take one meanwhile: then the next).
+        let taken = self.subnets_in_use().await?;
+        let mut free = free_subnets(&taken);
+        loop {
+            let Some(subnet) = free.next() else {
+                return Err(Error::Engine(format!(
+                    "cannot create the project network {name}: every /24 of {PROJECT_RANGE} is in use"
+                )));
+            };
+            let options = CreateNetworkOptions {
+                name: name.clone(),
+                check_duplicate: true,
+                driver: "bridge".to_owned(),
+                options: HashMap::from([(BRIDGE_NAME_OPTION.to_owned(), bridge_name(&name))]),
+                labels: HashMap::from([
+                    (labels::NODE.to_owned(), self.node.clone()),
+                    (labels::PROJECT.to_owned(), project.to_owned()),
+                ]),
+                ipam: bollard::models::Ipam {
+                    config: Some(vec![bollard::models::IpamConfig {
+                        subnet: Some(subnet.clone()),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            match self.docker.create_network(options).await {
+                Ok(_) => {
+                    tracing::info!(network = %name, %subnet, "project network created");
+                    return Ok((held, name));
+                }
+                // Made meanwhile by someone else.
+                Err(e) if is_status(&e, &[409]) => return Ok((held, name)),
+                // The subnet was taken meanwhile ("Pool overlaps").
+                Err(e) if e.to_string().contains("overlap") => continue,
+                Err(e) => {
+                    return Err(Error::Engine(format!(
+                        "cannot create the project network {name}: {}",
+                        Error::from(e)
+                    )))
+                }
             }
-            // Made meanwhile by someone else.
-            Err(e) if is_status(&e, &[409]) => Ok((held, name)),
-            Err(e) => Err(Error::Engine(format!(
-                "cannot create the project network {name}: {}",
-                Error::from(e)
-            ))),
         }
+    }
+
+    /// The IPv4 subnets of every network of the engine.
+    async fn subnets_in_use(&self) -> Result<HashSet<String>> {
+        let networks = self
+            .docker
+            .list_networks(None::<ListNetworksOptions<String>>)
+            .await?;
+        Ok(networks
+            .into_iter()
+            .filter_map(|n| n.ipam?.config)
+            .flatten()
+            .filter_map(|c| c.subnet)
+            .collect())
     }
 
     async fn exists(&self, name: &str) -> Result<bool> {
@@ -222,6 +260,16 @@ impl Networks {
     }
 }
 
+/// The range project networks take their /24s from.
+pub const PROJECT_RANGE: &str = "10.213.0.0/16";
+
+/// The /24s of [`PROJECT_RANGE`] not in `taken`, in order.
+fn free_subnets(taken: &HashSet<String>) -> impl Iterator<Item = String> + '_ {
+    (0..=255u32)
+        .map(|n| format!("10.213.{n}.0/24"))
+        .filter(move |s| !taken.contains(s))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,5 +304,13 @@ mod tests {
         let endpoints = config.networking_config.unwrap().endpoints_config;
         assert_eq!(endpoints.len(), 1);
         assert_eq!(endpoints["lb-p-n"].aliases, Some(vec!["web".to_owned()]));
+    }
+
+    #[test]
+    fn project_networks_take_the_first_free_24_of_lbs_range() {
+        let taken = HashSet::from(["10.213.0.0/24".to_owned(), "10.213.2.0/24".to_owned()]);
+        let free: Vec<String> = free_subnets(&taken).take(3).collect();
+        assert_eq!(free, ["10.213.1.0/24", "10.213.3.0/24", "10.213.4.0/24"]);
+        assert_eq!(free_subnets(&HashSet::new()).count(), 256);
     }
 }
