@@ -278,10 +278,18 @@ fn plan(
     let generation = service.meta.generation;
     let desired = service.spec.replicas as usize;
 
-    // Replicas on lost nodes go; the count below brings replacements.
+    // Replicas on lost nodes go, and on nodes that no longer exist (a
+    // node forgotten before this scheduler's listing, as `lb up` does to
+    // its old local node after a restore); the count below brings
+    // replacements.
     let mut live: Vec<&Placed> = Vec::new();
     for p in &service.replicas {
-        if p.replica.node.as_ref().is_some_and(|n| lost.contains(n)) {
+        if p
+            .replica
+            .node
+            .as_ref()
+            .is_some_and(|n| lost.contains(n) || !state.nodes.contains_key(n))
+        {
             tracing::info!(replica = %p.replica.id, node = ?p.replica.node, "node lost: moving its replica");
             units.push(remove(p));
         } else {

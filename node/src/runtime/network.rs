@@ -128,6 +128,7 @@ impl Networks {
                 ]),
                 ipam: bollard::models::Ipam {
                     config: Some(vec![bollard::models::IpamConfig {
+                        gateway: Some(subnet.replace(".0/24", ".1")),
                         subnet: Some(subnet.clone()),
                         ..Default::default()
                     }]),
