@@ -284,8 +284,7 @@ fn plan(
     // replacements.
     let mut live: Vec<&Placed> = Vec::new();
     for p in &service.replicas {
-        if p
-            .replica
+        if p.replica
             .node
             .as_ref()
             .is_some_and(|n| lost.contains(n) || !state.nodes.contains_key(n))
