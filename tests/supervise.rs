@@ -139,6 +139,10 @@ async fn a_panicking_builder_is_shown_down_and_restarted() {
 async fn a_panicking_scheduler_is_restarted_and_still_places() {
     let dir = tempfile::tempdir().unwrap();
     let up = start("scheduler", dir.path());
+    // The first start panics at once and the restart comes after a 1 s
+    // backoff; readiness says "running" before the panic as well, so give
+    // the restart its time first.
+    tokio::time::sleep(Duration::from_secs(4)).await;
     up.wait_ready("ready", Duration::from_secs(20), |s, b| {
         s == 200 && b.contains("scheduler: running")
     })
