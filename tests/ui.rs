@@ -433,6 +433,9 @@ async fn run(b: &Browser, image: &str, repo: &str) {
         .js(&format!("{AS_ADMIN}.then(() => fetch('/api/v1/nodes')).then(r => r.json()).then(j => j.items.map(n => n.id))"))
         .await;
     assert_eq!(b.js(AS_ALICE).await, 200, "alice logged in again");
+    // A new session: the page's CSRF token is the old one's until reloaded.
+    b.goto("/projects/demo/services/web").await;
+    b.js("window.__loaded_once = true; return true").await;
     *b.containers.0.lock().unwrap() = nodes
         .as_array()
         .unwrap()
