@@ -107,6 +107,7 @@ pub async fn run<R: Runtime>(
         fenced,
     };
     loop {
+        let started = Instant::now();
         match session(
             config,
             credential,
@@ -123,6 +124,12 @@ pub async fn run<R: Runtime>(
             Err(err) => tracing::warn!(error = %err, "channel to the API lost"),
             Ok(true) => backoff.reset(),
             Ok(false) => {}
+        }
+        // A session that heard from the API was up, however it ended: the
+        // next attempt starts from the first delay (else each partition
+        // left the backoff longer, up to its 30 s, after the heal).
+        if fence.heard > started {
+            backoff.reset();
         }
         let wake = Instant::now() + backoff.next_delay();
         loop {
