@@ -62,7 +62,7 @@ pub async fn backup(source: Source, to: &Path) -> anyhow::Result<()> {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("?")
                 .to_owned();
-            let mut file = private(to)?;
+            let mut file = lb_api::backup::private_file(to)?;
             let mut bytes = 0u64;
             use std::io::Write;
             while let Some(chunk) = resp.chunk().await.context("backup download broke off")? {
@@ -138,15 +138,4 @@ async fn login_token(
         .as_str()
         .map(str::to_owned)
         .context("the login answer has no token")
-}
-
-fn private(path: &Path) -> anyhow::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))
 }

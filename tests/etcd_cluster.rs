@@ -33,7 +33,7 @@ impl Drop for Up {
 
 #[allow(clippy::zombie_processes)] // waited for by Up's Drop
 fn start(etcd: &str, dir: &std::path::Path) -> Up {
-    let mut child = Command::new(LB)
+    let child = Command::new(LB)
         .args(["up", "--listen", "127.0.0.1:0", "--etcd", etcd])
         .args(["--node-grace", "5s", "--data-dir"])
         .arg(dir)
@@ -45,6 +45,11 @@ fn start(etcd: &str, dir: &std::path::Path) -> Up {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start lb up");
+    wait_up(child, "lb up")
+}
+
+/// Waits (60 s) for a started `lb up`/`lb api` to print its URL.
+fn wait_up(mut child: Child, what: &str) -> Up {
     let mut stderr = child.stderr.take().unwrap();
     let stderr = std::thread::spawn(move || {
         let mut s = String::new();
@@ -61,9 +66,14 @@ fn start(etcd: &str, dir: &std::path::Path) -> Up {
         }
     });
     loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("lb up printed no URL within 60 s");
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{what} printed no URL within 60 s: {}",
+                stderr.join().unwrap_or_default()
+            );
+        };
         if let Some(rest) = line.strip_prefix("lb is up: ") {
             let url = rest.split_whitespace().next().unwrap();
             return Up {
@@ -341,7 +351,7 @@ async fn lb_rides_through_etcd_member_faults_and_a_full_restart() {
 /// Starts `lb api` on `etcd`, listening on `listen`.
 #[allow(clippy::zombie_processes)] // waited for by Up's Drop
 fn start_api(etcd: &str, listen: &str) -> Up {
-    let mut child = Command::new(LB)
+    let child = Command::new(LB)
         .args(["api", "--listen", listen, "--etcd", etcd, "--no-acme"])
         .env_remove("LB_LISTEN")
         .env("LB_ADMIN_PASSWORD", "admin-password-1")
@@ -349,25 +359,7 @@ fn start_api(etcd: &str, listen: &str) -> Up {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start lb api");
-    let mut stderr = child.stderr.take().unwrap();
-    let stderr = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    for line in stdout.lines().map_while(Result::ok) {
-        if let Some(rest) = line.strip_prefix("lb is up: ") {
-            let url = rest.split_whitespace().next().unwrap();
-            return Up {
-                child,
-                url: format!("{}/api/v1", url.trim_end_matches('/')),
-                stderr: Some(stderr),
-            };
-        }
-    }
-    let _ = child.kill();
-    panic!("lb api exited before it was up: {}", stderr.join().unwrap());
+    wait_up(child, "lb api")
 }
 
 impl Up {

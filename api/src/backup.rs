@@ -216,7 +216,7 @@ fn copy_tree<W: Write>(
 }
 
 /// Creates `path` readable by its owner only: a backup holds every secret.
-fn private_file(path: &Path) -> Result<File, Error> {
+pub fn private_file(path: &Path) -> Result<File, Error> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .write(true)
