@@ -11,7 +11,11 @@
 //! writes only when they cannot have reached etcd (the connection was
 //! refused, the member has no leader). A write that may have been applied
 //! (no answer in time) is reported as [`Error::Unavailable`], and the
-//! caller decides, as with any lost answer.
+//! caller decides, as with any lost answer. Such a write may land much
+//! later, after writes made since: a frozen member reads the request from
+//! its socket when it runs again (seen in `tests/etcd_cluster.rs`: a put
+//! without an answer applied 40 revisions later). Only a conditional write
+//! (`put_if`, `create`) is safe to retry.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
