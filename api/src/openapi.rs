@@ -742,6 +742,10 @@ fn operation(route: &Route) -> Value {
         params.push(json!({"name": "tail", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 10000}}));
         params.push(json!({"name": "follow", "in": "query", "schema": {"type": "boolean"}}));
         params.push(json!({"name": "replica", "in": "query", "schema": {"type": "string"}}));
+        params.push(
+            json!({"name": "timestamps", "in": "query", "schema": {"type": "boolean"},
+            "description": "each line starts with its RFC 3339 time"}),
+        );
     }
     for query in route.query {
         params.push(

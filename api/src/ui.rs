@@ -63,6 +63,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         "account.html",
         include_str!("../../templates/ui/account.html"),
     ),
+    (
+        "notfound.html",
+        include_str!("../../templates/ui/notfound.html"),
+    ),
 ];
 
 const STATIC: &[(&str, &str, &str)] = &[
@@ -131,6 +135,9 @@ struct Page<'a> {
     service: Option<String>,
     /// Where the login page goes after logging in (a checked path).
     next: Option<String>,
+    /// The git vendors whose OAuth application this server has (only they
+    /// get a "Link" button).
+    vendors: Vec<&'static str>,
 }
 
 fn render(page: Page<'_>) -> Response {
@@ -143,6 +150,7 @@ fn render(page: Page<'_>) -> Response {
     c.insert("project", &page.project.unwrap_or_default());
     c.insert("service", &page.service.unwrap_or_default());
     c.insert("next", &page.next.unwrap_or_default());
+    c.insert("vendors", &page.vendors.join(" "));
     match tera().render(page.template, &c) {
         Ok(html) => with_page_headers(warp::reply::html(html).into_response()),
         Err(e) => ApiError::internal(format!("rendering {}: {e}", page.template)).into_reply(),
@@ -202,6 +210,24 @@ async fn page(
             .collect();
         return redirect(&format!("/login?next={next}"));
     };
+    let vendors = configured_vendors(&ctx);
+    // A project or service the caller cannot see gets a real 404 page (not
+    // a page that says "Loading…" for ever).
+    if let Some(missing) = missing(&ctx, &caller, project.as_deref(), service.as_deref()).await {
+        let mut reply = render(Page {
+            template: "notfound.html",
+            title: "Not found".into(),
+            script: "lb",
+            caller: Some(&caller),
+            csrf: Some(csrf),
+            project: Some(missing),
+            service: None,
+            next: None,
+            vendors,
+        });
+        *reply.status_mut() = StatusCode::NOT_FOUND;
+        return reply;
+    }
     render(Page {
         template,
         title,
@@ -211,7 +237,41 @@ async fn page(
         project,
         service,
         next: None,
+        vendors,
     })
+}
+
+/// What the page names that the caller cannot see ("project \"x\""), if
+/// anything; `None` when it is there (or the store could not answer: the
+/// page's script then shows the error).
+async fn missing(
+    ctx: &Ctx,
+    caller: &Caller,
+    project: Option<&str>,
+    service: Option<&str>,
+) -> Option<String> {
+    let project = project?;
+    let gone =
+        |e: &ApiError| e.status == StatusCode::NOT_FOUND || e.status == StatusCode::FORBIDDEN;
+    match crate::ops::resolve::project(ctx, caller, project).await {
+        Err(e) if gone(&e) => return Some(format!("project \"{project}\"")),
+        Err(_) => return None,
+        Ok(_) => {}
+    }
+    let service = service?;
+    match crate::ops::resolve::service(ctx, caller, project, service).await {
+        Err(e) if gone(&e) => Some(format!("service \"{service}\" in project \"{project}\"")),
+        _ => None,
+    }
+}
+
+/// The vendors whose OAuth application is configured.
+fn configured_vendors(ctx: &Ctx) -> Vec<&'static str> {
+    lb_model::Vendor::ALL
+        .into_iter()
+        .filter(|v| ctx.config.vendors.get(*v).is_some())
+        .map(|v| v.as_str())
+        .collect()
 }
 
 fn with_ctx(ctx: Ctx) -> impl Filter<Extract = (Ctx,), Error = std::convert::Infallible> + Clone {
@@ -262,6 +322,7 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
                     project: Some(mode.into()),
                     service: None,
                     next: Some(next),
+                    vendors: Vec::new(),
                 })
             },
         );

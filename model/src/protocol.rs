@@ -39,6 +39,9 @@ pub enum ToNode {
         replica: String,
         /// Lines from the end (at most 10,000).
         tail: u32,
+        /// Each line starts with its RFC 3339 time, as Docker recorded it.
+        #[serde(default)]
+        timestamps: bool,
     },
     /// Run a command in a replica's container; answered by [`FromNode::Exec`].
     Exec {
@@ -89,6 +92,9 @@ pub enum StreamKind {
         tail: u32,
         /// Keep streaming new output until the container stops.
         follow: bool,
+        /// Each line starts with its RFC 3339 time, as Docker recorded it.
+        #[serde(default)]
+        timestamps: bool,
     },
     /// A command run in the replica's container, with stdin attached.
     Exec {

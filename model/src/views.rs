@@ -257,6 +257,12 @@ pub struct ReplicaView {
     /// Why the last health check failed.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub health_message: String,
+    /// How its container last ended (absent while it never has).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+    /// Whether that end was an out-of-memory kill.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub oom_killed: bool,
 }
 
 /// A node as shown by `GET /nodes` and `GET /nodes/{n}`.

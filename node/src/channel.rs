@@ -235,10 +235,10 @@ async fn session<R: Runtime>(
                     Some(Err(err)) => return Err(Error::Join(format!("channel error: {err}"))),
                 };
                 match serde_json::from_str::<ToNode>(&text) {
-                    Ok(ToNode::Logs { request, replica, tail }) => {
+                    Ok(ToNode::Logs { request, replica, tail, timestamps }) => {
                         let (runtime, answers) = (runtime.clone(), answers.clone());
                         tokio::spawn(async move {
-                            let result = runtime.logs(&replica, tail.min(10_000)).await.map_err(|e| e.to_string());
+                            let result = runtime.logs(&replica, tail.min(10_000), timestamps).await.map_err(|e| e.to_string());
                             let _ = answers.send(FromNode::Logs { request, result }).await;
                         });
                     }

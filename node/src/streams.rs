@@ -38,17 +38,13 @@ impl Table {
         let (runtime, up) = (runtime.clone(), up.clone());
         tokio::spawn(async move {
             let ended = match kind {
-                StreamKind::Logs { tail, follow } => {
-                    logs(
-                        &runtime,
-                        &up,
-                        &stream,
-                        &replica,
-                        tail.min(10_000),
-                        follow,
-                        rx,
-                    )
-                    .await
+                StreamKind::Logs {
+                    tail,
+                    follow,
+                    timestamps,
+                } => {
+                    let what = (tail.min(10_000), follow, timestamps);
+                    logs(&runtime, &up, &stream, &replica, what, rx).await
                 }
                 StreamKind::Exec {
                     command,
@@ -107,12 +103,11 @@ async fn logs<R: Runtime>(
     up: &mpsc::Sender<FromNode>,
     stream: &str,
     replica: &str,
-    tail: u32,
-    follow: bool,
+    (tail, follow, timestamps): (u32, bool, bool),
     mut closed: mpsc::Receiver<StreamInput>,
 ) -> Result<Option<i64>, String> {
     let mut output = runtime
-        .log_stream(replica, tail, follow)
+        .log_stream(replica, tail, follow, timestamps)
         .await
         .map_err(|e| e.to_string())?;
     loop {

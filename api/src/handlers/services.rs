@@ -159,6 +159,8 @@ pub struct LogsQuery {
     pub follow: Option<bool>,
     /// The replica (default: the first running one).
     pub replica: Option<String>,
+    /// Each line starts with its RFC 3339 time, as Docker recorded it.
+    pub timestamps: Option<bool>,
     /// A browser's token on a websocket (read by the authentication).
     #[serde(default, rename = "access_token")]
     pub _access_token: Option<String>,
@@ -190,10 +192,11 @@ pub async fn logs(
     let tail = replicas::check_tail(query.tail)?;
     let loaded = resolve::service(&ctx, &caller, &p, &s).await?;
     let (replica, node) = replicas::target(&ctx, &loaded, query.replica.as_deref()).await?;
+    let timestamps = query.timestamps.unwrap_or(false);
     if query.follow == Some(true) {
-        return super::streams::follow_text(&ctx, &node, &replica, tail).await;
+        return super::streams::follow_text(&ctx, &node, &replica, tail, timestamps).await;
     }
-    let text = replicas::logs(&ctx, &node, &replica, tail).await?;
+    let text = replicas::logs(&ctx, &node, &replica, tail, timestamps).await?;
     Ok(warp::reply::with_header(text, "content-type", "text/plain; charset=utf-8").into_response())
 }
 

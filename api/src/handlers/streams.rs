@@ -32,11 +32,19 @@ const START_WITHIN: Duration = Duration::from_secs(30);
 
 /// `GET .../logs?follow=true` over HTTP: the output as a chunked text body
 /// that ends when the container stops or the client hangs up.
-pub async fn follow_text(ctx: &Ctx, node: &str, replica: &str, tail: u32) -> Result<Response> {
-    let session = ctx
-        .streams
-        .open(node, replica, StreamKind::Logs { tail, follow: true })
-        .await?;
+pub async fn follow_text(
+    ctx: &Ctx,
+    node: &str,
+    replica: &str,
+    tail: u32,
+    timestamps: bool,
+) -> Result<Response> {
+    let kind = StreamKind::Logs {
+        tail,
+        follow: true,
+        timestamps,
+    };
+    let session = ctx.streams.open(node, replica, kind).await?;
     let body = futures::stream::unfold(Some(session), |session| async move {
         let mut session = session?;
         match session.output.recv().await {
@@ -69,11 +77,12 @@ pub async fn logs_ws(
     let tail = check_tail(query.tail)?;
     let loaded = resolve::service(&ctx, &caller, &p, &s).await?;
     let (replica, node) = stream_target(&ctx, &loaded, query.replica.as_deref()).await?;
-    let follow = query.follow.unwrap_or(false);
-    let session = ctx
-        .streams
-        .open(&node, &replica, StreamKind::Logs { tail, follow })
-        .await?;
+    let kind = StreamKind::Logs {
+        tail,
+        follow: query.follow.unwrap_or(false),
+        timestamps: query.timestamps.unwrap_or(false),
+    };
+    let session = ctx.streams.open(&node, &replica, kind).await?;
     Ok(ws
         .on_upgrade(move |socket| {
             let (tx, rx) = socket.split();

@@ -82,6 +82,8 @@ fn view(loaded: &LoadedService, replica: Replica, status: ReplicaStatus) -> Repl
         message,
         health: status.health,
         health_message: status.health_message,
+        exit_code: status.exit_code,
+        oom_killed: status.oom_killed,
     }
 }
 
@@ -147,11 +149,18 @@ pub async fn target(
 }
 
 /// The last `tail` lines of a replica's output, asked of its node.
-pub async fn logs(ctx: &Ctx, node: &str, replica: &str, tail: u32) -> Result<String> {
+pub async fn logs(
+    ctx: &Ctx,
+    node: &str,
+    replica: &str,
+    tail: u32,
+    timestamps: bool,
+) -> Result<String> {
     let make = |request| ToNode::Logs {
         request,
         replica: replica.to_owned(),
         tail,
+        timestamps,
     };
     match ctx.streams.ask(node, make, Duration::from_secs(30)).await? {
         FromNode::Logs {

@@ -454,11 +454,12 @@ impl Runtime for DockerRuntime {
         })
     }
 
-    async fn logs(&self, replica: &str, tail: u32) -> Result<String> {
+    async fn logs(&self, replica: &str, tail: u32, timestamps: bool) -> Result<String> {
         let id = self.container_of(replica).await?;
         let options = LogsOptions::<String> {
             stdout: true,
             stderr: true,
+            timestamps,
             tail: tail.to_string(),
             ..Default::default()
         };
@@ -473,12 +474,19 @@ impl Runtime for DockerRuntime {
         Ok(String::from_utf8_lossy(&out).into_owned())
     }
 
-    async fn log_stream(&self, replica: &str, tail: u32, follow: bool) -> Result<Output> {
+    async fn log_stream(
+        &self,
+        replica: &str,
+        tail: u32,
+        follow: bool,
+        timestamps: bool,
+    ) -> Result<Output> {
         let id = self.container_of(replica).await?;
         let options = LogsOptions::<String> {
             stdout: true,
             stderr: true,
             follow,
+            timestamps,
             tail: tail.to_string(),
             ..Default::default()
         };

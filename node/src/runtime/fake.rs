@@ -296,12 +296,18 @@ impl Runtime for Fake {
         Ok(s.exits.get(id).cloned().unwrap_or_default())
     }
 
-    async fn logs(&self, replica: &str, _tail: u32) -> Result<String> {
+    async fn logs(&self, replica: &str, _tail: u32, _timestamps: bool) -> Result<String> {
         self.record(Call::Logs(replica.to_owned()));
         Ok(format!("logs of {replica}\n"))
     }
 
-    async fn log_stream(&self, replica: &str, _tail: u32, _follow: bool) -> Result<Output> {
+    async fn log_stream(
+        &self,
+        replica: &str,
+        _tail: u32,
+        _follow: bool,
+        _timestamps: bool,
+    ) -> Result<Output> {
         self.record(Call::Logs(replica.to_owned()));
         let line = bytes::Bytes::from(format!("logs of {replica}\n"));
         Ok(Box::pin(futures::stream::iter([Ok((1, line))])))

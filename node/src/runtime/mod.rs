@@ -191,8 +191,14 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     fn remove(&self, id: &str, grace_secs: u32) -> impl Future<Output = Result<()>> + Send;
     /// How a stopped container ended.
     fn exit(&self, id: &str) -> impl Future<Output = Result<Exit>> + Send;
-    /// The last `tail` lines of a replica's output (stdout and stderr).
-    fn logs(&self, replica: &str, tail: u32) -> impl Future<Output = Result<String>> + Send;
+    /// The last `tail` lines of a replica's output (stdout and stderr),
+    /// each after its time with `timestamps`.
+    fn logs(
+        &self,
+        replica: &str,
+        tail: u32,
+        timestamps: bool,
+    ) -> impl Future<Output = Result<String>> + Send;
     /// A replica's output as it comes: the last `tail` lines first, then,
     /// with `follow`, new output until the container stops.
     fn log_stream(
@@ -200,6 +206,7 @@ pub trait Runtime: Clone + Send + Sync + 'static {
         replica: &str,
         tail: u32,
         follow: bool,
+        timestamps: bool,
     ) -> impl Future<Output = Result<Output>> + Send;
     /// Runs a command in a replica's container and collects its output.
     fn exec(

@@ -28,9 +28,18 @@ async function loadVendors() {
     }
     note.textContent = e.message;
   }
-  ul.replaceChildren(...VENDORS.map(([id, label]) => {
+  // Only vendors whose OAuth application this server has can be linked; a
+  // link made before the application was removed can still be undone.
+  const configured = (document.body.dataset.vendors || '').split(' ').filter(Boolean);
+  const shown = VENDORS.filter(([id]) => configured.includes(id) || linked[id]);
+  if (!shown.length) {
+    note.textContent = 'Git accounts cannot be linked on this server (no GitHub, GitLab or Bitbucket application is configured): build from public git URLs.';
+    ul.replaceChildren();
+    return;
+  }
+  ul.replaceChildren(...shown.map(([id, label]) => {
     const v = linked[id];
-    return h('li', { class: 'row spread' },
+    return h('li', { class: 'row spread', dataset: { vendor: id } },
       h('span', {}, h('strong', {}, label), ' ', v ? `linked as ${v.login}` : h('span', { class: 'muted' }, 'not linked')),
       v
         ? h('button', { type: 'button', class: 'danger', onclick: () => unlink(id, label) }, `Unlink ${label}`)

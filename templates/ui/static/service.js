@@ -4,7 +4,7 @@
 // interactive console (term.js over the exec websocket), builds with steps
 // and logs, actions and settings.
 import { $, h, api, seg, wsUrl, onSubmit, confirmDialog, toast, badge, when, fillTable, events, debounce, showError, clearErrors } from './lb.js';
-import { buildSpecForm, readSpec, fillSpec } from './specform.js';
+import { buildSpecForm, readSpec, fillSpec, portText } from './specform.js';
 
 const P = document.body.dataset.project;
 const S = document.body.dataset.service;
@@ -13,6 +13,8 @@ let svc = null;
 let replicas = [];
 let nodeNames = {};
 const short = (id) => (id || '').slice(-6).toLowerCase();
+// Scaling above this many replicas (and to more than twice as many) asks first.
+const SCALE_CONFIRM = 20;
 
 // ---- the service and its actions ----
 
@@ -89,6 +91,10 @@ scaleForm.addEventListener('submit', async (ev) => {
   err.textContent = '';
   const n = parseInt($('#scale-replicas').value, 10);
   if (Number.isNaN(n)) { err.textContent = 'replicas: must be a number'; return; }
+  // A slip of the keyboard (1000 for 10) is asked about before it is sent.
+  const now = svc ? svc.spec.replicas : 0;
+  if (n > SCALE_CONFIRM && n > now * 2 &&
+      !(await confirmDialog(`Scale "${svc ? svc.name : S}" from ${now} to ${n} replicas? Each reserves ${svc ? svc.spec.memory : '?'} MiB.`, `Scale to ${n}`))) return;
   try {
     await api('POST', `${base}/scale`, { replicas: n });
     toast(`Scaling to ${n}`);
@@ -119,14 +125,17 @@ async function loadReplicas() {
   }
   replicas = list.items;
   if (replicas.some((r) => r.node && !nodeNames[r.node])) await loadNodes();
+  // On a phone each row is a card: cells name themselves (data-label).
   fillTable($('#replicas'), replicas.map((r) => h('tr', { dataset: { id: r.id, state: r.state } },
-    h('td', { class: 'mono', title: r.id }, short(r.id)),
-    h('td', {}, r.node ? nodeNames[r.node] || r.node : '—'),
-    h('td', {}, badge(r.state)),
-    h('td', {}, r.health ? Object.assign(badge(r.health), { title: r.health_message || r.health }) : h('span', { class: 'muted', title: 'no health check' }, '—')),
-    h('td', { class: 'mono' }, (r.ports || []).map((p) => p.host ? `${p.host}→${p.container}` : `${p.container}`).join(', ')),
-    h('td', {}, String(r.restarts ?? 0)),
-    h('td', { class: 'muted' }, r.message || ''))), 'No replicas.');
+    h('td', { class: 'mono', title: r.id, 'data-label': 'Replica' }, short(r.id)),
+    h('td', { 'data-label': 'Node' }, r.node ? nodeNames[r.node] || r.node : '—'),
+    h('td', { 'data-label': 'State' }, badge(r.state)),
+    h('td', { 'data-label': 'Health' }, r.health ? Object.assign(badge(r.health), { title: r.health_message || r.health }) : h('span', { class: 'muted', title: 'no health check' }, '—')),
+    h('td', { class: 'mono', 'data-label': 'Host ports' }, (r.ports || []).map(portText).join(', ')),
+    h('td', { 'data-label': 'Restarts' }, String(r.restarts ?? 0)),
+    h('td', { class: 'muted', 'data-label': 'Message' }, [r.message,
+      r.exit_code === undefined || r.exit_code === null || (r.message || '').includes(`code ${r.exit_code}`) ? '' : `last exit code ${r.exit_code}${r.oom_killed ? ' (out of memory)' : ''}`]
+      .filter(Boolean).join('; ')))), 'No replicas.');
   const sel = $('#console-replica');
   const chosen = sel.value;
   sel.replaceChildren(h('option', { value: '' }, 'any replica'),
@@ -205,19 +214,57 @@ $('#ingress-refresh').addEventListener('click', loadIngress);
 
 const logs = $('#logs');
 const streams = new Map();
-const MAX_LOG = 200000;
+const MAX_LINES = 5000;
+// Every line received (bounded); the pane shows those the filter matches.
+let logLines = [];
+const logFilter = $('#logs-filter');
+
+const matches = (line) => !logFilter.value || line.toLowerCase().includes(logFilter.value.toLowerCase());
 
 function appendLog(text) {
   const follow = $('#logs-follow').checked;
-  logs.append(text);
-  if (logs.textContent.length > MAX_LOG) logs.textContent = logs.textContent.slice(-MAX_LOG / 2);
+  const lines = text.split(/(?<=\n)/);
+  logLines.push(...lines);
+  if (logLines.length > MAX_LINES) {
+    logLines = logLines.slice(-MAX_LINES / 2);
+    renderLogs();
+  } else {
+    logs.append(lines.filter(matches).join(''));
+  }
   if (follow) logs.scrollTop = logs.scrollHeight;
+}
+
+function renderLogs() {
+  logs.textContent = logLines.filter(matches).join('');
+  if ($('#logs-follow').checked) logs.scrollTop = logs.scrollHeight;
+}
+logFilter.addEventListener('input', debounce(renderLogs, 150));
+
+// A replica that crashed or exited: its last output (Docker keeps the
+// container's earlier runs), once per restart, with how it ended.
+const lastShown = new Map();
+async function showLastOutput(r) {
+  const key = `${r.restarts}/${r.exit_code}`;
+  if (lastShown.get(r.id) === key || !r.node) return;
+  lastShown.set(r.id, key);
+  let text = '';
+  try {
+    const res = await fetch(`/api/v1${base}/logs?tail=50&replica=${seg(r.id)}${stamps()}`, { credentials: 'same-origin' });
+    text = res.ok ? await res.text() : '';
+  } catch { /* the node is gone: the header still says how it ended */ }
+  const how = r.exit_code === undefined || r.exit_code === null ? r.state : `exited with code ${r.exit_code}${r.oom_killed ? ' (out of memory)' : ''}`;
+  const tag = `[${short(r.id)}] `;
+  const body = text ? text.replace(/\n$/, '').split('\n').map((l) => tag + l + '\n').join('') : `${tag}(no output)\n`;
+  appendLog(`${tag}── ${how}, restarted ${r.restarts} times; its last output: ──\n${body}`);
 }
 
 function followLogs() {
   for (const r of replicas) {
+    if (r.state === 'exited' || r.state === 'failed') showLastOutput(r);
+  }
+  for (const r of replicas) {
     if (r.state !== 'running' || streams.has(r.id)) continue;
-    const ws = new WebSocket(wsUrl(`${base}/logs?follow=true&tail=100&replica=${seg(r.id)}`));
+    const ws = new WebSocket(wsUrl(`${base}/logs?follow=true&tail=100&replica=${seg(r.id)}${stamps()}`));
     ws.binaryType = 'arraybuffer';
     const dec = new TextDecoder();
     let partial = '';
@@ -242,7 +289,17 @@ function followLogs() {
     };
   }
 }
-$('#logs-clear').addEventListener('click', () => { logs.textContent = ''; });
+$('#logs-clear').addEventListener('click', () => { logLines = []; logs.textContent = ''; });
+const stamps = () => ($('#logs-timestamps').checked ? '&timestamps=true' : '');
+// With or without times, the output is read again from the start.
+$('#logs-timestamps').addEventListener('change', () => {
+  for (const ws of streams.values()) { ws.onclose = null; ws.close(); }
+  streams.clear();
+  lastShown.clear();
+  logLines = [];
+  logs.textContent = '';
+  followLogs();
+});
 
 // ---- console ----
 
@@ -367,11 +424,11 @@ async function loadBuilds() {
   }
   const items = (list.items || []).slice().sort((a, b) => b.number - a.number);
   fillTable($('#builds'), items.map((b) => h('tr', { dataset: { number: b.number } },
-    h('td', {}, h('button', { type: 'button', class: 'link', onclick: () => showBuild(b.number) }, `#${b.number}`)),
-    h('td', {}, badge(b.status)),
-    h('td', { class: 'mono' }, (b.commit || '').slice(0, 10)),
-    h('td', {}, when(b.created)),
-    h('td', { class: 'steps' }, (b.steps || []).map((s) => `${s.name.replace('_', ' ')} ${s.finished ? seconds(s.started, s.finished) + ' s' : '…'}`).join(' → ')),
+    h('td', { 'data-label': 'Build' }, h('button', { type: 'button', class: 'link', onclick: () => showBuild(b.number) }, `#${b.number}`)),
+    h('td', { 'data-label': 'Status' }, badge(b.status)),
+    h('td', { class: 'mono', 'data-label': 'Commit' }, (b.commit || '').slice(0, 10)),
+    h('td', { 'data-label': 'Started' }, when(b.created)),
+    h('td', { class: 'steps', 'data-label': 'Steps' }, (b.steps || []).map((s) => `${s.name.replace('_', ' ')} ${s.finished ? seconds(s.started, s.finished) + ' s' : '…'}`).join(' → ')),
     h('td', { class: 'actions' },
       !FINAL.includes(b.status)
         ? h('button', { type: 'button', class: 'secondary', onclick: () => cancelBuild(b.number) }, 'Cancel') : null,

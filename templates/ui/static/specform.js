@@ -52,12 +52,13 @@ export function buildSpecForm(form, { create }) {
         field(p + '-cpu', 'CPU', input(p + '-cpu', 'cpu', { type: 'number', min: 0, step: 0.1, value: 0.1 })))),
     h('fieldset', {}, h('legend', {}, 'Container'),
       h('div', { class: 'grid' },
-        field(p + '-ports', 'Ports', area(p + '-ports', 'ports', { placeholder: '8080\n80:30080\n53/udp', class: 'mono' }),
-          'container port, or container:host, one a line'),
+        field(p + '-ports', 'Ports', area(p + '-ports', 'ports', { placeholder: '8080\n30080:80\n53/udp', class: 'mono' }),
+          'as docker run -p: CONTAINER, or HOST:CONTAINER, with /udp for UDP; one a line'),
         field(p + '-env', 'Environment', area(p + '-env', 'env', { placeholder: 'KEY=value', class: 'mono' }), 'KEY=value, one a line'),
         field(p + '-volumes', 'Volumes', area(p + '-volumes', 'volumes', { placeholder: 'data:/data', class: 'mono' }), 'name:/path, one a line'),
         field(p + '-node_selector', 'Node selector', area(p + '-node_selector', 'node_selector', { placeholder: 'zone=a', class: 'mono' }), 'label=value, one a line')),
-      field(p + '-command', 'Command', input(p + '-command', 'command', { class: 'mono', placeholder: 'the image\'s default; or ["/bin/sh", "-c", "…"], or words' }))),
+      field(p + '-command', 'Command', input(p + '-command', 'command', { class: 'mono', placeholder: 'the image\'s default' }),
+        'a shell line, run with /bin/sh -c (quotes, pipes and $VARS work); or a JSON array of words, run as is (for images without a shell)')),
     h('p', { class: 'error form-error', role: 'alert' }),
     h('button', { type: 'submit' }, create ? 'Create service' : 'Save settings')].filter(Boolean));
 
@@ -117,6 +118,19 @@ async function wireVendors(form, p) {
 
 const lines = (s) => s.split('\n').map((l) => l.trim()).filter(Boolean);
 
+/** A shell line is run as these words and the line. */
+const SHELL = ['/bin/sh', '-c'];
+
+/** A port as `docker run -p` writes it: HOST:CONTAINER[/udp]. */
+export const portText = (p) => `${p.host ? p.host + ':' : ''}${p.container}${p.protocol === 'udp' ? '/udp' : ''}`;
+
+/** A command as it was given: the shell line, or the JSON array of words. */
+export function commandText(command) {
+  if (!command || !command.length) return '';
+  if (command.length === 3 && command[0] === SHELL[0] && command[1] === SHELL[1]) return command[2];
+  return JSON.stringify(command);
+}
+
 function pairs(text, sep, name) {
   const out = {};
   for (const l of lines(text)) {
@@ -159,9 +173,9 @@ export function readSpec(form) {
   spec.memory = num('memory', (s) => parseInt(s, 10));
   spec.cpu = num('cpu', parseFloat);
   spec.ports = lines(v('ports')).map((l) => {
-    const m = /^(\d+)(?::(\d+))?(?:\/(tcp|udp))?$/.exec(l);
-    if (!m) throw fieldError('ports', `"${l}" is not a port, container:host or port/udp`);
-    return { container: Number(m[1]), host: m[2] ? Number(m[2]) : null, protocol: m[3] || 'tcp' };
+    const m = /^(?:(\d+):)?(\d+)(?:\/(tcp|udp))?$/.exec(l);
+    if (!m) throw fieldError('ports', `"${l}" is not CONTAINER, HOST:CONTAINER or either with /udp (as docker run -p)`);
+    return { container: Number(m[2]), host: m[1] ? Number(m[1]) : null, protocol: m[3] || 'tcp' };
   });
   spec.env = pairs(v('env'), '=', 'env');
   spec.volumes = Object.entries(pairs(v('volumes'), ':', 'volumes')).map(([name, path]) => ({ name, path }));
@@ -169,8 +183,13 @@ export function readSpec(form) {
   const cmd = v('command');
   if (!cmd) spec.command = null;
   else if (cmd.startsWith('[')) {
-    try { spec.command = JSON.parse(cmd); } catch { throw fieldError('command', 'not a JSON array of strings'); }
-  } else spec.command = cmd.split(/\s+/);
+    let words;
+    try { words = JSON.parse(cmd); } catch { words = null; }
+    if (!Array.isArray(words) || !words.length || words.some((w) => typeof w !== 'string')) {
+      throw fieldError('command', 'not a JSON array of strings, e.g. ["/app", "--port", "8080"]');
+    }
+    spec.command = words;
+  } else spec.command = [...SHELL, cmd];
   return spec;
 }
 
@@ -190,10 +209,10 @@ export function fillSpec(form, spec) {
   set('replicas', spec.replicas);
   set('memory', spec.memory);
   set('cpu', spec.cpu);
-  set('ports', (spec.ports || []).map((p) => `${p.container}${p.host ? ':' + p.host : ''}${p.protocol === 'udp' ? '/udp' : ''}`).join('\n'));
+  set('ports', (spec.ports || []).map(portText).join('\n'));
   set('env', Object.entries(spec.env || {}).map(([k, x]) => `${k}=${x}`).join('\n'));
   set('volumes', (spec.volumes || []).map((x) => `${x.name}:${x.path}`).join('\n'));
   set('node_selector', Object.entries(spec.node_selector || {}).map(([k, x]) => `${k}=${x}`).join('\n'));
-  set('command', spec.command ? JSON.stringify(spec.command) : '');
+  set('command', commandText(spec.command));
   for (const r of $$('input[type="radio"]', form)) r.dispatchEvent(new Event('change'));
 }
