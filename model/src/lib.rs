@@ -15,6 +15,7 @@ pub mod ingress;
 pub mod keys;
 pub mod protocol;
 pub mod reference;
+pub mod status;
 pub mod views;
 
 mod assignment;

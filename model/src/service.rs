@@ -158,6 +158,11 @@ pub struct ServiceSpec {
     /// killed, 0–300 (`docker stop -t`).
     #[serde(default = "default_stop_timeout")]
     pub stop_timeout: u32,
+    /// How many replicas a rollout that replaces them in place (no node has
+    /// room beside the old ones) may take down at once, and how many new
+    /// ones it starts at once, 1–1000; `None` is 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<u32>,
     /// Capabilities taken back from those every container drops (see
     /// [`crate::DROPPED_CAPS`]).
     #[serde(default)]
@@ -214,6 +219,14 @@ impl ServiceSpec {
                 "replicas",
                 format!("{} is more than {MAX_REPLICAS}", self.replicas),
             ));
+        }
+        if let Some(n) = self.max_unavailable {
+            if !(1..=MAX_REPLICAS).contains(&n) {
+                return Err(ValidationError::new(
+                    "max_unavailable",
+                    format!("{n} is out of range (1–{MAX_REPLICAS})"),
+                ));
+            }
         }
         if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&self.memory) {
             return Err(ValidationError::new(
@@ -594,6 +607,14 @@ mod tests {
             Some("cpu"),
         );
         check(json!({"name": "web", "image": "x", "replicas": 1000}), None);
+        check(
+            json!({"name": "web", "image": "x", "max_unavailable": 0}),
+            Some("max_unavailable"),
+        );
+        check(
+            json!({"name": "web", "image": "x", "max_unavailable": 2}),
+            None,
+        );
         check(
             json!({"name": "web", "image": "x", "replicas": 1001}),
             Some("replicas"),

@@ -14,9 +14,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    Capacity, Node, NodeStatus, ReplicaState, Role, ServiceSpec, ServiceState, Timestamp, User,
-};
+use crate::{Capacity, Node, NodeStatus, ReplicaState, Role, ServiceSpec, Timestamp, User};
 
 /// `POST /auth/signup`, `POST /auth/login`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -153,14 +151,29 @@ pub struct ReplicaCounts {
     pub pending: u32,
     /// Failed or exited.
     pub failed: u32,
+    /// Of the current generation and serving (running, healthy or
+    /// unchecked): the `n` of `deploying n/m`.
+    pub ready: u32,
 }
 
 /// A service's observed state.
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ServiceStatus {
-    /// running or paused (the spec's).
-    pub state: ServiceState,
+    /// What the service is doing, computed from its replicas and its
+    /// rollout ([`crate::status::summarize`]): `running`, `deploying`,
+    /// `degraded`, `crash_looping`, `pending`, `paused`, `stopped` or
+    /// `no_image`.
+    pub state: crate::status::State,
+    /// The state as shown: its word, `deploying n/m`, `no image yet`.
+    pub label: String,
+    /// Why, in a sentence ("" when running as asked).
+    pub detail: String,
+    /// The last exit code of a crashing replica.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+    /// Whether that exit was an out-of-memory kill.
+    pub oom_killed: bool,
     /// The generation replicas should run.
     pub generation: u64,
     /// Restart generation.

@@ -532,7 +532,11 @@ fn plan(
                 .copied()
                 .find(|p| p.replica.id == id)
         };
-        for action in rollout::step(nodes, &request, desired, &members) {
+        let max_unavailable = service
+            .spec
+            .max_unavailable
+            .map_or(rollout::MAX_UNAVAILABLE, |n| n as usize);
+        for action in rollout::step(nodes, &request, desired, max_unavailable, &members) {
             match action {
                 Action::Place { replica, node } => {
                     units.extend(write(replica.as_deref().and_then(by_id), Ok(node)));

@@ -1,14 +1,17 @@
 //! Rolling a service to a new generation, one step per pass (pure logic, no
 //! IO). A new replica goes where there is room (surge: no replica down); a
 //! node that has no room replaces an old replica in place, one at a time and
-//! never leaving fewer than `replicas - MAX_UNAVAILABLE` running; an old
+//! never leaving fewer than `replicas - max_unavailable` running (the
+//! spec's `max_unavailable`, by default [`MAX_UNAVAILABLE`]); an old
 //! replica that holds a fixed host port the new one needs is stopped first
 //! and replaced once its node reports it stopped. A new replica that fails
 //! halts the rollout; old replicas keep serving.
 
 use crate::placement::{Nodes, Request};
 
-/// How many replicas a replacement may take down at once.
+/// How many replicas a replacement may take down at once, unless the
+/// service's `max_unavailable` says otherwise. It also bounds how many new
+/// replicas start at once.
 pub const MAX_UNAVAILABLE: usize = 1;
 
 /// A replica of the service as a rollout sees it.
@@ -79,15 +82,18 @@ pub enum Action {
 }
 
 /// The next step of a rollout of a service wanting `desired` replicas of
-/// `request`; `members` are its replicas, oldest first. Takes what it
-/// places from `nodes`. Empty when halted or waiting for a new replica to
-/// become ready.
+/// `request`, never leaving fewer than `desired - max_unavailable` serving
+/// and starting at most `max_unavailable` new replicas at once; `members`
+/// are its replicas, oldest first. Takes what it places from `nodes`. Empty
+/// when halted or waiting for new replicas to become ready.
 pub fn step(
     nodes: &mut Nodes,
     request: &Request<'_>,
     desired: usize,
+    max_unavailable: usize,
     members: &[Member<'_>],
 ) -> Vec<Action> {
+    let max_unavailable = max_unavailable.max(1);
     let (new, old): (Vec<&Member>, Vec<&Member>) = members.iter().partition(|m| m.new);
     if new.iter().any(|m| m.failing) {
         return Vec::new();
@@ -115,8 +121,10 @@ pub fn step(
         }
         return actions;
     }
-    // One new replica at a time.
-    if new.iter().any(|m| m.node.is_some() && !m.ready) {
+    // At most `max_unavailable` new replicas starting at once (one by
+    // default).
+    let starting = new.iter().filter(|m| m.node.is_some() && !m.ready).count();
+    if starting >= max_unavailable {
         return actions;
     }
     let slot = new
@@ -152,7 +160,7 @@ pub fn step(
     }
     // Otherwise replace in place.
     let serving = ready_new + old.iter().filter(|m| m.ready && !m.draining).count();
-    let floor = desired.saturating_sub(MAX_UNAVAILABLE);
+    let floor = desired.saturating_sub(max_unavailable);
     let mut held_by_floor = false;
     for m in &old {
         let Some(node) = m.node else { continue };

@@ -1,8 +1,9 @@
 //! A rollout on one full node, on a real etcd: a hollow node (records, a
 //! live lease, and a task that reports every assigned replica as running or,
 //! when told to stop, as exited) whose CPUs are all reserved by the
-//! service's replicas. A new generation must replace every replica, with no
-//! more reserved than the node has at any moment.
+//! service's replicas. A new generation, and a rollback after it, must
+//! replace every replica, with no more reserved than the node has and no
+//! host port given to two running replicas at any moment.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -186,10 +187,16 @@ async fn roll(spec: serde_json::Value, replicas: usize) {
         std::future::pending(),
     ));
     until_rolled(&store, &keys, 2.0, 1, replicas).await;
-    let mut second = spec;
+    let mut second = spec.clone();
     second["env"] = serde_json::json!({"VERSION": "2"});
     service(&store, &keys, 2, second).await;
     until_rolled(&store, &keys, 2.0, 2, replicas).await;
+    // A rollback is a rollout too: the first version again, as a new
+    // generation.
+    let mut back = spec;
+    back["env"] = serde_json::json!({"VERSION": "1"});
+    service(&store, &keys, 3, back).await;
+    until_rolled(&store, &keys, 2.0, 3, replicas).await;
     task.abort();
 }
 
@@ -209,6 +216,26 @@ async fn etcd_a_fixed_host_port_rolls_stop_first() {
         serde_json::json!({"name": "web", "image": "x", "replicas": 1, "cpu": 0.5,
             "ports": [{"container": 80, "host": 30080}]}),
         1,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_twenty_replicas_of_the_default_cpu_fill_two_cores_and_roll() {
+    // The default request is 0.1 CPU: 20 replicas reserve both cores.
+    roll(
+        serde_json::json!({"name": "web", "image": "x", "replicas": 20}),
+        20,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_max_unavailable_two_rolls_a_full_node() {
+    roll(
+        serde_json::json!({"name": "web", "image": "x", "replicas": 4, "cpu": 0.5,
+            "max_unavailable": 2}),
+        4,
     )
     .await;
 }

@@ -45,6 +45,11 @@ pub async fn view(ctx: &Ctx, loaded: &LoadedService) -> Result<ServiceView> {
             ReplicaState::Stopping => {}
         }
     }
+    // What it does, from its replicas and its rollout (the same words in
+    // the UI and lbc).
+    let pairs: Vec<_> = replicas.iter().map(|(r, s)| (r, s.as_ref())).collect();
+    let summary = lb_model::status::summarize(&loaded.spec, loaded.meta.generation, &pairs, now());
+    counts.ready = summary.ready;
     let urls = urls(ctx, loaded).await?;
     Ok(ServiceView {
         urls,
@@ -56,7 +61,11 @@ pub async fn view(ctx: &Ctx, loaded: &LoadedService) -> Result<ServiceView> {
         updated: loaded.meta.updated,
         spec: loaded.spec.clone(),
         status: ServiceStatus {
-            state: loaded.spec.state,
+            state: summary.state,
+            label: summary.label,
+            detail: summary.detail,
+            exit_code: summary.exit_code,
+            oom_killed: summary.oom_killed,
             generation: loaded.meta.generation,
             restart_generation: loaded.meta.restart_generation,
             replicas: counts,

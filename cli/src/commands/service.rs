@@ -43,7 +43,9 @@ pub async fn run(session: &mut Session, cmd: ServiceCmd) -> Result<()> {
             let items = typed::<List<ServiceView>>(&list)?.items;
             let color = session.out.color;
             let table = Table {
-                headers: vec!["NAME", "IMAGE", "REPLICAS", "STATE", "PORTS", "AGE"],
+                headers: vec![
+                    "NAME", "IMAGE", "REPLICAS", "STATE", "PORTS", "AGE", "DETAIL",
+                ],
                 rows: items
                     .iter()
                     .map(|svc| {
@@ -51,9 +53,10 @@ pub async fn run(session: &mut Session, cmd: ServiceCmd) -> Result<()> {
                             svc.name.clone(),
                             image_or_source(&svc.spec),
                             replica_counts(&svc.status),
-                            paint_state(&word(&svc.spec.state), color),
+                            state_of(&svc.status, color),
                             ports(&svc.spec.ports),
                             age(svc.created),
+                            svc.status.detail.clone(),
                         ]
                     })
                     .collect(),
@@ -224,7 +227,8 @@ fn one(project: &str, value: Value, color: bool) -> Result<Shown> {
     fields.extend([
         ("Image", text(&spec.image)),
         ("Source", source(spec)),
-        ("State", paint_state(&word(&spec.state), color)),
+        ("State", state_of(status, color)),
+        ("Detail", status.detail.clone()),
         ("Replicas", replica_counts(status)),
         ("Memory", format!("{} MiB", spec.memory)),
         ("CPU", number(spec.cpu)),
@@ -285,9 +289,33 @@ fn image_or_source(spec: &ServiceSpec) -> String {
     }
 }
 
+/// Replicas of the current version serving, of those wanted.
 fn replica_counts(status: &ServiceStatus) -> String {
     let r = &status.replicas;
-    format!("{}/{}", r.running, r.desired)
+    format!("{}/{}", r.ready, r.desired)
+}
+
+/// The service's state as the API computed it (`deploying 1/3`,
+/// `crash_looping`, `no image yet`): the same words as the web UI.
+fn state_of(status: &ServiceStatus, color: bool) -> String {
+    use lb_model::status::State;
+    let label = if status.label.is_empty() {
+        status.state.word()
+    } else {
+        &status.label
+    };
+    // The colours of `paint_state`: green, red, yellow.
+    let code = match status.state {
+        State::Running => "32",
+        State::Degraded | State::CrashLooping => "31",
+        State::Deploying | State::Pending | State::Paused => "33",
+        State::Stopped | State::NoImage => return label.to_owned(),
+    };
+    if color {
+        format!("\x1b[{code}m{label}\x1b[0m")
+    } else {
+        label.to_owned()
+    }
 }
 
 fn ports(ports: &[Port]) -> String {

@@ -15,6 +15,8 @@ struct Sim {
     /// The container runs.
     running: bool,
     draining: bool,
+    /// Placed in this round (started in the next when `slow_start`).
+    fresh: bool,
 }
 
 /// A cluster and a service to roll out.
@@ -25,6 +27,11 @@ struct World {
     old_cpu: f64,
     new_cpu: f64,
     ports: Vec<u16>,
+    /// The service's `max_unavailable`.
+    max_unavailable: usize,
+    /// New containers start a round after their placement (so several
+    /// can be starting at once).
+    slow_start: bool,
 }
 
 /// What a finished rollout did.
@@ -72,6 +79,7 @@ fn roll(world: &World) -> Rolled {
                 new: false,
                 running: true,
                 draining: false,
+                fresh: false,
             });
         }
     }
@@ -97,7 +105,13 @@ fn roll(world: &World) -> Rolled {
             })
             .collect();
         let new_request = request(world.new_cpu, &world.ports, &selector);
-        let actions = step(&mut nodes, &new_request, world.desired, &members);
+        let actions = step(
+            &mut nodes,
+            &new_request,
+            world.desired,
+            world.max_unavailable,
+            &members,
+        );
         drop(members);
         for action in actions {
             match action {
@@ -132,6 +146,7 @@ fn roll(world: &World) -> Rolled {
                             new: true,
                             running: false,
                             draining: false,
+                            fresh: false,
                         });
                     }
                 }
@@ -144,6 +159,8 @@ fn roll(world: &World) -> Rolled {
         for s in &mut sims {
             if s.draining {
                 s.running = false;
+            } else if s.node.is_some() && world.slow_start && s.fresh {
+                s.fresh = false;
             } else if s.node.is_some() {
                 s.running = true;
             }
@@ -165,13 +182,18 @@ fn put(
     fresh: &mut impl FnMut(bool) -> String,
 ) {
     match replica {
-        Some(id) => sims.iter_mut().find(|s| s.id == id).unwrap().node = Some(node),
+        Some(id) => {
+            let s = sims.iter_mut().find(|s| s.id == id).unwrap();
+            s.node = Some(node);
+            s.fresh = true;
+        }
         None => sims.push(Sim {
             id: fresh(true),
             node: Some(node),
             new: true,
             running: false,
             draining: false,
+            fresh: true,
         }),
     }
 }
@@ -241,6 +263,8 @@ fn a_full_node_rolls_one_replica_by_replacement() {
         old_cpu: 0.5,
         new_cpu: 0.5,
         ports: vec![],
+        max_unavailable: 1,
+        slow_start: false,
     });
     assert_eq!(count(&rolled.log, "replace"), 1, "{:?}", rolled.log);
     assert_eq!(count(&rolled.log, "place"), 0, "{:?}", rolled.log);
@@ -254,9 +278,30 @@ fn a_full_node_rolls_three_replicas_one_down_at_a_time() {
         old_cpu: 0.5,
         new_cpu: 0.5,
         ports: vec![],
+        max_unavailable: 1,
+        slow_start: false,
     });
     assert_eq!(count(&rolled.log, "replace"), 3, "{:?}", rolled.log);
     assert_eq!(rolled.min_serving, 2, "never below replicas - 1");
+}
+
+#[test]
+fn max_unavailable_takes_that_many_down_at_once_and_no_more() {
+    // 4 replicas filling the node: two replaced at a time.
+    let world = |max_unavailable| World {
+        nodes: vec![("a", 2.0, 0.0)],
+        desired: 4,
+        old_cpu: 0.5,
+        new_cpu: 0.5,
+        ports: vec![],
+        max_unavailable,
+        slow_start: true,
+    };
+    let rolled = roll(&world(2));
+    assert_eq!(count(&rolled.log, "replace"), 4, "{:?}", rolled.log);
+    assert_eq!(rolled.min_serving, 2, "replicas - max_unavailable");
+    let rolled = roll(&world(1));
+    assert_eq!(rolled.min_serving, 3, "replicas - 1 by default");
 }
 
 #[test]
@@ -268,6 +313,8 @@ fn a_fixed_host_port_rolls_stop_first() {
         old_cpu: 0.5,
         new_cpu: 0.5,
         ports: vec![30080],
+        max_unavailable: 1,
+        slow_start: false,
     });
     assert_eq!(
         rolled.log,
@@ -287,6 +334,8 @@ fn host_ports_on_three_nodes_roll_one_node_at_a_time() {
         old_cpu: 0.5,
         new_cpu: 0.5,
         ports: vec![30080],
+        max_unavailable: 1,
+        slow_start: false,
     });
     assert_eq!(count(&rolled.log, "drain"), 3, "{:?}", rolled.log);
     assert_eq!(rolled.min_serving, 2, "never below replicas - 1");
@@ -300,6 +349,8 @@ fn with_room_it_surges_and_nothing_goes_down() {
         old_cpu: 0.5,
         new_cpu: 0.5,
         ports: vec![],
+        max_unavailable: 1,
+        slow_start: false,
     });
     assert_eq!(count(&rolled.log, "place"), 2, "{:?}", rolled.log);
     assert_eq!(count(&rolled.log, "replace"), 0, "{:?}", rolled.log);
@@ -315,6 +366,8 @@ fn the_new_generation_asking_less_surges_into_the_room() {
         old_cpu: 0.5,
         new_cpu: 0.1,
         ports: vec![],
+        max_unavailable: 1,
+        slow_start: false,
     });
     assert_eq!(rolled.log, ["place", "remove"]);
 }
@@ -328,6 +381,8 @@ fn a_failing_new_replica_halts() {
         old_cpu: 0.5,
         new_cpu: 0.5,
         ports: vec![],
+        max_unavailable: 1,
+        slow_start: false,
     };
     let mut nodes = nodes_of(&world, &[], &selector);
     let member = |id, new, failing| Member {
@@ -341,6 +396,6 @@ fn a_failing_new_replica_halts() {
         taken: request(0.5, &[], &selector),
     };
     let members = [member("old", false, false), member("new", true, true)];
-    let actions = step(&mut nodes, &request(0.5, &[], &selector), 1, &members);
+    let actions = step(&mut nodes, &request(0.5, &[], &selector), 1, 1, &members);
     assert_eq!(actions, []);
 }

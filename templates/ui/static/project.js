@@ -29,11 +29,12 @@ async function loadServices() {
   fillTable($('#services'), list.items.map((s) => {
     const st = s.status || {};
     const r = st.replicas || {};
-    const state = st.state === 'paused' ? 'paused' : r.failed ? 'failed' : r.running >= r.desired && r.desired > 0 ? 'running' : r.desired === 0 ? 'stopped' : 'pending';
+    // The state the API computed (the same words as lbc), with why.
+    const state = h('span', { class: `badge ${st.state || 'unknown'}`, title: st.detail || '' }, st.label || st.state || 'unknown');
     return h('tr', { dataset: { id: s.id } },
       h('td', {}, h('a', { href: `/projects/${seg(info ? info.name : project)}/services/${seg(s.name)}` }, s.name)),
-      h('td', {}, badge(state)),
-      h('td', {}, `${r.running ?? 0}/${r.desired ?? s.spec.replicas}`),
+      h('td', {}, state),
+      h('td', {}, `${r.ready ?? r.running ?? 0}/${r.desired ?? s.spec.replicas}`),
       h('td', { class: 'mono' }, s.spec.source ? s.spec.source.url : s.spec.image || ''));
   }), 'No services yet: create one below.');
 }

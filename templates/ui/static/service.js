@@ -28,7 +28,13 @@ async function loadService() {
   const st = svc.status || {};
   const paused = svc.spec.state === 'paused';
   const state = $('#service-state');
-  state.replaceWith(Object.assign(badge(paused ? 'paused' : st.replicas && st.replicas.failed ? 'failed' : 'running'), { id: 'service-state' }));
+  // The state the API computed from the replicas and the rollout (the same
+  // words as lbc), and why.
+  state.replaceWith(h('span', { id: 'service-state', class: `badge ${st.state || 'unknown'}`, title: st.detail || '' }, st.label || st.state || 'unknown'));
+  let detail = $('#service-detail');
+  if (!detail) $('#service-image').before(detail = h('p', { id: 'service-detail' }));
+  detail.textContent = [st.detail, st.reason && !(st.detail || '').includes(st.reason) ? st.reason : ''].filter(Boolean).join('; ');
+  detail.hidden = !detail.textContent;
   $('#service-image').textContent = svc.spec.image || (svc.spec.source ? `${svc.spec.source.url} (${svc.spec.source.branch || 'default branch'}), not built yet` : '');
   const scale = $('#scale-replicas');
   if (document.activeElement !== scale) scale.value = svc.spec.replicas;
