@@ -147,6 +147,10 @@ pub const TAGS: &[(&str, &str)] = &[
         "A service's domains (served by the ingress) and their certificates",
     ),
     (BUILDS, "Builds of a service's source, their logs"),
+    (
+        SCRIPTS,
+        "A project's stored scripts, run inside a service's running replicas, and their runs",
+    ),
     (EVENTS, "A live feed of what changes"),
     (
         NODES,
@@ -178,6 +182,7 @@ const SERVICES: &str = "services";
 const BUILDS: &str = "builds";
 const DOMAINS: &str = "domains";
 const EVENTS: &str = "events";
+const SCRIPTS: &str = "scripts";
 const NODES: &str = "nodes";
 const VENDORS: &str = "vendors";
 const HOOKS: &str = "hooks";
@@ -408,6 +413,25 @@ pub const ROUTES: &[Route] = &[
         .ok(200, Some("Certificate")),
     r(DOMAINS, "removeCertificate", "DELETE", "/api/v1/projects/{p}/services/{s}/domains/{d}/certificate", "Drop a domain's certificate (lb orders its own over ACME)")
         .ok(204, None),
+    r(SCRIPTS, "listScripts", "GET", "/api/v1/projects/{p}/scripts", "The project's stored scripts, by name")
+        .ok(200, Some("ScriptList")),
+    r(SCRIPTS, "createScript", "POST", "/api/v1/projects/{p}/scripts", "Store a script (409 when the name is taken)")
+        .body("Script")
+        .ok(201, Some("Script")),
+    r(SCRIPTS, "getScript", "GET", "/api/v1/projects/{p}/scripts/{name}", "A stored script (ETag: its revision)")
+        .ok(200, Some("Script")),
+    r(SCRIPTS, "putScript", "PUT", "/api/v1/projects/{p}/scripts/{name}", "Create (201) or replace (200) a script; If-Match pins the revision replaced")
+        .body("Script")
+        .ok(200, Some("Script"))
+        .if_match(),
+    r(SCRIPTS, "deleteScript", "DELETE", "/api/v1/projects/{p}/scripts/{name}", "Delete a script and its recorded runs")
+        .ok(204, None)
+        .if_match(),
+    r(SCRIPTS, "listScriptRuns", "GET", "/api/v1/projects/{p}/scripts/{name}/runs", "A script's last 20 runs, newest first (output heads of 2 KiB)")
+        .ok(200, Some("ScriptRunList")),
+    r(SCRIPTS, "runScript", "POST", "/api/v1/projects/{p}/services/{s}/scripts/{name}/run", "Run a script inside running replicas as a second process (the container is not restarted); answers each replica's exit code and output")
+        .body("ScriptRunRequest")
+        .ok(200, Some("ScriptRun")),
     r(
         HOOKS,
         "getServiceWebhook",
@@ -699,6 +723,37 @@ fn schemas() -> Value {
         "NodeAnswer": {"type": "object", "description": "a FromNode message of the node protocol"},
     });
     if let (Some(all), Some(more)) = (schemas.as_object_mut(), more.as_object()) {
+        all.extend(more.clone());
+    }
+    let scripts = json!({
+        "Script": {"type": "object", "required": ["body"], "additionalProperties": false, "properties": {
+            "name": {"type": "string", "description": "a DNS label (default: the path's)"},
+            "interpreter": {"oneOf": [{"enum": ["sh", "bash", "python3"]},
+                {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 32,
+                 "description": "a command reading the program from stdin; the run's args are appended"}]},
+            "body": {"type": "string", "maxLength": 262144, "description": "the program, passed on stdin"},
+            "args": {"type": "array", "maxItems": 100, "items": {"type": "string"}},
+            "env": {"type": "object", "additionalProperties": {"type": "string"}},
+            "timeout": {"type": "integer", "minimum": 1, "maximum": 3600, "description": "seconds (default 60); the run is killed after"},
+            "updated": {"type": "integer", "readOnly": true}, "updated_by": {"type": "string", "readOnly": true},
+            "revision": {"type": "integer", "readOnly": true}}},
+        "ScriptList": list("Script"),
+        "ScriptRunRequest": {"type": "object", "additionalProperties": false, "properties": {
+            "replica": {"type": "string", "nullable": true, "description": "null: the first running replica; a replica id; or \"all\" (in parallel)"},
+            "args": {"type": "array", "items": {"type": "string"}, "nullable": true, "description": "default: the script's args"}}},
+        "ScriptRun": {"type": "object", "required": ["id", "script", "service", "by", "started", "replicas"], "properties": {
+            "id": {"type": "string"}, "script": {"type": "string"}, "service": {"type": "string"},
+            "by": {"type": "string"}, "started": {"type": "integer"},
+            "args": {"type": "array", "items": {"type": "string"}},
+            "replicas": {"type": "array", "items": {"type": "object", "required": ["replica", "stdout", "stderr", "duration_ms"], "properties": {
+                "replica": {"type": "string"}, "exit_code": {"type": "integer", "nullable": true},
+                "stdout": {"type": "string", "description": "at most 64 KiB (2 KiB in a record)"},
+                "stderr": {"type": "string"}, "truncated": {"type": "boolean"},
+                "duration_ms": {"type": "integer"}, "timed_out": {"type": "boolean"},
+                "error": {"type": "string", "nullable": true}}}}}},
+        "ScriptRunList": list("ScriptRun"),
+    });
+    if let (Some(all), Some(more)) = (schemas.as_object_mut(), scripts.as_object()) {
         all.extend(more.clone());
     }
     schemas

@@ -111,6 +111,11 @@ const STATIC: &[(&str, &str, &str)] = &[
         JS,
         include_str!("../../templates/ui/static/account.js"),
     ),
+    (
+        "scripts.js",
+        JS,
+        include_str!("../../templates/ui/static/scripts.js"),
+    ),
 ];
 const JS: &str = "text/javascript; charset=utf-8";
 

@@ -1199,6 +1199,16 @@ async fn isolation_matrix(backend: Backend) {
                 )
                 .await;
             assert_eq!(queued.status, 201, "{}", queued.body);
+            // A stored script, for the script routes.
+            let script = api
+                .call(
+                    "PUT",
+                    &format!("/api/v1/projects/{project}/scripts/hello"),
+                    Some(&owner),
+                    Some(json!({"body": "echo hi"})),
+                )
+                .await;
+            assert_eq!(script.status, 201, "{}", script.body);
             let pid = r_id(&api, &owner, &format!("/api/v1/projects/{project}")).await;
             let token = api
                 .call(
@@ -1218,6 +1228,7 @@ async fn isolation_matrix(backend: Backend) {
                     .replace("/builds/{n}", "/builds/1")
                     .replace("{n}", &node_id)
                     .replace("{d}", &format!("web-{project}.example.test"))
+                    .replace("{name}", "hello")
                     .replace("{user}", "owner"),
             );
         }
@@ -1247,6 +1258,11 @@ async fn isolation_matrix(backend: Backend) {
             Some("JoinToken") => Some(json!({"ttl": 600})),
             Some("Allowlist") => Some(json!({"owners": []})),
             Some("Quota") => Some(json!({"projects": null})),
+            Some("Script") if route.method == "POST" => {
+                Some(json!({"name": format!("new{n}"), "body": "true"}))
+            }
+            Some("Script") => Some(json!({"body": "true"})),
+            Some("ScriptRunRequest") => Some(json!({})),
             Some("Join") => {
                 Some(json!({"token": join_token(&api, &admin).await, "name": format!("node-x{n}")}))
             }
@@ -1287,6 +1303,9 @@ async fn isolation_matrix(backend: Backend) {
             r.status == expected
                 // Logs and exec reach the service; it has no running replica.
                 || ((route.path.ends_with("logs") || route.path.ends_with("exec")) && r.status == 422)
+                // So does a script run.
+                || (route.path.ends_with("/run") && r.status == 422
+                    && r.body["error"]["message"].as_str().is_some_and(|m| m.contains("no running replica")))
                 || (route.path.ends_with("rollback") && r.body["error"]["field"] == "build")
                 // The sample certificate is refused once the domain is reached.
                 || (route.path.ends_with("certificate") && route.method == "PUT"

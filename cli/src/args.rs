@@ -151,6 +151,9 @@ pub enum Command {
     },
     /// Run a command in a replica of a service.
     Exec(Exec),
+    /// A project's stored scripts, run inside a service's running replicas.
+    #[command(subcommand, alias = "scripts")]
+    Script(ScriptCmd),
     /// A service's domains and their certificates.
     #[command(subcommand, alias = "domain")]
     Domains(DomainsCmd),
@@ -482,4 +485,79 @@ pub struct Exec {
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+/// `lbc script ...`: scripts belong to a project (NAME or PROJECT/NAME).
+#[derive(Debug, Subcommand)]
+pub enum ScriptCmd {
+    /// List the project's scripts.
+    #[command(alias = "list")]
+    Ls,
+    /// Show a script with its body.
+    Show {
+        /// NAME or PROJECT/NAME.
+        name: String,
+    },
+    /// Store a script (created, or replaced as a whole).
+    Put {
+        /// NAME or PROJECT/NAME.
+        name: String,
+        /// sh, bash, python3, or a command reading the program from stdin
+        /// ("/bin/busybox sh -s --").
+        #[arg(long, default_value = "sh", value_name = "INTERPRETER")]
+        interpreter: String,
+        /// The body: a file, or - for stdin.
+        #[arg(short, long, value_name = "FILE")]
+        file: String,
+        /// A default argument (repeat for more).
+        #[arg(long = "arg", value_name = "ARG")]
+        args: Vec<String>,
+        /// An environment variable of its runs (repeat for more).
+        #[arg(short, long, value_name = "KEY=VALUE")]
+        env: Vec<String>,
+        /// Seconds a run may take before it is killed (1–3600, default 60).
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<u64>,
+    },
+    /// Delete a script and its recorded runs.
+    #[command(alias = "delete")]
+    Rm {
+        /// NAME or PROJECT/NAME.
+        name: String,
+    },
+    /// Run a script in a service's running replicas (not restarted); exits
+    /// with the run's exit code (the first non-zero across replicas).
+    Run {
+        /// The script's name.
+        name: String,
+        /// SERVICE or PROJECT/SERVICE (the script is that project's).
+        #[arg(short, long)]
+        service: String,
+        /// This replica (its id) instead of the first running one.
+        #[arg(long, value_name = "ID")]
+        replica: Option<String>,
+        /// Every running replica, in parallel.
+        #[arg(long)]
+        all: bool,
+        /// Arguments (default: the script's).
+        #[arg(last = true, value_name = "ARGS")]
+        args: Vec<String>,
+    },
+    /// A script's last runs, newest first.
+    Runs {
+        /// NAME or PROJECT/NAME.
+        name: String,
+    },
+}
+
+/// `lbc apply`, `lbc diff`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The file: lb's format (project, services) or a docker-compose file
+    /// (compose.yaml, docker-compose.yml, or compose keys inside).
+    #[arg(short, long, value_name = "FILE")]
+    pub file: std::path::PathBuf,
+    /// Delete the project's services the file does not name.
+    #[arg(long)]
+    pub prune: bool,
 }

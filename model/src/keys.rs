@@ -30,6 +30,8 @@
 //! <root>/acme/challenges/<token>                           a pending HTTP-01 answer (key authorization)
 //! <root>/quotas/<user id>                                  a user's quota (limits set by an admin)
 //! <root>/acme/lock                                         the ACME issuer's lease (one issuer per cluster)
+//! <root>/projects/<pid>/scripts/<name>                     a stored script
+//! <root>/projects/<pid>/script-runs/<name>/<run id>        a script's run (the last 20 kept)
 //! ```
 
 /// The default root prefix.
@@ -172,6 +174,8 @@ impl Keys {
             ["projects", pid, "services", sid, "builds", number] => {
                 Parsed::Build { pid, sid, number }
             }
+            ["projects", pid, "scripts", name] => Parsed::Script { pid, name },
+            ["projects", pid, "script-runs", name, run] => Parsed::ScriptRun { pid, name, run },
             ["nodes", nid, "meta"] => Parsed::NodeMeta { nid },
             ["nodes", nid, "status"] => Parsed::NodeStatus { nid },
             ["nodes", nid, "alive"] => Parsed::NodeAlive { nid },
@@ -433,6 +437,28 @@ impl Keys {
         format!("{}/images/{pid}/", self.root)
     }
 
+    /// `<root>/projects/<pid>/scripts/<name>`: a stored script (inside the
+    /// project's prefix: deleting the project deletes it).
+    pub fn script(&self, pid: &str, name: &str) -> String {
+        format!("{}{name}", self.scripts(pid))
+    }
+
+    /// Prefix of a project's scripts.
+    pub fn scripts(&self, pid: &str) -> String {
+        format!("{}scripts/", self.project_prefix(pid))
+    }
+
+    /// `<root>/projects/<pid>/script-runs/<name>/<run id>`: a script's run,
+    /// the run ids time-sortable.
+    pub fn script_run(&self, pid: &str, name: &str, run: &str) -> String {
+        format!("{}{run}", self.script_runs(pid, name))
+    }
+
+    /// Prefix of a script's runs.
+    pub fn script_runs(&self, pid: &str, name: &str) -> String {
+        format!("{}script-runs/{name}/", self.project_prefix(pid))
+    }
+
     /// `<root>/cluster/<name>`: cluster-wide settings.
     pub fn cluster(&self, name: &str) -> String {
         format!("{}/cluster/{name}", self.root)
@@ -510,6 +536,22 @@ pub enum Parsed<'a> {
         /// Replica id.
         rid: &'a str,
     },
+    /// A stored script.
+    Script {
+        /// Project id.
+        pid: &'a str,
+        /// Script name.
+        name: &'a str,
+    },
+    /// A script's run.
+    ScriptRun {
+        /// Project id.
+        pid: &'a str,
+        /// Script name.
+        name: &'a str,
+        /// Run id.
+        run: &'a str,
+    },
     /// Anything else (indexes, tokens, credentials, settings).
     Other,
 }
@@ -564,6 +606,29 @@ mod tests {
         assert_eq!(
             k.parse(&k.node_alive("N")),
             Some(Parsed::NodeAlive { nid: "N" })
+        );
+        assert_eq!(k.script("P", "migrate"), "/lb/projects/P/scripts/migrate");
+        assert!(k.script("P", "m").starts_with(&k.project_prefix("P")));
+        assert_eq!(
+            k.parse(&k.script("P", "migrate")),
+            Some(Parsed::Script {
+                pid: "P",
+                name: "migrate"
+            })
+        );
+        let run = k.script_run("P", "migrate", "R1");
+        assert_eq!(run, "/lb/projects/P/script-runs/migrate/R1");
+        assert!(run.starts_with(&k.script_runs("P", "migrate")));
+        assert!(!k
+            .script_run("P", "migrate-2", "R1")
+            .starts_with(&k.script_runs("P", "migrate")));
+        assert_eq!(
+            k.parse(&run),
+            Some(Parsed::ScriptRun {
+                pid: "P",
+                name: "migrate",
+                run: "R1"
+            })
         );
         assert_eq!(k.parse(&k.user_index("x")), Some(Parsed::Other));
         assert_eq!(k.parse("/other/x"), None);

@@ -15,6 +15,7 @@ pub mod ingress;
 pub mod keys;
 pub mod protocol;
 pub mod reference;
+pub mod script;
 pub mod status;
 pub mod views;
 
@@ -40,6 +41,7 @@ pub use health::{takes_traffic, Health, HealthCheck, Probe};
 pub use node::{parse_bytes, Capacity, DiskLimit, Node, NodeStatus};
 pub use project::Project;
 pub use quota::{Exceeded, Limit, Quota, MAX_LIMIT};
+pub use script::{Interpreter, ReplicaRun, RunRequest, Script, ScriptRun, ScriptView, Target};
 pub use replica::{PortBinding, Replica, ReplicaState, ReplicaStatus};
 pub use service::{
     validate_label, Port, Protocol, ServiceMeta, ServiceSpec, ServiceState, Volume,

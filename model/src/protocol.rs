@@ -108,6 +108,11 @@ pub enum StreamKind {
         cols: u16,
         /// Terminal height.
         rows: u16,
+        /// `NAME=value` variables the command gets beside the container's
+        /// own (a stored script's env and run id). A node from before this
+        /// field ignores it.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        env: Vec<String>,
     },
 }
 

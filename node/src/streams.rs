@@ -52,13 +52,14 @@ impl Table {
                     stdin,
                     cols,
                     rows,
+                    env,
                 } => {
                     exec(
                         &runtime,
                         &up,
                         &stream,
                         &replica,
-                        command,
+                        (command, env),
                         tty,
                         stdin,
                         (cols, rows),
@@ -135,14 +136,14 @@ async fn exec<R: Runtime>(
     up: &mpsc::Sender<FromNode>,
     stream: &str,
     replica: &str,
-    command: Vec<String>,
+    (command, env): (Vec<String>, Vec<String>),
     tty: bool,
     stdin: bool,
     (cols, rows): (u16, u16),
     mut inputs: mpsc::Receiver<StreamInput>,
 ) -> Result<Option<i64>, String> {
     let mut attached = runtime
-        .exec_attached(replica, command, tty, stdin)
+        .exec_attached(replica, command, env, tty, stdin)
         .await
         .map_err(|e| e.to_string())?;
     if tty && cols > 0 && rows > 0 {

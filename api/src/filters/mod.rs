@@ -12,6 +12,7 @@ pub mod extract;
 mod nodes;
 mod projects;
 mod quotas;
+mod scripts;
 mod services;
 mod vendors;
 
@@ -59,6 +60,8 @@ pub fn api(ctx: Ctx) -> BoxedFilter<(Response,)> {
             .or(quotas::routes(ctx.clone()))
             .unify()
             .or(backup::routes(ctx.clone()))
+            .unify()
+            .or(scripts::routes(ctx.clone()))
             .unify()
             .or(openapi)
             .unify(),

@@ -55,7 +55,11 @@ impl Visibility {
         }
         match parsed {
             Parsed::NodeMeta { .. } | Parsed::NodeStatus { .. } | Parsed::NodeAlive { .. } => true,
-            Parsed::Other | Parsed::NodeReplica { .. } => false,
+            // Scripts and their runs are not events (bodies, env, output).
+            Parsed::Other
+            | Parsed::NodeReplica { .. }
+            | Parsed::Script { .. }
+            | Parsed::ScriptRun { .. } => false,
             Parsed::Project { pid }
             | Parsed::ServiceMeta { pid, .. }
             | Parsed::ServiceSpec { pid, .. }
@@ -86,7 +90,10 @@ fn describe(parsed: &Parsed<'_>) -> (&'static str, String, Option<String>, Optio
         Parsed::NodeMeta { nid } => ("node", nid.to_string(), None, None),
         Parsed::NodeStatus { nid } => ("node_status", nid.to_string(), None, None),
         Parsed::NodeAlive { nid } => ("node_alive", nid.to_string(), None, None),
-        Parsed::NodeReplica { .. } | Parsed::Other => ("other", String::new(), None, None),
+        Parsed::NodeReplica { .. }
+        | Parsed::Script { .. }
+        | Parsed::ScriptRun { .. }
+        | Parsed::Other => ("other", String::new(), None, None),
     }
 }
 

@@ -15,6 +15,7 @@ pub mod nodes;
 pub mod projects;
 pub mod quotas;
 pub mod registry;
+pub mod scripts;
 pub mod services;
 pub mod streams;
 pub mod vendors;

@@ -185,6 +185,7 @@ async fn start_exec(
         stdin: start.stdin,
         cols: start.cols,
         rows: start.rows,
+        env: Vec::new(),
     };
     ctx.streams.open(&node, &replica, kind).await
 }

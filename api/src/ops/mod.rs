@@ -21,6 +21,7 @@ pub mod projects;
 pub mod quotas;
 pub mod replicas;
 pub mod resolve;
+pub mod scripts;
 pub mod services;
 
 use std::future::Future;

@@ -8,6 +8,7 @@ mod exec;
 mod logs;
 mod node;
 mod project;
+mod script;
 mod service;
 mod service_body;
 
@@ -47,6 +48,7 @@ pub async fn run(session: &mut Session, command: Command) -> Result<()> {
             replica,
         } => logs::run(session, &service, follow, tail, replica).await,
         Command::Exec(args) => exec::run(session, args).await,
+        Command::Script(cmd) => script::run(session, cmd).await,
         Command::Domains(cmd) => domains::run(session, cmd).await,
         Command::Open { service } => domains::open(session, &service).await,
         Command::Completion { .. } => unreachable!("handled before the session is loaded"),

@@ -497,12 +497,14 @@ impl Runtime for DockerRuntime {
         &self,
         replica: &str,
         command: Vec<String>,
+        env: Vec<String>,
         tty: bool,
         stdin: bool,
     ) -> Result<Attached> {
         let id = self.container_of(replica).await?;
         let options = CreateExecOptions {
             cmd: Some(command),
+            env: (!env.is_empty()).then_some(env),
             attach_stdin: Some(stdin),
             attach_stdout: Some(true),
             attach_stderr: Some(true),

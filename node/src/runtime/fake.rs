@@ -326,6 +326,7 @@ impl Runtime for Fake {
         &self,
         replica: &str,
         _command: Vec<String>,
+        _env: Vec<String>,
         _tty: bool,
         _stdin: bool,
     ) -> Result<Attached> {

@@ -220,6 +220,7 @@ pub trait Runtime: Clone + Send + Sync + 'static {
         &self,
         replica: &str,
         command: Vec<String>,
+        env: Vec<String>,
         tty: bool,
         stdin: bool,
     ) -> impl Future<Output = Result<Attached>> + Send;

@@ -1,0 +1,421 @@
+//! End-to-end test of stored scripts on `lb up` and the real Docker engine:
+//! a script runs inside running replicas as a second process (the
+//! containers' start times do not change), gets its arguments and env,
+//! answers its exit code and output, one replica or all; a missing
+//! interpreter is named; the time limit kills the run; runs are recorded;
+//! another user reaches none of it.
+//!
+//! The image is the busybox test image with busybox's applets installed
+//! (`sh`, `sleep`, `ps` in PATH, as in any distribution image), built from
+//! `lb_testing::busybox_image` without pulling. No image with python3 can
+//! be pulled here, and copying Debian's python3 with its libraries and
+//! standard library into a scratch image was not attempted: python3 is
+//! tested only as the missing interpreter.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const LB: &str = env!("CARGO_BIN_EXE_lb");
+const IMAGE: &str = "lb-test-busybox-sh:1";
+
+/// A running `lb up`, killed when dropped, with the containers it started.
+struct Up {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for id in containers("lb.replica") {
+            if docker(&["inspect", "-f", "{{.Config.Image}}", &id]).trim() == IMAGE {
+                let _ = Command::new("docker").args(["rm", "-f", &id]).output();
+            }
+        }
+    }
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("run docker");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Containers with a label (`key` or `key=value`).
+fn containers(label: &str) -> Vec<String> {
+    docker(&["ps", "-aq", "--filter", &format!("label={label}")])
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The busybox test image with its applets installed in /bin.
+fn sh_image() -> &'static str {
+    let base = lb_testing::busybox_image();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        format!("FROM {base}\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n"),
+    )
+    .unwrap();
+    docker(&["build", "-q", "-t", IMAGE, dir.path().to_str().unwrap()]);
+    IMAGE
+}
+
+// The child is waited for by `Up`'s Drop, which clippy cannot see.
+#[allow(clippy::zombie_processes)]
+fn start() -> Up {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(LB)
+        .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env_remove("LB_ETCD")
+        .env_remove("LB_DATA_DIR")
+        .env_remove("LB_LISTEN")
+        .env("LB_REGISTRY_LISTEN", "127.0.0.1:0")
+        .env("LB_HTTP_LISTEN", "127.0.0.1:0")
+        .env("LB_ADMIN_PASSWORD", "admin-password")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start lb up");
+    let mut stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = stderr.read_to_end(&mut sink);
+    });
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                let _ = child.kill();
+                panic!("lb up printed no URL within 30 s")
+            });
+        if let Some(rest) = line.strip_prefix("lb is up: ") {
+            let url = rest.split_whitespace().next().unwrap();
+            return Up {
+                url: url.trim_end_matches('/').to_owned(),
+                child,
+                _dir: dir,
+            };
+        }
+    }
+}
+
+/// A signed-in user's client.
+struct User {
+    api: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl User {
+    async fn new(up: &Up, name: &str) -> User {
+        let http = reqwest::Client::new();
+        let api = format!("{}/api/v1", up.url);
+        let creds = json!({"username": name, "password": "password-1"});
+        let status = http
+            .post(format!("{api}/auth/signup"))
+            .json(&creds)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 201, "signup of {name}");
+        let login: Value = http
+            .post(format!("{api}/auth/login"))
+            .json(&creds)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        User {
+            token: login["token"].as_str().unwrap().to_owned(),
+            api,
+            http,
+        }
+    }
+
+    /// A request; answers the status, the ETag and the JSON body.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        if_match: Option<&str>,
+    ) -> (u16, Option<String>, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.api))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        if let Some(tag) = if_match {
+            request = request.header("if-match", tag);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let etag = response
+            .headers()
+            .get("etag")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let text = response.text().await.unwrap();
+        (
+            status,
+            etag,
+            serde_json::from_str(&text).unwrap_or(Value::Null),
+        )
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let (status, _, body) = self.call(reqwest::Method::GET, path, None, None).await;
+        (status, body)
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let (status, _, body) = self
+            .call(reqwest::Method::POST, path, Some(body), None)
+            .await;
+        (status, body)
+    }
+
+    async fn put(&self, path: &str, body: Value) -> (u16, Value) {
+        let (status, _, body) = self
+            .call(reqwest::Method::PUT, path, Some(body), None)
+            .await;
+        (status, body)
+    }
+}
+
+/// When a replica's container started, from Docker.
+fn started_at(replica: &str) -> String {
+    let ids = containers(&format!("lb.replica={replica}"));
+    assert_eq!(ids.len(), 1, "one container of replica {replica}: {ids:?}");
+    docker(&["inspect", "-f", "{{.State.StartedAt}}", &ids[0]])
+        .trim()
+        .to_owned()
+}
+
+async fn running_replicas(user: &User, service: &str, count: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, list) = user.get(&format!("{service}/replicas")).await;
+        let items = list["items"].as_array().cloned().unwrap_or_default();
+        let running: Vec<String> = items
+            .iter()
+            .filter(|r| r["state"] == "running")
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect();
+        if running.len() == count && items.len() == count {
+            return running;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{count} running replicas not reached in 60 s: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[test]
+fn scripts_run_in_live_replicas_without_restarting_them() {
+    let image = sh_image();
+    let up = start();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let alice = User::new(&up, "alice").await;
+        let bob = User::new(&up, "bob").await;
+        let (status, project) = alice.post("/projects", json!({"name": "demo"})).await;
+        assert_eq!(status, 201, "{project}");
+        let pid = project["id"].as_str().unwrap().to_owned();
+        let spec = json!({"name": "web", "image": image, "replicas": 2, "memory": 16,
+            "command": ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]});
+        let (status, body) = alice.post("/projects/demo/services", spec).await;
+        assert_eq!(status, 201, "{body}");
+        let service = "/projects/demo/services/web";
+        let replicas = running_replicas(&alice, service, 2).await;
+        let before: Vec<String> = replicas.iter().map(|r| started_at(r)).collect();
+
+        // Stored: created, read with its ETag, replaced only at that revision.
+        let script = "/projects/demo/scripts/hello";
+        let body = "echo \"args: $*\"\necho \"env: $GREETING\"\necho \"run: ${LB_SCRIPT_RUN:+set}\"\necho oops >&2\nexit 3\n";
+        let hello = json!({"interpreter": "sh", "body": body, "args": ["default"],
+            "env": {"GREETING": "hi there"}, "timeout": 30});
+        let (status, created) = alice.put(script, hello.clone()).await;
+        assert_eq!(status, 201, "{created}");
+        assert_eq!(created["name"], "hello");
+        let (status, etag, got) = alice.call(reqwest::Method::GET, script, None, None).await;
+        assert_eq!(status, 200);
+        assert_eq!(got["body"], body);
+        let etag = etag.expect("an ETag");
+        let (status, _, _) = alice
+            .call(reqwest::Method::PUT, script, Some(hello.clone()), Some("\"1\""))
+            .await;
+        assert_eq!(status, 409, "a stale If-Match is refused");
+        let (status, _, _) = alice
+            .call(reqwest::Method::PUT, script, Some(hello.clone()), Some(&etag))
+            .await;
+        assert_eq!(status, 200, "the current revision replaces it");
+        let (_, list) = alice.get("/projects/demo/scripts").await;
+        assert_eq!(list["items"][0]["name"], "hello", "{list}");
+
+        // Bad input names its field.
+        for (bad, field) in [
+            (json!({"interpreter": "perl", "body": "x"}), "interpreter"),
+            (json!({"body": "x".repeat(256 * 1024 + 1)}), "body"),
+            (json!({"body": "x", "timeout": 0}), "timeout"),
+            (json!({"body": "x", "env": {"A-B": "1"}}), "env.A-B"),
+        ] {
+            let (status, answer) = alice.put("/projects/demo/scripts/bad", bad).await;
+            assert_eq!(status, 400, "{answer}");
+            assert_eq!(answer["error"]["field"], field, "{answer}");
+        }
+
+        // One replica: args, env, exit code, both streams.
+        let run = format!("{service}/scripts/hello/run");
+        let (status, answer) = alice.post(&run, json!({"args": ["a b", "$(c)"]})).await;
+        assert_eq!(status, 200, "{answer}");
+        let one = &answer["replicas"][0];
+        assert_eq!(answer["replicas"].as_array().unwrap().len(), 1);
+        assert_eq!(one["exit_code"], 3, "{answer}");
+        let stdout = one["stdout"].as_str().unwrap();
+        assert!(stdout.contains("args: a b $(c)\n"), "{stdout}");
+        assert!(stdout.contains("env: hi there\n"), "{stdout}");
+        assert!(stdout.contains("run: set\n"), "{stdout}");
+        assert_eq!(one["stderr"], "oops\n");
+        assert!(one["duration_ms"].as_u64().is_some());
+        // The default args, on a named replica.
+        let (_, answer) = alice
+            .post(&run, json!({"replica": replicas[1]}))
+            .await;
+        assert_eq!(answer["replicas"][0]["replica"], replicas[1].as_str());
+        assert!(answer["replicas"][0]["stdout"]
+            .as_str()
+            .unwrap()
+            .contains("args: default\n"));
+
+        // Every replica, in parallel.
+        let ok = json!({"interpreter": "sh", "body": "hostname; sleep 1; echo done"});
+        assert_eq!(alice.put("/projects/demo/scripts/ok", ok).await.0, 201);
+        let t0 = Instant::now();
+        let (status, answer) = alice
+            .post(&format!("{service}/scripts/ok/run"), json!({"replica": "all"}))
+            .await;
+        assert_eq!(status, 200, "{answer}");
+        let all = answer["replicas"].as_array().unwrap();
+        assert_eq!(all.len(), 2, "{answer}");
+        let mut hosts = Vec::new();
+        for r in all {
+            assert_eq!(r["exit_code"], 0, "{answer}");
+            assert!(r["stdout"].as_str().unwrap().ends_with("done\n"));
+            hosts.push(r["stdout"].as_str().unwrap().lines().next().unwrap().to_owned());
+        }
+        assert_ne!(hosts[0], hosts[1], "two containers ran it: {hosts:?}");
+        assert!(
+            t0.elapsed() < Duration::from_millis(1900),
+            "in parallel: {:?}",
+            t0.elapsed()
+        );
+
+        // A missing interpreter is named.
+        let py = json!({"interpreter": "python3", "body": "print('hi')"});
+        assert_eq!(alice.put("/projects/demo/scripts/py", py).await.0, 201);
+        let (status, answer) = alice
+            .post(&format!("{service}/scripts/py/run"), json!({}))
+            .await;
+        assert_eq!(status, 422, "{answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("interpreter python3 not found"),
+            "{message}"
+        );
+
+        // The time limit kills the run and what it started.
+        let slow = json!({"interpreter": "sh", "body": "sleep 37; echo late", "timeout": 2});
+        assert_eq!(alice.put("/projects/demo/scripts/slow", slow).await.0, 201);
+        let t0 = Instant::now();
+        let (status, answer) = alice
+            .post(&format!("{service}/scripts/slow/run"), json!({"replica": replicas[0]}))
+            .await;
+        assert_eq!(status, 200, "{answer}");
+        let r = &answer["replicas"][0];
+        assert_eq!(r["timed_out"], true, "{answer}");
+        assert!(r["exit_code"].is_null(), "{answer}");
+        assert!(r["error"].as_str().unwrap().contains("killed"), "{answer}");
+        assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+        let container = containers(&format!("lb.replica={}", replicas[0])).remove(0);
+        let ps = docker(&["exec", &container, "ps", "-o", "pid,args"]);
+        assert!(!ps.contains("sleep 37"), "the run's processes are gone: {ps}");
+
+        // The containers were never restarted.
+        let after: Vec<String> = replicas.iter().map(|r| started_at(r)).collect();
+        assert_eq!(before, after, "container start times");
+        let (_, list) = alice.get(&format!("{service}/replicas")).await;
+        for r in list["items"].as_array().unwrap() {
+            assert_eq!(r["restarts"], 0, "{list}");
+        }
+
+        // Runs are recorded, newest first.
+        let (status, runs) = alice.get(&format!("{script}/runs")).await;
+        assert_eq!(status, 200, "{runs}");
+        let items = runs["items"].as_array().unwrap();
+        assert_eq!(items.len(), 2, "{runs}");
+        assert_eq!(items[0]["by"], "alice");
+        assert_eq!(items[0]["args"], json!(["default"]));
+        assert_eq!(items[1]["args"], json!(["a b", "$(c)"]));
+        assert_eq!(items[1]["replicas"][0]["exit_code"], 3);
+        assert_eq!(items[1]["service"], "web");
+
+        // Another user reaches none of it, by name or by id.
+        for path in [
+            format!("/projects/{pid}/scripts"),
+            format!("/projects/{pid}/scripts/hello"),
+            format!("/projects/{pid}/scripts/hello/runs"),
+        ] {
+            assert_eq!(bob.get(&path).await.0, 404, "{path}");
+        }
+        let (status, _) = bob
+            .post(&format!("/projects/{pid}/services/web/scripts/hello/run"), json!({}))
+            .await;
+        assert_eq!(status, 404);
+        let (status, _) = bob
+            .put(&format!("/projects/{pid}/scripts/hello"), json!({"body": "x"}))
+            .await;
+        assert_eq!(status, 404);
+        let (_, _, got) = alice.call(reqwest::Method::GET, script, None, None).await;
+        assert_eq!(got["body"], body, "bob changed nothing");
+
+        // Deleted with its runs.
+        let (status, _, _) = alice
+            .call(reqwest::Method::DELETE, script, None, None)
+            .await;
+        assert_eq!(status, 204);
+        assert_eq!(alice.get(script).await.0, 404);
+        assert_eq!(alice.get(&format!("{script}/runs")).await.0, 404);
+        let (status, _) = alice.post(&run, json!({})).await;
+        assert_eq!(status, 404);
+    });
+}
