@@ -148,6 +148,10 @@ pub const TAGS: &[(&str, &str)] = &[
     ),
     (BUILDS, "Builds of a service's source, their logs"),
     (
+        JOBS,
+        "One-off jobs of a service (a command run to completion in a new container) and its cron schedules",
+    ),
+    (
         SCRIPTS,
         "A project's stored scripts, run inside a service's running replicas, and their runs",
     ),
@@ -180,6 +184,7 @@ const ACCOUNTS: &str = "accounts";
 const PROJECTS: &str = "projects";
 const SERVICES: &str = "services";
 const BUILDS: &str = "builds";
+const JOBS: &str = "jobs";
 const DOMAINS: &str = "domains";
 const EVENTS: &str = "events";
 const SCRIPTS: &str = "scripts";
@@ -326,6 +331,17 @@ pub const ROUTES: &[Route] = &[
         .public()
         .body("Join")
         .ok(201, Some("Joined")),
+    r(JOBS, "listJobs", "GET", "/api/v1/projects/{p}/services/{s}/jobs", "List the service's jobs, newest first (without output)")
+        .ok(200, Some("JobList")),
+    r(JOBS, "createJob", "POST", "/api/v1/projects/{p}/services/{s}/jobs", "Run a command to completion in a new container of the service's image, env, volumes and network")
+        .body("JobRequest")
+        .ok(201, Some("Job")),
+    r(JOBS, "getJob", "GET", "/api/v1/projects/{p}/services/{s}/jobs/{j}", "Read a job: state, exit code, the tail of its output")
+        .ok(200, Some("Job")),
+    r(JOBS, "cancelJob", "DELETE", "/api/v1/projects/{p}/services/{s}/jobs/{j}", "Cancel a job not over yet (its container is stopped)")
+        .ok(200, Some("Job")),
+    r(JOBS, "listSchedules", "GET", "/api/v1/projects/{p}/services/{s}/schedules", "The service's cron schedules with their next tick and last run")
+        .ok(200, Some("ScheduleList")),
     r(
         NODES,
         "connectNode",
@@ -594,6 +610,7 @@ fn schemas() -> Value {
 
         "ServiceList": list("Service"),
         "Scale": {"type": "object", "required": ["replicas"], "additionalProperties": false,
+            "schedules": {"type": "array", "items": {"$ref": "#/components/schemas/Schedule"}},
             "properties": {"replicas": {"type": "integer", "minimum": 0, "maximum": 1000}}},
         "Rollback": {"type": "object", "required": ["build"], "additionalProperties": false,
             "properties": {"build": {"type": "integer", "minimum": 1}}},
@@ -689,6 +706,40 @@ fn schemas() -> Value {
             "registry_bytes": {"type": "integer", "minimum": 0, "nullable": true}}},
         "QuotaView": {"type": "object", "required": ["user", "username", "quota", "usage"], "properties": {
             "user": {"type": "string"}, "username": {"type": "string"},
+    let jobs = json!({
+        "JobRequest": {"type": "object", "required": ["command"], "additionalProperties": false, "properties": {
+            "command": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+            "timeout": {"type": "integer", "minimum": 1, "maximum": 86400, "nullable": true,
+                "description": "seconds before it is killed (default 3600)"}}},
+        "Job": {"type": "object", "required": ["id", "project", "service", "command", "timeout", "state", "created"], "properties": {
+            "id": {"type": "string"}, "project": {"type": "string"}, "service": {"type": "string"},
+            "command": {"type": "array", "items": {"type": "string"}}, "timeout": {"type": "integer"},
+            "state": {"enum": ["pending", "running", "succeeded", "failed", "cancelled", "timed_out"]},
+            "schedule": {"type": "string"}, "tick": {"type": "integer"}, "created_by": {"type": "string"}, "node": {"type": "string"},
+            "image": {"type": "string"}, "message": {"type": "string"}, "exit_code": {"type": "integer"},
+            "logs": {"type": "string", "description": "the last 64 KiB of its output"},
+            "cancel": {"type": "boolean"}, "created": {"type": "integer"},
+            "started": {"type": "integer"}, "finished": {"type": "integer"}}},
+        "JobList": list("Job"),
+        "Schedule": {"type": "object", "required": ["name", "cron", "command"], "additionalProperties": false, "properties": {
+            "name": {"type": "string"},
+            "cron": {"type": "string", "description": "5 fields, or 6 with seconds first (croner)"},
+            "command": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+            "timezone": {"type": "string", "default": "UTC"},
+            "concurrency": {"enum": ["forbid", "allow", "replace"], "default": "forbid"},
+            "timeout": {"type": "integer", "minimum": 1, "maximum": 86400, "nullable": true}}},
+        "ScheduleView": {"type": "object", "properties": {
+            "name": {"type": "string"}, "cron": {"type": "string"},
+            "command": {"type": "array", "items": {"type": "string"}}, "timezone": {"type": "string"},
+            "concurrency": {"type": "string"}, "timeout": {"type": "integer", "nullable": true},
+            "next_run": {"type": "integer", "nullable": true}, "last_tick": {"type": "integer", "nullable": true},
+            "skipped": {"type": "string", "nullable": true},
+            "last_job": {"nullable": true, "allOf": [{"$ref": "#/components/schemas/Job"}]}}},
+        "ScheduleList": list("ScheduleView"),
+    });
+    if let (Some(all), Some(more)) = (schemas.as_object_mut(), jobs.as_object()) {
+        all.extend(more.clone());
+    }
             "quota": {"$ref": "#/components/schemas/Quota"},
             "usage": {"type": "object", "properties": {
                 "projects": {"type": "integer"}, "services": {"type": "integer"},

@@ -116,6 +116,11 @@ const STATIC: &[(&str, &str, &str)] = &[
         JS,
         include_str!("../../templates/ui/static/scripts.js"),
     ),
+    (
+        "jobs.js",
+        JS,
+        include_str!("../../templates/ui/static/jobs.js"),
+    ),
 ];
 const JS: &str = "text/javascript; charset=utf-8";
 

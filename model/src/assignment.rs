@@ -60,6 +60,12 @@ pub struct Assignment {
     /// container: the node runs the check itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthCheck>,
+    /// Set for a one-off job (`replica` is then the job id): its container
+    /// runs once, is never restarted, is killed at the time limit, and its
+    /// end is reported with [`crate::protocol::FromNode::JobEnded`]. Absent
+    /// in replicas' assignments and in records older than jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<super::JobRun>,
 }
 
 fn yes() -> bool {
@@ -80,6 +86,7 @@ mod tests {
         assert_eq!(a.stop_timeout, super::super::DEFAULT_STOP_TIMEOUT);
         assert!(a.running);
         assert_eq!(a.health, None);
+        assert_eq!(a.job, None);
         assert_eq!(a.hardening, super::super::Hardening::default());
     }
 }

@@ -30,6 +30,8 @@
 //! <root>/acme/challenges/<token>                           a pending HTTP-01 answer (key authorization)
 //! <root>/quotas/<user id>                                  a user's quota (limits set by an admin)
 //! <root>/acme/lock                                         the ACME issuer's lease (one issuer per cluster)
+//! <root>/projects/<pid>/services/<sid>/jobs/<job id>       a one-off job (command, state, exit code, output tail)
+//! <root>/projects/<pid>/services/<sid>/schedules/<name>    a cron schedule's last tick (written by the scheduler leader)
 //! <root>/projects/<pid>/scripts/<name>                     a stored script
 //! <root>/projects/<pid>/script-runs/<name>/<run id>        a script's run (the last 20 kept)
 //! ```
@@ -336,6 +338,41 @@ impl Keys {
         format!("{}/nodes/{nid}/replicas/{rid}", self.root)
     }
 
+    /// `<root>/projects/<pid>/services/<sid>/jobs/<jid>`: a one-off job.
+    pub fn job(&self, pid: &str, sid: &str, jid: &str) -> String {
+        format!("{}jobs/{jid}", self.service_prefix(pid, sid))
+    }
+
+    /// Prefix of a service's jobs.
+    pub fn jobs_prefix(&self, pid: &str, sid: &str) -> String {
+        format!("{}jobs/", self.service_prefix(pid, sid))
+    }
+
+    /// `<root>/projects/<pid>/services/<sid>/schedules/<name>`: a cron
+    /// schedule's last tick.
+    pub fn schedule_record(&self, pid: &str, sid: &str, name: &str) -> String {
+        format!("{}schedules/{name}", self.service_prefix(pid, sid))
+    }
+
+    /// (project id, service id, job id) of a key made by [`Keys::job`].
+    pub fn parse_job<'a>(&self, key: &'a str) -> Option<(&'a str, &'a str, &'a str)> {
+        let rest = key.strip_prefix(self.root.as_str())?.strip_prefix('/')?;
+        match rest.split('/').collect::<Vec<_>>().as_slice() {
+            ["projects", pid, "services", sid, "jobs", jid] => Some((pid, sid, jid)),
+            _ => None,
+        }
+    }
+
+    /// (project id, service id, name) of a key made by
+    /// [`Keys::schedule_record`].
+    pub fn parse_schedule_record<'a>(&self, key: &'a str) -> Option<(&'a str, &'a str, &'a str)> {
+        let rest = key.strip_prefix(self.root.as_str())?.strip_prefix('/')?;
+        match rest.split('/').collect::<Vec<_>>().as_slice() {
+            ["projects", pid, "services", sid, "schedules", name] => Some((pid, sid, name)),
+            _ => None,
+        }
+    }
+
     /// `<root>/nodes/<nid>/credential`: the node's credential (hashed).
     pub fn node_credential(&self, nid: &str) -> String {
         format!("{}/nodes/{nid}/credential", self.root)
@@ -575,6 +612,11 @@ mod tests {
             "/lb/projects/P/services/S/builds/0000000007"
         );
         assert_eq!(k.node_replica("N", "R"), "/lb/nodes/N/replicas/R");
+        assert_eq!(k.job("P", "S", "J"), "/lb/projects/P/services/S/jobs/J");
+        assert_eq!(k.parse_job(&k.job("P", "S", "J")), Some(("P", "S", "J")));
+        assert_eq!(k.parse_job(&k.replica("P", "S", "J")), None);
+        let r = k.schedule_record("P", "S", "nightly");
+        assert_eq!(k.parse_schedule_record(&r), Some(("P", "S", "nightly")));
         let logs = k.build_log_prefix("P", "S", 7);
         assert_eq!(logs, "/lb/projects/P/services/S/build-logs/0000000007/");
         assert_eq!(

@@ -24,11 +24,13 @@ mod build;
 mod cert;
 mod hardening;
 mod health;
+mod job;
 mod node;
 mod project;
 mod quota;
 mod replica;
 mod service;
+mod schedule;
 mod source;
 mod user;
 mod vendor;
@@ -40,10 +42,18 @@ pub use hardening::{Hardening, ALLOWED_CAP_ADD, DEFAULT_PIDS, DROPPED_CAPS, MAX_
 pub use health::{takes_traffic, Health, HealthCheck, Probe};
 pub use node::{parse_bytes, Capacity, DiskLimit, Node, NodeStatus};
 pub use project::Project;
+pub use job::{
+    check_command, log_tail, Job, JobEnd, JobRequest, JobRun, JobState, DEFAULT_JOB_TIMEOUT,
+    JOB_HISTORY, JOB_LOG_MAX, MAX_JOB_TIMEOUT,
+};
 pub use quota::{Exceeded, Limit, Quota, MAX_LIMIT};
 pub use script::{Interpreter, ReplicaRun, RunRequest, Script, ScriptRun, ScriptView, Target};
 pub use replica::{PortBinding, Replica, ReplicaState, ReplicaStatus};
 pub use service::{
+pub use schedule::{
+    check_schedules, parse_cron, parse_timezone, Concurrency, Schedule, ScheduleRecord,
+    MAX_SCHEDULES,
+};
     validate_label, Port, Protocol, ServiceMeta, ServiceSpec, ServiceState, Volume,
     DEFAULT_STOP_TIMEOUT, MAX_STOP_TIMEOUT,
 };

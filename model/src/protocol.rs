@@ -184,6 +184,15 @@ pub enum FromNode {
         #[serde(with = "base64_bytes")]
         data: Vec<u8>,
     },
+    /// A job's container ended (or could not start): sent once per
+    /// connection until its assignment is removed, so the API records it
+    /// even when a connection was lost with the message.
+    JobEnded {
+        /// The job id (its assignment's `replica`).
+        job: String,
+        /// How it ended.
+        end: crate::JobEnd,
+    },
     /// A stream ended: the last message about it.
     End {
         /// The stream.

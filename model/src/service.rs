@@ -173,6 +173,10 @@ pub struct ServiceSpec {
     /// A read-only root filesystem (with a writable tmpfs at /tmp).
     #[serde(default)]
     pub read_only: bool,
+    /// Cron schedules, each firing a one-off job (see [`crate::Schedule`]).
+    /// Not part of the generation: changing them replaces no container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedules: Vec<crate::Schedule>,
 }
 
 fn default_pids() -> u32 {
@@ -320,6 +324,7 @@ impl ServiceSpec {
                 .map_err(|e| e.under("health"))?;
         }
         self.hardening().validate()?;
+        crate::check_schedules(&self.schedules)?;
         Ok(())
     }
 

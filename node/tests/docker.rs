@@ -228,6 +228,7 @@ fn assignment(command: &[&str], memory: u64, ports: Vec<Port>) -> Assignment {
         stop_timeout: 10,
         hardening: Default::default(),
         health: None,
+        job: None,
     }
 }
 

@@ -17,6 +17,8 @@
 
 pub mod capacity;
 pub mod commit;
+pub mod cron;
+pub mod jobs;
 pub mod placement;
 pub mod reconcile;
 pub mod rollout;
@@ -148,6 +150,8 @@ async fn lead(
     let mut resync = tokio::time::interval(config.resync);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     resync.tick().await;
+    // The next tick of any schedule (see `cron`).
+    let mut cron_at: Option<std::time::Instant> = None;
     loop {
         if state.has_work() {
             let outcome = reconcile::pass(
@@ -170,7 +174,26 @@ async fn lead(
             }
             continue;
         }
-        let wake = state.wake_at;
+        // Then schedules and jobs (`cron`, `jobs`).
+        let cron_due = cron_at.is_some_and(|at| at <= std::time::Instant::now());
+        if state.jobs.cron_dirty || cron_due || state.jobs.dirty {
+            let written = if state.jobs.cron_dirty || cron_due {
+                let now = lb_model::now();
+                let fired = cron::pass(store, &config.keys, (key, fence), &mut state, now).await?;
+                cron_at = fired.next.map(cron::instant_of);
+                fired.revision
+            } else {
+                jobs::pass(store, &config.keys, (key, fence), &mut state).await?
+            };
+            if written > state.revision && !catch_up(&mut state, &mut changes, written).await {
+                (state, changes) = relist(store, &config.keys).await?;
+            }
+            continue;
+        }
+        let wake = match (state.wake_at, cron_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let wake_sleep = async {
             match wake {
                 Some(at) => tokio::time::sleep_until(at.into()).await,

@@ -111,6 +111,7 @@ fn assignment(service: &Service<'_>, rid: &str, generation: u64) -> Option<Assig
             .health
             .as_ref()
             .map(|h| h.with_port(spec.ingress_port())),
+        job: None,
     })
 }
 
@@ -134,6 +135,10 @@ pub async fn pass(
     if std::mem::take(&mut state.check_assignments) {
         let mut orphans = Vec::new();
         for (rid, held) in &state.assignments {
+            if crate::jobs::is_job(held) {
+                // A job's assignment has no placement: see `jobs`.
+                continue;
+            }
             let placed_here = state
                 .replica_index
                 .get(rid)

@@ -107,6 +107,8 @@ pub struct State {
     /// A timer is due (a node's grace, a rollout's wait): pass even if no
     /// service is marked yet.
     pub due: bool,
+    /// One-off jobs and schedule records (see [`crate::jobs`]).
+    pub jobs: crate::jobs::Jobs,
 }
 
 fn decode<T: serde::de::DeserializeOwned>(kv: &KeyValue) -> Option<T> {
@@ -141,6 +143,7 @@ impl State {
             wake_at: None,
             check_assignments: true,
             due: false,
+            jobs: crate::jobs::Jobs::default(),
         }
     }
 
@@ -166,6 +169,8 @@ impl State {
     pub fn mark_all(&mut self) {
         self.dirty = self.services.keys().cloned().collect();
         self.check_assignments = true;
+        self.jobs.dirty = true;
+        self.jobs.cron_dirty = true;
     }
 
     /// Whether a pass has anything to do.
@@ -187,6 +192,7 @@ impl State {
     /// Capacity may have appeared: plan the services that wait for it.
     fn capacity_changed(&mut self) {
         self.dirty.extend(self.waiting.iter().cloned());
+        self.jobs.dirty = true;
     }
 
     fn touch(&mut self, key: ServiceKey) {
@@ -242,6 +248,7 @@ impl State {
                     },
                 );
                 self.check_assignments = true;
+                self.jobs.dirty = true;
             }
             Some(Parsed::ServiceMeta { pid, sid }) => {
                 let key = (pid.to_owned(), sid.to_owned());
@@ -265,6 +272,7 @@ impl State {
                 }
                 self.touch(key);
                 self.capacity_changed();
+                self.jobs.cron_dirty = true;
             }
             Some(Parsed::Replica { pid, sid, rid }) => {
                 let key = (pid.to_owned(), sid.to_owned());
@@ -300,7 +308,7 @@ impl State {
                 }
                 self.touch(key);
             }
-            _ => {}
+            _ => self.jobs.put(&self.keys, &kv),
         }
     }
 
@@ -329,6 +337,8 @@ impl State {
                 if let Some(Some(a)) = self.assignments.remove(rid).map(|h| h.assignment) {
                     self.touch((a.project, a.service));
                 }
+                // Room freed: for jobs waiting for it too.
+                self.jobs.dirty = true;
             }
             Some(Parsed::ServiceMeta { pid, sid }) => {
                 let key = (pid.to_owned(), sid.to_owned());
@@ -366,7 +376,7 @@ impl State {
                 self.statuses.remove(rid);
                 self.touch(key);
             }
-            _ => {}
+            _ => self.jobs.delete(&self.keys, key),
         }
     }
 
@@ -398,6 +408,8 @@ impl State {
             .collect();
         self.dirty.extend(touched);
         self.check_assignments = true;
+        // Jobs on it fail.
+        self.jobs.dirty = true;
     }
 
     /// Moves nodes gone for `grace` into `lost`, marking their services;

@@ -8,6 +8,7 @@ mod builds;
 mod cluster;
 mod domains;
 mod events;
+mod jobs;
 pub mod extract;
 mod nodes;
 mod projects;
@@ -62,6 +63,8 @@ pub fn api(ctx: Ctx) -> BoxedFilter<(Response,)> {
             .or(backup::routes(ctx.clone()))
             .unify()
             .or(scripts::routes(ctx.clone()))
+            .unify()
+            .or(jobs::routes(ctx.clone()))
             .unify()
             .or(openapi)
             .unify(),

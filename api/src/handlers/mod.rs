@@ -12,6 +12,7 @@ pub mod events;
 pub mod hooks;
 pub mod internal;
 pub mod nodes;
+pub mod jobs;
 pub mod projects;
 pub mod quotas;
 pub mod registry;

@@ -16,6 +16,7 @@ pub mod domains;
 pub mod hooks;
 pub mod images;
 pub mod links;
+pub mod jobs;
 pub mod nodes;
 pub mod projects;
 pub mod quotas;

@@ -304,6 +304,11 @@ pub async fn apply(ctx: &Ctx, nid: &str, message: FromNode) -> std::result::Resu
                 .await
                 .map_err(err)?;
         }
+        FromNode::JobEnded { job, end } => {
+            super::jobs::node_ended(ctx, nid, &job, end)
+                .await
+                .map_err(|e| e.message)?;
+        }
         answer @ (FromNode::Logs { .. }
         | FromNode::Exec { .. }
         | FromNode::Output { .. }
@@ -322,6 +327,12 @@ pub async fn apply(ctx: &Ctx, nid: &str, message: FromNode) -> std::result::Resu
             let Ok(assignment) = serde_json::from_slice::<Assignment>(&kv.value) else {
                 return Ok(());
             };
+            if assignment.job.is_some() {
+                // A job's container: its record follows (no placement).
+                return super::jobs::node_status(ctx, &assignment, &status)
+                    .await
+                    .map_err(|e| e.message);
+            }
             let placement = ctx
                 .keys
                 .replica(&assignment.project, &assignment.service, &replica);

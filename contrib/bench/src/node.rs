@@ -201,6 +201,7 @@ async fn measure(
             stop_timeout: GRACE,
             hardening: Default::default(),
             health: None,
+            job: None,
         };
         let replica = Replica {
             id: rid.clone(),

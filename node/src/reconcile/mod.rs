@@ -24,6 +24,7 @@
 
 mod crashes;
 mod health;
+mod jobs;
 mod ops;
 mod plan;
 mod report;
@@ -87,6 +88,8 @@ pub struct Reconciler<R = DockerRuntime> {
     checks: health::Checks,
     /// Fenced: containers are killed, not stopped.
     fenced: Fenced,
+    /// One-off jobs: when they started, why they were stopped.
+    jobs: jobs::Jobs,
 }
 
 /// Sleeps until `at`, or forever without one.
@@ -121,6 +124,7 @@ impl<R: Runtime> Reconciler<R> {
             limits: Limits::default(),
             checks: health::Checks::default(),
             fenced: Fenced::default(),
+            jobs: jobs::Jobs::default(),
         }
     }
 
@@ -202,11 +206,15 @@ impl<R: Runtime> Reconciler<R> {
     /// The earliest crash backoff still ahead of `now`: one already past has
     /// had its pass.
     fn next_retry(&self, now: Instant) -> Option<Instant> {
-        self.crashes
+        let crash = self
+            .crashes
             .values()
             .filter_map(|c| c.retry_at)
             .filter(|at| *at > now)
-            .min()
+            .min();
+        // A job's time limit wakes a pass too.
+        let job = self.jobs.next_deadline(self.desired.values(), now);
+        crash.into_iter().chain(job).min()
     }
 
     /// Takes a message from the API into the desired state.
@@ -222,6 +230,7 @@ impl<R: Runtime> Reconciler<R> {
                     .collect();
                 // A new connection: report every status again.
                 self.reported.clear();
+                self.jobs.reconnected();
             }
             ToNode::Put(a) => {
                 self.desired.insert(a.replica.clone(), *a);

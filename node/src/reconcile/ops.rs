@@ -42,6 +42,12 @@ pub(super) enum Op {
     Stop { id: String, grace: u32 },
     /// Stop and remove containers: (id, grace period).
     Remove(Vec<(String, u32)>),
+    /// Read how a job's container ended and its last `lines` of output.
+    JobEnd {
+        container: String,
+        replica: String,
+        lines: u32,
+    },
 }
 
 /// How an [`Op`] ended.
@@ -57,6 +63,10 @@ pub(super) enum Outcome {
     },
     Stopped(Result<(), String>),
     Removed(Result<(), String>),
+    JobEnded {
+        exit: runtime::Exit,
+        logs: String,
+    },
 }
 
 impl Outcome {
@@ -68,6 +78,7 @@ impl Outcome {
             Outcome::Created(r) => r.is_ok(),
             Outcome::Restarted { started, .. } => !matches!(started, Some(Err(_))),
             Outcome::Stopped(r) | Outcome::Removed(r) => r.is_ok(),
+            Outcome::JobEnded { .. } => true,
         }
     }
 }
@@ -213,6 +224,19 @@ async fn execute<R: Runtime>(runtime: &R, limits: &Limits, op: Op) -> Outcome {
                 }
             }
             Outcome::Removed(Ok(()))
+        }
+        Op::JobEnd {
+            container,
+            replica,
+            lines,
+        } => {
+            let _permit = limits.stops.acquire().await;
+            let exit = runtime.exit(&container).await.unwrap_or_default();
+            let logs = runtime
+                .logs(&replica, lines, false)
+                .await
+                .unwrap_or_else(|e| format!("(its output could not be read: {e})\n"));
+            Outcome::JobEnded { exit, logs }
         }
     }
 }

@@ -43,6 +43,7 @@ impl<R: Runtime> Reconciler<R> {
         let desired = &self.desired;
         self.crashes.retain(|r, _| desired.contains_key(r));
         self.reported.retain(|r, _| desired.contains_key(r));
+        self.jobs.retain(|j| desired.contains_key(j));
         let desired: Vec<Assignment> = self.desired.values().cloned().collect();
         let now = Instant::now();
         for a in &desired {
@@ -90,6 +91,9 @@ impl<R: Runtime> Reconciler<R> {
         used: &mut HashSet<u16>,
         now: Instant,
     ) {
+        if a.job.is_some() {
+            return self.reconcile_job(a, found, used, now).await;
+        }
         let hash = spec_hash(a);
         // Keep at most one container, and only one made from this spec:
         // the others go first, and the pass after that goes on.
@@ -211,7 +215,7 @@ impl<R: Runtime> Reconciler<R> {
 
     /// Picks host ports (reserved until the container is listed) and starts
     /// a create, unless the replica is backing off.
-    async fn create(
+    pub(super) async fn create(
         &mut self,
         a: &Assignment,
         hash: String,

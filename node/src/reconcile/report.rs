@@ -23,7 +23,9 @@ impl<R: Runtime> Reconciler<R> {
                 // image with one is never shown running without a check.
                 tracing::info!(container = %container.id, "started");
             }
+            Outcome::Created(Err(message)) if a.job.is_some() => self.job_failed(a, &message).await,
             Outcome::Created(Err(message)) => self.fail(a, &message).await,
+            Outcome::JobEnded { exit, logs } => self.job_ended(a, exit, logs).await,
             Outcome::Restarted {
                 mut container,
                 crashed,

@@ -135,6 +135,7 @@ pub(super) fn assignment(n: usize) -> Assignment {
         stop_timeout: 7,
         hardening: Default::default(),
         health: None,
+        job: None,
     }
 }
 

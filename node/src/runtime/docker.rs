@@ -391,7 +391,13 @@ impl Runtime for DockerRuntime {
         // The network stays until the container has joined it.
         let (_network_held, network) = self.networks.ensure(&a.project).await?;
         let mut config = self.config(a, spec_hash, host_ports);
-        network::attach(&mut config, &network, &a.service_name);
+        // A job's container is not one of the service's replicas: it does
+        // not answer to the service's name.
+        let alias = match a.job {
+            Some(_) => format!("job-{}", a.replica.to_lowercase()),
+            None => a.service_name.clone(),
+        };
+        network::attach(&mut config, &network, &alias);
         check_confined(&config)?;
         // Never a string the engine could read as an image id.
         pull::check_runnable(&a.image)?;
