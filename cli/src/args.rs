@@ -167,6 +167,16 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Run a command to completion in a new container of a service (its
+    /// image, env, volumes and network), print its output and exit with its
+    /// exit code.
+    Run(RunArgs),
+    /// One-off jobs of a service.
+    #[command(subcommand, alias = "jobs")]
+    Job(JobCmd),
+    /// A service's cron schedules (set them in its spec's `schedules`).
+    #[command(subcommand)]
+    Cron(CronCmd),
 }
 
 /// `lbc context ...`.
@@ -485,6 +495,59 @@ pub struct Exec {
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+/// `lbc run SERVICE [--timeout S] -- CMD...`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// SERVICE or PROJECT/SERVICE.
+    pub service: String,
+    /// Seconds before the job is killed (1–86400; default one hour).
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
+    /// Return once the job is started (print its id).
+    #[arg(long)]
+    pub detach: bool,
+    /// The command and its arguments.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// `lbc job ...`.
+#[derive(Debug, Subcommand)]
+pub enum JobCmd {
+    /// List a service's jobs, newest first.
+    #[command(alias = "list")]
+    Ls {
+        /// SERVICE or PROJECT/SERVICE.
+        service: String,
+    },
+    /// Show a job with the tail of its output.
+    #[command(alias = "get")]
+    Show {
+        /// SERVICE or PROJECT/SERVICE.
+        service: String,
+        /// The job id.
+        id: String,
+    },
+    /// Cancel a job that is not over (its container is stopped).
+    Cancel {
+        /// SERVICE or PROJECT/SERVICE.
+        service: String,
+        /// The job id.
+        id: String,
+    },
+}
+
+/// `lbc cron ...`.
+#[derive(Debug, Subcommand)]
+pub enum CronCmd {
+    /// A service's schedules: expression, next run, last result.
+    #[command(alias = "list")]
+    Ls {
+        /// SERVICE or PROJECT/SERVICE.
+        service: String,
+    },
 }
 
 /// `lbc script ...`: scripts belong to a project (NAME or PROJECT/NAME).

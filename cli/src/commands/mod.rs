@@ -5,6 +5,7 @@ mod build;
 mod context;
 mod domains;
 mod exec;
+mod jobs;
 mod logs;
 mod node;
 mod project;
@@ -52,5 +53,8 @@ pub async fn run(session: &mut Session, command: Command) -> Result<()> {
         Command::Domains(cmd) => domains::run(session, cmd).await,
         Command::Open { service } => domains::open(session, &service).await,
         Command::Completion { .. } => unreachable!("handled before the session is loaded"),
+        Command::Run(args) => jobs::run(session, args).await,
+        Command::Job(cmd) => jobs::job(session, cmd).await,
+        Command::Cron(cmd) => jobs::cron(session, cmd).await,
     }
 }

@@ -1,0 +1,261 @@
+//! One-off jobs and cron schedules on the real Docker engine: the API and
+//! the scheduler in this process, a real `lb node` (see `common`). A job's
+//! exit code and output are recorded and its container is gone; a cancel
+//! and a time limit stop it; a node lost mid-job fails it with the reason
+//! (it is not run again); a schedule with a seconds field fires one job per
+//! tick.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Cluster, IMAGE};
+use serde_json::{json, Value};
+
+const JOBS: &str = "/projects/demo/services/work/jobs";
+
+/// A service whose image jobs run (no replicas of its own).
+async fn service(c: &Cluster, extra: Value) {
+    let mut spec = json!({"name": "work", "image": IMAGE, "replicas": 0, "memory": 16,
+        "cpu": 0.1, "stop_timeout": 1, "env": {"GREETING": "hello-from-env"}});
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        s.extend(e.clone());
+    }
+    c.call("POST", "/projects/demo/services", spec).await;
+}
+
+/// Starts a job and answers its id.
+async fn start(c: &Cluster, body: Value) -> String {
+    let job = c.call("POST", JOBS, body).await;
+    assert_eq!(job["state"], "pending", "{job}");
+    job["id"].as_str().unwrap().to_owned()
+}
+
+/// Waits until the job satisfies `want`.
+async fn wait_job(
+    c: &Cluster,
+    id: &str,
+    what: &str,
+    limit: Duration,
+    want: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let job = c.call("GET", &format!("{JOBS}/{id}"), Value::Null).await;
+        if want(&job) {
+            return job;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {id} not {what} within {limit:?}: {job:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn over(job: &Value) -> bool {
+    !matches!(job["state"].as_str(), Some("pending" | "running"))
+}
+
+/// The containers (any state) labelled with this replica or job id.
+fn containers_of(id: &str) -> usize {
+    let out = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label=lb.replica={id}")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+async fn wait_gone(id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while containers_of(id) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the container of job {id} is still there"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_runs_once_with_its_exit_code_and_output_recorded() {
+    let mut c = Cluster::start().await;
+    let _node = c.node("a").await;
+    service(&c, json!({})).await;
+
+    let script = "echo \"$GREETING\"; echo to-stderr >&2; exit 3";
+    let failing = start(&c, json!({"command": ["/bin/busybox", "sh", "-c", script]})).await;
+    let job = wait_job(&c, &failing, "over", Duration::from_secs(60), over).await;
+    assert_eq!(job["state"], "failed", "{job:#}");
+    assert_eq!(job["exit_code"], 3, "{job:#}");
+    let logs = job["logs"].as_str().unwrap();
+    assert!(
+        logs.contains("hello-from-env"),
+        "the service's env reaches the job: {logs:?}"
+    );
+    assert!(logs.contains("to-stderr"), "stderr is kept: {logs:?}");
+    assert!(
+        job["node"].is_string() && job["started"].is_i64() && job["finished"].is_i64(),
+        "{job:#}"
+    );
+    wait_gone(&failing).await;
+
+    let ok = start(&c, json!({"command": ["/bin/busybox", "true"]})).await;
+    let job = wait_job(&c, &ok, "over", Duration::from_secs(60), over).await;
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    assert_eq!(job["exit_code"], 0);
+    wait_gone(&ok).await;
+
+    // The list shows both, newest first, without output.
+    let list = c.call("GET", JOBS, Value::Null).await;
+    let ids: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [ok.as_str(), failing.as_str()]);
+    assert!(list["items"][1].get("logs").is_none(), "{list:#}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_is_cancelled_and_timed_out() {
+    let mut c = Cluster::start().await;
+    let _node = c.node("a").await;
+    service(&c, json!({})).await;
+
+    let long = start(&c, json!({"command": ["/bin/busybox", "sleep", "300"]})).await;
+    wait_job(&c, &long, "running", Duration::from_secs(60), |j| {
+        j["state"] == "running"
+    })
+    .await;
+    assert_eq!(containers_of(&long), 1);
+    let cancelled = c
+        .call("DELETE", &format!("{JOBS}/{long}"), Value::Null)
+        .await;
+    assert_eq!(cancelled["cancel"], true, "{cancelled:#}");
+    let job = wait_job(&c, &long, "over", Duration::from_secs(30), over).await;
+    assert_eq!(job["state"], "cancelled", "{job:#}");
+    wait_gone(&long).await;
+
+    let started = Instant::now();
+    let limited = start(
+        &c,
+        json!({"command": ["/bin/busybox", "sleep", "300"], "timeout": 2}),
+    )
+    .await;
+    let job = wait_job(&c, &limited, "over", Duration::from_secs(60), over).await;
+    assert_eq!(job["state"], "timed_out", "{job:#}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+    wait_gone(&limited).await;
+
+    // Bad input names the field; a job that is over cannot be cancelled.
+    let r = c
+        .client
+        .post(format!("{}/api/v1{JOBS}", c.api))
+        .bearer_auth(&c.token)
+        .json(&json!({"command": [], "timeout": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["field"], "command", "{body}");
+    let r = c
+        .client
+        .delete(format!("{}/api/v1{JOBS}/{limited}", c.api))
+        .bearer_auth(&c.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_on_a_lost_node_fails_and_is_not_run_again() {
+    let mut c = Cluster::start().await;
+    let node = c.node("a").await;
+    service(&c, json!({})).await;
+    let long = start(&c, json!({"command": ["/bin/busybox", "sleep", "300"]})).await;
+    wait_job(&c, &long, "running", Duration::from_secs(60), |j| {
+        j["state"] == "running"
+    })
+    .await;
+    node.kill().await;
+    let job = wait_job(&c, &long, "over", Duration::from_secs(60), over).await;
+    assert_eq!(job["state"], "failed", "{job:#}");
+    let message = job["message"].as_str().unwrap();
+    assert!(message.contains("lost"), "{message}");
+    // A new node does not get it.
+    let _b = c.node("b").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let job = c.call("GET", &format!("{JOBS}/{long}"), Value::Null).await;
+    assert_eq!(job["state"], "failed", "{job:#}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_schedule_fires_one_job_per_tick() {
+    let mut c = Cluster::start().await;
+    let _node = c.node("a").await;
+    let schedules = json!({"schedules": [{"name": "tick", "cron": "*/2 * * * * *",
+        "command": ["/bin/busybox", "echo", "tock"], "concurrency": "allow"}]});
+    service(&c, schedules).await;
+    // A bad expression is refused, naming the field.
+    let r = c
+        .client
+        .patch(format!("{}/api/v1/projects/demo/services/work", c.api))
+        .bearer_auth(&c.token)
+        .header("content-type", "application/merge-patch+json")
+        .json(&json!({"schedules": [{"name": "bad", "cron": "61 * * * *", "command": ["true"]}]}))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["field"], "schedules[0].cron", "{body}");
+
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let list = c.call("GET", JOBS, Value::Null).await;
+    let jobs = list["items"].as_array().unwrap();
+    let mut ticks: Vec<i64> = jobs.iter().map(|j| j["tick"].as_i64().unwrap()).collect();
+    ticks.sort();
+    assert!(
+        (3..=5).contains(&ticks.len()),
+        "{} jobs in 9 s: {ticks:?}",
+        ticks.len()
+    );
+    for pair in ticks.windows(2) {
+        assert_eq!(
+            pair[1] - pair[0],
+            2,
+            "one job per tick, none missed: {ticks:?}"
+        );
+    }
+    assert!(jobs.iter().all(|j| j["schedule"] == "tick"));
+    let done = wait_job(
+        &c,
+        jobs.last().unwrap()["id"].as_str().unwrap(),
+        "over",
+        Duration::from_secs(30),
+        over,
+    )
+    .await;
+    assert_eq!(done["state"], "succeeded", "{done:#}");
+    assert!(done["logs"].as_str().unwrap().contains("tock"));
+    let schedules = c
+        .call("GET", "/projects/demo/services/work/schedules", Value::Null)
+        .await;
+    let s = &schedules["items"][0];
+    assert_eq!(s["name"], "tick");
+    assert!(
+        s["next_run"].as_i64().unwrap() > s["last_tick"].as_i64().unwrap(),
+        "{s:#}"
+    );
+    assert!(s["last_job"]["id"].is_string(), "{s:#}");
+}
