@@ -15,6 +15,8 @@ async function load() {
     toast(e.message, 'error');
     return;
   }
+  // A rename may have started while the list was on its way.
+  if (renaming) return;
   fillTable(table, list.items.map(row), 'No projects yet: create one below.');
 }
 

@@ -270,7 +270,9 @@ function followLogs() {
   }
   for (const r of replicas) {
     if (r.state !== 'running' || streams.has(r.id)) continue;
-    const ws = new WebSocket(wsUrl(`${base}/logs?follow=true&tail=100&replica=${seg(r.id)}${stamps()}`));
+    // A crashed replica's last output is already shown: only what is new.
+    const tail = lastShown.has(r.id) ? 0 : 100;
+    const ws = new WebSocket(wsUrl(`${base}/logs?follow=true&tail=${tail}&replica=${seg(r.id)}${stamps()}`));
     ws.binaryType = 'arraybuffer';
     const dec = new TextDecoder();
     let partial = '';
