@@ -16,6 +16,10 @@ use crate::{Health, Replica, ReplicaState, ReplicaStatus, ServiceSpec, ServiceSt
 /// to a minute, so a crashing container runs only moments at a time).
 pub const CRASH_WINDOW_SECS: i64 = 60;
 
+/// A replica without a health check serves once it has run this long (the
+/// scheduler's readiness in a rollout too).
+pub const MIN_UP_SECS: i64 = 3;
+
 /// What a service is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -110,6 +114,9 @@ fn classify<'a>(
         ReplicaState::Running => match s.health {
             Some(Health::Unhealthy) => Class::Unhealthy(s),
             Some(Health::Starting) => Class::Starting,
+            // Without a check, up a moment is not yet up: a container
+            // that exits at once is reported running first.
+            None if now - s.updated < MIN_UP_SECS => Class::Starting,
             _ => Class::Serving,
         },
     }
@@ -511,6 +518,14 @@ mod tests {
             &spec(json!({})),
             1,
             vec![r(1, Some(Running)), r(1, None)],
+            "deploying 1/2",
+            "starting",
+        );
+        let just_up = with(r(1, Some(Running)), |s| s.updated = NOW - 1);
+        check(
+            &spec(json!({})),
+            1,
+            vec![r(1, Some(Running)), just_up],
             "deploying 1/2",
             "starting",
         );
