@@ -8,9 +8,11 @@
 //! The image is the busybox test image with busybox's applets installed
 //! (`sh`, `sleep`, `ps` in PATH, as in any distribution image), built from
 //! `lb_testing::busybox_image` without pulling. No image with python3 can
-//! be pulled here, and copying Debian's python3 with its libraries and
-//! standard library into a scratch image was not attempted: python3 is
-//! tested only as the missing interpreter.
+//! be pulled here: a second image adds Debian's own `/usr/bin/python3.11`,
+//! the four libraries it links and its standard library (`/usr/lib/python3.11`
+//! without tests) to it, so a python3 script runs for real; the first image
+//! has no python3 and names it missing. bash is not tested (busybox has
+//! none).
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
@@ -21,6 +23,7 @@ use serde_json::{json, Value};
 
 const LB: &str = env!("CARGO_BIN_EXE_lb");
 const IMAGE: &str = "lb-test-busybox-sh:1";
+const PYTHON_IMAGE: &str = "lb-test-python:1";
 
 /// A running `lb up`, killed when dropped, with the containers it started.
 struct Up {
@@ -34,7 +37,13 @@ impl Drop for Up {
         let _ = self.child.kill();
         let _ = self.child.wait();
         for id in containers("lb.replica") {
-            if docker(&["inspect", "-f", "{{.Config.Image}}", &id]).trim() == IMAGE {
+            let image = docker(&["inspect", "-f", "{{.Config.Image}}", &id]);
+            // The node may have spelled the reference in full
+            // (docker.io/library/...).
+            if [IMAGE, PYTHON_IMAGE]
+                .iter()
+                .any(|i| image.trim().ends_with(i))
+            {
                 let _ = Command::new("docker").args(["rm", "-f", &id]).output();
             }
         }
@@ -73,6 +82,42 @@ fn sh_image() -> &'static str {
     .unwrap();
     docker(&["build", "-q", "-t", IMAGE, dir.path().to_str().unwrap()]);
     IMAGE
+}
+
+/// The sh image with Debian's python3 copied in (its binary, the libraries
+/// `ldd` lists for it, its standard library).
+fn python_image() -> &'static str {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = r#"set -e
+        root="$1/root"
+        mkdir -p "$root/usr/bin" "$root/lib/x86_64-linux-gnu" "$root/lib64" "$root/usr/lib"
+        cp /usr/bin/python3.11 "$root/usr/bin/"
+        ln -s python3.11 "$root/usr/bin/python3"
+        for l in libm.so.6 libz.so.1 libexpat.so.1 libc.so.6; do
+            cp -L "/lib/x86_64-linux-gnu/$l" "$root/lib/x86_64-linux-gnu/"
+        done
+        cp -L /lib64/ld-linux-x86-64.so.2 "$root/lib64/"
+        tar -C /usr/lib --exclude=test --exclude=__pycache__ --exclude=idlelib             --exclude=tkinter --exclude=ensurepip -cf - python3.11 | tar -C "$root/usr/lib" -xf -
+        printf 'FROM %s
+COPY root/ /
+' "$2" > "$1/Dockerfile""#;
+    let out = Command::new("sh")
+        .args(["-c", copy, "sh", dir.path().to_str().unwrap(), IMAGE])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "copying Debian's python3 (python3.11-minimal, libpython3.11-stdlib): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    docker(&[
+        "build",
+        "-q",
+        "-t",
+        PYTHON_IMAGE,
+        dir.path().to_str().unwrap(),
+    ]);
+    PYTHON_IMAGE
 }
 
 // The child is waited for by `Up`'s Drop, which clippy cannot see.
@@ -243,6 +288,7 @@ async fn running_replicas(user: &User, service: &str, count: usize) -> Vec<Strin
 #[test]
 fn scripts_run_in_live_replicas_without_restarting_them() {
     let image = sh_image();
+    let python = python_image();
     let up = start();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
@@ -352,6 +398,24 @@ fn scripts_run_in_live_replicas_without_restarting_them() {
             message.contains("interpreter python3 not found"),
             "{message}"
         );
+
+        // A python3 script, in an image that has python3.
+        let spec = json!({"name": "py", "image": python, "replicas": 1, "memory": 64,
+            "command": ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]});
+        let (status, py_service) = alice.post("/projects/demo/services", spec).await;
+        assert_eq!(status, 201, "{py_service}");
+        running_replicas(&alice, "/projects/demo/services/py", 1).await;
+        let py_body = "import os, sys\nprint('args', sys.argv[1:])\nprint('env', os.environ['GREETING'])\nprint('oops', file=sys.stderr)\nsys.exit(5)\n";
+        let py_script = json!({"interpreter": "python3", "body": py_body, "env": {"GREETING": "hi"}});
+        assert_eq!(alice.put("/projects/demo/scripts/pyok", py_script).await.0, 201);
+        let (status, answer) = alice
+            .post("/projects/demo/services/py/scripts/pyok/run", json!({"args": ["x y", "$z"]}))
+            .await;
+        assert_eq!(status, 200, "{answer}");
+        let r = &answer["replicas"][0];
+        assert_eq!(r["exit_code"], 5, "{answer}");
+        assert_eq!(r["stdout"], "args ['x y', '$z']\nenv hi\n", "{answer}");
+        assert_eq!(r["stderr"], "oops\n", "{answer}");
 
         // The time limit kills the run and what it started.
         let slow = json!({"interpreter": "sh", "body": "sleep 37; echo late", "timeout": 2});

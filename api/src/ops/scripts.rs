@@ -204,38 +204,28 @@ pub async fn run(
     let script = view.script;
     let targets = targets(ctx, &loaded, &request.replica).await?;
     let id = lb_model::ids::new_id();
-    let command = script.command(request.args.as_deref());
-    let env = script.environment(&id);
-    let timeout = Duration::from_secs(script.timeout);
-    let started = lb_model::now();
-    let (body, run_id, program) = (
-        script.body.as_str(),
-        id.as_str(),
-        script.interpreter.program(),
-    );
-    let runs = join_all(targets.into_iter().map(|(replica, node)| {
-        let (command, env) = (command.clone(), env.clone());
-        async move {
-            let mut result =
-                run_in(ctx, (&node, &replica), command, env, body, timeout, run_id).await;
-            result.replica = replica;
-            name_missing_interpreter(&mut result, program);
-            result
-        }
-    }))
-    .await;
     let run = ScriptRun {
         id: id.clone(),
         script: name.to_owned(),
         service: loaded.meta.name.clone(),
         by: caller.user.username.clone(),
-        started,
-        args: request.args.unwrap_or_else(|| script.args.clone()),
-        replicas: runs,
+        started: lb_model::now(),
+        args: request.args.clone().unwrap_or_else(|| script.args.clone()),
+        replicas: Vec::new(),
     };
-    if let Err(err) = record(ctx, &loaded.pid, name, &run).await {
-        tracing::warn!(run = %id, error = %err.message, "a script run was not recorded");
-    }
+    // A task of its own: a caller who goes away does not stop the run
+    // half-way, and its time limit and record still hold.
+    let task = tokio::spawn(execute(
+        ctx.clone(),
+        loaded.pid.clone(),
+        script,
+        request.args,
+        targets,
+        run,
+    ));
+    let run = task
+        .await
+        .map_err(|e| ApiError::internal(format!("script run {id}: {e}")))?;
     tracing::info!(run = %id, script = name, service = %loaded.meta.name, exit = run.exit_code(), "script run");
     if !run.replicas.is_empty()
         && run.replicas.iter().all(|r| {
@@ -252,6 +242,38 @@ pub async fn run(
         .with_field("interpreter"));
     }
     Ok(run)
+}
+
+/// Runs `script` in every target in parallel and records the run.
+async fn execute(
+    ctx: Ctx,
+    pid: String,
+    script: Script,
+    args: Option<Vec<String>>,
+    targets: Vec<(String, String)>,
+    mut run: ScriptRun,
+) -> ScriptRun {
+    let command = script.command(args.as_deref());
+    let env = script.environment(&run.id);
+    let timeout = Duration::from_secs(script.timeout);
+    let program = script.interpreter.program();
+    let ctx = &ctx;
+    let run_id = run.id.as_str();
+    run.replicas = join_all(targets.into_iter().map(|(replica, node)| {
+        let (command, env, body) = (command.clone(), env.clone(), script.body.as_str());
+        async move {
+            let mut result =
+                run_in(ctx, (&node, &replica), command, env, body, timeout, run_id).await;
+            result.replica = replica;
+            name_missing_interpreter(&mut result, program);
+            result
+        }
+    }))
+    .await;
+    if let Err(err) = record(ctx, &pid, &script.name, &run).await {
+        tracing::warn!(run = %run.id, error = %err.message, "a script run was not recorded");
+    }
+    run
 }
 
 /// The replicas a run goes to, with their nodes.

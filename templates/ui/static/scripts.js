@@ -149,8 +149,11 @@ function wire() {
     try {
       const script = readForm();
       if (!script.name) throw Object.assign(new Error('give the script a name'), { field: 'name' });
-      const headers = current ? { 'If-Match': `"${current.revision}"` } : {};
-      const saved = await api('PUT', `${scriptsPath}/${seg(script.name)}`, script, headers);
+      // A new script is created (409 when the name is taken); an edited
+      // one replaced only at the revision shown.
+      const saved = current
+        ? await api('PUT', `${scriptsPath}/${seg(script.name)}`, script, { 'If-Match': `"${current.revision}"` })
+        : await api('POST', scriptsPath, script);
       toast(`Script "${saved.name}" saved.`);
       await loadScripts(saved.name);
     } catch (e) {
