@@ -172,14 +172,21 @@ impl<R: Runtime> Reconciler<R> {
         self.send_job_end(&a.replica, end).await;
     }
 
-    /// A job could not start: it ends failed, and is not tried again.
+    /// A job could not start: it ends failed at once (a failed operation
+    /// asks for no pass), and is not tried again.
     pub(super) async fn job_failed(&mut self, a: &Assignment, message: &str) {
         tracing::warn!(%message, "job cannot start");
         self.jobs
             .failed
             .insert(a.replica.clone(), message.to_owned());
-        self.report(a, ReplicaState::Failed, None, message, None)
-            .await;
+        let end = JobEnd {
+            exit_code: None,
+            logs: String::new(),
+            timed_out: false,
+            cancelled: false,
+            error: Some(message.to_owned()),
+        };
+        self.send_job_end(&a.replica, end).await;
     }
 
     async fn send_job_end(&mut self, job: &str, end: JobEnd) {

@@ -33,6 +33,8 @@ mod spec;
 mod tests;
 #[cfg(test)]
 mod tests_health;
+#[cfg(test)]
+mod tests_jobs;
 
 use std::collections::{HashMap, HashSet};
 use std::ops::RangeInclusive;

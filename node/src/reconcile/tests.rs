@@ -24,6 +24,8 @@ pub(super) struct Harness {
     statuses: Arc<Mutex<HashMap<String, ReplicaStatus>>>,
     /// Every status sent, in order.
     pub history: Arc<Mutex<Vec<(String, ReplicaStatus)>>>,
+    /// Every job end sent, in order.
+    pub ends: Arc<Mutex<Vec<(String, lb_model::JobEnd)>>>,
     _tasks: (tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>),
 }
 
@@ -37,12 +39,17 @@ impl Harness {
         let run = tokio::spawn(reconciler.run(from));
         let statuses = Arc::new(Mutex::new(HashMap::new()));
         let history = Arc::new(Mutex::new(Vec::new()));
-        let (collected, sent) = (statuses.clone(), history.clone());
+        let ends = Arc::new(Mutex::new(Vec::new()));
+        let (collected, sent, ended) = (statuses.clone(), history.clone(), ends.clone());
         let collect = tokio::spawn(async move {
             while let Some(message) = statuses_rx.recv().await {
-                if let FromNode::Status { replica, status } = message {
-                    sent.lock().unwrap().push((replica.clone(), status.clone()));
-                    collected.lock().unwrap().insert(replica, status);
+                match message {
+                    FromNode::Status { replica, status } => {
+                        sent.lock().unwrap().push((replica.clone(), status.clone()));
+                        collected.lock().unwrap().insert(replica, status);
+                    }
+                    FromNode::JobEnded { job, end } => ended.lock().unwrap().push((job, end)),
+                    _ => {}
                 }
             }
         });
@@ -59,6 +66,7 @@ impl Harness {
             fenced,
             statuses,
             history,
+            ends,
             _tasks: (run, collect),
         }
     }
