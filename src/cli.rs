@@ -342,9 +342,13 @@ pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 }
 
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 struct NodeArgs {
+    /// What else to do than run the node.
+    #[command(subcommand)]
+    action: Option<NodeAction>,
     /// The API's URL.
-    #[arg(long, env = "LB_API")]
+    #[arg(long, env = "LB_API", default_value = "", hide_default_value = true)]
     api: String,
     /// A join token (first start only).
     #[arg(long, env = "LB_JOIN_TOKEN")]
@@ -381,6 +385,59 @@ struct NodeArgs {
     /// Time between sweeps of unused images.
     #[arg(long, env = "LB_IMAGE_GC_INTERVAL", default_value = "5m", value_parser = parse_duration)]
     image_gc_interval: std::time::Duration,
+}
+
+/// `lb node <action>`.
+#[derive(Subcommand, Debug)]
+enum NodeAction {
+    /// Remove what a node leaves on this host when stopped: its iptables
+    /// chains (with their jumps) and its project networks no container
+    /// uses. Containers are left alone; a second run removes nothing.
+    Uninstall(UninstallArgs),
+}
+
+#[derive(Args, Debug)]
+struct UninstallArgs {
+    /// The node's data dir (`lb node`'s, or `lb up`'s, whose node is in
+    /// `<dir>/node`): the node whose leftovers go.
+    #[arg(long, env = "LB_DATA_DIR", default_value = "./lb-node")]
+    data_dir: PathBuf,
+    /// Every lb node's chains and unused networks on this host, whatever
+    /// the data dir.
+    #[arg(long)]
+    all: bool,
+}
+
+/// Runs `lb node uninstall`: says what went, fails when something stayed.
+async fn uninstall(args: UninstallArgs) -> anyhow::Result<()> {
+    use lb_node::uninstall::{node_in, run, Scope};
+    let scope = if args.all {
+        Scope::All
+    } else {
+        let node = node_in(&args.data_dir)
+            .or_else(|| node_in(&args.data_dir.join("node")))
+            .with_context(|| {
+                format!(
+                    "no node credential in {} (nor in its node/): name the node's --data-dir, or use --all",
+                    args.data_dir.display()
+                )
+            })?;
+        Scope::Node(node)
+    };
+    let report = run(&scope).await;
+    for chain in &report.chains {
+        println!("removed iptables chain {chain}");
+    }
+    for network in &report.networks {
+        println!("removed network {network}");
+    }
+    if report.chains.is_empty() && report.networks.is_empty() {
+        println!("nothing to remove");
+    }
+    if !report.problems.is_empty() {
+        bail!("not removed: {}", report.problems.join("; "));
+    }
+    Ok(())
 }
 
 fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
@@ -533,6 +590,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Node(NodeArgs {
+            action: Some(NodeAction::Uninstall(args)),
+            ..
+        }) => uninstall(args).await,
         Command::Node(args) => {
             if args.api.is_empty() {
                 bail!("--api must name the API's URL");

@@ -111,6 +111,10 @@ pub enum Command {
     /// Nodes of the cluster.
     #[command(subcommand, alias = "nodes")]
     Node(NodeCmd),
+    /// A user's limits and what the user holds (admin): `lbc quota [USER]`,
+    /// `lbc quota set USER --max-...`.
+    #[command(alias = "quotas")]
+    Quota(QuotaArgs),
     /// Builds of a service.
     #[command(subcommand, alias = "builds")]
     Build(BuildCmd),
@@ -502,6 +506,50 @@ pub struct Exec {
 pub struct RunArgs {
     /// SERVICE or PROJECT/SERVICE.
     pub service: String,
+/// `lbc quota [USER]` or `lbc quota set USER ...`.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct QuotaArgs {
+    /// Change the limits.
+    #[command(subcommand)]
+    pub set: Option<QuotaCmd>,
+    /// The user, by name or id (default: you).
+    pub user: Option<String>,
+}
+
+/// `lbc quota set ...`.
+#[derive(Debug, Subcommand)]
+pub enum QuotaCmd {
+    /// Change a user's limits: only the limits given change; `unlimited`
+    /// lifts one.
+    Set(QuotaSet),
+}
+
+/// The limits `lbc quota set` changes.
+#[derive(Debug, clap::Args)]
+pub struct QuotaSet {
+    /// The user, by name or id.
+    pub user: String,
+    /// Projects the user may own.
+    #[arg(long, value_name = "N|unlimited", value_parser = crate::commands::quota::parse_count)]
+    pub max_projects: Option<crate::commands::quota::Max>,
+    /// Services in all of the user's projects.
+    #[arg(long, value_name = "N|unlimited", value_parser = crate::commands::quota::parse_count)]
+    pub max_services: Option<crate::commands::quota::Max>,
+    /// Replicas all of the user's services ask for (paused ones too).
+    #[arg(long, value_name = "N|unlimited", value_parser = crate::commands::quota::parse_count)]
+    pub max_replicas: Option<crate::commands::quota::Max>,
+    /// Memory of all the user's replicas: MiB (512) or a size (2GiB).
+    #[arg(long, value_name = "MIB|SIZE|unlimited", value_parser = crate::commands::quota::parse_mib)]
+    pub max_memory: Option<crate::commands::quota::Max>,
+    /// Builds of the user's services waiting in the queue.
+    #[arg(long, value_name = "N|unlimited", value_parser = crate::commands::quota::parse_count)]
+    pub max_queued_builds: Option<crate::commands::quota::Max>,
+    /// Registry storage of the user's projects: a size (10GiB) or bytes.
+    #[arg(long, value_name = "SIZE|unlimited", value_parser = crate::commands::quota::parse_size)]
+    pub max_registry_bytes: Option<crate::commands::quota::Max>,
+}
+
     /// Seconds before the job is killed (1–86400; default one hour).
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<u64>,

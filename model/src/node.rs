@@ -57,6 +57,11 @@ pub struct NodeStatus {
     /// `min_free_disk`, saying so: the node is given no new replicas.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub low_disk: Option<String>,
+    /// What keeps the node from enforcing tenant isolation, each naming
+    /// the part at fault (`firewall: iptables-restore not found`); empty
+    /// when everything is in force.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
 }
 
 /// A node's `--min-free-disk`: a percentage of the disk or a size.

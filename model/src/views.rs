@@ -292,6 +292,12 @@ pub struct NodeView {
     pub address: String,
     /// Whether its heartbeat lease is held.
     pub alive: bool,
+    /// Alive, isolating its tenants and with disk to spare (`state` is
+    /// `ready`).
+    pub ready: bool,
+    /// `ready`, `lost` (no heartbeat lease), `isolation not enforced` (its
+    /// last heartbeat lists `problems`) or `low disk`.
+    pub state: String,
     /// What it offers.
     pub capacity: Capacity,
     /// Its last heartbeat, if any.
@@ -304,12 +310,20 @@ impl NodeView {
     /// The view of a node's record, its last heartbeat and whether it is
     /// alive.
     pub fn new(node: Node, status: Option<NodeStatus>, alive: bool) -> Self {
+        let state = match &status {
+            _ if !alive => "lost",
+            Some(s) if !s.problems.is_empty() => "isolation not enforced",
+            Some(s) if s.low_disk.is_some() => "low disk",
+            _ => "ready",
+        };
         Self {
             id: node.id,
             name: node.name,
             labels: node.labels,
             address: node.address,
             alive,
+            ready: state == "ready",
+            state: state.to_owned(),
             capacity: node.capacity,
             status,
             created: node.created,
@@ -368,6 +382,37 @@ mod tests {
             serde_json::from_value(json!({"id": "s1", "spec": {"name": "web", "image": "a:1"}}))
                 .unwrap();
         assert_eq!(service.status.replicas.desired, 0);
+    }
+
+    #[test]
+    fn a_node_is_ready_only_alive_isolating_and_with_disk() {
+        let node = || Node {
+            id: "n1".into(),
+            name: "n".into(),
+            labels: BTreeMap::new(),
+            address: String::new(),
+            capacity: Capacity::default(),
+            created: 0,
+        };
+        let check = |status: Option<NodeStatus>, alive: bool, expect: &str| {
+            let view = NodeView::new(node(), status, alive);
+            assert_eq!(view.state, expect);
+            assert_eq!(view.ready, expect == "ready");
+        };
+        let firewall = NodeStatus {
+            problems: vec!["firewall: iptables-restore not found".into()],
+            ..Default::default()
+        };
+        let low = NodeStatus {
+            low_disk: Some("3% disk free".into()),
+            ..Default::default()
+        };
+        check(Some(NodeStatus::default()), true, "ready");
+        check(None, true, "ready");
+        check(Some(NodeStatus::default()), false, "lost");
+        check(Some(firewall.clone()), false, "lost");
+        check(Some(firewall), true, "isolation not enforced");
+        check(Some(low), true, "low disk");
     }
 
     #[test]

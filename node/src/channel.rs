@@ -86,7 +86,8 @@ impl Fence {
 }
 
 /// Keeps the channel up until the credential is refused; sets `fenced`
-/// while the node is fenced.
+/// while the node is fenced. Every heartbeat carries what `firewall` could
+/// not apply.
 #[allow(clippy::too_many_arguments)]
 pub async fn run<R: Runtime>(
     config: &Config,
@@ -96,6 +97,7 @@ pub async fn run<R: Runtime>(
     answers: mpsc::Sender<FromNode>,
     mut statuses: mpsc::Receiver<FromNode>,
     fenced: Fenced,
+    firewall: &crate::firewall::Firewall,
 ) -> Result<()> {
     let url = format!("{}/api/v1/nodes/connect", config.api.trim_end_matches('/'))
         .replacen("http://", "ws://", 1)
@@ -117,6 +119,7 @@ pub async fn run<R: Runtime>(
             &answers,
             &mut statuses,
             &mut fence,
+            firewall,
         )
         .await
         {
@@ -152,6 +155,7 @@ async fn session<R: Runtime>(
     answers: &mpsc::Sender<FromNode>,
     statuses: &mut mpsc::Receiver<FromNode>,
     fence: &mut Fence,
+    firewall: &crate::firewall::Firewall,
 ) -> Result<bool> {
     let mut request = url
         .into_client_request()
@@ -203,7 +207,9 @@ async fn session<R: Runtime>(
             }
             _ = fence.wait() => fence.fence(to_reconciler).await,
             _ = heartbeat.tick() => {
-                send(&mut tx, &FromNode::Heartbeat(crate::host::status_of(config, containers))).await?;
+                let mut status = crate::host::status_of(config, containers);
+                status.problems = firewall.problems();
+                send(&mut tx, &FromNode::Heartbeat(status)).await?;
             }
             status = statuses.recv() => {
                 let Some(status) = status else { return Ok(true) };

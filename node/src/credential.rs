@@ -22,6 +22,14 @@ pub struct Credential {
 
 const FILE: &str = "node.json";
 
+/// The node id of the credential kept in `data_dir`, if it holds one.
+pub fn stored_id(data_dir: &Path) -> Option<String> {
+    let bytes = std::fs::read(data_dir.join(FILE)).ok()?;
+    serde_json::from_slice::<Credential>(&bytes)
+        .ok()
+        .map(|c| c.id)
+}
+
 /// Loads the credential from the data dir, or joins with the join token and
 /// saves it.
 pub async fn load_or_join(config: &Config) -> Result<Credential> {

@@ -22,8 +22,9 @@
 //! `iptables-restore --noflush`, at node start and whenever a port is
 //! learnt (the registry's comes with the first assignment set); they stay
 //! while the node is stopped (its replicas keep running) and go with
-//! [`uninstall`]. What could not be applied is logged and kept in
-//! [`Firewall::problems`]. `LB_NO_FIREWALL=1` turns the rules off, for
+//! [`uninstall`]. What could not be applied is logged, kept in
+//! [`Firewall::problems`] and reported in every heartbeat (the node's
+//! `problems`, its state `isolation not enforced` in the API's node list). `LB_NO_FIREWALL=1` turns the rules off, for
 //! machines without iptables (the project networks still separate
 //! projects, by Docker's own inter-network isolation). IPv4 only: project
 //! networks have no IPv6.
@@ -116,6 +117,16 @@ pub fn port_of(address: &str) -> Option<u16> {
     }
 }
 
+/// Why `program` could not be started: "not found" said plainly (a
+/// machine without iptables, or a PATH without `/usr/sbin`).
+fn cannot_run(program: &str, err: &std::io::Error) -> String {
+    if err.kind() == std::io::ErrorKind::NotFound {
+        format!("{program} not found (not installed, or not on PATH)")
+    } else {
+        format!("cannot run {program}: {err}")
+    }
+}
+
 /// Runs `iptables -w <args>`: Ok(true) on exit 0, Ok(false) on another exit
 /// code, Err when it cannot run or says something unexpected.
 async fn iptables(args: &[&str]) -> Result<bool, String> {
@@ -124,7 +135,7 @@ async fn iptables(args: &[&str]) -> Result<bool, String> {
         .args(args)
         .output()
         .await
-        .map_err(|e| format!("cannot run iptables: {e}"))?;
+        .map_err(|e| cannot_run("iptables", &e))?;
     Ok(out.status.success())
 }
 
@@ -135,7 +146,7 @@ async fn iptables_must(args: &[&str]) -> Result<(), String> {
         .args(args)
         .output()
         .await
-        .map_err(|e| format!("cannot run iptables: {e}"))?;
+        .map_err(|e| cannot_run("iptables", &e))?;
     if out.status.success() {
         Ok(())
     } else {
@@ -156,7 +167,7 @@ async fn restore(text: &str) -> Result<(), String> {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot run iptables-restore: {e}"))?;
+        .map_err(|e| cannot_run("iptables-restore", &e))?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(text.as_bytes())
@@ -191,9 +202,7 @@ pub async fn apply(node: &str, ports: &BTreeSet<u16>) -> Vec<String> {
     let (forward, input) = chains(node);
     let mut problems = Vec::new();
     if let Err(err) = restore(&rules(node, ports)).await {
-        problems.push(format!(
-            "the firewall chains {forward} and {input} could not be written: {err}"
-        ));
+        problems.push(format!("chains {forward} and {input} not written: {err}"));
         return problems;
     }
     // Docker makes DOCKER-USER and jumps to it from FORWARD; without them
@@ -228,27 +237,109 @@ pub async fn apply(node: &str, ports: &BTreeSet<u16>) -> Vec<String> {
     problems
 }
 
-/// Removes the node's hooks and chains (a clean uninstall); answers what
-/// could not be removed. Chains that are not there are fine.
-pub async fn uninstall(node: &str) -> Vec<String> {
-    let (forward, input) = chains(node);
-    let mut problems = Vec::new();
-    for (from, chain) in [("DOCKER-USER", &forward), ("INPUT", &input)] {
-        while iptables(&["-C", from, "-j", chain]).await.unwrap_or(false) {
-            if let Err(err) = iptables_must(&["-D", from, "-j", chain]).await {
-                problems.push(err);
-                break;
-            }
-        }
-        if iptables(&["-n", "-L", chain]).await.unwrap_or(false) {
-            for step in [["-F", chain.as_str()], ["-X", chain.as_str()]] {
-                if let Err(err) = iptables_must(&step).await {
-                    problems.push(err);
-                }
-            }
+/// What an uninstall removed and what it could not.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Uninstalled {
+    /// The chains removed (with their jumps).
+    pub chains: Vec<String>,
+    /// What could not be removed.
+    pub problems: Vec<String>,
+}
+
+/// The chain that jumps to one of lb's chains: `DOCKER-USER` for
+/// `LB-ISOLATION-*`, `INPUT` for `LB-INPUT-*`.
+fn parent_of(chain: &str) -> Option<&'static str> {
+    if chain.starts_with("LB-ISOLATION-") {
+        Some("DOCKER-USER")
+    } else if chain.starts_with("LB-INPUT-") {
+        Some("INPUT")
+    } else {
+        None
+    }
+}
+
+/// lb's chains in `iptables -S` output: every node's on this host.
+pub fn lb_chains(listing: &str) -> Vec<String> {
+    listing
+        .lines()
+        .filter_map(|l| l.strip_prefix("-N "))
+        .map(str::trim)
+        .filter(|c| parent_of(c).is_some())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Removes the jumps to `chain` and the chain; a chain not there is fine.
+async fn remove_chain(chain: &str, done: &mut Uninstalled) {
+    let Some(from) = parent_of(chain) else {
+        return;
+    };
+    while iptables(&["-C", from, "-j", chain]).await.unwrap_or(false) {
+        if let Err(err) = iptables_must(&["-D", from, "-j", chain]).await {
+            done.problems.push(format!("chain {chain}: {err}"));
+            break;
         }
     }
-    problems
+    match iptables(&["-n", "-L", chain]).await {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(err) => {
+            done.problems.push(format!("chain {chain}: {err}"));
+            return;
+        }
+    }
+    for step in [["-F", chain], ["-X", chain]] {
+        if let Err(err) = iptables_must(&step).await {
+            done.problems.push(format!("chain {chain}: {err}"));
+            return;
+        }
+    }
+    done.chains.push(chain.to_owned());
+}
+
+/// Removes the hooks and chains of `node` (a clean uninstall); answers
+/// what was removed and what could not be. Chains that are not there are
+/// fine: a second run removes nothing and succeeds.
+pub async fn uninstall_node(node: &str) -> Uninstalled {
+    let (forward, input) = chains(node);
+    let mut done = Uninstalled::default();
+    for chain in [forward, input] {
+        remove_chain(&chain, &mut done).await;
+    }
+    done
+}
+
+/// Removes the node's hooks and chains; answers what could not be removed
+/// (see [`uninstall_node`]).
+pub async fn uninstall(node: &str) -> Vec<String> {
+    uninstall_node(node).await.problems
+}
+
+/// Removes every node's chains on this host (`lb node uninstall --all`).
+pub async fn uninstall_all() -> Uninstalled {
+    let listing = match Command::new("iptables").args(["-w", "-S"]).output().await {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
+        Ok(out) => {
+            return Uninstalled {
+                problems: vec![format!(
+                    "iptables -S: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )],
+                ..Default::default()
+            }
+        }
+        Err(err) => {
+            return Uninstalled {
+                problems: vec![cannot_run("iptables", &err)],
+                ..Default::default()
+            }
+        }
+    };
+    let mut done = Uninstalled::default();
+    for chain in lb_chains(&listing) {
+        remove_chain(&chain, &mut done).await;
+    }
+    done
 }
 
 /// This node's firewall: the ports it protects, kept applied.
@@ -295,7 +386,7 @@ impl Firewall {
             tracing::warn!(
                 "{DISABLE_ENV} is set: no firewall, replicas may reach the host's lb ports and 169.254.0.0/16"
             );
-            self.set_problems(vec![format!("the firewall is off ({DISABLE_ENV})")]);
+            self.set_problems(vec![format!("off ({DISABLE_ENV} is set)")]);
             return;
         }
         let ports = self.ports();
@@ -329,11 +420,17 @@ impl Firewall {
             .unwrap_or_default()
     }
 
-    /// What the last apply could not do (empty when all was applied).
+    /// What the last apply could not do, each prefixed `firewall: ` (as
+    /// the node's heartbeat reports them); empty when all was applied.
     pub fn problems(&self) -> Vec<String> {
         self.state
             .lock()
-            .map(|s| s.problems.clone())
+            .map(|s| {
+                s.problems
+                    .iter()
+                    .map(|p| format!("firewall: {p}"))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -443,6 +540,20 @@ mod tests {
         let text = rules("n1", &BTreeSet::new());
         assert!(!text.contains("--dports"), "{text}");
         assert_eq!(text.matches(LINK_LOCAL).count(), 2, "{text}");
+    }
+
+    #[test]
+    fn lbs_chains_are_found_in_a_listing() {
+        let listing = "-P INPUT ACCEPT\n-N DOCKER-USER\n-N LB-ISOLATION-0a1b2c3d4e5f\n\
+                       -N LB-INPUT-0a1b2c3d4e5f\n-N LB-OTHER\n-N MY-LB-INPUT-x\n\
+                       -A INPUT -j LB-INPUT-0a1b2c3d4e5f\n";
+        assert_eq!(
+            lb_chains(listing),
+            ["LB-ISOLATION-0a1b2c3d4e5f", "LB-INPUT-0a1b2c3d4e5f"]
+        );
+        assert_eq!(parent_of("LB-ISOLATION-x"), Some("DOCKER-USER"));
+        assert_eq!(parent_of("LB-INPUT-x"), Some("INPUT"));
+        assert_eq!(parent_of("DOCKER-USER"), None);
     }
 
     #[test]

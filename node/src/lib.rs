@@ -11,7 +11,8 @@
 //! `host` reads capacity and load from the machine; `streams` runs the logs
 //! and interactive exec streams the API opens; `firewall` keeps the node's
 //! iptables rules (replicas kept from lb's ports on the host, from other
-//! projects and from link-local addresses).
+//! projects and from link-local addresses); `uninstall` takes them and
+//! the unused project networks away (`lb node uninstall`).
 //!
 //! Stopping the daemon never stops containers: a restarted daemon adopts them
 //! by their labels.
@@ -23,6 +24,7 @@ pub mod host;
 pub mod reconcile;
 pub mod runtime;
 pub mod streams;
+pub mod uninstall;
 
 use std::future::Future;
 use std::ops::RangeInclusive;
@@ -141,7 +143,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send) 
     // What the channel sends the reconciler passes the firewall on its way.
     let (to_reconciler, sent) = mpsc::channel(1024);
     let (passed, from_channel) = mpsc::channel(1024);
-    let tap = tokio::spawn(firewall.watch(sent, passed));
+    let tap = tokio::spawn(firewall.clone().watch(sent, passed));
     let (to_channel, from_reconciler) = mpsc::channel(4096);
     // Streams (logs, exec) get their own Docker client: the reconciler's
     // holds its long-lived events request.
@@ -156,7 +158,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send) 
     .with_fence(fenced.clone());
     let reconcile_task = tokio::spawn(reconciler.run(from_channel));
     let result = tokio::select! {
-        r = channel::run(&config, &credential, &streams, to_reconciler, to_channel, from_reconciler, fenced) => r,
+        r = channel::run(&config, &credential, &streams, to_reconciler, to_channel, from_reconciler, fenced, &firewall) => r,
         _ = shutdown => Ok(()),
     };
     reconcile_task.abort();

@@ -13,12 +13,15 @@ pub use serde_json::{json, Value};
 const LB: &str = env!("CARGO_BIN_EXE_lb");
 
 /// A running `lb up`, killed on drop, with the containers of its node
-/// removed.
+/// removed and then its firewall chains and networks (`lb node
+/// uninstall`), so runs leave nothing in iptables.
 pub struct Up {
     child: Child,
     pub api: String,
     /// The registry's host:port, as `lb up` printed it.
     pub registry: String,
+    /// The data dir.
+    pub data: PathBuf,
     stderr: Option<std::thread::JoinHandle<String>>,
 }
 
@@ -26,7 +29,41 @@ impl Drop for Up {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let Some(node) = node_id(&self.data) else {
+            return;
+        };
+        if let Ok(out) = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &format!("label=lb.node={node}")])
+            .output()
+        {
+            for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("docker").args(["rm", "-f", id]).output();
+            }
+        }
+        let out = uninstall(&self.data);
+        if !out.status.success() && !std::thread::panicking() {
+            panic!(
+                "lb node uninstall failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
+}
+
+/// The id of the node of `lb up`'s data dir, from its credential file.
+pub fn node_id(data: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(data.join("node").join("node.json")).ok()?;
+    let value: Value = serde_json::from_str(&text).ok()?;
+    value["id"].as_str().map(str::to_owned)
+}
+
+/// Runs `lb node uninstall --data-dir <data>`.
+pub fn uninstall(data: &Path) -> std::process::Output {
+    Command::new(LB)
+        .args(["node", "uninstall", "--data-dir"])
+        .arg(data)
+        .output()
+        .expect("run lb node uninstall")
 }
 
 /// Starts `lb up` on `data` and waits for its "lb is up" line.
@@ -91,6 +128,7 @@ pub fn start_with(data: &Path, env: &[(&str, &str)]) -> Up {
             return Up {
                 api: format!("{url}/api/v1"),
                 registry,
+                data: data.to_owned(),
                 child,
                 stderr: Some(stderr),
             };

@@ -2,8 +2,10 @@
 //! name the first one's image in any form Docker would take (a tag or a
 //! digest of its repository, an id, an id prefix, a layer's id, an alias of
 //! the registry's host), and another service of the same project runs the
-//! project's image by digest. Containers are made
-//! from full references (pinned by digest for lb's images).
+//! project's image by digest. Containers are made from full references
+//! (pinned by digest for lb's images), and only after the registry let the
+//! node read the manifest: an image deleted from the registry does not run
+//! again from the engine's cache.
 
 use super::harness::*;
 
@@ -202,6 +204,72 @@ fn another_tenants_image_is_refused_in_every_form_and_the_cache_is_not_trusted()
         let worker = alice.running("demo", "worker", 1).await.remove(0);
         cleanup.0.push(worker.clone());
         assert_eq!(created_from(&worker), pinned);
+
+        // The registry stops serving the image: it is still in the engine's
+        // cache, but a new container of it is not made (the node asks the
+        // registry before every create, whatever the engine holds).
+        // (With a token for `delete` alone: skopeo's delete asks for one
+        // and then reads the manifest, which the token does not allow.)
+        let client = reqwest::Client::new();
+        let token: Value = client
+            .get(format!("{}/registry/token", up.api))
+            .query(&[("scope", "repository:demo/web:delete")])
+            .basic_auth("alice", Some("password-1"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = token["token"].as_str().expect("a registry token");
+        let deleted = client
+            .delete(format!("http://{registry}/v2/demo/web/manifests/{digest}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(deleted.status(), 202, "the manifest was not deleted");
+        docker(&["image", "inspect", &pinned]);
+        let spec = json!({"name": "late", "image": format!("{registry}/demo/web@{digest}"),
+            "memory": 16, "command": ["/bin/busybox", "sleep", "3600"]});
+        let (status, body) = alice.call("POST", "/projects/demo/services", spec).await;
+        assert_eq!(status, 201, "{body}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, list) = alice
+                .call("GET", "/projects/demo/services/late/replicas", Value::Null)
+                .await;
+            let list: Value = serde_json::from_str(&list).unwrap_or_default();
+            let replica = &list["items"][0];
+            assert_ne!(
+                replica["state"], "running",
+                "a replica ran an image the registry no longer serves: {list}"
+            );
+            if let Some(id) = replica["id"].as_str() {
+                let made = docker(&["ps", "-aq", "--filter", &format!("label=lb.replica={id}")]);
+                assert_eq!(
+                    made.trim(),
+                    "",
+                    "a container was made of a deleted image: {list}"
+                );
+            }
+            if replica["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("registry refuses this node") && m.contains("404"))
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no refusal reported within 60 s: {list}"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        // The running replica of that digest is left alone.
+        assert_eq!(
+            docker(&["inspect", "-f", "{{.State.Running}}", &worker]).trim(),
+            "true"
+        );
     });
     let _ = up.stop();
 }

@@ -12,6 +12,7 @@ mod harness;
 
 mod builds;
 mod confined;
+mod firewall;
 mod images;
 mod networks;
 mod private;

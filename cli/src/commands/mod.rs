@@ -14,6 +14,7 @@ mod service;
 mod service_body;
 
 use crate::args::Command;
+pub(crate) mod quota;
 use crate::error::Result;
 use crate::session::Session;
 
@@ -41,6 +42,7 @@ pub async fn run(session: &mut Session, command: Command) -> Result<()> {
             commit,
             detach,
             timeout,
+        Command::Quota(args) => quota::run(session, args).await,
         } => build::deploy(session, &service, commit, detach, timeout).await,
         Command::Logs {
             service,

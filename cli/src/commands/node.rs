@@ -16,8 +16,22 @@ fn labels(node: &NodeView) -> String {
         .join(",")
 }
 
+/// `alive`, `lost`, or why an alive node is not ready (`isolation not
+/// enforced`, `low disk`).
 fn alive(node: &NodeView, color: bool) -> String {
-    paint_state(if node.alive { "alive" } else { "lost" }, color)
+    match node.state.as_str() {
+        // An API that does not say (older): alive or lost.
+        "" | "ready" => paint_state(if node.alive { "alive" } else { "lost" }, color),
+        state => paint_state(state, color),
+    }
+}
+
+/// What keeps the node from isolating its tenants, one per line.
+fn problems(node: &NodeView) -> String {
+    node.status
+        .as_ref()
+        .map(|s| s.problems.join("\n"))
+        .unwrap_or_default()
 }
 
 fn memory(node: &NodeView) -> String {
@@ -100,6 +114,7 @@ pub async fn run(session: &mut Session, cmd: NodeCmd) -> Result<()> {
                 ("Disk", format!("{} MiB", node.capacity.disk)),
                 ("Containers", containers(&node)),
                 ("Load average", load),
+                ("Problems", problems(&node)),
                 ("Age", age(node.created)),
             ];
             session.out.show(Shown::One {

@@ -362,8 +362,36 @@ impl Runtime for DockerRuntime {
             // Pulled with the node's credential every time, cached or not:
             // the registry re-authorizes and names the digest.
             pull::Source::Lb(reference) => {
+                let user = format!("node-{}", self.node);
+                // The registry is asked first: the engine may answer a
+                // digest from its cache without it.
+                if let Some((registry, secret)) = pull {
+                    match pull::check_manifest(&self.http, registry, &reference, &user, secret)
+                        .await
+                    {
+                        pull::Verdict::Granted(_) => {}
+                        pull::Verdict::Refused(message) => {
+                            return Err(Error::Refused {
+                                image: reference.to_string(),
+                                message,
+                            })
+                        }
+                        pull::Verdict::Unreachable(why) => {
+                            // Not a refusal: the engine's copy, if any.
+                            if let Some(digest) = self.local_digest(&reference).await? {
+                                tracing::warn!(image = %reference, %why,
+                                    "lb's registry does not answer: using the engine's copy");
+                                return Ok(reference.pinned(&digest));
+                            }
+                            return Err(Error::Pull {
+                                image: reference.to_string(),
+                                message: format!("lb's registry does not answer ({why}) and the engine has no copy"),
+                            });
+                        }
+                    }
+                }
                 let credentials = pull.map(|(registry, secret)| bollard::auth::DockerCredentials {
-                    username: Some(format!("node-{}", self.node)),
+                    username: Some(user.clone()),
                     password: Some(secret.to_owned()),
                     serveraddress: Some(registry.to_owned()),
                     ..Default::default()
@@ -664,6 +692,29 @@ impl DockerRuntime {
     async fn project_of(&self, id: &str) -> Option<String> {
         let inspect = self.docker.inspect_container(id, None).await.ok()?;
         inspect.config?.labels?.get(labels::PROJECT).cloned()
+    }
+
+    /// The digest of the engine's copy of an image of lb's registry, if
+    /// it holds one: the pinned digest itself, or the one its tag's
+    /// `RepoDigests` name in the same repository.
+    async fn local_digest(
+        &self,
+        reference: &lb_model::reference::Reference,
+    ) -> Result<Option<String>> {
+        let image = match self.docker.inspect_image(&reference.runnable()).await {
+            Ok(image) => image,
+            Err(e) if is_status(&e, &[404]) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(digest) = &reference.digest {
+            return Ok(Some(digest.clone()));
+        }
+        let prefix = format!("{}@", reference.name());
+        Ok(image
+            .repo_digests
+            .unwrap_or_default()
+            .iter()
+            .find_map(|d| d.strip_prefix(&prefix).map(str::to_owned)))
     }
 
     /// Removes this node's project networks that no container uses (those

@@ -67,6 +67,17 @@ pub enum Error {
         /// The engine's or the registry's message.
         message: String,
     },
+    /// lb's registry refused this node the image (deleted, or its project
+    /// no longer runs here): the engine's cached copy is not run either.
+    #[error(
+        "not run: lb's registry refuses this node {image} ({message}); a cached copy is not used"
+    )]
+    Refused {
+        /// The image.
+        image: String,
+        /// What the registry answered.
+        message: String,
+    },
     /// The engine started an attached command detached.
     #[error("Docker started the command detached")]
     Detached,

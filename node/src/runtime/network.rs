@@ -261,6 +261,46 @@ impl Networks {
     }
 }
 
+/// Removes the project networks of `node` (of every node when `None`)
+/// that no container is attached to, running or not (`lb node
+/// uninstall`); answers the names removed. Gone meanwhile is fine; one
+/// Docker still sees in use stays.
+pub async fn remove_unused(docker: &Docker, node: Option<&str>) -> Result<Vec<String>> {
+    let label = match node {
+        Some(node) => format!("{}={node}", labels::NODE),
+        None => labels::NODE.to_owned(),
+    };
+    let options = ListNetworksOptions {
+        filters: HashMap::from([("label".to_owned(), vec![label])]),
+    };
+    let mut removed = Vec::new();
+    for network in docker.list_networks(Some(options)).await? {
+        let Some(name) = network.name else { continue };
+        // The list leaves containers out: ask for the network itself.
+        let attached = match docker.inspect_network::<String>(&name, None).await {
+            Ok(n) => n.containers.is_some_and(|c| !c.is_empty()),
+            Err(e) if is_status(&e, &[404]) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        // A stopped container holds no endpoint but still names the network.
+        let options = ListContainersOptions::<String> {
+            all: true,
+            filters: HashMap::from([("network".to_owned(), vec![name.clone()])]),
+            ..Default::default()
+        };
+        if attached || !docker.list_containers(Some(options)).await?.is_empty() {
+            continue;
+        }
+        match docker.remove_network(&name).await {
+            Ok(()) => removed.push(name),
+            Err(e) if is_status(&e, &[404]) => {}
+            Err(e) if is_status(&e, &[403, 409]) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(removed)
+}
+
 /// The range project networks take their /24s from.
 pub const PROJECT_RANGE: &str = "10.213.0.0/16";
 

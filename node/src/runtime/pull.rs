@@ -8,6 +8,13 @@
 //!   trusted. The registry names the digest the tag stands for (Docker's
 //!   `Digest: sha256:...` line), and the container is created from
 //!   `<registry>/<repository>@<digest>`.
+//!   Docker may take a digest it holds from its cache without asking the
+//!   registry, so before every create the node first reads the manifest
+//!   itself (a `HEAD` with a token for its own credential, see
+//!   [`check_manifest`]): 401, 403 or 404 refuse the container whatever the
+//!   cache holds; a registry that does not answer at all (down,
+//!   unreachable, 5xx) leaves the engine's copy usable, so replicas of
+//!   images already here restart through a registry outage.
 //! - Any other image is named by its full reference
 //!   (`docker.io/library/busybox:latest`), taken from the engine when there
 //!   and pulled (without credentials) when not. Such a copy cannot be
@@ -44,6 +51,126 @@ pub fn source(image: &str, registry: Option<&str>) -> Result<Source> {
         Some(r) if same_registry(&reference.registry, r) => Source::Lb(reference),
         _ => Source::Public(reference),
     })
+}
+
+/// What lb's registry says of this node reading a manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Readable: the digest the registry named (`Docker-Content-Digest`).
+    Granted(Option<String>),
+    /// 401, 403 or 404: this node may not run it.
+    Refused(String),
+    /// No answer the node can go by (down, unreachable, a 5xx).
+    Unreachable(String),
+}
+
+/// Seconds each request of [`check_manifest`] may take.
+const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The media types a manifest `HEAD` accepts (those lb's registry stores).
+const MANIFEST_TYPES: &str = "application/vnd.oci.image.manifest.v1+json, \
+    application/vnd.oci.image.index.v1+json, \
+    application/vnd.docker.distribution.manifest.v2+json, \
+    application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// The `key="value"` pairs of a `Bearer` challenge.
+pub fn challenge(header: &str) -> Option<Vec<(String, String)>> {
+    let rest = header.trim().strip_prefix("Bearer ")?;
+    let mut pairs = Vec::new();
+    let mut rest = rest.trim();
+    while !rest.is_empty() {
+        let (key, after) = rest.split_once('=')?;
+        let after = after.strip_prefix('"')?;
+        let end = after.find('"')?;
+        pairs.push((key.trim().to_owned(), after[..end].to_owned()));
+        rest = after[end + 1..].trim_start_matches([',', ' ']);
+    }
+    Some(pairs)
+}
+
+/// Asks lb's registry at `registry` (host:port, plain HTTP as the engine
+/// reaches it) whether this node, `user` with its credential `secret`, may
+/// read `reference`'s manifest: a `HEAD`, with a token from the realm the
+/// registry's challenge names.
+pub async fn check_manifest(
+    http: &reqwest::Client,
+    registry: &str,
+    reference: &Reference,
+    user: &str,
+    secret: &str,
+) -> Verdict {
+    let url = format!(
+        "http://{registry}/v2/{}/manifests/{}",
+        reference.repository,
+        reference.manifest()
+    );
+    let head = |token: Option<&str>| {
+        let mut req = http
+            .head(&url)
+            .header("accept", MANIFEST_TYPES)
+            .timeout(CHECK_TIMEOUT);
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        req.send()
+    };
+    let verdict = |resp: &reqwest::Response, what: &str| match resp.status().as_u16() {
+        200..=299 => Verdict::Granted(
+            resp.headers()
+                .get("docker-content-digest")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        ),
+        code @ (401 | 403 | 404) => Verdict::Refused(format!("{what}: HTTP {code}")),
+        code => Verdict::Unreachable(format!("{what}: HTTP {code}")),
+    };
+    let first = match head(None).await {
+        Ok(resp) => resp,
+        Err(err) => return Verdict::Unreachable(format!("{url}: {err}")),
+    };
+    if first.status() != 401 {
+        return verdict(&first, "manifest");
+    }
+    let pairs = first
+        .headers()
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .and_then(challenge)
+        .unwrap_or_default();
+    let get = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+    let Some(realm) = get("realm") else {
+        return Verdict::Refused("manifest: HTTP 401 without a token realm".into());
+    };
+    let scope = format!("repository:{}:pull", reference.repository);
+    let mut query = vec![("scope", scope)];
+    query.extend(get("service").map(|s| ("service", s)));
+    let token = match http
+        .get(&realm)
+        .query(&query)
+        .basic_auth(user, Some(secret))
+        .timeout(CHECK_TIMEOUT)
+        .send()
+        .await
+    {
+        Ok(resp) if resp.status().is_success() => resp.json::<serde_json::Value>().await.ok(),
+        Ok(resp) if matches!(resp.status().as_u16(), 401 | 403) => {
+            return Verdict::Refused(format!("token: HTTP {}", resp.status().as_u16()))
+        }
+        Ok(resp) => return Verdict::Unreachable(format!("token: HTTP {}", resp.status().as_u16())),
+        Err(err) => return Verdict::Unreachable(format!("token: {err}")),
+    };
+    let Some(token) = token.as_ref().and_then(|t| {
+        t["token"]
+            .as_str()
+            .or_else(|| t["access_token"].as_str())
+            .map(str::to_owned)
+    }) else {
+        return Verdict::Unreachable("token: no token in the answer".into());
+    };
+    match head(Some(&token)).await {
+        Ok(resp) => verdict(&resp, "manifest"),
+        Err(err) => Verdict::Unreachable(format!("{url}: {err}")),
+    }
 }
 
 /// The digest a pull of `reference` resolved to: the registry's
@@ -134,6 +261,140 @@ mod tests {
         assert!(resolved(&tagged, ["Digest: sha256:6192"]).is_err());
         let other = format!("Digest: {E}");
         assert!(resolved(&pinned, [other.as_str()]).is_err());
+    }
+
+    #[test]
+    fn challenges_are_read() {
+        let pairs = challenge(
+            r#"Bearer realm="http://127.0.0.1:2967/api/v1/registry/token",service="lb-registry",scope="repository:a/b:pull,push""#,
+        )
+        .unwrap();
+        assert_eq!(
+            pairs,
+            [
+                (
+                    "realm".to_owned(),
+                    "http://127.0.0.1:2967/api/v1/registry/token".to_owned()
+                ),
+                ("service".to_owned(), "lb-registry".to_owned()),
+                ("scope".to_owned(), "repository:a/b:pull,push".to_owned()),
+            ]
+        );
+        assert_eq!(challenge("Basic realm=\"x\""), None);
+        assert_eq!(challenge("Bearer realm=x"), None);
+    }
+
+    /// A registry stand-in on a real socket: answers each request (its
+    /// head, lower-cased) with `(status, extra header lines, body)`.
+    async fn serve(
+        answer: fn(&str, u16) -> (u16, String, String),
+    ) -> (u16, tokio::task::JoinHandle<()>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut buf = vec![0u8; 8192];
+                let n = stream.read(&mut buf).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&buf[..n]).to_lowercase();
+                let (status, headers, body) = answer(&request, port);
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n{headers}\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(reply.as_bytes()).await;
+            }
+        });
+        (port, task)
+    }
+
+    async fn verdict(port: u16) -> Verdict {
+        let http = reqwest::Client::new();
+        let reference = Reference::parse(&format!("127.0.0.1:{port}/p/s@{D}")).unwrap();
+        check_manifest(
+            &http,
+            &format!("127.0.0.1:{port}"),
+            &reference,
+            "node-n",
+            "secret",
+        )
+        .await
+    }
+
+    /// The token dance: a challenge without a token, a token for the
+    /// node's Basic credentials and the pull scope, then `with_token`.
+    fn registry(request: &str, port: u16, with_token: u16) -> (u16, String, String) {
+        if request.starts_with("get /token?") {
+            assert!(
+                request.contains("scope=repository%3ap%2fs%3apull")
+                    && request.contains("authorization: basic"),
+                "{request}"
+            );
+            return (200, String::new(), r#"{"token": "t"}"#.into());
+        }
+        assert!(
+            request.starts_with("head /v2/p/s/manifests/sha256:1111"),
+            "{request}"
+        );
+        if request.contains("authorization: bearer t") {
+            return (
+                with_token,
+                format!("docker-content-digest: {D}\r\n"),
+                String::new(),
+            );
+        }
+        let challenge = format!(
+            "www-authenticate: Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"lb\"\r\n"
+        );
+        (401, challenge, String::new())
+    }
+
+    #[tokio::test]
+    async fn the_registry_is_asked_and_its_answer_read() {
+        // Nothing listening: unreachable (the engine's copy may serve).
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        assert!(matches!(verdict(port).await, Verdict::Unreachable(_)));
+        for (with_token, expect) in [
+            (200, "granted"),
+            (404, "refused 404"),
+            (403, "refused 403"),
+            (401, "refused 401"),
+            (503, "unreachable 503"),
+        ] {
+            let (port, task) = match with_token {
+                200 => serve(|r, p| registry(r, p, 200)).await,
+                404 => serve(|r, p| registry(r, p, 404)).await,
+                403 => serve(|r, p| registry(r, p, 403)).await,
+                401 => serve(|r, p| registry(r, p, 401)).await,
+                _ => serve(|r, p| registry(r, p, 503)).await,
+            };
+            let got = match verdict(port).await {
+                Verdict::Granted(Some(d)) if d == D => "granted".to_owned(),
+                Verdict::Refused(m) => format!("refused {}", m.rsplit(' ').next().unwrap()),
+                Verdict::Unreachable(m) => {
+                    format!("unreachable {}", m.rsplit(' ').next().unwrap())
+                }
+                other => format!("{other:?}"),
+            };
+            assert_eq!(got, expect);
+            task.abort();
+        }
+        // The token endpoint refusing the node's credential: refused.
+        let (port, task) = serve(|r, p| {
+            if r.starts_with("get /token") {
+                (401, String::new(), String::new())
+            } else {
+                registry(r, p, 200)
+            }
+        })
+        .await;
+        assert!(matches!(verdict(port).await, Verdict::Refused(m) if m.starts_with("token")));
+        task.abort();
     }
 
     #[test]
