@@ -665,6 +665,8 @@ fn schemas() -> Value {
             "status": {"enum": ["pending", "issued", "failed"]}, "error": {"type": "string", "nullable": true},
             "names": {"type": "array", "items": {"type": "string"}},
             "not_after": {"type": "integer", "nullable": true}, "issued_at": {"type": "integer", "nullable": true},
+            "ready": {"type": "boolean"},
+            "state": {"type": "string", "enum": ["ready", "lost", "isolation not enforced", "low disk"]},
             "renew_at": {"type": "integer", "nullable": true}, "next_attempt": {"type": "integer", "nullable": true},
             "attempts": {"type": "integer"}}},
         "Domain": {"type": "object", "required": ["domain", "certificate"], "properties": {
