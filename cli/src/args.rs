@@ -128,8 +128,9 @@ pub enum Command {
         /// Return once the build is queued.
         #[arg(long)]
         detach: bool,
-        /// Give up after this many seconds.
-        #[arg(long, default_value_t = 1800, value_name = "SECONDS")]
+        /// Give up after this many seconds (the build and the rollout
+        /// together); the build goes on.
+        #[arg(long, default_value_t = 600, value_name = "SECONDS")]
         timeout: u64,
     },
     /// Run the image of an earlier successful build again.
@@ -149,7 +150,7 @@ pub enum Command {
         /// Lines from the end of each replica's output.
         #[arg(long, default_value_t = 100, value_name = "N")]
         tail: u32,
-        /// Only this replica (an id, or the short id lbc prints).
+        /// Only this replica (its id, a unique prefix of it, or of the short id lbc prints).
         #[arg(long, value_name = "ID")]
         replica: Option<String>,
     },
@@ -166,10 +167,26 @@ pub enum Command {
         /// SERVICE or PROJECT/SERVICE.
         service: String,
     },
-    /// Print a shell completion script.
+    /// Print a shell completion script (project and service names are
+    /// completed from the API: the script runs `lbc __complete`).
     Completion {
         /// The shell.
         shell: clap_complete::Shell,
+    },
+    /// What runs: a service's live version, rollout, replicas, URLs and why
+    /// anything is pending (every service of the project without SERVICE).
+    Status {
+        /// SERVICE or PROJECT/SERVICE.
+        service: Option<String>,
+    },
+    /// A service's environment variables (values are shown: they are yours).
+    #[command(subcommand)]
+    Env(EnvCmd),
+    /// Names for shell completion, one a line (used by the completion scripts).
+    #[command(name = "__complete", hide = true)]
+    Complete {
+        /// `projects` or `services`.
+        what: String,
     },
     /// Run a command to completion in a new container of a service (its
     /// image, env, volumes and network), print its output and exit with its
@@ -181,6 +198,36 @@ pub enum Command {
     /// A service's cron schedules (set them in its spec's `schedules`).
     #[command(subcommand)]
     Cron(CronCmd),
+}
+
+/// `lbc env ...`: each change is a new generation of the service (its
+/// replicas are replaced one at a time).
+#[derive(Debug, Subcommand)]
+pub enum EnvCmd {
+    /// List a service's environment variables with their values (the values
+    /// are printed as they are, secrets too).
+    #[command(alias = "list")]
+    Ls {
+        /// SERVICE or PROJECT/SERVICE.
+        service: String,
+    },
+    /// Set variables: `lbc env set web KEY=VALUE...`.
+    Set {
+        /// SERVICE or PROJECT/SERVICE.
+        service: String,
+        /// KEY=VALUE (one or more).
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        pairs: Vec<String>,
+    },
+    /// Remove variables: `lbc env unset web KEY...`.
+    #[command(alias = "rm")]
+    Unset {
+        /// SERVICE or PROJECT/SERVICE.
+        service: String,
+        /// KEY (one or more).
+        #[arg(required = true, value_name = "KEY")]
+        keys: Vec<String>,
+    },
 }
 
 /// `lbc context ...`.
@@ -281,11 +328,14 @@ pub enum ProjectCmd {
         #[arg(short, long)]
         description: Option<String>,
     },
-    /// Delete a project with all its services.
+    /// Delete a project with all its services (asks first; `--yes` skips).
     #[command(alias = "delete")]
     Rm {
         /// Name or id.
         name: String,
+        /// Do not ask (needed without a terminal).
+        #[arg(short, long)]
+        yes: bool,
     },
     /// Make a project the default of the current context.
     Use {
@@ -311,11 +361,15 @@ pub enum ServiceCmd {
     /// Change a service: only the flags given change (ports, volumes and
     /// the command are replaced as a whole; `-e KEY-` removes KEY).
     Update(ServiceFlags),
-    /// Delete a service with its replicas and builds.
+    /// Delete a service with its replicas and builds (asks first; `--yes`
+    /// skips).
     #[command(alias = "delete")]
     Rm {
         /// SERVICE or PROJECT/SERVICE.
         service: String,
+        /// Do not ask (needed without a terminal).
+        #[arg(short, long)]
+        yes: bool,
     },
 }
 
@@ -398,13 +452,17 @@ pub enum DomainsCmd {
         /// The domain, e.g. app.example.com or *.example.com.
         domain: String,
     },
-    /// Stop routing a domain to a service (its certificate goes too).
+    /// Stop routing a domain to a service (its certificate goes too; asks
+    /// first, `--yes` skips).
     #[command(alias = "delete")]
     Rm {
         /// SERVICE or PROJECT/SERVICE.
         service: String,
         /// The domain.
         domain: String,
+        /// Do not ask (needed without a terminal).
+        #[arg(short, long)]
+        yes: bool,
     },
     /// Upload your own certificate for a domain, or remove it (`--remove`).
     Cert {
@@ -490,7 +548,8 @@ pub struct Exec {
     /// Give the command a terminal (raw mode here, window size follows).
     #[arg(short, long)]
     pub tty: bool,
-    /// The replica (default: the first running one).
+    /// The replica (default: the first running one); its id, a unique
+    /// prefix of it, or of the short id lbc prints.
     #[arg(long, value_name = "ID")]
     pub replica: Option<String>,
     /// Seconds before a one-off command is given up (1–300).

@@ -88,7 +88,16 @@ impl Client {
         body: Option<&Value>,
         auth: bool,
     ) -> Result<reqwest::Response> {
-        let mut request = self.http.request(method, self.url(path));
+        self.send_with(self.http.request(method, self.url(path)), body, auth)
+            .await
+    }
+
+    async fn send_with(
+        &self,
+        mut request: reqwest::RequestBuilder,
+        body: Option<&Value>,
+        auth: bool,
+    ) -> Result<reqwest::Response> {
         if auth {
             request = request.bearer_auth(self.require_token()?);
         }
@@ -115,6 +124,24 @@ impl Client {
     /// A JSON request with the token; `Value::Null` for an empty answer.
     pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value> {
         let response = self.send(method, path, body, true).await?;
+        read_json(response).await
+    }
+
+    /// A JSON request with the token that only applies to `revision` of the
+    /// resource (`If-Match`): a concurrent change answers a conflict
+    /// ([`Kind::Conflict`]) instead of being overwritten.
+    pub async fn call_if_match(
+        &self,
+        method: Method,
+        path: &str,
+        body: &Value,
+        revision: i64,
+    ) -> Result<Value> {
+        let request = self
+            .http
+            .request(method, self.url(path))
+            .header("if-match", format!("\"{revision}\""));
+        let response = self.send_with(request, Some(body), true).await?;
         read_json(response).await
     }
 

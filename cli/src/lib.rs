@@ -13,7 +13,7 @@ pub mod error;
 pub mod output;
 mod session;
 
-use clap::{CommandFactory, Parser};
+use clap::Parser;
 
 use crate::args::{Cli, Command};
 use crate::error::{code, Error};
@@ -97,10 +97,7 @@ pub(crate) fn write_stdout(bytes: &[u8]) -> error::Result<()> {
 
 async fn run(cli: Cli, out: Output) -> error::Result<()> {
     if let Command::Completion { shell } = &cli.command {
-        let mut command = Cli::command();
-        let mut script = Vec::new();
-        clap_complete::generate(*shell, &mut command, "lbc", &mut script);
-        return write_stdout(&script);
+        return write_stdout(&commands::complete::script(*shell));
     }
     let mut session = Session::load(cli.context.clone(), cli.project.clone(), out)?;
     commands::run(&mut session, cli.command).await

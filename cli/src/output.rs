@@ -182,6 +182,18 @@ fn width(s: &str) -> usize {
     n + rest.width()
 }
 
+/// `Field: value` lines, then a blank line and a table, as one text (for
+/// views that show a resource and its parts, like `lbc status`).
+pub fn fields_and_table(fields: &[(&'static str, String)], table: &Table, color: bool) -> String {
+    let mut out = Vec::new();
+    let _ = write_fields(&mut out, fields, color);
+    if !table.rows.is_empty() {
+        out.push(b'\n');
+        let _ = write_table(&mut out, table, color);
+    }
+    String::from_utf8_lossy(&out).trim_end().to_owned()
+}
+
 fn write_table(out: &mut impl Write, table: &Table, color: bool) -> std::io::Result<()> {
     let mut widths: Vec<usize> = table.headers.iter().map(|h| h.len()).collect();
     for row in &table.rows {

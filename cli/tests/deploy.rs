@@ -147,3 +147,53 @@ fn deploy_follows_a_real_build_until_the_new_version_runs() {
     let spec = up.json(&["service", "get", "app"]);
     assert!(spec["spec"]["image"].as_str().unwrap().contains(&digest));
 }
+
+#[test]
+fn deploy_shows_the_pending_reason_and_times_out_with_it() {
+    let up = Up::start();
+    let repos = up.dir.path().join("repos");
+    let (_daemon, url) = serve_repo(&repos);
+    up.ok(&["project", "create", "shop"]);
+    up.ok(&["project", "use", "shop"]);
+    // More memory than the node has: the new replica can never be placed.
+    up.ok(&[
+        "service", "create", "app", "--repo", &url, "--branch", "main", "-m", "512G", "-p", "8080",
+    ]);
+    let help = up.ok(&["deploy", "--help"]);
+    assert!(
+        help.contains("[default: 600]"),
+        "a 10-minute default: {help}"
+    );
+
+    // 40 s: the build takes seconds here, and the harness calls a run of
+    // over 60 s a hang.
+    let started = std::time::Instant::now();
+    let out = up.run(&["deploy", "app", "--timeout", "40"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("lbc deploy:\n{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("Build 1 succeeded"), "{stderr}");
+    // Progress while waiting, with the scheduler's reason.
+    assert!(
+        stderr.contains("==> Rolling out: 0/1 replicas of generation")
+            && stderr.contains("pending: no node has 524288 MiB free"),
+        "progress with the pending reason: {stderr}"
+    );
+    // The failure says why.
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("lbc: error: timed out after 40 s: 0/1 replicas of generation")
+            && last.contains("pending: no node has 524288 MiB free"),
+        "{last}"
+    );
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(55),
+        "gave up at its deadline: {took:?}"
+    );
+    // The build itself succeeded: deploying is not building.
+    assert_eq!(
+        up.json(&["build", "get", "app", "1"])["status"],
+        "succeeded"
+    );
+}

@@ -219,13 +219,13 @@ fn domains_certificates_and_open() {
     );
 
     // Removed: gone from the list and the URLs; a second removal is 404.
-    up.ok(&["domains", "rm", "web", "app.example.test"]);
+    up.ok(&["domains", "rm", "web", "app.example.test", "--yes"]);
     assert_eq!(up.json(&["domains", "ls", "web"]), serde_json::json!([]));
     assert_eq!(
         up.json(&["service", "get", "web"])["urls"],
         serde_json::json!([])
     );
-    let line = up.fails(&["domains", "rm", "web", "app.example.test"], 3);
+    let line = up.fails(&["domains", "rm", "web", "app.example.test", "--yes"], 3);
     assert!(line.contains("app.example.test"), "{line}");
 
     // The ingress port chosen: open finds the other service's URL.

@@ -253,7 +253,7 @@ fn projects_and_services() {
     assert!(yaml.contains("name: demo"), "{yaml}");
     up.ok(&["project", "update", "other", "-d", "changed"]);
     assert_eq!(up.json(&["project", "get", &id])["description"], "changed");
-    up.ok(&["project", "rm", "other"]);
+    up.ok(&["project", "rm", "other", "--yes"]);
     up.fails(&["project", "get", "other"], 3);
 
     // A bare SERVICE needs a default project.
@@ -412,9 +412,9 @@ fn projects_and_services() {
     up.fails(&["service", "get", "demo/web/x"], 2);
     up.fails(&["service", "get", "nope/web"], 3);
 
-    up.ok(&["service", "rm", "worker"]);
+    up.ok(&["service", "rm", "worker", "-y"]);
     up.fails(&["service", "get", "worker"], 3);
-    up.ok(&["project", "rm", "demo"]);
+    up.ok(&["project", "rm", "demo", "--yes"]);
     up.fails(&["service", "get", "web"], 3);
 }
 

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use lb_model::views::{List, ReplicaView, ServiceView};
+use lb_model::views::List;
 use lb_model::{Build, BuildStatus, ReplicaState};
 use serde_json::{json, Value};
 
@@ -222,7 +222,7 @@ pub async fn deploy(
         steps(&build),
         text(&build.image)
     ));
-    let replicas = wait_running(&client, &path, &build, deadline).await?;
+    let replicas = wait_running(&client, &path, &build, deadline, timeout, out).await?;
     out.show(Shown::Message {
         text: format!("==> Deployed build {number}: {replicas} running."),
         value,
@@ -237,58 +237,71 @@ fn step_title(name: &str) -> String {
     title
 }
 
-/// Waits until the service's spec names the build's image and every wanted
-/// replica of the current generation runs; answers `"N/N replicas"`.
+/// Follows the rollout of the build's image like `kubectl rollout status`:
+/// a line on stderr whenever the progress changes (replicas of the new
+/// generation running n/m, old ones left, the scheduler's reason for a
+/// pending replica), until every wanted replica of the new generation runs.
+/// Fails saying why: the rollout halted, the new version crashes, or the
+/// deadline passed (with the last pending reason). Answers `"N/N replicas"`.
 async fn wait_running(
     client: &Client,
     path: &str,
     build: &Build,
     deadline: Instant,
+    timeout: u64,
+    out: crate::output::Output,
 ) -> Result<String> {
     let digest = text(&build.digest);
     let image = text(&build.image);
+    let mut last_line = String::new();
     loop {
-        let service: ServiceView = typed(&client.get(path).await?)?;
-        let spec_image = text(&service.spec.image);
+        let snap = super::status::Snapshot::read(client, path).await?;
+        let spec_image = text(&snap.service.spec.image);
         let applied = (!digest.is_empty() && spec_image.contains(&digest))
             || (!image.is_empty() && spec_image == image);
+        let rollout = &snap.rollout;
         if applied {
-            let generation = service.status.generation;
-            let desired = u64::from(service.status.replicas.desired);
-            let list = client.get(&format!("{path}/replicas")).await?;
-            let items = typed::<List<ReplicaView>>(&list)?.items;
-            let current: Vec<&ReplicaView> = items
-                .iter()
-                .filter(|r| r.generation == generation)
-                .collect();
-            let running = current
-                .iter()
-                .filter(|r| r.state == ReplicaState::Running)
-                .count() as u64;
-            if running >= desired {
-                return Ok(format!("{running}/{desired} replicas"));
+            if rollout.done() {
+                return Ok(format!("{}/{} replicas", rollout.ready, rollout.desired));
             }
-            // A new replica that keeps crashing halts the rollout.
-            if let Some(bad) = current.iter().find(|r| {
-                matches!(r.state, ReplicaState::Failed | ReplicaState::Exited) && r.restarts >= 2
-            }) {
+            if let Some(halted) = snap.halted() {
                 return Err(Error::failed(format!(
-                    "the new version does not run: replica {} is {} ({})",
-                    bad.id,
-                    word(&bad.state),
-                    bad.message
+                    "the rollout halted: {} ({})",
+                    crate::client::one_line(&halted),
+                    rollout.progress()
                 )));
+            }
+            // A new replica that keeps crashing: the new version does not run.
+            let crashing = snap.label.starts_with("crash_looping")
+                || snap.replicas.iter().any(|r| {
+                    r.generation == rollout.generation
+                        && matches!(r.state, ReplicaState::Failed | ReplicaState::Exited)
+                        && r.restarts >= 2
+                });
+            if crashing {
+                let why = match &rollout.crashing {
+                    Some((id, how)) => format!("replica {id} {how}"),
+                    None => snap.detail.clone(),
+                };
+                return Err(Error::failed(format!(
+                    "the new version does not run: {why}"
+                )));
+            }
+            let line = format!("==> Rolling out: {}", rollout.progress());
+            if line != last_line {
+                out.note(&line);
+                last_line = line;
             }
         }
         if Instant::now() > deadline {
-            return Err(Error::new(
-                Kind::Failed,
-                if applied {
-                    "the new version did not reach its replica count in time".to_owned()
-                } else {
-                    format!("the service does not run the new image {image:?} yet")
-                },
-            ));
+            let message = if applied {
+                format!("timed out after {timeout} s: {}", rollout.progress())
+            } else {
+                format!(
+                    "timed out after {timeout} s: the service does not run the new image {image:?} yet"
+                )
+            };
+            return Err(Error::new(Kind::Failed, message));
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }

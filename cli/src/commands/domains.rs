@@ -43,8 +43,16 @@ pub async fn run(session: &mut Session, cmd: DomainsCmd) -> Result<()> {
                 value: answer,
             })
         }
-        DomainsCmd::Rm { service, domain } => {
+        DomainsCmd::Rm {
+            service,
+            domain,
+            yes,
+        } => {
             let path = domain_path(session, &service, &domain)?;
+            super::confirm::confirm(
+                yes,
+                &format!("remove domain {domain:?} (and its certificate) from service {service:?}"),
+            )?;
             session
                 .client()?
                 .call(Method::DELETE, &path, None)

@@ -15,7 +15,7 @@ use std::io::{IsTerminal, Read, Write};
 
 use futures::{SinkExt, StreamExt};
 use lb_model::protocol::ExecOutput;
-use lb_model::views::StreamEnd;
+use lb_model::views::{List, ReplicaView, StreamEnd};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
@@ -26,9 +26,17 @@ use crate::error::{Error, Result};
 use crate::session::Session;
 
 /// Runs `lbc exec`.
-pub async fn run(session: &mut Session, args: Exec) -> Result<()> {
-    let path = format!("{}/exec", session.service_path(&args.service)?);
+pub async fn run(session: &mut Session, mut args: Exec) -> Result<()> {
+    let service_path = session.service_path(&args.service)?;
+    let path = format!("{service_path}/exec");
     let client = session.client()?;
+    if let Some(given) = &args.replica {
+        // A short id or prefix becomes the full id.
+        let list = client.get(&format!("{service_path}/replicas")).await?;
+        let items = typed::<List<ReplicaView>>(&list)?.items;
+        let id = super::ids::resolve(items.iter().map(|r| r.id.as_str()), given, &args.service)?;
+        args.replica = Some(id);
+    }
     if !args.interactive && !args.tty {
         return one_off(&client, &path, &args).await;
     }

@@ -43,20 +43,11 @@ pub async fn run(
     let replicas = client.get(&format!("{path}/replicas")).await?;
     let items = typed::<List<ReplicaView>>(&replicas)?.items;
     let ids: Vec<String> = match &replica {
-        Some(r) => {
-            let found: Vec<String> = items
-                .into_iter()
-                .map(|i| i.id)
-                .filter(|id| id == r || short_id(id) == r.to_lowercase())
-                .collect();
-            if found.is_empty() {
-                return Err(Error::new(
-                    crate::error::Kind::NotFound,
-                    format!("replica {r:?} not found in service {service:?}"),
-                ));
-            }
-            found
-        }
+        Some(r) => vec![super::ids::resolve(
+            items.iter().map(|i| i.id.as_str()),
+            r,
+            service,
+        )?],
         // Replicas that have a container to read: placed and not pending.
         None => items
             .into_iter()

@@ -2,9 +2,13 @@
 
 mod account;
 mod build;
+pub(crate) mod complete;
+mod confirm;
 mod context;
 mod domains;
+mod env;
 mod exec;
+mod ids;
 mod jobs;
 mod logs;
 mod node;
@@ -12,6 +16,7 @@ mod project;
 mod script;
 mod service;
 mod service_body;
+mod status;
 
 use crate::args::Command;
 pub(crate) mod quota;
@@ -55,6 +60,9 @@ pub async fn run(session: &mut Session, command: Command) -> Result<()> {
         Command::Domains(cmd) => domains::run(session, cmd).await,
         Command::Open { service } => domains::open(session, &service).await,
         Command::Completion { .. } => unreachable!("handled before the session is loaded"),
+        Command::Status { service } => status::run(session, service.as_deref()).await,
+        Command::Env(cmd) => env::run(session, cmd).await,
+        Command::Complete { what } => complete::run(session, &what).await,
         Command::Run(args) => jobs::run(session, args).await,
         Command::Job(cmd) => jobs::job(session, cmd).await,
         Command::Cron(cmd) => jobs::cron(session, cmd).await,

@@ -101,7 +101,19 @@ pub async fn run(session: &mut Session, cmd: ProjectCmd) -> Result<()> {
             }
             session.out.show(one(project)?)
         }
-        ProjectCmd::Rm { name } => {
+        ProjectCmd::Rm { name, yes } => {
+            if !yes {
+                // Unknown projects fail before the question, which counts
+                // what goes with the project.
+                let path = format!("/projects/{}/services?limit=1000", segment(&name));
+                let services = typed::<List<Value>>(&client.get(&path).await?)?.total;
+                let what = match services {
+                    0 => String::new(),
+                    1 => " with its service".to_owned(),
+                    n => format!(" with its {n} services"),
+                };
+                super::confirm::confirm(yes, &format!("delete project {name:?}{what}"))?;
+            }
             client
                 .call(
                     Method::DELETE,

@@ -86,9 +86,18 @@ pub async fn run(session: &mut Session, cmd: ServiceCmd) -> Result<()> {
             let shown = one(&project, service, session.out.color)?;
             session.out.show(shown)
         }
-        ServiceCmd::Rm { service } => {
+        ServiceCmd::Rm { service, yes } => {
             let path = session.service_path(&service)?;
-            session.client()?.call(Method::DELETE, &path, None).await?;
+            let client = session.client()?;
+            if !yes {
+                // Unknown services fail before the question.
+                client.get(&path).await?;
+            }
+            super::confirm::confirm(
+                yes,
+                &format!("delete service {service:?} with its replicas and builds"),
+            )?;
+            client.call(Method::DELETE, &path, None).await?;
             session.out.show(Shown::Message {
                 value: json!({"deleted": service}),
                 text: format!("Service {service:?} deleted."),
