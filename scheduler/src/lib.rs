@@ -13,7 +13,9 @@
 //! Leadership: one scheduler leads through a leased key. Every write of a
 //! pass compares that key's revision, so a leader that lost its lease (and
 //! a standby took over) cannot write a stale decision: no replica is placed
-//! twice, none is lost.
+//! twice, none is lost. A scheduler that cannot reach the store (a leader
+//! cut off, once its lease is lost, or a standby) waits and tries again; it
+//! does not end (`tests/scheduler_partition.rs`).
 
 pub mod capacity;
 pub mod commit;
@@ -28,6 +30,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use futures::StreamExt;
+use lb_model::backoff::Backoff;
 use lb_model::keys::Keys;
 use lb_store::{Compare, Op, Shared, StoreExt, Txn, WatchStream};
 
@@ -83,16 +86,42 @@ pub async fn run(
 async fn lead_forever(store: Shared, config: Config) -> Result<(), Error> {
     let key = config.keys.cluster("scheduler-leader");
     let ttl = config.lease_ttl.as_secs().max(1) as i64;
+    // A store out of reach is waited out, not a failure: a leader cut off
+    // from the store loses its lease and must stay to stand by once the
+    // store is back (a standby just the same), like any other standby.
+    let mut unreachable = Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
     loop {
-        let lease = store.lease_grant(ttl).await?;
-        let claim = Txn::new()
-            .when(Compare::ModRevision(key.clone(), 0))
-            .then(Op::Put {
-                key: key.clone(),
-                value: b"scheduler".to_vec(),
-                lease,
-            });
-        let resp = store.txn(claim).await?;
+        let claimed = async {
+            let lease = store.lease_grant(ttl).await?;
+            let claim = Txn::new()
+                .when(Compare::ModRevision(key.clone(), 0))
+                .then(Op::Put {
+                    key: key.clone(),
+                    value: b"scheduler".to_vec(),
+                    lease,
+                });
+            match store.txn(claim).await {
+                Ok(resp) => Ok((lease, resp)),
+                Err(err) => {
+                    // The claim may have been applied (its answer lost):
+                    // the lease goes, and the key with it.
+                    let _ = store.lease_revoke(lease).await;
+                    Err(err)
+                }
+            }
+        }
+        .await;
+        let (lease, resp) = match claimed {
+            Ok(claimed) => claimed,
+            Err(err @ lb_store::Error::Unavailable(_)) => {
+                let delay = unreachable.next_delay();
+                tracing::warn!(error = %err, "cannot reach the store to claim the scheduling; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                continue;
+            }
+            Err(err) => return Err(err.into()),
+        };
+        unreachable.reset();
         if !resp.succeeded {
             let _ = store.lease_revoke(lease).await;
             tokio::time::sleep(Duration::from_millis(500)).await;
