@@ -174,6 +174,28 @@ async fn a_job_is_cancelled_and_timed_out() {
         .await
         .unwrap();
     assert_eq!(r.status(), 409);
+
+    // A job counts against the owner's quota as one more replica.
+    let r = c
+        .client
+        .put(format!("{}/api/v1/users/alice/quota", c.api))
+        .bearer_auth(&c.admin_token)
+        .json(&json!({"replicas": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let r = c
+        .client
+        .post(format!("{}/api/v1{JOBS}", c.api))
+        .bearer_auth(&c.token)
+        .json(&json!({"command": ["/bin/busybox", "true"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["field"], "replicas", "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -28,6 +28,7 @@ pub async fn create(ctx: &Ctx, caller: &Caller, p: &str, s: &str, body: JobReque
             loaded.meta.name
         )));
     }
+    check_quota(ctx, &loaded).await?;
     let job = Job::new(
         lb_model::ids::new_id(),
         loaded.pid.clone(),
@@ -52,6 +53,64 @@ pub async fn create(ctx: &Ctx, caller: &Caller, p: &str, s: &str, body: JobReque
         )));
     }
     Ok(job)
+}
+
+/// A job counts against its project owner's quota as one more replica of
+/// its service's memory while it is not over: refused with 403 naming
+/// `replicas` or `memory` when it would pass the limit.
+async fn check_quota(ctx: &Ctx, loaded: &LoadedService) -> Result<()> {
+    let Some(kv) = ctx.store.get(&ctx.keys.project(&loaded.pid)).await? else {
+        return Ok(());
+    };
+    let owner = decode::<lb_model::Project>(&kv)?.owner;
+    let quota = super::quotas::load(ctx, &owner).await?;
+    if quota.replicas.is_none() && quota.memory.is_none() {
+        return Ok(());
+    }
+    let usage = super::quotas::usage(ctx, &owner).await?;
+    // The jobs not over in the owner's projects, each with its service's
+    // memory.
+    let (index, _) = ctx
+        .store
+        .list(&ctx.keys.project_index_prefix(&owner))
+        .await?;
+    let (mut jobs, mut memory) = (0u64, 0u64);
+    for pid in index
+        .iter()
+        .map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
+    {
+        let (kvs, _) = ctx.store.list(&ctx.keys.project_prefix(&pid)).await?;
+        let mut specs = std::collections::HashMap::new();
+        for kv in &kvs {
+            if let Some(lb_model::keys::Parsed::ServiceSpec { sid, .. }) = ctx.keys.parse(&kv.key) {
+                if let Ok(spec) = serde_json::from_slice::<lb_model::ServiceSpec>(&kv.value) {
+                    specs.insert(sid.to_owned(), spec.memory);
+                }
+            }
+        }
+        for kv in &kvs {
+            let Some((_, sid, _)) = ctx.keys.parse_job(&kv.key) else {
+                continue;
+            };
+            let Ok(job) = serde_json::from_slice::<Job>(&kv.value) else {
+                continue;
+            };
+            if !job.state.is_final() {
+                jobs += 1;
+                memory += specs.get(sid).copied().unwrap_or_default();
+            }
+        }
+    }
+    let check = |limit: lb_model::Limit, wanted: u64| {
+        quota
+            .check(limit, wanted)
+            .map_err(|e| super::quotas::exceeded(&e))
+    };
+    check(lb_model::Limit::Replicas, usage.replicas + jobs + 1)?;
+    check(
+        lb_model::Limit::Memory,
+        usage.memory + memory + loaded.spec.memory,
+    )
 }
 
 /// A service's jobs, newest first, without their output (read one job
