@@ -598,6 +598,14 @@ async fn run(b: &Browser, image: &str, repo: &str) {
         "return document.querySelector('#replicas tbody').textContent.includes('code 3')",
     )
     .await;
+    // The badge says what the service does (the API's computed state, the
+    // same words as lbc), and the line below it why.
+    b.until(
+        "the service's state: crash_looping with the exit code",
+        30,
+        "const s = document.querySelector('#service-state'); const d = document.querySelector('#service-detail'); return s.textContent === 'crash_looping' && s.classList.contains('crash_looping') && !!d && d.textContent.includes('exited with code 3')",
+    )
+    .await;
     b.fill("#logs-filter", "boom").await;
     b.until(
         "the filter keeping only matching lines",
@@ -619,6 +627,12 @@ async fn run(b: &Browser, image: &str, repo: &str) {
     // A service from git: built from its Dockerfile, the build's steps and
     // log live, a second build with Deploy, a rollback to the first.
     b.goto("/projects/demo").await;
+    b.until(
+        "the project's list showing the same state",
+        30,
+        "return [...document.querySelectorAll('#services tbody tr')].some(r => r.textContent.includes('crash') && r.querySelector('.badge.crash_looping') && r.querySelector('.badge.crash_looping').textContent === 'crash_looping')",
+    )
+    .await;
     b.find("#service-form #n-name").await;
     b.fill("#n-name", "site").await;
     b.click("#service-form input[name=kind][value=git]").await;
