@@ -243,6 +243,19 @@ pub const ROUTES: &[Route] = &[
     r(PROJECTS, "deleteProject", "DELETE", P, "Delete a project and everything in it")
         .if_match()
         .ok(204, None),
+    r(
+        PROJECTS,
+        "applyProject",
+        "PUT",
+        "/api/v1/projects/{p}/apply",
+        "Make the project match a document (lb's format or a compose file; JSON, or YAML with a yaml Content-Type): creates, updates, and with prune deletes services; a project name not yet taken is created",
+    )
+    .body("ApplyDocument")
+    .query(&[
+        q("prune", "boolean", "delete the services the document does not name"),
+        q("dry_run", "boolean", "answer the plan without writing"),
+    ])
+    .ok(200, Some("Applied")),
     r(SERVICES, "listServices", "GET", "/api/v1/projects/{p}/services", "List services")
         .paged()
         .ok(200, Some("ServiceList")),
@@ -773,6 +786,32 @@ fn schemas() -> Value {
             "vendor_hook": {"type": "boolean"}, "error": {"type": "string", "nullable": true}}},
     });
     if let (Some(all), Some(more)) = (schemas.as_object_mut(), vendors.as_object()) {
+        all.extend(more.clone());
+    }
+    let apply = json!({
+        "ApplyDocument": {"type": "object", "additionalProperties": false,
+            "description": "lb's format (below) or a docker-compose file (see docs/contracts.md)",
+            "properties": {
+            "project": {"type": "string", "description": "the project's name, when given it must match"},
+            "services": {"type": "object", "description": "service name to its spec (ServiceSpec without name) and depends_on",
+                "additionalProperties": {"type": "object"}},
+            "scripts": {"type": "object", "description": "script name to the script PUT .../scripts/{name} takes (without name); absent: scripts are left alone",
+                "additionalProperties": {"type": "object"}}}},
+        "Applied": {"type": "object", "required": ["project", "created_project", "dry_run", "plan", "done"], "properties": {
+            "project": {"type": "string"}, "created_project": {"type": "boolean"}, "dry_run": {"type": "boolean"},
+            "plan": {"type": "object", "properties": {
+                "creates": {"type": "array", "items": {"type": "object"}},
+                "updates": {"type": "array", "items": {"type": "object", "properties": {
+                    "name": {"type": "string"}, "revision": {"type": "integer"},
+                    "changes": {"type": "array", "items": {"type": "object", "properties": {
+                        "field": {"type": "string"}, "from": {}, "to": {}}}}}}},
+                "deletes": {"type": "array", "items": {"type": "object"}},
+                "unchanged": {"type": "array", "items": {"type": "string"}},
+                "kept": {"type": "array", "items": {"type": "string"}},
+                "scripts": {"type": "object", "description": "the same for the project's scripts (creates and unchanged by name)"}}},
+            "done": {"type": "array", "items": {"type": "string"}}}},
+    });
+    if let (Some(all), Some(more)) = (schemas.as_object_mut(), apply.as_object()) {
         all.extend(more.clone());
     }
     let more = json!({

@@ -1277,6 +1277,8 @@ async fn isolation_matrix(backend: Backend) {
             Some("JoinToken") => Some(json!({"ttl": 600})),
             Some("Allowlist") => Some(json!({"owners": []})),
             Some("Quota") => Some(json!({"projects": null})),
+            // Nothing to change (no prune): the project is only read.
+            Some("ApplyDocument") => Some(json!({"services": {}})),
             Some("Script") if route.method == "POST" => {
                 Some(json!({"name": format!("new{n}"), "body": "true"}))
             }

@@ -167,6 +167,11 @@ pub enum Command {
         /// SERVICE or PROJECT/SERVICE.
         service: String,
     },
+    /// Make a project match a file: lb's format or a docker-compose file
+    /// (services created, updated, and with --prune deleted).
+    Apply(ApplyArgs),
+    /// Show what `lbc apply` would change, field by field, writing nothing.
+    Diff(ApplyArgs),
     /// Print a shell completion script (project and service names are
     /// completed from the API: the script runs `lbc __complete`).
     Completion {

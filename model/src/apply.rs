@@ -16,6 +16,8 @@
 //!     ports: [{container: 80}]
 //!     domains: [www.example.com]
 //!     depends_on: [db]
+//! scripts:                 # optional: the project's stored scripts
+//!   migrate: {interpreter: bash, body: "./migrate.sh", timeout: 120}
 //! ```
 //!
 //! A docker-compose file is read too, for the subset that maps onto a
@@ -34,9 +36,12 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::{ServiceSpec, ValidationError};
+use crate::{Script, ServiceSpec, ValidationError};
 
-pub use plan::{plan, Current, FieldChange, Plan, PlannedCreate, PlannedDelete, PlannedUpdate};
+pub use plan::{
+    plan, plan_scripts, Current, CurrentScript, FieldChange, Plan, PlannedCreate, PlannedDelete,
+    PlannedScriptUpdate, PlannedUpdate, ScriptPlan,
+};
 
 /// The most services one document may hold.
 pub const MAX_SERVICES: usize = 500;
@@ -48,6 +53,9 @@ pub struct Document {
     pub project: Option<String>,
     /// The services, by name.
     pub services: BTreeMap<String, DocService>,
+    /// The project's stored scripts, by name (`None`: the document says
+    /// nothing of scripts, and they are left alone even with prune).
+    pub scripts: Option<BTreeMap<String, Script>>,
 }
 
 /// One service of a [`Document`].
@@ -246,9 +254,12 @@ pub fn parse(
     }
 }
 
-/// Converts a value into a spec, naming the field at fault under `path`.
-pub(crate) fn spec_from_value(value: Value, path: &str) -> Result<ServiceSpec, ValidationError> {
-    serde_path_to_error::deserialize::<_, ServiceSpec>(value).map_err(|e| {
+/// Converts a value into `T`, naming the field at fault under `path`.
+fn value_at<T: serde::de::DeserializeOwned>(
+    value: Value,
+    path: &str,
+) -> Result<T, ValidationError> {
+    serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
         let inner = e.path().to_string();
         let field = if inner == "." || inner.is_empty() {
             path.to_owned()
@@ -299,9 +310,28 @@ impl Document {
                         "must be a mapping of service names to specs",
                     )),
                 },
+                "scripts" => match value {
+                    Value::Object(scripts) => {
+                        let mut all = BTreeMap::new();
+                        for (name, entry) in scripts {
+                            match script_from_value(&name, entry) {
+                                Ok(script) => {
+                                    all.insert(name, script);
+                                }
+                                Err(mut e) => problems.append(&mut e),
+                            }
+                        }
+                        doc.scripts = Some(all);
+                    }
+                    Value::Null => doc.scripts = Some(BTreeMap::new()),
+                    _ => problems.push(ValidationError::new(
+                        "scripts",
+                        "must be a mapping of script names to scripts",
+                    )),
+                },
                 other => problems.push(ValidationError::new(
                     other,
-                    "unknown key (lb's format has project and services)",
+                    "unknown key (lb's format has project, services and scripts)",
                 )),
             }
         }
@@ -341,6 +371,11 @@ impl Document {
                         "a service cannot depend on itself",
                     ));
                 }
+            }
+        }
+        for (name, script) in self.scripts.iter().flatten() {
+            if let Err(e) = script.validate() {
+                problems.push(e.under(&format!("scripts.{name}")));
             }
         }
         if problems.is_empty() {
@@ -407,6 +442,13 @@ impl Document {
             top.insert("project".into(), project.clone().into());
         }
         top.insert("services".into(), Value::Object(services));
+        if let Some(scripts) = &self.scripts {
+            let scripts: Map<String, Value> = scripts
+                .iter()
+                .map(|(name, script)| (name.clone(), script_value(script)))
+                .collect();
+            top.insert("scripts".into(), Value::Object(scripts));
+        }
         Value::Object(top)
     }
 }
@@ -483,15 +525,70 @@ fn service_from_value(name: &str, entry: Value) -> Result<DocService, Vec<Valida
     Ok(DocService { spec, depends_on })
 }
 
-/// Converts a spec's keys and values, naming every unknown key of the spec
-/// (serde stops at the first: each is taken out and the rest read again).
+/// A script as a document holds it: what a user writes (no name, no
+/// `updated` or `updated_by`, which the API sets).
+pub(crate) fn script_value(script: &Script) -> Value {
+    let mut value = serde_json::to_value(script).unwrap_or_default();
+    if let Some(map) = value.as_object_mut() {
+        for key in ["name", "updated", "updated_by"] {
+            map.remove(key);
+        }
+    }
+    value
+}
+
+/// One entry of `scripts`: the script the API takes, its name from the key.
+fn script_from_value(name: &str, entry: Value) -> Result<Script, Vec<ValidationError>> {
+    let path = format!("scripts.{name}");
+    let Value::Object(mut map) = entry else {
+        return Err(vec![ValidationError::new(
+            path,
+            "must be a mapping: the script (interpreter, body, args, env, timeout)",
+        )]);
+    };
+    let mut problems = Vec::new();
+    for key in ["updated", "updated_by"] {
+        if map.contains_key(key) {
+            problems.push(ValidationError::new(
+                format!("{path}.{key}"),
+                "is set by lb, not by the document",
+            ));
+        }
+    }
+    match map.get("name") {
+        None => {
+            map.insert("name".into(), name.into());
+        }
+        Some(Value::String(n)) if n == name => {}
+        Some(other) => problems.push(ValidationError::new(
+            format!("{path}.name"),
+            format!("{other} differs from the script's key {name:?}"),
+        )),
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    from_map(map, &path, "a script")
+}
+
+/// Converts a spec's keys and values, naming every unknown key of the spec.
 pub(crate) fn spec_from_map(
-    mut map: Map<String, Value>,
+    map: Map<String, Value>,
     path: &str,
 ) -> Result<ServiceSpec, Vec<ValidationError>> {
+    from_map(map, path, "a service's spec")
+}
+
+/// Converts keys and values into `T`, naming every unknown key (serde stops
+/// at the first: each is taken out and the rest read again).
+fn from_map<T: serde::de::DeserializeOwned>(
+    mut map: Map<String, Value>,
+    path: &str,
+    what: &str,
+) -> Result<T, Vec<ValidationError>> {
     let mut unknown = Vec::new();
     loop {
-        match spec_from_value(Value::Object(map.clone()), path) {
+        match value_at::<T>(Value::Object(map.clone()), path) {
             Ok(spec) if unknown.is_empty() => return Ok(spec),
             Ok(_) => return Err(unknown),
             Err(e) => {
@@ -504,7 +601,7 @@ pub(crate) fn spec_from_map(
                 match key {
                     Some(key) if map.remove(&key).is_some() => unknown.push(ValidationError::new(
                         format!("{path}.{key}"),
-                        "unknown key of a service's spec",
+                        format!("unknown key of {what}"),
                     )),
                     _ => {
                         unknown.push(e);

@@ -8,6 +8,7 @@
 //! A validation error names the field at fault, so the API can return it in
 //! its error body.
 
+pub mod apply;
 pub mod backoff;
 pub mod format;
 pub mod ids;

@@ -3,6 +3,7 @@
 //! request is in [`extract`]. Handlers live in [`crate::handlers`].
 
 mod accounts;
+mod apply;
 mod backup;
 mod builds;
 mod cluster;
@@ -65,6 +66,8 @@ pub fn api(ctx: Ctx) -> BoxedFilter<(Response,)> {
             .or(scripts::routes(ctx.clone()))
             .unify()
             .or(jobs::routes(ctx.clone()))
+            .unify()
+            .or(apply::routes(ctx.clone()))
             .unify()
             .or(openapi)
             .unify(),

@@ -5,6 +5,7 @@
 //! `error::recover`. No handler calls another handler.
 
 pub mod accounts;
+pub mod apply;
 pub mod backup;
 pub mod builds;
 pub mod domains;

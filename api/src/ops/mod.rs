@@ -11,6 +11,7 @@
 //! many keys, list windows, and the retry of revision-checked transactions.
 
 pub mod accounts;
+pub mod apply;
 pub mod builds;
 pub mod domains;
 pub mod hooks;

@@ -1,6 +1,7 @@
 //! The commands, one file per area; [`run`] dispatches.
 
 mod account;
+mod apply;
 mod build;
 pub(crate) mod complete;
 mod confirm;
@@ -59,6 +60,8 @@ pub async fn run(session: &mut Session, command: Command) -> Result<()> {
         Command::Script(cmd) => script::run(session, cmd).await,
         Command::Domains(cmd) => domains::run(session, cmd).await,
         Command::Open { service } => domains::open(session, &service).await,
+        Command::Apply(args) => apply::run(session, args, false).await,
+        Command::Diff(args) => apply::run(session, args, true).await,
         Command::Completion { .. } => unreachable!("handled before the session is loaded"),
         Command::Status { service } => status::run(session, service.as_deref()).await,
         Command::Env(cmd) => env::run(session, cmd).await,

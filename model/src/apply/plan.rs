@@ -6,8 +6,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::Document;
-use crate::ServiceSpec;
+use super::{script_value, Document};
+use crate::{Script, ServiceSpec};
 
 /// A service of the project as it is now.
 #[derive(Debug, Clone, PartialEq)]
@@ -77,13 +77,110 @@ pub struct Plan {
     pub unchanged: Vec<String>,
     /// Services not in the document, kept because prune was not asked.
     pub kept: Vec<String>,
+    /// The project's scripts.
+    #[serde(default)]
+    pub scripts: ScriptPlan,
 }
 
 impl Plan {
     /// Whether applying changes nothing.
     pub fn is_empty(&self) -> bool {
+        self.creates.is_empty()
+            && self.updates.is_empty()
+            && self.deletes.is_empty()
+            && self.scripts.is_empty()
+    }
+}
+
+/// A stored script of the project as it is now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CurrentScript {
+    /// The script (its name inside).
+    pub script: Script,
+    /// Its record's revision.
+    pub revision: i64,
+}
+
+/// A script to update.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedScriptUpdate {
+    /// Its name.
+    pub name: String,
+    /// The revision it was read at (the write's `If-Match`).
+    pub revision: i64,
+    /// What changes, field by field (`body`, `env.KEY`, `timeout`).
+    pub changes: Vec<FieldChange>,
+}
+
+/// What applying a document changes in the project's scripts.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ScriptPlan {
+    /// Scripts to create, by name.
+    pub creates: Vec<String>,
+    /// Scripts to replace, by name.
+    pub updates: Vec<PlannedScriptUpdate>,
+    /// Scripts to delete (with prune), by name.
+    pub deletes: Vec<PlannedDelete>,
+    /// Scripts the document describes as they are.
+    pub unchanged: Vec<String>,
+    /// Scripts not in the document, kept because prune was not asked.
+    pub kept: Vec<String>,
+}
+
+impl ScriptPlan {
+    /// Whether nothing changes.
+    pub fn is_empty(&self) -> bool {
         self.creates.is_empty() && self.updates.is_empty() && self.deletes.is_empty()
     }
+}
+
+/// Compares the document's scripts with the project's. A document without
+/// `scripts` leaves them all alone (even with prune).
+pub fn plan_scripts(doc: &Document, current: &[CurrentScript], prune: bool) -> ScriptPlan {
+    let mut out = ScriptPlan::default();
+    let Some(wanted) = &doc.scripts else {
+        return out;
+    };
+    for (name, script) in wanted {
+        match current.iter().find(|c| c.script.name == *name) {
+            None => out.creates.push(name.clone()),
+            Some(now) => {
+                let mut changes = Vec::new();
+                diff_values(
+                    "",
+                    &script_value(&now.script),
+                    &script_value(script),
+                    &mut changes,
+                );
+                if changes.is_empty() {
+                    out.unchanged.push(name.clone());
+                } else {
+                    out.updates.push(PlannedScriptUpdate {
+                        name: name.clone(),
+                        revision: now.revision,
+                        changes,
+                    });
+                }
+            }
+        }
+    }
+    let mut gone: Vec<&CurrentScript> = current
+        .iter()
+        .filter(|c| !wanted.contains_key(&c.script.name))
+        .collect();
+    gone.sort_by(|a, b| a.script.name.cmp(&b.script.name));
+    for script in gone {
+        if prune {
+            out.deletes.push(PlannedDelete {
+                name: script.script.name.clone(),
+                revision: script.revision,
+            });
+        } else {
+            out.kept.push(script.script.name.clone());
+        }
+    }
+    out
 }
 
 /// Compares `doc` with the project's services `current`. A service with a

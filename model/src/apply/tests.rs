@@ -458,3 +458,59 @@ fn a_built_image_is_kept_when_the_file_names_only_the_source() {
         Some("reg:5000/p/s@sha256:ab")
     );
 }
+
+#[test]
+fn scripts_are_read_validated_and_planned() {
+    let file = doc(
+        "services: {}\nscripts:\n  hello: {body: 'echo hi'}\n  migrate: {interpreter: bash, \
+         body: './m.sh', timeout: 120, env: {DRY: '1'}}\n",
+    );
+    let scripts = file.scripts.clone().unwrap();
+    assert_eq!(scripts["hello"].name, "hello");
+    assert_eq!(scripts["migrate"].timeout, 120);
+    assert_eq!(Document::from_value(file.to_value()).unwrap(), file);
+    assert_eq!(
+        fields(
+            "scripts:\n  a: {body: x, colour: red}\n  b: {body: x, interpreter: perl}\n  \
+             c: {body: x, updated_by: me}\n"
+        ),
+        [
+            "scripts.a.colour",
+            "scripts.c.updated_by",
+            "scripts.b.interpreter"
+        ]
+    );
+    let stored = |name: &str, body: &str, revision: i64| {
+        let mut script: Script =
+            serde_json::from_value(json!({"name": name, "body": body})).unwrap();
+        script.updated = 1_700_000_000;
+        script.updated_by = "someone".into();
+        CurrentScript { script, revision }
+    };
+    let now = [
+        stored("hello", "echo hi", 4),
+        stored("migrate", "old", 5),
+        stored("stale", "x", 6),
+    ];
+    let p = plan_scripts(&file, &now, false);
+    assert_eq!(p.unchanged, ["hello"], "who wrote it and when do not count");
+    assert_eq!(p.kept, ["stale"]);
+    let fields: Vec<&str> = p.updates[0]
+        .changes
+        .iter()
+        .map(|c| c.field.as_str())
+        .collect();
+    assert_eq!(fields, ["body", "env", "interpreter", "timeout"]);
+    assert_eq!(p.updates[0].revision, 5);
+    let p = plan_scripts(&file, &now, true);
+    assert_eq!(
+        p.deletes,
+        [PlannedDelete {
+            name: "stale".into(),
+            revision: 6
+        }]
+    );
+    // Without a scripts key, scripts are left alone even with prune.
+    let none = doc("services: {}\n");
+    assert!(plan_scripts(&none, &now, true).is_empty());
+}
