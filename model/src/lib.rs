@@ -50,11 +50,11 @@ pub use job::{
 pub use quota::{Exceeded, Limit, Quota, MAX_LIMIT};
 pub use script::{Interpreter, ReplicaRun, RunRequest, Script, ScriptRun, ScriptView, Target};
 pub use replica::{PortBinding, Replica, ReplicaState, ReplicaStatus};
-pub use service::{
 pub use schedule::{
     check_schedules, parse_cron, parse_timezone, Concurrency, Schedule, ScheduleRecord,
     MAX_SCHEDULES,
 };
+pub use service::{
     validate_label, Port, Protocol, ServiceMeta, ServiceSpec, ServiceState, Volume,
     DEFAULT_STOP_TIMEOUT, MAX_STOP_TIMEOUT,
 };
