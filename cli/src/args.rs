@@ -294,11 +294,14 @@ pub enum TokenCmd {
     /// List API tokens (without their secrets).
     #[command(alias = "list")]
     Ls,
-    /// Revoke an API token.
+    /// Revoke an API token (asks first; `--yes` skips).
     #[command(alias = "rm", alias = "delete")]
     Revoke {
         /// The token's id.
         id: String,
+        /// Do not ask (needed without a terminal).
+        #[arg(short, long)]
+        yes: bool,
     },
 }
 

@@ -214,9 +214,11 @@ fn accounts_contexts_and_tokens() {
     assert!(out.status.success());
     let me: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(me["username"], "bob");
-    up.ok(&["token", "revoke", &id]);
+    let line = up.fails(&["token", "revoke", &id], 2);
+    assert!(line.contains("refusing to revoke API token"), "{line}");
+    up.ok(&["token", "revoke", &id, "--yes"]);
     expect_failure(with_token(&["whoami"]), &["whoami (revoked)"], 5);
-    up.fails(&["token", "revoke", &id], 3);
+    up.fails(&["token", "revoke", &id, "-y"], 3);
 
     // Logout forgets the token.
     up.ok(&["logout"]);

@@ -245,7 +245,7 @@ fn status_env_rm_and_short_ids() {
     );
     assert_eq!(up.ok(&["__complete", "projects"]).trim(), "app");
     let bash = up.ok(&["completion", "bash"]);
-    assert!(bash.contains("lbc __complete \"$kind\""), "{bash}");
+    assert!(bash.contains("__complete \"$kind\""), "{bash}");
     // Without an API: nothing, and no error.
     let out = run_with_stdin(
         lbc_in(&up.dir.path().join("nohome"), &["__complete", "services"]),

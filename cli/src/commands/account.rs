@@ -247,7 +247,11 @@ pub async fn token(session: &mut Session, cmd: TokenCmd) -> Result<()> {
                 ids,
             })
         }
-        TokenCmd::Revoke { id } => {
+        TokenCmd::Revoke { id, yes } => {
+            super::confirm::confirm(
+                yes,
+                &format!("revoke API token {id} (what uses it stops working)"),
+            )?;
             client
                 .call(Method::DELETE, &format!("/tokens/{}", segment(&id)), None)
                 .await?;

@@ -218,8 +218,16 @@ _lbc_dynamic() {{
         esac
     fi
     if [[ -n "$kind" ]]; then
+        # A --project on the line picks the project of bare names.
+        local project=() j
+        for ((j = 1; j < COMP_CWORD; j++)); do
+            case "${{COMP_WORDS[j]}}" in
+                --project) project=(--project "${{COMP_WORDS[j+1]}}") ;;
+                --project=*) project=("${{COMP_WORDS[j]}}") ;;
+            esac
+        done
         local IFS=$'\n'
-        COMPREPLY=($(compgen -W "$(lbc __complete "$kind" 2>/dev/null)" -- "$cur"))
+        COMPREPLY=($(compgen -W "$(lbc "${{project[@]}}" __complete "$kind" 2>/dev/null)" -- "$cur"))
         return 0
     fi
     _lbc "$@"
@@ -366,7 +374,10 @@ mod tests {
             assert!(text.contains("lbc __complete projects"), "{shell}");
         }
         let bash = String::from_utf8(script(Shell::Bash)).unwrap();
-        assert!(bash.contains(r#"lbc __complete "$kind""#), "{bash}");
+        assert!(
+            bash.contains(r#"lbc "${project[@]}" __complete "$kind""#),
+            "{bash}"
+        );
         assert!(bash.contains(r#""svc get"|"#), "{bash}");
         assert!(bash.contains(r#"|"project rm"|"#), "{bash}");
         let zsh = String::from_utf8(script(Shell::Zsh)).unwrap();
