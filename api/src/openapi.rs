@@ -353,6 +353,15 @@ pub const ROUTES: &[Route] = &[
         .ok(200, Some("Job")),
     r(JOBS, "cancelJob", "DELETE", "/api/v1/projects/{p}/services/{s}/jobs/{j}", "Cancel a job not over yet (its container is stopped)")
         .ok(200, Some("Job")),
+    r(
+        JOBS,
+        "getJobLogs",
+        "GET",
+        "/api/v1/projects/{p}/services/{s}/jobs/{j}/logs",
+        "A job's output kept (text); upgraded to a websocket it follows a running job's output",
+    )
+    .upgrade()
+    .ok(200, None),
     r(JOBS, "listSchedules", "GET", "/api/v1/projects/{p}/services/{s}/schedules", "The service's cron schedules with their next tick and last run")
         .ok(200, Some("ScheduleList")),
     r(

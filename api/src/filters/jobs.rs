@@ -27,6 +27,16 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
         .and(warp::delete())
         .and(user(ctx.clone()))
         .and_then(|p, s, j, ctx, caller| respond_fut(jobs::cancel(ctx, caller, p, s, j)));
+    let logs_ws = warp::path!("projects" / String / "services" / String / "jobs" / String / "logs")
+        .and(warp::get())
+        .and(warp::ws())
+        .and(with_ctx(ctx.clone()))
+        .and(ws_caller(ctx.clone()))
+        .and_then(|p, s, j, ws, ctx, caller| respond_fut(jobs::logs_ws(ctx, caller, p, s, j, ws)));
+    let logs = warp::path!("projects" / String / "services" / String / "jobs" / String / "logs")
+        .and(warp::get())
+        .and(user(ctx.clone()))
+        .and_then(|p, s, j, ctx, caller| respond_fut(jobs::logs(ctx, caller, p, s, j)));
     let schedules = warp::path!("projects" / String / "services" / String / "schedules")
         .and(warp::get())
         .and(user(ctx.clone()))
@@ -36,6 +46,10 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
         .or(get)
         .unify()
         .or(cancel)
+        .unify()
+        .or(logs_ws)
+        .unify()
+        .or(logs)
         .unify()
         .or(schedules)
         .unify()

@@ -2,8 +2,12 @@
 //! cancel one; and the service's cron schedules with their next and last
 //! runs. The work is in [`crate::ops::jobs`].
 
-use lb_model::JobRequest;
+use futures::{SinkExt, StreamExt};
+use lb_model::protocol::{FromNode, StreamKind};
+use lb_model::{JobRequest, JobState};
 use warp::http::StatusCode;
+use warp::ws::{Message, Ws};
+use warp::Reply;
 
 use super::{json, Response};
 use crate::auth::Caller;
@@ -45,6 +49,59 @@ pub async fn cancel(ctx: Ctx, caller: Caller, p: String, s: String, j: String) -
         StatusCode::OK,
         &jobs::cancel(&ctx, &caller, &p, &s, &j).await?,
     ))
+}
+
+/// `GET .../jobs/{j}/logs`: the output kept (the last 64 KiB, once the
+/// job is over), as text.
+pub async fn logs(ctx: Ctx, caller: Caller, p: String, s: String, j: String) -> Result<Response> {
+    let job = jobs::get(&ctx, &caller, &p, &s, &j).await?;
+    Ok(
+        warp::reply::with_header(job.logs, "content-type", "text/plain; charset=utf-8")
+            .into_response(),
+    )
+}
+
+/// `GET .../jobs/{j}/logs` upgraded to a websocket: a running job's output
+/// as its node streams it (binary frames, from its start) until its
+/// container stops; for a job not running, the output kept. Then the close.
+pub async fn logs_ws(
+    ctx: Ctx,
+    caller: Caller,
+    p: String,
+    s: String,
+    j: String,
+    ws: Ws,
+) -> Result<Response> {
+    let job = jobs::get(&ctx, &caller, &p, &s, &j).await?;
+    let session = match (&job.node, job.state) {
+        (Some(node), JobState::Running) => {
+            let kind = StreamKind::Logs {
+                tail: 10_000,
+                follow: true,
+                timestamps: false,
+            };
+            Some(ctx.streams.open(node, &job.id, kind).await?)
+        }
+        _ => None,
+    };
+    Ok(ws
+        .on_upgrade(move |socket| async move {
+            let (mut tx, _rx) = socket.split();
+            match session {
+                Some(mut session) => {
+                    while let Some(FromNode::Output { data, .. }) = session.output.recv().await {
+                        if tx.send(Message::binary(data)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                None => {
+                    let _ = tx.send(Message::binary(job.logs.into_bytes())).await;
+                }
+            }
+            let _ = tx.send(Message::close()).await;
+        })
+        .into_response())
 }
 
 /// `GET .../schedules`: the service's schedules, next and last runs.

@@ -81,11 +81,27 @@ pub async fn run(session: &mut Session, args: RunArgs) -> Result<()> {
     }
     out.note(&format!("==> Job {} pending", job.id));
     let job_path = format!("{path}/{}", job.id);
-    let job = follow(&client, &job_path, |state| {
+    // Until it runs (or is already over); then its output as it comes.
+    let started = follow(&client, &job_path, true, |state| {
         out.note(&format!("==> {}", state.as_str()));
     })
     .await?;
-    write_stdout(&job.logs);
+    let mut streamed = false;
+    if started.state == JobState::Running {
+        if let Ok(mut socket) = client.websocket(&format!("{job_path}/logs")).await {
+            streamed = super::logs::read_stream(&mut socket, |bytes| {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(bytes);
+                let _ = out.flush();
+            })
+            .await
+            .is_ok();
+        }
+    }
+    let job = follow(&client, &job_path, false, |_| {}).await?;
+    if !streamed {
+        write_stdout(&job.logs);
+    }
     match (job.state, job.exit_code) {
         (JobState::Succeeded, _) => Ok(()),
         (_, Some(code)) => {
@@ -101,8 +117,14 @@ pub async fn run(session: &mut Session, args: RunArgs) -> Result<()> {
     }
 }
 
-/// Reads the job until it is over, telling each new state.
-async fn follow(client: &Client, path: &str, mut tell: impl FnMut(JobState)) -> Result<Job> {
+/// Reads the job until it is over (or, with `start`, until it runs),
+/// telling each new state.
+async fn follow(
+    client: &Client,
+    path: &str,
+    start: bool,
+    mut tell: impl FnMut(JobState),
+) -> Result<Job> {
     let mut last = JobState::Pending;
     loop {
         let job: Job = typed(&client.get(path).await?)?;
@@ -112,7 +134,7 @@ async fn follow(client: &Client, path: &str, mut tell: impl FnMut(JobState)) -> 
                 tell(job.state);
             }
         }
-        if job.state.is_final() {
+        if job.state.is_final() || (start && job.state == JobState::Running) {
             return Ok(job);
         }
         tokio::time::sleep(POLL).await;
