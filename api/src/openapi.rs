@@ -316,6 +316,8 @@ pub const ROUTES: &[Route] = &[
     .ok(101, None),
     r(BUILDS, "listBuilds", "GET", "/api/v1/projects/{p}/services/{s}/builds", "List builds, newest first")
         .ok(200, Some("BuildList")),
+    r(BUILDS, "listDeploys", "GET", "/api/v1/projects/{p}/services/{s}/deploys", "The service's deploys (new generations and how each ended), newest first")
+        .ok(200, Some("DeployList")),
     r(BUILDS, "createBuild", "POST", "/api/v1/projects/{p}/services/{s}/builds", "Queue a build of the service's source")
         .body("BuildRequest")
         .ok(201, Some("Build")),
@@ -331,19 +333,6 @@ pub const ROUTES: &[Route] = &[
     )
     .upgrade()
     .ok(200, None),
-    r(EVENTS, "watchEvents", "GET", "/api/v1/events", "Websocket of visible changes (snapshot, then changes)")
-        .query(&[q("revision", "integer", "send the changes from this revision on, without a snapshot")])
-        .ok(101, None),
-    r(NODES, "listNodes", "GET", "/api/v1/nodes", "List nodes (admin)").ok(200, Some("NodeList")),
-    r(NODES, "getNode", "GET", "/api/v1/nodes/{n}", "Read a node (admin)").ok(200, Some("Node")),
-    r(NODES, "deleteNode", "DELETE", "/api/v1/nodes/{n}", "Forget a node and revoke its credential (admin)").ok(204, None),
-    r(NODES, "createJoinToken", "POST", "/api/v1/nodes/join-tokens", "A single-use join token for `lb node` (admin)")
-        .body("JoinToken")
-        .ok(201, Some("JoinTokenCreated")),
-    r(NODES, "joinNode", "POST", "/api/v1/nodes/join", "Exchange a join token for a node credential")
-        .public()
-        .body("Join")
-        .ok(201, Some("Joined")),
     r(JOBS, "listJobs", "GET", "/api/v1/projects/{p}/services/{s}/jobs", "List the service's jobs, newest first (without output)")
         .ok(200, Some("JobList")),
     r(JOBS, "createJob", "POST", "/api/v1/projects/{p}/services/{s}/jobs", "Run a command to completion in a new container of the service's image, env, volumes and network")
@@ -364,6 +353,19 @@ pub const ROUTES: &[Route] = &[
     .ok(200, None),
     r(JOBS, "listSchedules", "GET", "/api/v1/projects/{p}/services/{s}/schedules", "The service's cron schedules with their next tick and last run")
         .ok(200, Some("ScheduleList")),
+    r(EVENTS, "watchEvents", "GET", "/api/v1/events", "Websocket of visible changes (snapshot, then changes)")
+        .query(&[q("revision", "integer", "send the changes from this revision on, without a snapshot")])
+        .ok(101, None),
+    r(NODES, "listNodes", "GET", "/api/v1/nodes", "List nodes (admin)").ok(200, Some("NodeList")),
+    r(NODES, "getNode", "GET", "/api/v1/nodes/{n}", "Read a node (admin)").ok(200, Some("Node")),
+    r(NODES, "deleteNode", "DELETE", "/api/v1/nodes/{n}", "Forget a node and revoke its credential (admin)").ok(204, None),
+    r(NODES, "createJoinToken", "POST", "/api/v1/nodes/join-tokens", "A single-use join token for `lb node` (admin)")
+        .body("JoinToken")
+        .ok(201, Some("JoinTokenCreated")),
+    r(NODES, "joinNode", "POST", "/api/v1/nodes/join", "Exchange a join token for a node credential")
+        .public()
+        .body("Join")
+        .ok(201, Some("Joined")),
     r(
         NODES,
         "connectNode",
@@ -619,6 +621,7 @@ fn schemas() -> Value {
                 "description": "capabilities added back from the allowed list (NET_RAW, SYS_CHROOT, MKNOD, AUDIT_WRITE, SETFCAP, SETPCAP, FSETID)"},
             "pids": {"type": "integer", "minimum": 16, "maximum": 16384, "default": 1024},
             "read_only": {"type": "boolean", "default": false},
+            "schedules": {"type": "array", "items": {"$ref": "#/components/schemas/Schedule"}},
             "node_selector": {"type": "object", "additionalProperties": {"type": "string"}},
             "autodeploy": {"type": "boolean"},
             "state": {"enum": ["running", "paused"]},
@@ -641,12 +644,13 @@ fn schemas() -> Value {
                     "replicas": {"type": "object", "properties": {"desired": {"type": "integer"}, "total": {"type": "integer"},
                         "running": {"type": "integer"}, "pending": {"type": "integer"}, "failed": {"type": "integer"},
                         "ready": {"type": "integer"}}},
-                    "reason": {"type": "string", "description": "why a rollout halted"}}},
+                    "reason": {"type": "string", "description": "why a rollout halted"},
+                    "live": {"allOf": [{"$ref": "#/components/schemas/Deploy"}], "description": "the newest deploy that rolled out: the version live now"},
+                    "coming": {"allOf": [{"$ref": "#/components/schemas/Deploy"}], "description": "a newer deploy in progress or halted"}}},
             "urls": {"type": "array", "items": {"type": "string"}}}},
 
         "ServiceList": list("Service"),
         "Scale": {"type": "object", "required": ["replicas"], "additionalProperties": false,
-            "schedules": {"type": "array", "items": {"$ref": "#/components/schemas/Schedule"}},
             "properties": {"replicas": {"type": "integer", "minimum": 0, "maximum": 1000}}},
         "Rollback": {"type": "object", "required": ["build"], "additionalProperties": false,
             "properties": {"build": {"type": "integer", "minimum": 1}}},
@@ -674,6 +678,8 @@ fn schemas() -> Value {
         "Node": {"type": "object", "required": ["id", "name", "labels", "alive", "capacity"], "properties": {
             "id": {"type": "string"}, "name": {"type": "string"}, "labels": {"type": "object"}, "address": {"type": "string"},
             "alive": {"type": "boolean"}, "capacity": {"type": "object"}, "status": {"type": "object", "nullable": true},
+            "ready": {"type": "boolean"},
+            "state": {"type": "string", "enum": ["ready", "lost", "isolation not enforced", "low disk"]},
             "created": {"type": "integer"}}},
         "NodeList": list("Node"),
     });
@@ -687,8 +693,6 @@ fn schemas() -> Value {
             "status": {"enum": ["pending", "issued", "failed"]}, "error": {"type": "string", "nullable": true},
             "names": {"type": "array", "items": {"type": "string"}},
             "not_after": {"type": "integer", "nullable": true}, "issued_at": {"type": "integer", "nullable": true},
-            "ready": {"type": "boolean"},
-            "state": {"type": "string", "enum": ["ready", "lost", "isolation not enforced", "low disk"]},
             "renew_at": {"type": "integer", "nullable": true}, "next_attempt": {"type": "integer", "nullable": true},
             "attempts": {"type": "integer"}}},
         "Domain": {"type": "object", "required": ["domain", "certificate"], "properties": {
@@ -711,39 +715,21 @@ fn schemas() -> Value {
             "commit": {"type": "string", "nullable": true}, "image": {"type": "string", "nullable": true},
             "digest": {"type": "string", "nullable": true}, "message": {"type": "string"},
             "steps": {"type": "array", "items": {"type": "object"}}, "created": {"type": "integer"},
-            "finished": {"type": "integer", "nullable": true}}},
+            "finished": {"type": "integer", "nullable": true},
+            "by": {"type": "string", "description": "who or what asked: a user, `webhook (github push)`, `poll`"}}},
         "BuildList": list("Build"),
+        "Deploy": {"type": "object", "required": ["generation", "cause", "by", "started", "outcome"], "properties": {
+            "generation": {"type": "integer"}, "image": {"type": "string", "nullable": true},
+            "cause": {"type": "string", "description": "`created`, `spec change`, `rollback to build #2`, `build #3 (commit abc1234)`"},
+            "by": {"type": "string"}, "started": {"type": "integer"},
+            "finished": {"type": "integer", "nullable": true},
+            "outcome": {"enum": ["in_progress", "rolled_out", "halted", "superseded"]},
+            "reason": {"type": "string"}}},
+        "DeployList": list("Deploy"),
     });
     if let (Some(all), Some(more)) = (schemas.as_object_mut(), builds.as_object()) {
         all.extend(more.clone());
     }
-    let vendors = json!({
-        "VendorLink": {"type": "object", "required": ["vendor", "login", "account_id"], "properties": {
-            "vendor": {"enum": ["github", "gitlab", "bitbucket"]}, "login": {"type": "string"},
-            "account_id": {"type": "string"}, "scopes": {"type": "array", "items": {"type": "string"}},
-            "expires": {"type": "integer", "nullable": true}, "created": {"type": "integer"},
-            "updated": {"type": "integer"}}},
-        "VendorLinkList": list("VendorLink"),
-        "RepoPage": {"type": "object", "required": ["items", "next_page"], "properties": {
-            "items": {"type": "array", "items": {"type": "object", "properties": {
-                "full_name": {"type": "string"}, "private": {"type": "boolean"},
-                "clone_url": {"type": "string"}, "default_branch": {"type": "string", "nullable": true}}}},
-            "next_page": {"type": "integer", "nullable": true}}},
-        "BranchPage": {"type": "object", "required": ["items", "next_page"], "properties": {
-            "items": {"type": "array", "items": {"type": "object", "properties": {
-                "name": {"type": "string"}, "commit": {"type": "string"}}}},
-            "next_page": {"type": "integer", "nullable": true}}},
-        "Quota": {"type": "object", "additionalProperties": false,
-            "description": "a user's limits; null or absent is unlimited; a change past one gets 403 with field naming it",
-            "properties": {
-            "projects": {"type": "integer", "minimum": 0, "nullable": true},
-            "services": {"type": "integer", "minimum": 0, "nullable": true},
-            "replicas": {"type": "integer", "minimum": 0, "nullable": true},
-            "memory": {"type": "integer", "minimum": 0, "nullable": true, "description": "MiB: replicas x memory, summed over the user's services"},
-            "queued_builds": {"type": "integer", "minimum": 0, "nullable": true},
-            "registry_bytes": {"type": "integer", "minimum": 0, "nullable": true}}},
-        "QuotaView": {"type": "object", "required": ["user", "username", "quota", "usage"], "properties": {
-            "user": {"type": "string"}, "username": {"type": "string"},
     let jobs = json!({
         "JobRequest": {"type": "object", "required": ["command"], "additionalProperties": false, "properties": {
             "command": {"type": "array", "minItems": 1, "items": {"type": "string"}},
@@ -778,6 +764,33 @@ fn schemas() -> Value {
     if let (Some(all), Some(more)) = (schemas.as_object_mut(), jobs.as_object()) {
         all.extend(more.clone());
     }
+    let vendors = json!({
+        "VendorLink": {"type": "object", "required": ["vendor", "login", "account_id"], "properties": {
+            "vendor": {"enum": ["github", "gitlab", "bitbucket"]}, "login": {"type": "string"},
+            "account_id": {"type": "string"}, "scopes": {"type": "array", "items": {"type": "string"}},
+            "expires": {"type": "integer", "nullable": true}, "created": {"type": "integer"},
+            "updated": {"type": "integer"}}},
+        "VendorLinkList": list("VendorLink"),
+        "RepoPage": {"type": "object", "required": ["items", "next_page"], "properties": {
+            "items": {"type": "array", "items": {"type": "object", "properties": {
+                "full_name": {"type": "string"}, "private": {"type": "boolean"},
+                "clone_url": {"type": "string"}, "default_branch": {"type": "string", "nullable": true}}}},
+            "next_page": {"type": "integer", "nullable": true}}},
+        "BranchPage": {"type": "object", "required": ["items", "next_page"], "properties": {
+            "items": {"type": "array", "items": {"type": "object", "properties": {
+                "name": {"type": "string"}, "commit": {"type": "string"}}}},
+            "next_page": {"type": "integer", "nullable": true}}},
+        "Quota": {"type": "object", "additionalProperties": false,
+            "description": "a user's limits; null or absent is unlimited; a change past one gets 403 with field naming it",
+            "properties": {
+            "projects": {"type": "integer", "minimum": 0, "nullable": true},
+            "services": {"type": "integer", "minimum": 0, "nullable": true},
+            "replicas": {"type": "integer", "minimum": 0, "nullable": true},
+            "memory": {"type": "integer", "minimum": 0, "nullable": true, "description": "MiB: replicas x memory, summed over the user's services"},
+            "queued_builds": {"type": "integer", "minimum": 0, "nullable": true},
+            "registry_bytes": {"type": "integer", "minimum": 0, "nullable": true}}},
+        "QuotaView": {"type": "object", "required": ["user", "username", "quota", "usage"], "properties": {
+            "user": {"type": "string"}, "username": {"type": "string"},
             "quota": {"$ref": "#/components/schemas/Quota"},
             "usage": {"type": "object", "properties": {
                 "projects": {"type": "integer"}, "services": {"type": "integer"},

@@ -167,11 +167,6 @@ pub enum Command {
         /// SERVICE or PROJECT/SERVICE.
         service: String,
     },
-    /// Make a project match a file: lb's format or a docker-compose file
-    /// (services created, updated, and with --prune deleted).
-    Apply(ApplyArgs),
-    /// Show what `lbc apply` would change, field by field, writing nothing.
-    Diff(ApplyArgs),
     /// Print a shell completion script (project and service names are
     /// completed from the API: the script runs `lbc __complete`).
     Completion {
@@ -187,12 +182,11 @@ pub enum Command {
     /// A service's environment variables (values are shown: they are yours).
     #[command(subcommand)]
     Env(EnvCmd),
-    /// Names for shell completion, one a line (used by the completion scripts).
-    #[command(name = "__complete", hide = true)]
-    Complete {
-        /// `projects` or `services`.
-        what: String,
-    },
+    /// Make a project match a file: lb's format or a docker-compose file
+    /// (services created, updated, and with --prune deleted).
+    Apply(ApplyArgs),
+    /// Show what `lbc apply` would change, field by field, writing nothing.
+    Diff(ApplyArgs),
     /// Run a command to completion in a new container of a service (its
     /// image, env, volumes and network), print its output and exit with its
     /// exit code.
@@ -203,6 +197,12 @@ pub enum Command {
     /// A service's cron schedules (set them in its spec's `schedules`).
     #[command(subcommand)]
     Cron(CronCmd),
+    /// Names for shell completion, one a line (used by the completion scripts).
+    #[command(name = "__complete", hide = true)]
+    Complete {
+        /// `projects` or `services`.
+        what: String,
+    },
 }
 
 /// `lbc env ...`: each change is a new generation of the service (its
@@ -509,6 +509,50 @@ pub enum NodeCmd {
     },
 }
 
+/// `lbc quota [USER]` or `lbc quota set USER ...`.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct QuotaArgs {
+    /// Change the limits.
+    #[command(subcommand)]
+    pub set: Option<QuotaCmd>,
+    /// The user, by name or id (default: you).
+    pub user: Option<String>,
+}
+
+/// `lbc quota set ...`.
+#[derive(Debug, Subcommand)]
+pub enum QuotaCmd {
+    /// Change a user's limits: only the limits given change; `unlimited`
+    /// lifts one.
+    Set(QuotaSet),
+}
+
+/// The limits `lbc quota set` changes.
+#[derive(Debug, clap::Args)]
+pub struct QuotaSet {
+    /// The user, by name or id.
+    pub user: String,
+    /// Projects the user may own.
+    #[arg(long, value_name = "N|unlimited", value_parser = crate::commands::quota::parse_count)]
+    pub max_projects: Option<crate::commands::quota::Max>,
+    /// Services in all of the user's projects.
+    #[arg(long, value_name = "N|unlimited", value_parser = crate::commands::quota::parse_count)]
+    pub max_services: Option<crate::commands::quota::Max>,
+    /// Replicas all of the user's services ask for (paused ones too).
+    #[arg(long, value_name = "N|unlimited", value_parser = crate::commands::quota::parse_count)]
+    pub max_replicas: Option<crate::commands::quota::Max>,
+    /// Memory of all the user's replicas: MiB (512) or a size (2GiB).
+    #[arg(long, value_name = "MIB|SIZE|unlimited", value_parser = crate::commands::quota::parse_mib)]
+    pub max_memory: Option<crate::commands::quota::Max>,
+    /// Builds of the user's services waiting in the queue.
+    #[arg(long, value_name = "N|unlimited", value_parser = crate::commands::quota::parse_count)]
+    pub max_queued_builds: Option<crate::commands::quota::Max>,
+    /// Registry storage of the user's projects: a size (10GiB) or bytes.
+    #[arg(long, value_name = "SIZE|unlimited", value_parser = crate::commands::quota::parse_size)]
+    pub max_registry_bytes: Option<crate::commands::quota::Max>,
+}
+
 /// `lbc build ...`.
 #[derive(Debug, Subcommand)]
 pub enum BuildCmd {
@@ -573,50 +617,6 @@ pub struct Exec {
 pub struct RunArgs {
     /// SERVICE or PROJECT/SERVICE.
     pub service: String,
-/// `lbc quota [USER]` or `lbc quota set USER ...`.
-#[derive(Debug, clap::Args)]
-#[command(args_conflicts_with_subcommands = true)]
-pub struct QuotaArgs {
-    /// Change the limits.
-    #[command(subcommand)]
-    pub set: Option<QuotaCmd>,
-    /// The user, by name or id (default: you).
-    pub user: Option<String>,
-}
-
-/// `lbc quota set ...`.
-#[derive(Debug, Subcommand)]
-pub enum QuotaCmd {
-    /// Change a user's limits: only the limits given change; `unlimited`
-    /// lifts one.
-    Set(QuotaSet),
-}
-
-/// The limits `lbc quota set` changes.
-#[derive(Debug, clap::Args)]
-pub struct QuotaSet {
-    /// The user, by name or id.
-    pub user: String,
-    /// Projects the user may own.
-    #[arg(long, value_name = "N|unlimited", value_parser = crate::commands::quota::parse_count)]
-    pub max_projects: Option<crate::commands::quota::Max>,
-    /// Services in all of the user's projects.
-    #[arg(long, value_name = "N|unlimited", value_parser = crate::commands::quota::parse_count)]
-    pub max_services: Option<crate::commands::quota::Max>,
-    /// Replicas all of the user's services ask for (paused ones too).
-    #[arg(long, value_name = "N|unlimited", value_parser = crate::commands::quota::parse_count)]
-    pub max_replicas: Option<crate::commands::quota::Max>,
-    /// Memory of all the user's replicas: MiB (512) or a size (2GiB).
-    #[arg(long, value_name = "MIB|SIZE|unlimited", value_parser = crate::commands::quota::parse_mib)]
-    pub max_memory: Option<crate::commands::quota::Max>,
-    /// Builds of the user's services waiting in the queue.
-    #[arg(long, value_name = "N|unlimited", value_parser = crate::commands::quota::parse_count)]
-    pub max_queued_builds: Option<crate::commands::quota::Max>,
-    /// Registry storage of the user's projects: a size (10GiB) or bytes.
-    #[arg(long, value_name = "SIZE|unlimited", value_parser = crate::commands::quota::parse_size)]
-    pub max_registry_bytes: Option<crate::commands::quota::Max>,
-}
-
     /// Seconds before the job is killed (1–86400; default one hour).
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<u64>,

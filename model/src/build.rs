@@ -96,6 +96,10 @@ pub struct Build {
     /// When it ended.
     #[serde(default)]
     pub finished: Option<Timestamp>,
+    /// Who or what asked for it: a user's name, `webhook (github push)`,
+    /// `poll` (empty in records older than it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub by: String,
 }
 
 #[cfg(test)]

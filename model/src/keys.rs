@@ -176,6 +176,13 @@ impl Keys {
             ["projects", pid, "services", sid, "builds", number] => {
                 Parsed::Build { pid, sid, number }
             }
+            ["projects", pid, "services", sid, "deploys", generation] => {
+                Parsed::Deploy {
+                    pid,
+                    sid,
+                    generation,
+                }
+            }
             ["projects", pid, "scripts", name] => Parsed::Script { pid, name },
             ["projects", pid, "script-runs", name, run] => Parsed::ScriptRun { pid, name, run },
             ["nodes", nid, "meta"] => Parsed::NodeMeta { nid },
@@ -229,6 +236,17 @@ impl Keys {
     /// `<root>/projects/<pid>/services/<sid>/source`.
     pub fn service_source(&self, pid: &str, sid: &str) -> String {
         format!("{}source", self.service_prefix(pid, sid))
+    }
+
+    /// `<root>/projects/<pid>/services/<sid>/deploys/<generation>`, the
+    /// generation zero-padded so deploys sort by it.
+    pub fn deploy(&self, pid: &str, sid: &str, generation: u64) -> String {
+        format!("{}{generation:012}", self.deploys_prefix(pid, sid))
+    }
+
+    /// Prefix of a service's deploys.
+    pub fn deploys_prefix(&self, pid: &str, sid: &str) -> String {
+        format!("{}deploys/", self.service_prefix(pid, sid))
     }
 
     /// `<root>/projects/<pid>/services/<sid>/builds/<number>`, the number
@@ -551,6 +569,15 @@ pub enum Parsed<'a> {
         /// Build number, zero-padded.
         number: &'a str,
     },
+    /// A deploy record.
+    Deploy {
+        /// Project id.
+        pid: &'a str,
+        /// Service id.
+        sid: &'a str,
+        /// Generation, zero-padded.
+        generation: &'a str,
+    },
     /// A node record.
     NodeMeta {
         /// Node id.
@@ -672,6 +699,15 @@ mod tests {
                 run: "R1"
             })
         );
+        assert_eq!(
+            k.parse(&k.deploy("P", "S", 7)),
+            Some(Parsed::Deploy {
+                pid: "P",
+                sid: "S",
+                generation: "000000000007"
+            })
+        );
+        assert!(k.deploy("P", "S", 7).starts_with(&k.deploys_prefix("P", "S")));
         assert_eq!(k.parse(&k.user_index("x")), Some(Parsed::Other));
         assert_eq!(k.parse("/other/x"), None);
     }

@@ -23,15 +23,16 @@ pub mod views;
 mod assignment;
 mod build;
 mod cert;
+mod deploy;
 mod hardening;
-mod health;
 mod job;
+mod health;
 mod node;
 mod project;
 mod quota;
 mod replica;
-mod service;
 mod schedule;
+mod service;
 mod source;
 mod user;
 mod vendor;
@@ -39,14 +40,15 @@ mod vendor;
 pub use assignment::Assignment;
 pub use build::{join_log_chunks, Build, BuildStatus, BuildStep, BUILD_LOG_DROPPED, BUILD_LOG_MAX};
 pub use cert::{CertRecord, CertSource, CertStatus, CertView};
+pub use deploy::{settles, Deploy, Outcome as DeployOutcome, KEEP_DEPLOYS};
 pub use hardening::{Hardening, ALLOWED_CAP_ADD, DEFAULT_PIDS, DROPPED_CAPS, MAX_PIDS, MIN_PIDS};
 pub use health::{takes_traffic, Health, HealthCheck, Probe};
 pub use node::{parse_bytes, Capacity, DiskLimit, Node, NodeStatus};
-pub use project::Project;
 pub use job::{
     check_command, log_tail, Job, JobEnd, JobRequest, JobRun, JobState, DEFAULT_JOB_TIMEOUT,
     JOB_HISTORY, JOB_LOG_MAX, MAX_JOB_TIMEOUT,
 };
+pub use project::Project;
 pub use quota::{Exceeded, Limit, Quota, MAX_LIMIT};
 pub use script::{Interpreter, ReplicaRun, RunRequest, Script, ScriptRun, ScriptView, Target};
 pub use replica::{PortBinding, Replica, ReplicaState, ReplicaStatus};

@@ -184,6 +184,13 @@ pub struct ServiceStatus {
     /// became healthy (GET /healthz: 503)"); the old replicas keep serving.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The newest deploy that rolled out: the version live now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live: Option<crate::Deploy>,
+    /// A newer deploy not rolled out: in progress, or halted (the old
+    /// version keeps serving).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coming: Option<crate::Deploy>,
 }
 
 /// A service as shown.

@@ -20,6 +20,7 @@
 pub mod capacity;
 pub mod commit;
 pub mod cron;
+pub mod deploys;
 pub mod jobs;
 pub mod placement;
 pub mod reconcile;

@@ -175,6 +175,7 @@ pub async fn pass(
     let mut nodes = node_views(state);
     let dirty = std::mem::take(&mut state.dirty);
     let mut plans = Vec::new();
+    let mut steady = Vec::new();
     let mut wake: Option<Instant> = node_wake;
     for key in dirty {
         let Some(records) = state.services.get(&key) else {
@@ -205,6 +206,7 @@ pub async fn pass(
             wake = Some(wake.map_or(at, |w| w.min(at)));
         }
         if decided.units.is_empty() {
+            steady.push(key.clone());
             continue;
         }
         plans.push(Plan {
@@ -215,6 +217,12 @@ pub async fn pass(
             ],
             units: decided.units,
         });
+    }
+    // Services left as they are: their deploys may have settled.
+    let settled = crate::deploys::settle(store, keys, &fence, state, steady).await?;
+    outcome.revision = outcome.revision.max(settled.revision);
+    if let Some(at) = settled.wake {
+        wake = Some(wake.map_or(at, |w| w.min(at)));
     }
     state.wake_at = match (state.wake_at, wake) {
         (Some(a), Some(b)) => Some(a.min(b)),

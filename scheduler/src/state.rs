@@ -109,6 +109,9 @@ pub struct State {
     pub due: bool,
     /// One-off jobs and schedule records (see [`crate::jobs`]).
     pub jobs: crate::jobs::Jobs,
+    /// The generation of each service whose deploy is known settled (see
+    /// [`crate::deploys`]).
+    pub deploys_settled: HashMap<ServiceKey, u64>,
 }
 
 fn decode<T: serde::de::DeserializeOwned>(kv: &KeyValue) -> Option<T> {
@@ -144,6 +147,7 @@ impl State {
             check_assignments: true,
             due: false,
             jobs: crate::jobs::Jobs::default(),
+            deploys_settled: HashMap::new(),
         }
     }
 
@@ -390,6 +394,7 @@ impl State {
             self.dirty.remove(key);
             self.waiting.remove(key);
             self.timed.remove(key);
+            self.deploys_settled.remove(key);
         }
         self.check_assignments = true;
         self.capacity_changed();

@@ -25,6 +25,7 @@
 
 pub mod cache;
 pub mod codec;
+pub mod deploys;
 pub mod embedded;
 pub mod etcd;
 pub mod private;

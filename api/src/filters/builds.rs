@@ -1,4 +1,5 @@
-//! Build routes: queue, list, read, cancel, logs (plain and websocket).
+//! Build routes: queue, list, read, cancel, logs (plain and websocket);
+//! the service's deploy history.
 use warp::filters::BoxedFilter;
 use warp::Filter;
 
@@ -43,7 +44,13 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
             .and(warp::get())
             .and(user(ctx.clone()))
             .and_then(|p, s, n, ctx, caller| respond_fut(builds::logs(ctx, caller, p, s, n)));
+    let deploys = warp::path!("projects" / String / "services" / String / "deploys")
+        .and(warp::get())
+        .and(user(ctx.clone()))
+        .and_then(|p, s, ctx, caller| respond_fut(builds::deploys(ctx, caller, p, s)));
     builds_list
+        .or(deploys)
+        .unify()
         .or(builds_create)
         .unify()
         .or(build_get)

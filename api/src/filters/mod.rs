@@ -65,9 +65,9 @@ pub fn api(ctx: Ctx) -> BoxedFilter<(Response,)> {
             .unify()
             .or(scripts::routes(ctx.clone()))
             .unify()
-            .or(jobs::routes(ctx.clone()))
-            .unify()
             .or(apply::routes(ctx.clone()))
+            .unify()
+            .or(jobs::routes(ctx.clone()))
             .unify()
             .or(openapi)
             .unify(),

@@ -33,7 +33,8 @@ pub async fn create(
     s: String,
     body: BuildRequest,
 ) -> Result<Response> {
-    let build = builds::create(&ctx, &caller, &p, &s, body.commit).await?;
+    let by = caller.user.username.clone();
+    let build = builds::create(&ctx, &caller, (&p, &s), body.commit, &by).await?;
     Ok(json(StatusCode::CREATED, &build))
 }
 
@@ -42,6 +43,14 @@ pub async fn list(ctx: Ctx, caller: Caller, p: String, s: String) -> Result<Resp
     Ok(json(
         StatusCode::OK,
         &builds::list(&ctx, &caller, &p, &s).await?,
+    ))
+}
+
+/// `GET .../deploys`.
+pub async fn deploys(ctx: Ctx, caller: Caller, p: String, s: String) -> Result<Response> {
+    Ok(json(
+        StatusCode::OK,
+        &builds::deploys(&ctx, &caller, &p, &s).await?,
     ))
 }
 

@@ -65,7 +65,8 @@ impl Visibility {
             | Parsed::ServiceSpec { pid, .. }
             | Parsed::Replica { pid, .. }
             | Parsed::ReplicaStatus { pid, .. }
-            | Parsed::Build { pid, .. } => self.admin || self.projects.contains(*pid),
+            | Parsed::Build { pid, .. }
+            | Parsed::Deploy { pid, .. } => self.admin || self.projects.contains(*pid),
         }
     }
 }
@@ -84,6 +85,16 @@ fn describe(parsed: &Parsed<'_>) -> (&'static str, String, Option<String>, Optio
         Parsed::Build { pid, sid, number } => (
             "build",
             number.trim_start_matches('0').to_string(),
+            s(pid),
+            s(sid),
+        ),
+        Parsed::Deploy {
+            pid,
+            sid,
+            generation,
+        } => (
+            "deploy",
+            generation.trim_start_matches('0').to_string(),
             s(pid),
             s(sid),
         ),

@@ -2,7 +2,7 @@
 //! build's log. The builder (`lb_builder`) does the work; this side records
 //! the request and shows what the builder wrote.
 
-use lb_model::{now, Build, BuildStatus};
+use lb_model::{now, Build, BuildStatus, Deploy};
 use lb_store::{Compare, Op, StoreExt, Txn};
 
 use super::resolve::{self, LoadedService};
@@ -29,13 +29,14 @@ fn check_commit(commit: &str) -> Result<()> {
 }
 
 /// Queues a build of a service the caller may see, with the next number:
-/// of `commit`, or of the branch head when `None`.
+/// of `commit`, or of the branch head when `None`; `by` says who or what
+/// asked (the build's and its deploy's history show it).
 pub async fn create(
     ctx: &Ctx,
     caller: &Caller,
-    p: &str,
-    s: &str,
+    (p, s): (&str, &str),
     commit: Option<String>,
+    by: &str,
 ) -> Result<Build> {
     if let Some(commit) = &commit {
         check_commit(commit)?;
@@ -67,6 +68,7 @@ pub async fn create(
                 steps: Vec::new(),
                 created: now(),
                 finished: None,
+                by: by.to_owned(),
             };
             let key = ctx.keys.build(&pid, &sid, number);
             let txn = Txn::new()
@@ -94,6 +96,25 @@ pub async fn create(
             "too many builds queued at once: try again",
         ));
     }
+}
+
+/// A service's deploys (each new generation: a build's, a rollback, a spec
+/// change), newest first.
+pub async fn deploys(ctx: &Ctx, caller: &Caller, p: &str, s: &str) -> Result<List<Deploy>> {
+    let loaded = resolve::service(ctx, caller, p, s).await?;
+    let mut items = history(ctx, &loaded).await?;
+    items.reverse();
+    let total = items.len();
+    Ok(List { items, total })
+}
+
+/// A service's deploy records, oldest first.
+pub async fn history(ctx: &Ctx, loaded: &LoadedService) -> Result<Vec<Deploy>> {
+    let (kvs, _) = ctx
+        .store
+        .list(&ctx.keys.deploys_prefix(&loaded.pid, &loaded.meta.id))
+        .await?;
+    kvs.iter().map(decode::<Deploy>).collect()
 }
 
 /// A service's builds, newest first.

@@ -163,7 +163,9 @@ pub async fn deliver(
     let owner = Caller {
         user: owner_of(ctx, &pid).await?,
     };
-    let build = super::builds::create(ctx, &owner, &pid, &sid, Some(commit.clone())).await?;
+    let by = format!("webhook ({vendor} push)");
+    let build =
+        super::builds::create(ctx, &owner, (&pid, &sid), Some(commit.clone()), &by).await?;
     tracing::info!(service = %sid, %vendor, %commit, "push webhook queued a build");
     Ok(accepted(
         true,

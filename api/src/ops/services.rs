@@ -7,7 +7,9 @@
 //! compares both.
 
 use lb_model::ids::new_id;
-use lb_model::{now, Build, BuildStatus, ReplicaState, ServiceMeta, ServiceSpec, ServiceState};
+use lb_model::{
+    now, Build, BuildStatus, Deploy, ReplicaState, ServiceMeta, ServiceSpec, ServiceState,
+};
 use lb_store::{Compare, Op, Txn};
 
 use super::domains::{self, Claimant};
@@ -51,6 +53,21 @@ pub async fn view(ctx: &Ctx, loaded: &LoadedService) -> Result<ServiceView> {
     let summary = lb_model::status::summarize(&loaded.spec, loaded.meta.generation, &pairs, now());
     counts.ready = summary.ready;
     let urls = urls(ctx, loaded).await?;
+    // Which version is live and which is coming, from the deploy history.
+    let history = super::builds::history(ctx, loaded).await?;
+    let live_at = history
+        .iter()
+        .rposition(|d| d.outcome == lb_model::DeployOutcome::RolledOut);
+    let live = live_at.map(|i| history[i].clone());
+    let coming = history
+        .last()
+        .filter(|d| {
+            matches!(
+                d.outcome,
+                lb_model::DeployOutcome::InProgress | lb_model::DeployOutcome::Halted
+            )
+        })
+        .cloned();
     Ok(ServiceView {
         urls,
         id: loaded.meta.id.clone(),
@@ -70,6 +87,8 @@ pub async fn view(ctx: &Ctx, loaded: &LoadedService) -> Result<ServiceView> {
             restart_generation: loaded.meta.restart_generation,
             replicas: counts,
             reason,
+            live,
+            coming,
         },
     })
 }
@@ -164,7 +183,19 @@ pub async fn create(
             ctx.keys.service_spec(&pid, &meta.id),
             encode(&spec),
         ))
-        .then(Op::put(index.clone(), meta.id.clone().into_bytes()));
+        .then(Op::put(index.clone(), meta.id.clone().into_bytes()))
+        // Its first deploy (to settle once its replicas run; a service
+        // from source has none until its first build).
+        .then(Op::put(
+            ctx.keys.deploy(&pid, &meta.id, meta.generation),
+            encode(&Deploy::start(
+                meta.generation,
+                spec.image.clone(),
+                "created",
+                &caller.user.username,
+                now,
+            )),
+        ));
     let claimant = Claimant {
         project: &pid,
         service: &meta.id,
@@ -250,8 +281,8 @@ pub enum Change {
     Pause,
     /// Run the replicas of a paused service again.
     Resume,
-    /// Run this image (a rollback to an earlier build's).
-    Image(String),
+    /// Run this image: a rollback to build number `.1`'s.
+    Rollback(String, u64),
     /// Route one more domain to the service.
     AddDomain(String),
     /// Stop routing a domain to the service.
@@ -259,6 +290,14 @@ pub enum Change {
 }
 
 impl Change {
+    /// What a deploy this change starts is called in its history.
+    fn cause(&self) -> String {
+        match self {
+            Change::Rollback(_, build) => format!("rollback to build #{build}"),
+            _ => "spec change".to_owned(),
+        }
+    }
+
     /// Applies the change to a copy of the records.
     fn apply(&self, meta: &mut ServiceMeta, spec: &mut ServiceSpec) -> Result<()> {
         match self {
@@ -268,7 +307,7 @@ impl Change {
             Change::Restart => meta.restart_generation += 1,
             Change::Pause => spec.state = ServiceState::Paused,
             Change::Resume => spec.state = ServiceState::Running,
-            Change::Image(image) => spec.image = Some(image.clone()),
+            Change::Rollback(image, _) => spec.image = Some(image.clone()),
             Change::AddDomain(domain) => {
                 if spec.domains.contains(domain) {
                     return Err(ApiError::conflict(format!(
@@ -328,9 +367,24 @@ pub async fn update(
                 .then(Op::delete(ctx.keys.service_index(pid, &loaded.spec.name)))
                 .then(Op::put(new_index, sid.clone().into_bytes()));
         }
-        let txn = txn
+        let mut txn = txn
             .then(Op::put(ctx.keys.service_meta(pid, sid), encode(&meta)))
             .then(Op::put(ctx.keys.service_spec(pid, sid), encode(&spec)));
+        if meta.generation != loaded.meta.generation {
+            let deploy = Deploy::start(
+                meta.generation,
+                spec.image.clone(),
+                change.cause(),
+                &caller.user.username,
+                meta.updated,
+            );
+            let previous = loaded.meta.generation;
+            let (compares, ops) =
+                lb_store::deploys::start(&*ctx.store, &ctx.keys, (pid, sid), previous, &deploy)
+                    .await?;
+            txn = compares.into_iter().fold(txn, Txn::when);
+            txn = ops.into_iter().fold(txn, Txn::then);
+        }
         let txn = if spec.domains != loaded.spec.domains {
             let owner = owner_of(ctx, pid).await?;
             let claimant = Claimant {
@@ -395,7 +449,7 @@ pub async fn rollback(
         ))
         .with_field("build")
     })?;
-    update(ctx, caller, p, s, expected, Change::Image(image)).await
+    update(ctx, caller, p, s, expected, Change::Rollback(image, build)).await
 }
 
 /// The image a successful build made, pinned by digest
@@ -467,6 +521,7 @@ mod tests {
             steps: Vec::new(),
             created: 0,
             finished: None,
+            by: String::new(),
         }
     }
 

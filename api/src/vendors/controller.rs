@@ -476,7 +476,8 @@ async fn poll(ctx: &Ctx, record: &HookRecord, revision: i64, spec: &ServiceSpec)
         return;
     };
     let owner = Caller { user: owner };
-    match builds::create(ctx, &owner, &record.pid, &record.sid, Some(commit.clone())).await {
+    let service = (record.pid.as_str(), record.sid.as_str());
+    match builds::create(ctx, &owner, service, Some(commit.clone()), "poll").await {
         Ok(_) => tracing::info!(service = %record.sid, %commit, "branch moved: build queued"),
         Err(e) => tracing::warn!(
             service = %record.sid,

@@ -3,7 +3,7 @@
 //! older builds beyond `--keep-images` dropped from the registry and from
 //! this builder's Docker.
 
-use lb_model::{Build, BuildStatus, ServiceMeta, ServiceSpec};
+use lb_model::{Build, BuildStatus, Deploy, ServiceMeta, ServiceSpec};
 use lb_store::registry::repository;
 use lb_store::{Compare, Op, StoreExt, Txn};
 
@@ -35,16 +35,35 @@ impl Run {
                 return Ok(());
             }
             let old = spec.clone();
+            let previous = meta.generation;
             spec.image = Some(image.to_owned());
             meta.record_change(&old, &spec, lb_model::now());
-            let txn = Txn::new()
+            let mut txn = Txn::new()
                 .when(Compare::ModRevision(meta_key.clone(), meta_kv.mod_revision))
                 .when(Compare::ModRevision(spec_key.clone(), spec_kv.mod_revision))
                 .then(Op::put(meta_key.clone(), encode(&meta)))
                 .then(Op::put(spec_key.clone(), encode(&spec)));
+            if meta.generation != previous {
+                // Its deploy, in the history beside the build: the build
+                // succeeded; whether it deployed is the scheduler's to say.
+                let deploy = Deploy::start(
+                    meta.generation,
+                    spec.image.clone(),
+                    self.cause(),
+                    self.asked_by(),
+                    meta.updated,
+                );
+                let service = (self.pid.as_str(), self.sid.as_str());
+                let (compares, ops) =
+                    lb_store::deploys::start(&*w.store, &w.keys, service, previous, &deploy)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                txn = compares.into_iter().fold(txn, Txn::when);
+                txn = ops.into_iter().fold(txn, Txn::then);
+            }
             if w.store.txn(txn).await.map_err(|e| e.to_string())?.succeeded {
                 self.line(&format!(
-                    "deployed: service image is now {image} (generation {})",
+                    "rolling out generation {} with {image} (its outcome: the service's deploys)",
                     meta.generation
                 ));
                 return Ok(());

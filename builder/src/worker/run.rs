@@ -378,6 +378,27 @@ impl Run {
         Ok(digest)
     }
 
+    /// What its deploy is called: `build #3 (commit abc1234)`.
+    pub(crate) fn cause(&self) -> String {
+        match &self.build.commit {
+            Some(sha) => format!(
+                "build #{} (commit {})",
+                self.number,
+                &sha[..sha.len().min(7)]
+            ),
+            None => format!("build #{}", self.number),
+        }
+    }
+
+    /// Who or what asked for the build (`build` when not recorded).
+    pub(crate) fn asked_by(&self) -> String {
+        if self.build.by.is_empty() {
+            "build".to_owned()
+        } else {
+            self.build.by.clone()
+        }
+    }
+
     /// Adds a line to the build log.
     pub(crate) fn line(&mut self, line: &str) {
         self.log.line(line);

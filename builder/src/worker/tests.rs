@@ -251,7 +251,7 @@ async fn a_build_runs_its_steps_in_order_pushes_and_deploys() {
         "commit c0ffee: the subject\n",
         "Step 1/1 : FROM scratch\nbuilt\nPushed\n",
         &format!("pushed reg:5000/p1/s1:2 ({DIGEST})\n"),
-        &format!("deployed: service image is now reg:5000/p1/s1@{DIGEST} (generation 2)\n"),
+        &format!("rolling out generation 2 with reg:5000/p1/s1@{DIGEST} (its outcome: the service's deploys)\n"),
     ] {
         assert!(log.contains(line), "{line:?} not in {log}");
     }

@@ -14,13 +14,13 @@ mod jobs;
 mod logs;
 mod node;
 mod project;
+pub(crate) mod quota;
 mod script;
 mod service;
 mod service_body;
 mod status;
 
 use crate::args::Command;
-pub(crate) mod quota;
 use crate::error::Result;
 use crate::session::Session;
 
@@ -42,13 +42,13 @@ pub async fn run(session: &mut Session, command: Command) -> Result<()> {
         Command::Replicas { service } => service::replicas(session, &service).await,
         Command::Rollback { service, build } => service::rollback(session, &service, build).await,
         Command::Node(cmd) => node::run(session, cmd).await,
+        Command::Quota(args) => quota::run(session, args).await,
         Command::Build(cmd) => build::run(session, cmd).await,
         Command::Deploy {
             service,
             commit,
             detach,
             timeout,
-        Command::Quota(args) => quota::run(session, args).await,
         } => build::deploy(session, &service, commit, detach, timeout).await,
         Command::Logs {
             service,
@@ -60,14 +60,14 @@ pub async fn run(session: &mut Session, command: Command) -> Result<()> {
         Command::Script(cmd) => script::run(session, cmd).await,
         Command::Domains(cmd) => domains::run(session, cmd).await,
         Command::Open { service } => domains::open(session, &service).await,
-        Command::Apply(args) => apply::run(session, args, false).await,
-        Command::Diff(args) => apply::run(session, args, true).await,
         Command::Completion { .. } => unreachable!("handled before the session is loaded"),
         Command::Status { service } => status::run(session, service.as_deref()).await,
         Command::Env(cmd) => env::run(session, cmd).await,
-        Command::Complete { what } => complete::run(session, &what).await,
+        Command::Apply(args) => apply::run(session, args, false).await,
+        Command::Diff(args) => apply::run(session, args, true).await,
         Command::Run(args) => jobs::run(session, args).await,
         Command::Job(cmd) => jobs::job(session, cmd).await,
         Command::Cron(cmd) => jobs::cron(session, cmd).await,
+        Command::Complete { what } => complete::run(session, &what).await,
     }
 }

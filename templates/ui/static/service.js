@@ -414,6 +414,34 @@ $('#console-connect').addEventListener('click', () => {
 });
 $('#console-close').addEventListener('click', closeConsole);
 
+// ---- deploys: which version is live, which is coming, and the history ----
+
+const outcomeWord = { in_progress: 'deploying', rolled_out: 'running', halted: 'failed', superseded: 'stopped' };
+const deployBadge = (d) => Object.assign(badge(outcomeWord[d.outcome] || d.outcome), { textContent: d.outcome.replace('_', ' ') });
+
+async function loadDeploys() {
+  let list;
+  try {
+    list = await api('GET', `${base}/deploys`);
+  } catch {
+    return;
+  }
+  const st = (svc && svc.status) || {};
+  const what = (d) => `generation ${d.generation} (${d.cause}, by ${d.by})`;
+  $('#deploys-now').textContent = [
+    st.live ? `Live: ${what(st.live)}.` : 'Nothing rolled out yet.',
+    st.coming ? `Coming: ${what(st.coming)}, ${st.coming.outcome.replace('_', ' ')}${st.coming.reason ? ': ' + st.coming.reason : ''}.` : '',
+  ].filter(Boolean).join(' ');
+  fillTable($('#deploys'), (list.items || []).map((d) => h('tr', { dataset: { generation: d.generation, outcome: d.outcome } },
+    h('td', { 'data-label': 'Generation' }, String(d.generation)),
+    h('td', { 'data-label': 'Outcome' }, deployBadge(d)),
+    h('td', { 'data-label': 'Cause' }, d.cause),
+    h('td', { 'data-label': 'By' }, d.by),
+    h('td', { 'data-label': 'Started' }, when(d.started)),
+    h('td', { 'data-label': 'Took' }, d.finished ? `${Math.max(0, d.finished - d.started)} s` : '…'),
+    h('td', { class: 'muted', 'data-label': 'Reason' }, d.reason || ''))), 'No deploys yet.');
+}
+
 // ---- builds ----
 
 let shownBuild = null;
@@ -520,9 +548,10 @@ if (svc) {
   await loadNodes();
   await loadReplicas();
   await loadBuilds();
+  await loadDeploys();
   await loadDomains();
   await loadIngress();
-  const refresh = debounce(async () => { await loadService(); refillSpec(); await loadReplicas(); await loadDomains(); }, 150);
+  const refresh = debounce(async () => { await loadService(); refillSpec(); await loadReplicas(); await loadDeploys(); await loadDomains(); }, 150);
   const refreshBuilds = debounce(loadBuilds, 300);
   events((ev) => {
     if (ev.type === 'snapshot') return refresh();
