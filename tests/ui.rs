@@ -452,6 +452,13 @@ async fn run(b: &Browser, image: &str, repo: &str) {
         "return (document.querySelector('#logs').textContent.match(/started-/g) || []).length >= 2",
     )
     .await;
+    // Its first deploy settles rolled out, live, and says who made it.
+    b.until(
+        "the first deploy rolled out, live",
+        30,
+        "return !!document.querySelector('#deploys tbody tr[data-outcome=\"rolled_out\"]') && document.querySelector('#deploys-now').textContent.includes('Live: generation 1 (created, by alice)')",
+    )
+    .await;
     // The line ran through sh -c (its quotes kept the two spaces) and the
     // settings show it exactly as typed.
     assert_eq!(
