@@ -176,13 +176,11 @@ impl Keys {
             ["projects", pid, "services", sid, "builds", number] => {
                 Parsed::Build { pid, sid, number }
             }
-            ["projects", pid, "services", sid, "deploys", generation] => {
-                Parsed::Deploy {
-                    pid,
-                    sid,
-                    generation,
-                }
-            }
+            ["projects", pid, "services", sid, "deploys", generation] => Parsed::Deploy {
+                pid,
+                sid,
+                generation,
+            },
             ["projects", pid, "scripts", name] => Parsed::Script { pid, name },
             ["projects", pid, "script-runs", name, run] => Parsed::ScriptRun { pid, name, run },
             ["nodes", nid, "meta"] => Parsed::NodeMeta { nid },
@@ -707,7 +705,9 @@ mod tests {
                 generation: "000000000007"
             })
         );
-        assert!(k.deploy("P", "S", 7).starts_with(&k.deploys_prefix("P", "S")));
+        assert!(k
+            .deploy("P", "S", 7)
+            .starts_with(&k.deploys_prefix("P", "S")));
         assert_eq!(k.parse(&k.user_index("x")), Some(Parsed::Other));
         assert_eq!(k.parse("/other/x"), None);
     }

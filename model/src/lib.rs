@@ -25,8 +25,8 @@ mod build;
 mod cert;
 mod deploy;
 mod hardening;
-mod job;
 mod health;
+mod job;
 mod node;
 mod project;
 mod quota;
@@ -43,19 +43,19 @@ pub use cert::{CertRecord, CertSource, CertStatus, CertView};
 pub use deploy::{settles, Deploy, Outcome as DeployOutcome, KEEP_DEPLOYS};
 pub use hardening::{Hardening, ALLOWED_CAP_ADD, DEFAULT_PIDS, DROPPED_CAPS, MAX_PIDS, MIN_PIDS};
 pub use health::{takes_traffic, Health, HealthCheck, Probe};
-pub use node::{parse_bytes, Capacity, DiskLimit, Node, NodeStatus};
 pub use job::{
     check_command, log_tail, Job, JobEnd, JobRequest, JobRun, JobState, DEFAULT_JOB_TIMEOUT,
     JOB_HISTORY, JOB_LOG_MAX, MAX_JOB_TIMEOUT,
 };
+pub use node::{parse_bytes, Capacity, DiskLimit, Node, NodeStatus};
 pub use project::Project;
 pub use quota::{Exceeded, Limit, Quota, MAX_LIMIT};
-pub use script::{Interpreter, ReplicaRun, RunRequest, Script, ScriptRun, ScriptView, Target};
 pub use replica::{PortBinding, Replica, ReplicaState, ReplicaStatus};
 pub use schedule::{
     check_schedules, parse_cron, parse_timezone, Concurrency, Schedule, ScheduleRecord,
     MAX_SCHEDULES,
 };
+pub use script::{Interpreter, ReplicaRun, RunRequest, Script, ScriptRun, ScriptView, Target};
 pub use service::{
     validate_label, Port, Protocol, ServiceMeta, ServiceSpec, ServiceState, Volume,
     DEFAULT_STOP_TIMEOUT, MAX_STOP_TIMEOUT,

@@ -164,8 +164,7 @@ pub async fn deliver(
         user: owner_of(ctx, &pid).await?,
     };
     let by = format!("webhook ({vendor} push)");
-    let build =
-        super::builds::create(ctx, &owner, (&pid, &sid), Some(commit.clone()), &by).await?;
+    let build = super::builds::create(ctx, &owner, (&pid, &sid), Some(commit.clone()), &by).await?;
     tracing::info!(service = %sid, %vendor, %commit, "push webhook queued a build");
     Ok(accepted(
         true,
