@@ -199,6 +199,40 @@ async fn a_job_is_cancelled_and_timed_out() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_running_jobs_output_is_followed_live() {
+    use futures::StreamExt;
+    let mut c = Cluster::start().await;
+    let _node = c.node("a").await;
+    service(&c, json!({})).await;
+    let script = "echo first; sleep 20; echo second";
+    let id = start(&c, json!({"command": ["/bin/busybox", "sh", "-c", script]})).await;
+    wait_job(&c, &id, "running", Duration::from_secs(60), |j| {
+        j["state"] == "running"
+    })
+    .await;
+    let ws = c.api.replacen("http", "ws", 1);
+    let url = format!("{ws}/api/v1{JOBS}/{id}/logs?access_token={}", c.token);
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    // The first line comes while the job still runs (the second is 20 s away).
+    let first = tokio::time::timeout(Duration::from_secs(10), socket.next())
+        .await
+        .expect("no output within 10 s")
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&first.into_data()).contains("first"));
+    let job = c.call("GET", &format!("{JOBS}/{id}"), Value::Null).await;
+    assert_eq!(job["state"], "running", "{job:#}");
+    c.call("DELETE", &format!("{JOBS}/{id}"), Value::Null).await;
+    let job = wait_job(&c, &id, "over", Duration::from_secs(30), over).await;
+    assert_eq!(job["state"], "cancelled", "{job:#}");
+    // Over: the socket answers the output kept.
+    let url = format!("{ws}/api/v1{JOBS}/{id}/logs?access_token={}", c.token);
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let kept = socket.next().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&kept.into_data()).contains("first"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_job_on_a_lost_node_fails_and_is_not_run_again() {
     let mut c = Cluster::start().await;
     let node = c.node("a").await;
