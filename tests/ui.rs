@@ -631,6 +631,35 @@ async fn run(b: &Browser, image: &str, repo: &str) {
     .await;
     b.shot("11-crash-looping").await;
 
+    // A deploy on a full node with a fixed host port: no second copy fits
+    // (1.2 of the node's 2 CPUs, one host port), so the new version
+    // replaces the old in place, and the deploy settles rolled out.
+    let fixed = json!({"name": "fixed", "image": image, "memory": 16, "cpu": 1.2,
+        "ports": [{"container": 8080, "host": 30917}],
+        "command": ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]});
+    let status = b
+        .js(&format!(
+            "return fetch('/api/v1/projects/demo/services', {{method: 'POST', headers: {{'Content-Type': 'application/json', 'X-CSRF-Token': document.querySelector('meta[name=\"csrf-token\"]').content}}, body: JSON.stringify({fixed})}}).then(r => r.status)"
+        ))
+        .await;
+    assert_eq!(status, 201, "the fixed-port service created");
+    b.goto("/projects/demo/services/fixed").await;
+    b.until(
+        "the fixed-port service's first deploy rolled out",
+        60,
+        "return !!document.querySelector('#deploys tbody tr[data-generation=\"1\"][data-outcome=\"rolled_out\"]')",
+    )
+    .await;
+    b.fill("#e-env", "V=2").await;
+    b.click("#spec-form button[type=submit]").await;
+    b.until(
+        "the new version rolled out in place",
+        90,
+        "return !!document.querySelector('#deploys tbody tr[data-generation=\"2\"][data-outcome=\"rolled_out\"]') && document.querySelector('#service-state').textContent === 'running'",
+    )
+    .await;
+    b.shot("12-deployed-in-place").await;
+
     // A service from git: built from its Dockerfile, the build's steps and
     // log live, a second build with Deploy, a rollback to the first.
     b.goto("/projects/demo").await;
@@ -675,7 +704,7 @@ async fn run(b: &Browser, image: &str, repo: &str) {
         .await;
     b.js("document.querySelector('#builds-card').scrollIntoView(); return true")
         .await;
-    b.shot("12-service-built").await;
+    b.shot("13-service-built").await;
     b.click("#deploy").await;
     b.until(
         "build 2 succeeded, live",
@@ -695,7 +724,7 @@ async fn run(b: &Browser, image: &str, repo: &str) {
     .await;
     b.js("document.querySelector('#builds-card').scrollIntoView(); return true")
         .await;
-    b.shot("13-service-rollback").await;
+    b.shot("14-service-rollback").await;
 
     // The other pages: the nodes page as the admin (alice is refused, and
     // has no link to it).
@@ -715,7 +744,7 @@ async fn run(b: &Browser, image: &str, repo: &str) {
     )
     .await;
     tokio::time::sleep(Duration::from_secs(6)).await;
-    b.shot("14-nodes").await;
+    b.shot("15-nodes").await;
     assert_eq!(b.js(AS_ALICE).await, 200);
     b.goto("/account").await;
     b.fill("#t-name", "ci").await;
@@ -732,7 +761,7 @@ async fn run(b: &Browser, image: &str, repo: &str) {
         "return document.querySelector('#vendors-note').textContent.length > 0",
     )
     .await;
-    b.shot("15-account").await;
+    b.shot("16-account").await;
     // This server has no vendor's OAuth application: no Link button leads
     // to an error; the page says why.
     assert_eq!(
@@ -786,17 +815,17 @@ async fn run(b: &Browser, image: &str, repo: &str) {
             .await;
         assert_eq!(status, 404, "{path}");
     }
-    b.shot("16-not-found").await;
+    b.shot("17-not-found").await;
 
     // The phone layout: nothing scrolls sideways, replicas and builds are
     // cards (their table heads hidden, each cell named).
     b.size(390, 844).await;
     for (path, name) in [
-        ("/projects", "17-phone-projects"),
-        ("/projects/demo", "18-phone-project"),
-        ("/projects/demo/services/web", "19-phone-service"),
-        ("/projects/demo/services/site", "20-phone-builds"),
-        ("/account", "21-phone-account"),
+        ("/projects", "18-phone-projects"),
+        ("/projects/demo", "19-phone-project"),
+        ("/projects/demo/services/web", "20-phone-service"),
+        ("/projects/demo/services/site", "21-phone-builds"),
+        ("/account", "22-phone-account"),
     ] {
         b.goto(path).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -827,7 +856,7 @@ async fn run(b: &Browser, image: &str, repo: &str) {
     b.goto("/projects/demo/services/web").await;
     b.click("#delete-service").await;
     b.find("#confirm[open]").await;
-    b.shot("22-confirm-delete").await;
+    b.shot("23-confirm-delete").await;
     b.click("#confirm-ok").await;
     b.until(
         "back on the project page",
@@ -838,7 +867,7 @@ async fn run(b: &Browser, image: &str, repo: &str) {
     b.until(
         "the service gone from the list",
         20,
-        "return document.querySelectorAll('#services tr[data-id]').length === 2 && !document.querySelector('#services a[href$=\"/web\"]')",
+        "return document.querySelectorAll('#services tr[data-id]').length === 3 && !document.querySelector('#services a[href$=\"/web\"]')",
     )
     .await;
     b.click("#logout").await;
