@@ -129,6 +129,9 @@ struct Browser {
     client: Client,
     base: String,
     shots: std::path::PathBuf,
+    /// lb, stopped before its containers are removed (fields drop in this
+    /// order): a node still running would start them again.
+    _lb: Killed,
     containers: Containers,
 }
 
@@ -279,7 +282,7 @@ const RUNNING: &str =
 async fn the_platform_in_a_browser() {
     let image = lb_testing::busybox_image();
     let dir = tempfile::tempdir().unwrap();
-    let (_lb, base) = start_lb(&dir.path().join("data"));
+    let (lb, base) = start_lb(&dir.path().join("data"));
     let (_driver, driver) = start_driver();
     let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
     let _ = std::fs::remove_dir_all(&shots);
@@ -302,6 +305,7 @@ async fn the_platform_in_a_browser() {
         client,
         base: base.clone(),
         shots,
+        _lb: lb,
         containers: Containers::default(),
     };
     let shell_image = with_shell(image);
@@ -632,10 +636,15 @@ async fn run(b: &Browser, image: &str, repo: &str) {
     b.shot("11-crash-looping").await;
 
     // A deploy on a full node with a fixed host port: no second copy fits
-    // (1.2 of the node's 2 CPUs, one host port), so the new version
+    // (1.2 of the node's 2 CPUs, one fixed host port), so the new version
     // replaces the old in place, and the deploy settles rolled out.
+    let port = std::net::TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let fixed = json!({"name": "fixed", "image": image, "memory": 16, "cpu": 1.2,
-        "ports": [{"container": 8080, "host": 30917}],
+        "ports": [{"container": 8080, "host": port}],
         "command": ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]});
     let status = b
         .js(&format!(

@@ -463,7 +463,20 @@ fn up_runs_a_created_service_on_its_local_node() {
             if running.len() == 2 {
                 for r in &running {
                     let host = r["ports"][0]["host"].as_u64().unwrap();
-                    let body = reqwest::get(format!("http://127.0.0.1:{host}/index.html")).await.unwrap().text().await.unwrap();
+                    // Running is not yet listening: a moment of retries.
+                    let url = format!("http://127.0.0.1:{host}/index.html");
+                    let mut tries = 0;
+                    let body = loop {
+                        match reqwest::get(&url).await {
+                            Ok(resp) => break resp.text().await.unwrap(),
+                            Err(e) if tries < 50 => {
+                                tries += 1;
+                                eprintln!("{url}: {e}; again");
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            }
+                            Err(e) => panic!("{url}: {e}"),
+                        }
+                    };
                     assert_eq!(body, "hello from lb\n");
                 }
                 return running[0]["node"].as_str().unwrap().to_owned();

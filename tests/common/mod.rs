@@ -68,6 +68,18 @@ impl Drop for Cluster {
                 let _ = Command::new("docker").args(["rm", "-f", id]).output();
             }
         }
+        // The nodes' iptables chains and (now unused) project networks: each
+        // node's data dir is named after it in the cluster's dir.
+        if let Ok(entries) = std::fs::read_dir(self.dir.path()) {
+            for entry in entries.flatten() {
+                if entry.path().join("node.json").exists() {
+                    let _ = Command::new(env!("CARGO_BIN_EXE_lb"))
+                        .args(["node", "uninstall", "--data-dir"])
+                        .arg(entry.path())
+                        .output();
+                }
+            }
+        }
     }
 }
 

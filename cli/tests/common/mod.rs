@@ -60,6 +60,11 @@ impl Drop for Up {
                 }
             }
         }
+        // Its node's iptables chains and (now unused) project networks.
+        let _ = Command::new(lb_bin())
+            .args(["node", "uninstall", "--data-dir"])
+            .arg(self.dir.path().join("data"))
+            .output();
     }
 }
 
