@@ -222,16 +222,25 @@ async fn logs_exec_pause_resume_and_restart_reach_the_containers() {
         "{}/api/v1/projects/demo/services/web/logs?tail=10",
         cluster.api
     );
-    let logs = cluster
-        .client
-        .get(&url)
-        .bearer_auth(&cluster.token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // Running is reported as the container starts: its first line may be a
+    // moment behind.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let logs = loop {
+        let logs = cluster
+            .client
+            .get(&url)
+            .bearer_auth(&cluster.token)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if !logs.trim().is_empty() || std::time::Instant::now() > deadline {
+            break logs;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(logs.trim(), "started hello");
 
     // One-off exec: output and exit codes.
