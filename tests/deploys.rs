@@ -44,17 +44,7 @@ async fn wait_deploys(
 
 /// Changes the service's spec with a merge patch.
 async fn patch(c: &Cluster, patch: Value) {
-    let url = format!("{}/api/v1{SVC}", c.api);
-    let resp = c
-        .client
-        .patch(url)
-        .bearer_auth(&c.token)
-        .header("content-type", "application/merge-patch+json")
-        .body(patch.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+    c.call("PATCH", SVC, patch).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -204,6 +204,17 @@ impl Browser {
         }
     }
 
+    /// Creates a service in project demo through the page's session (its
+    /// CSRF token), as the page's own scripts do.
+    async fn create_service(&self, spec: &Value) {
+        let status = self
+            .js(&format!(
+                "return fetch('/api/v1/projects/demo/services', {{method: 'POST', headers: {{'Content-Type': 'application/json', 'X-CSRF-Token': document.querySelector('meta[name=\"csrf-token\"]').content}}, body: JSON.stringify({spec})}}).then(r => r.status)"
+            ))
+            .await;
+        assert_eq!(status, 201, "service {} created", spec["name"]);
+    }
+
     async fn shot(&self, name: &str) -> String {
         let png = self.client.screenshot().await.unwrap();
         let path = self.shots.join(format!("{name}.png"));
@@ -590,12 +601,7 @@ async fn run(b: &Browser, image: &str, repo: &str) {
     // pane to matching lines.
     let crash = json!({"name": "crash", "image": image, "memory": 16,
         "command": ["/bin/sh", "-c", "echo boom-output; echo other-line; exit 3"]});
-    let status = b
-        .js(&format!(
-            "return fetch('/api/v1/projects/demo/services', {{method: 'POST', headers: {{'Content-Type': 'application/json', 'X-CSRF-Token': document.querySelector('meta[name=\"csrf-token\"]').content}}, body: JSON.stringify({crash})}}).then(r => r.status)"
-        ))
-        .await;
-    assert_eq!(status, 201, "the crashing service created");
+    b.create_service(&crash).await;
     b.goto("/projects/demo/services/crash").await;
     b.until(
         "the crashed replica's last output and exit code",
@@ -646,12 +652,7 @@ async fn run(b: &Browser, image: &str, repo: &str) {
     let fixed = json!({"name": "fixed", "image": image, "memory": 16, "cpu": 1.2,
         "ports": [{"container": 8080, "host": port}],
         "command": ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]});
-    let status = b
-        .js(&format!(
-            "return fetch('/api/v1/projects/demo/services', {{method: 'POST', headers: {{'Content-Type': 'application/json', 'X-CSRF-Token': document.querySelector('meta[name=\"csrf-token\"]').content}}, body: JSON.stringify({fixed})}}).then(r => r.status)"
-        ))
-        .await;
-    assert_eq!(status, 201, "the fixed-port service created");
+    b.create_service(&fixed).await;
     b.goto("/projects/demo/services/fixed").await;
     b.until(
         "the fixed-port service's first deploy rolled out",
