@@ -206,8 +206,13 @@ async fn template_rebuild_reuses_dependencies_and_logs_follow_live() {
             other => panic!("build log stream: {other:?}"),
         }
     };
-    assert_eq!(end, json!({"status": "succeeded"}));
     let streamed = String::from_utf8_lossy(&streamed).into_owned();
+    assert_eq!(
+        end,
+        json!({"status": "succeeded"}),
+        "build 1: {}\n{streamed}",
+        s.wait_build("api", 1).await
+    );
     assert_eq!(
         streamed,
         s.log("api", 1).await,
@@ -237,7 +242,13 @@ async fn template_rebuild_reuses_dependencies_and_logs_follow_live() {
     repo.commit(&[("app.py", b"print('two')\n")], "two");
     s.call("POST", "/projects/demo/services/api/builds", Value::Null)
         .await;
-    assert_eq!(s.wait_build("api", 2).await["status"], "succeeded");
+    let build = s.wait_build("api", 2).await;
+    assert_eq!(
+        build["status"],
+        "succeeded",
+        "{build}\n{}",
+        s.log("api", 2).await
+    );
     let log = s.log("api", 2).await;
     assert!(log.contains("Using cache"), "{log}");
     assert!(
@@ -249,7 +260,13 @@ async fn template_rebuild_reuses_dependencies_and_logs_follow_live() {
     repo.commit(&[("requirements.txt", requirements.as_bytes())], "three");
     s.call("POST", "/projects/demo/services/api/builds", Value::Null)
         .await;
-    assert_eq!(s.wait_build("api", 3).await["status"], "succeeded");
+    let build = s.wait_build("api", 3).await;
+    assert_eq!(
+        build["status"],
+        "succeeded",
+        "{build}\n{}",
+        s.log("api", 3).await
+    );
     assert!(s.log("api", 3).await.contains("pip-installing"));
 }
 
