@@ -5,6 +5,7 @@
 #   etcdctl (etcd-client)        for tests that read etcd by hand [--test]
 #   curl                         for the API fuzzing script      [--test]
 #   busybox (busybox-static)     test images built FROM scratch  [--test]
+#   bash-static                  /bin/bash-static, bash in a test image (bash scripts) [--test]
 #   skopeo                       a second registry client in tests [--test]
 #   git                          builds clone with it; tests serve repositories
 #   libjs-term.js, libjs-chart.js  the web UI's console and charts (served from
@@ -27,6 +28,7 @@ if [ "${1:-}" = "--test" ]; then
   command -v etcdctl >/dev/null || need+=(etcd-client)
   command -v curl >/dev/null || need+=(curl)
   dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
+  [ -x /bin/bash-static ] || need+=(bash-static)
   command -v skopeo >/dev/null || need+=(skopeo)
   command -v chromium >/dev/null || need+=(chromium)
   command -v chromedriver >/dev/null || need+=(chromium-driver)

@@ -3,7 +3,11 @@
 //! containers' start times do not change), gets its arguments and env,
 //! answers its exit code and output, one replica or all; a missing
 //! interpreter is named; the time limit kills the run; runs are recorded;
-//! another user reaches none of it.
+//! another user reaches none of it. A run on one replica streams over a
+//! websocket (output as it comes, then its end) and is recorded; a bash
+//! script (arrays, `[[ ]]`) runs in `lb_testing::bash_image` (busybox
+//! and Debian's static bash) and is named missing in an image without
+//! bash.
 //!
 //! The image is the busybox test image with busybox's applets installed
 //! (`sh`, `sleep`, `ps` in PATH, as in any distribution image), built from
@@ -11,15 +15,16 @@
 //! be pulled here: a second image adds Debian's own `/usr/bin/python3.11`,
 //! the four libraries it links and its standard library (`/usr/lib/python3.11`
 //! without tests) to it, so a python3 script runs for real; the first image
-//! has no python3 and names it missing. bash is not tested (busybox has
-//! none).
+//! has no python3 and names it missing.
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::{self, Message};
 
 const LB: &str = env!("CARGO_BIN_EXE_lb");
 const IMAGE: &str = "lb-test-busybox-sh:1";
@@ -40,7 +45,7 @@ impl Drop for Up {
             let image = docker(&["inspect", "-f", "{{.Config.Image}}", &id]);
             // The node may have spelled the reference in full
             // (docker.io/library/...).
-            if [IMAGE, PYTHON_IMAGE]
+            if [IMAGE, PYTHON_IMAGE, lb_testing::bash_image()]
                 .iter()
                 .any(|i| image.trim().ends_with(i))
             {
@@ -289,6 +294,7 @@ async fn running_replicas(user: &User, service: &str, count: usize) -> Vec<Strin
 fn scripts_run_in_live_replicas_without_restarting_them() {
     let image = sh_image();
     let python = python_image();
+    let bash_image = lb_testing::bash_image();
     let up = start();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
@@ -385,6 +391,95 @@ fn scripts_run_in_live_replicas_without_restarting_them() {
             "in parallel: {:?}",
             t0.elapsed()
         );
+
+        // Streamed from one replica: the first line comes a second before
+        // the end, stderr apart, then the end; the run is recorded.
+        let streamed = json!({"interpreter": "sh",
+            "body": "echo first; sleep 1; echo second >&2; echo \"args: $*\"; exit 4"});
+        assert_eq!(alice.put("/projects/demo/scripts/streamed", streamed).await.0, 201);
+        let ws = up.url.replacen("http", "ws", 1);
+        let run_ws = |project: &str, query: &str, token: &str| {
+            format!("{ws}/api/v1/projects/{project}/services/web/scripts/streamed/run?{query}access_token={token}")
+        };
+        let query = format!("replica={}&arg=a%20b&arg=%24c&", replicas[1]);
+        let t0 = Instant::now();
+        let (mut socket, _) = tokio_tungstenite::connect_async(run_ws("demo", &query, &alice.token))
+            .await
+            .expect("the run websocket opens");
+        let (mut first, mut stdout, mut stderr, mut end) = (None, Vec::new(), Vec::new(), Value::Null);
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(20), socket.next())
+                .await
+                .expect("the run stream stalled for 20 s");
+            let Some(message) = message else { break };
+            match message.expect("a websocket message") {
+                Message::Binary(bytes) => match bytes.split_first() {
+                    Some((1, data)) => {
+                        first.get_or_insert_with(|| t0.elapsed());
+                        stdout.extend_from_slice(data);
+                    }
+                    Some((2, data)) => stderr.extend_from_slice(data),
+                    other => panic!("a frame without a channel byte: {other:?}"),
+                },
+                Message::Text(text) => end = serde_json::from_str(&text).unwrap(),
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+        let ended = t0.elapsed();
+        let first = first.expect("stdout came");
+        println!("script stream: first output after {first:?}, end after {ended:?}");
+        assert!(
+            first + Duration::from_millis(700) < ended,
+            "the first line came as it was printed ({first:?}), not at the end ({ended:?})"
+        );
+        assert_eq!(String::from_utf8_lossy(&stdout), "first\nargs: a b $c\n");
+        assert_eq!(String::from_utf8_lossy(&stderr), "second\n");
+        assert_eq!(end["exit_code"], 4, "{end}");
+        assert_eq!(end["replica"], replicas[1].as_str(), "{end}");
+        assert!(end["duration_ms"].as_u64().unwrap() >= 1000, "{end}");
+        assert!(end.get("stdout").is_none(), "the end carries no output: {end}");
+        let (_, runs) = alice.get("/projects/demo/scripts/streamed/runs").await;
+        assert_eq!(runs["items"][0]["id"], end["run"], "{runs}");
+        assert_eq!(runs["items"][0]["replicas"][0]["exit_code"], 4, "{runs}");
+        assert_eq!(runs["items"][0]["args"], json!(["a b", "$c"]), "{runs}");
+        // Refused before the upgrade, as plain HTTP answers: "all" (a stream
+        // is one replica), an unknown replica, and another user (404).
+        let refused = |url: String| async move {
+            match tokio_tungstenite::connect_async(url).await {
+                Err(tungstenite::Error::Http(response)) => response.status().as_u16(),
+                Ok(_) => 101,
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert_eq!(refused(run_ws("demo", "replica=all&", &alice.token)).await, 400);
+        assert_eq!(refused(run_ws("demo", "replica=NOPE&", &alice.token)).await, 404);
+        assert_eq!(refused(run_ws(&pid, "", &bob.token)).await, 404);
+        assert_eq!(refused(run_ws("demo", "", &bob.token)).await, 404);
+
+        // A bash script (arrays, [[ ]]) in an image with bash; an image
+        // without bash names it missing.
+        let bash_body = "names=(\"$@\")\nif [[ ${#names[@]} -eq 2 && ${names[1]} == b* ]]; then\n  echo \"bash ${BASH_VERSINFO[0]}: ${names[*]}\"\nfi\nexit 6\n";
+        let bash = json!({"interpreter": "bash", "body": bash_body});
+        assert_eq!(alice.put("/projects/demo/scripts/bash", bash).await.0, 201);
+        let (status, answer) = alice
+            .post(&format!("{service}/scripts/bash/run"), json!({"args": ["a", "bee"]}))
+            .await;
+        assert_eq!(status, 422, "{answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains("interpreter bash not found"), "{message}");
+        let spec = json!({"name": "sh", "image": bash_image, "replicas": 1, "memory": 16,
+            "command": ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]});
+        let (status, created) = alice.post("/projects/demo/services", spec).await;
+        assert_eq!(status, 201, "{created}");
+        running_replicas(&alice, "/projects/demo/services/sh", 1).await;
+        let (status, answer) = alice
+            .post("/projects/demo/services/sh/scripts/bash/run", json!({"args": ["a", "bee"]}))
+            .await;
+        assert_eq!(status, 200, "{answer}");
+        let r = &answer["replicas"][0];
+        assert_eq!(r["exit_code"], 6, "{answer}");
+        assert_eq!(r["stdout"], "bash 5: a bee\n", "{answer}");
 
         // A missing interpreter is named.
         let py = json!({"interpreter": "python3", "body": "print('hi')"});

@@ -101,6 +101,10 @@ fn scripts_are_stored_and_run_with_their_exit_code() {
             "{stderr}"
         );
     }
+    // One replica streams (the run websocket): the script's code is ours.
+    let out = up.run(&["script", "run", "fail", "-s", "idle"]);
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "failing\n");
     // -o json: the API's answer.
     let run = up.json(&[
         "script",

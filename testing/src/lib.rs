@@ -1,7 +1,7 @@
 //! lb's test helpers, a dev-dependency only: a real etcd server (Debian's
 //! `etcd-server`, `/usr/bin/etcd`) on free loopback ports in a temp dir,
-//! stopped when dropped, and the local busybox test image (nothing can be
-//! pulled on the machines lb is tested on).
+//! stopped when dropped, and the local busybox test images, one with bash
+//! (nothing can be pulled on the machines lb is tested on).
 
 pub mod etcd_cluster;
 pub mod netns;
@@ -123,6 +123,41 @@ pub fn busybox_image() -> &'static str {
         std::fs::write(
             dir.path().join("Dockerfile"),
             "FROM scratch\nCOPY busybox /bin/busybox\nCOPY index.html /www/index.html\n",
+        )
+        .expect("write Dockerfile");
+        let out = Command::new("docker")
+            .args(["build", "-q", "-t", IMAGE])
+            .arg(dir.path())
+            .output()
+            .expect("run docker build");
+        assert!(
+            out.status.success(),
+            "docker build: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    IMAGE
+}
+
+/// The test image `lb-test-bash:1`, built once per process: the busybox
+/// test image with busybox's applets installed in `/bin` (`sh`, `sleep`,
+/// `ps`, ...) and Debian's statically linked bash (`/bin/bash-static`,
+/// package bash-static) as `/bin/bash`.
+pub fn bash_image() -> &'static str {
+    const IMAGE: &str = "lb-test-bash:1";
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    let base = busybox_image();
+    ONCE.call_once(|| {
+        let dir = tempfile::tempdir().expect("temp dir for the image");
+        std::fs::copy("/bin/bash-static", dir.path().join("bash")).expect(
+            "Debian's bash-static at /bin/bash-static (contrib/deps.sh --test installs it)",
+        );
+        std::fs::write(
+            dir.path().join("Dockerfile"),
+            format!(
+                "FROM {base}\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n\
+                 COPY bash /bin/bash\n"
+            ),
         )
         .expect("write Dockerfile");
         let out = Command::new("docker")

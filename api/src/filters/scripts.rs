@@ -39,6 +39,16 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(user(ctx.clone()))
         .and_then(|p, n, ctx, caller| respond_fut(scripts::runs(ctx, caller, p, n)));
+    let run_ws =
+        warp::path!("projects" / String / "services" / String / "scripts" / String / "run")
+            .and(warp::get())
+            .and(warp::ws())
+            .and(ws_caller(ctx.clone()))
+            .and(warp::query::<Vec<(String, String)>>())
+            .and(with_ctx(ctx.clone()))
+            .and_then(|p, s, n, ws, caller, q, ctx| {
+                respond_fut(scripts::run_ws(ctx, caller, (p, s, n), q, ws))
+            });
     let run = warp::path!("projects" / String / "services" / String / "scripts" / String / "run")
         .and(warp::post())
         .and(user(ctx))
@@ -53,6 +63,8 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
         .or(delete)
         .unify()
         .or(runs)
+        .unify()
+        .or(run_ws)
         .unify()
         .or(run)
         .unify()

@@ -10,7 +10,13 @@
 //! exec that finds them by the `LB_SCRIPT_RUN` variable they carry (this
 //! needs `sh`, `tr`, `grep` and `kill` in the image; without them the
 //! answer says the run was not killed).
+//!
+//! A run on one replica can also stream ([`prepare_stream`]): its output is
+//! copied, as it comes, to a queue the caller reads (the websocket of
+//! `GET .../scripts/{name}/run`), and the run is recorded as any other.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
@@ -18,6 +24,7 @@ use lb_model::protocol::{FromNode, StreamInput, StreamKind, ToNode};
 use lb_model::script::{check_args, KEEP_RUNS, MAX_OUTPUT, RUN_VAR};
 use lb_model::{ReplicaRun, ReplicaState, RunRequest, Script, ScriptRun, ScriptView, Target};
 use lb_store::{Compare, Op, StoreExt, Txn};
+use tokio::sync::mpsc;
 
 use super::resolve::{self, LoadedService};
 use super::{matches, replicas, retry_txn, Attempt};
@@ -186,6 +193,48 @@ pub async fn runs(ctx: &Ctx, caller: &Caller, p: &str, name: &str) -> Result<Vec
     kvs.iter().rev().map(decode).collect()
 }
 
+/// A run checked and ready: the service, the script, where it goes and its
+/// record so far.
+struct Begun {
+    loaded: LoadedService,
+    script: Script,
+    args: Option<Vec<String>>,
+    targets: Vec<(String, String)>,
+    run: ScriptRun,
+}
+
+/// Checks a run request and finds the replicas it goes to.
+async fn begin(
+    ctx: &Ctx,
+    caller: &Caller,
+    (p, s, name): (&str, &str, &str),
+    request: RunRequest,
+) -> Result<Begun> {
+    if let Some(args) = &request.args {
+        check_args("args", args)?;
+    }
+    let loaded = resolve::service(ctx, caller, p, s).await?;
+    let view = load(ctx, &loaded.pid, &loaded.project_name, name).await?;
+    let script = view.script;
+    let targets = targets(ctx, &loaded, &request.replica).await?;
+    let run = ScriptRun {
+        id: lb_model::ids::new_id(),
+        script: name.to_owned(),
+        service: loaded.meta.name.clone(),
+        by: caller.user.username.clone(),
+        started: lb_model::now(),
+        args: request.args.clone().unwrap_or_else(|| script.args.clone()),
+        replicas: Vec::new(),
+    };
+    Ok(Begun {
+        loaded,
+        script,
+        args: request.args,
+        targets,
+        run,
+    })
+}
+
 /// Runs a script in a service's running replicas: the first running one,
 /// the one named, or all of them in parallel. Records the run and answers
 /// it, each replica's output cut at [`MAX_OUTPUT`]. When the interpreter is
@@ -196,37 +245,24 @@ pub async fn run(
     (p, s, name): (&str, &str, &str),
     request: RunRequest,
 ) -> Result<ScriptRun> {
-    if let Some(args) = &request.args {
-        check_args("args", args)?;
-    }
-    let loaded = resolve::service(ctx, caller, p, s).await?;
-    let view = load(ctx, &loaded.pid, &loaded.project_name, name).await?;
-    let script = view.script;
-    let targets = targets(ctx, &loaded, &request.replica).await?;
-    let id = lb_model::ids::new_id();
-    let run = ScriptRun {
-        id: id.clone(),
-        script: name.to_owned(),
-        service: loaded.meta.name.clone(),
-        by: caller.user.username.clone(),
-        started: lb_model::now(),
-        args: request.args.clone().unwrap_or_else(|| script.args.clone()),
-        replicas: Vec::new(),
-    };
+    let begun = begin(ctx, caller, (p, s, name), request).await?;
+    let id = begun.run.id.clone();
+    let service = begun.loaded.meta.name.clone();
     // A task of its own: a caller who goes away does not stop the run
     // half-way, and its time limit and record still hold.
     let task = tokio::spawn(execute(
         ctx.clone(),
-        loaded.pid.clone(),
-        script,
-        request.args,
-        targets,
-        run,
+        begun.loaded.pid,
+        begun.script,
+        begun.args,
+        begun.targets,
+        begun.run,
+        None,
     ));
     let run = task
         .await
         .map_err(|e| ApiError::internal(format!("script run {id}: {e}")))?;
-    tracing::info!(run = %id, script = name, service = %loaded.meta.name, exit = run.exit_code(), "script run");
+    tracing::info!(run = %id, script = name, %service, exit = run.exit_code(), "script run");
     if !run.replicas.is_empty()
         && run.replicas.iter().all(|r| {
             r.error
@@ -236,15 +272,125 @@ pub async fn run(
     {
         let message = run.replicas[0].error.clone().unwrap_or_default();
         return Err(ApiError::unprocessable(format!(
-            "{message} (service {:?}); run {id} recorded",
-            loaded.meta.name
+            "{message} (service {service:?}); run {id} recorded"
         ))
         .with_field("interpreter"));
     }
     Ok(run)
 }
 
-/// Runs `script` in every target in parallel and records the run.
+/// Output of a streamed run as it comes: the channel (1 stdout, 2 stderr)
+/// and the bytes.
+pub type Chunk = (u8, Vec<u8>);
+
+/// Output chunks a streamed run holds for a reader who is behind; further
+/// behind, the stream stops carrying output (the run and its record go on).
+const STREAM_QUEUE: usize = 1024;
+
+/// Where a streamed run copies its output.
+#[derive(Clone)]
+struct Tee {
+    tx: mpsc::Sender<Chunk>,
+    /// Set when output was left out because the reader fell behind.
+    cut: Arc<AtomicBool>,
+}
+
+impl Tee {
+    fn send(&self, channel: u8, data: &[u8]) {
+        if self.cut.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send((channel, data.to_vec()))
+        {
+            self.cut.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A run on one replica checked and ready to stream ([`Prepared::start`]).
+pub struct Prepared {
+    ctx: Ctx,
+    begun: Begun,
+}
+
+/// A streamed run going on: its output as it comes, then its result.
+pub struct Streaming {
+    /// The run id.
+    pub id: String,
+    /// The replica it runs in.
+    pub replica: String,
+    /// Output as it comes; closes when the run is over and recorded.
+    pub output: mpsc::Receiver<Chunk>,
+    /// Set when output was left out of `output` because it was read too
+    /// slowly (the answer and the record still hold it, cut at
+    /// [`MAX_OUTPUT`]).
+    pub cut: Arc<AtomicBool>,
+    /// The run, once over and recorded.
+    pub done: tokio::task::JoinHandle<ScriptRun>,
+}
+
+/// Checks a run that streams: one replica (the first running one or the
+/// one named, not `"all"`), the script and its arguments; nothing runs yet.
+pub async fn prepare_stream(
+    ctx: &Ctx,
+    caller: &Caller,
+    (p, s, name): (&str, &str, &str),
+    request: RunRequest,
+) -> Result<Prepared> {
+    if request.replica == Target::All {
+        return Err(ApiError::invalid(
+            "replica",
+            "a run streams from one replica: give its id, or none for the first running one",
+        ));
+    }
+    let begun = begin(ctx, caller, (p, s, name), request).await?;
+    Ok(Prepared {
+        ctx: ctx.clone(),
+        begun,
+    })
+}
+
+impl Prepared {
+    /// Starts the run in a task of its own: the reader going away does not
+    /// stop it, and its time limit and record still hold.
+    pub fn start(self) -> Streaming {
+        let Begun {
+            loaded,
+            script,
+            args,
+            targets,
+            run,
+        } = self.begun;
+        let (tx, output) = mpsc::channel(STREAM_QUEUE);
+        let cut = Arc::new(AtomicBool::new(false));
+        let tee = Tee {
+            tx,
+            cut: cut.clone(),
+        };
+        let id = run.id.clone();
+        let replica = targets.first().map(|(r, _)| r.clone()).unwrap_or_default();
+        tracing::info!(run = %id, script = %script.name, service = %loaded.meta.name, %replica, "script run streams");
+        let done = tokio::spawn(execute(
+            self.ctx,
+            loaded.pid,
+            script,
+            args,
+            targets,
+            run,
+            Some(tee),
+        ));
+        Streaming {
+            id,
+            replica,
+            output,
+            cut,
+            done,
+        }
+    }
+}
+
+/// Runs `script` in every target in parallel (output copied to `tee` as
+/// it comes) and records the run.
 async fn execute(
     ctx: Ctx,
     pid: String,
@@ -252,6 +398,7 @@ async fn execute(
     args: Option<Vec<String>>,
     targets: Vec<(String, String)>,
     mut run: ScriptRun,
+    tee: Option<Tee>,
 ) -> ScriptRun {
     let command = script.command(args.as_deref());
     let env = script.environment(&run.id);
@@ -261,9 +408,16 @@ async fn execute(
     let run_id = run.id.as_str();
     run.replicas = join_all(targets.into_iter().map(|(replica, node)| {
         let (command, env, body) = (command.clone(), env.clone(), script.body.as_str());
+        let tee = tee.clone();
         async move {
-            let mut result =
-                run_in(ctx, (&node, &replica), command, env, body, timeout, run_id).await;
+            let mut result = run_in(
+                ctx,
+                (&node, &replica),
+                (command, env, body),
+                (timeout, run_id),
+                tee,
+            )
+            .await;
             result.replica = replica;
             name_missing_interpreter(&mut result, program);
             result
@@ -304,15 +458,13 @@ async fn targets(
 }
 
 /// Runs the command in one replica with the body on its stdin, to its end
-/// or the time limit.
+/// or the time limit; output is copied to `tee` as it comes.
 async fn run_in(
     ctx: &Ctx,
     (node, replica): (&str, &str),
-    command: Vec<String>,
-    env: Vec<String>,
-    body: &str,
-    timeout: Duration,
-    run_id: &str,
+    (command, env, body): (Vec<String>, Vec<String>, &str),
+    (timeout, run_id): (Duration, &str),
+    tee: Option<Tee>,
 ) -> ReplicaRun {
     let start = Instant::now();
     let mut out = ReplicaRun::default();
@@ -355,7 +507,12 @@ async fn run_in(
             loop {
                 tokio::select! {
                     message = session.output.recv() => match message {
-                        Some(FromNode::Output { channel, data, .. }) => output.add(channel, &data),
+                        Some(FromNode::Output { channel, data, .. }) => {
+                            if let Some(tee) = &tee {
+                                tee.send(channel, &data);
+                            }
+                            output.add(channel, &data);
+                        }
                         Some(FromNode::End { exit_code, error, .. }) => {
                             out.exit_code = exit_code;
                             out.error = error;

@@ -5,15 +5,19 @@
 //! `run` prints each replica's stdout and stderr (with a header per replica
 //! on stderr when there are several) and exits with the run's exit code: the
 //! first non-zero across the replicas, 124 for a timeout, 127 when the
-//! script could not run (e.g. its interpreter is missing).
+//! script could not run (e.g. its interpreter is missing). On one replica
+//! (no `--all`) with table output, the run streams over the run websocket
+//! (`GET .../scripts/{name}/run`): output is printed as it comes.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 
+use futures::StreamExt;
 use lb_model::views::List;
-use lb_model::{Interpreter, ScriptRun, ScriptView};
+use lb_model::{Interpreter, ReplicaRun, ScriptRun, ScriptView};
 use reqwest::Method;
 use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::args::ScriptCmd;
 use crate::client::{segment, typed};
@@ -83,10 +87,15 @@ pub async fn run(session: &mut Session, cmd: ScriptCmd) -> Result<()> {
                 segment(&service_name),
                 segment(&name)
             );
+            if replica.is_some() && all {
+                return Err(Error::usage("give --replica ID or --all, not both"));
+            }
+            if !all && session.out.format == Format::Table {
+                let client = session.client()?;
+                return stream(&client, &path, replica.as_deref(), &args).await;
+            }
             let replica = match (replica, all) {
-                (Some(_), true) => {
-                    return Err(Error::usage("give --replica ID or --all, not both"))
-                }
+                (Some(_), true) => unreachable!("refused above"),
                 (Some(id), false) => json!(id),
                 (None, true) => json!("all"),
                 (None, false) => Value::Null,
@@ -217,6 +226,81 @@ async fn runs(session: &mut Session, name: &str) -> Result<()> {
         table,
         ids,
     })
+}
+
+/// A run on one replica over the run websocket: its output printed as it
+/// comes, then its exit code ours (as [`ScriptRun::exit_code`]).
+async fn stream(
+    client: &crate::client::Client,
+    path: &str,
+    replica: Option<&str>,
+    args: &[String],
+) -> Result<()> {
+    let mut query: Vec<String> = replica
+        .iter()
+        .map(|id| format!("replica={}", segment(id)))
+        .collect();
+    query.extend(args.iter().map(|a| format!("arg={}", segment(a))));
+    let url = if query.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{}", query.join("&"))
+    };
+    let mut socket = client.websocket(&url).await?;
+    let broke = |e: tokio_tungstenite::tungstenite::Error| {
+        Error::server(format!("the script run stream broke: {e}"))
+    };
+    let mut end: Option<ReplicaRun> = None;
+    let mut cut = false;
+    while let Some(message) = socket.next().await {
+        match message.map_err(broke)? {
+            Message::Binary(bytes) => match bytes.split_first() {
+                Some((1, data)) => {
+                    let mut out = std::io::stdout().lock();
+                    let _ = out.write_all(data);
+                    let _ = out.flush();
+                }
+                Some((2, data)) => {
+                    let mut err = std::io::stderr().lock();
+                    let _ = err.write_all(data);
+                    let _ = err.flush();
+                }
+                _ => {}
+            },
+            Message::Text(text) => {
+                let value: Value = serde_json::from_str(&text).unwrap_or_default();
+                if value["error"].is_object() {
+                    let error: lb_model::views::ErrorBody = typed(&value)?;
+                    return Err(crate::client::error_of_control(&error.error));
+                }
+                cut = value["output_cut"] == true;
+                end = Some(typed(&value)?);
+            }
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    let Some(end) = end else {
+        return Err(Error::server("the script run stream ended without its end"));
+    };
+    let mut stderr = std::io::stderr().lock();
+    if cut {
+        let _ = writeln!(
+            stderr,
+            "lbc: some output was left out (read too slowly); `lbc script runs` has its head"
+        );
+    }
+    if let Some(error) = &end.error {
+        let _ = writeln!(stderr, "lbc: replica {}: {error}", end.replica);
+    }
+    let run = ScriptRun {
+        replicas: vec![end],
+        ..Default::default()
+    };
+    match run.exit_code() {
+        0 => Ok(()),
+        code => Err(Error::Exit(code.clamp(1, 255) as i32)),
+    }
 }
 
 /// Each replica's output: stdout to stdout, stderr and notes to stderr.
