@@ -4,6 +4,8 @@
 //! `filters` maps paths to `handlers`; `models` are the bodies on the wire;
 //! `error` turns every failure into the JSON error body; `auth` resolves
 //! credentials; `openapi` describes every route; `metrics` counts them.
+//! Controllers run beside the routes: `vendors::controller` (webhooks),
+//! `ingress` (the route table), `stacks` (stack builds applied).
 
 // The OpenAPI document's schemas are one long `json!` literal.
 #![recursion_limit = "256"]
@@ -26,6 +28,7 @@ pub mod peers;
 pub mod roles;
 pub mod server;
 pub mod session;
+pub mod stacks;
 pub mod streams;
 pub mod ui;
 pub mod vendors;

@@ -85,6 +85,10 @@ impl Server {
             let ctx = ctx.clone();
             crate::roles::supervise("api-routes", move || crate::ingress::run(ctx.clone()));
         }
+        {
+            let ctx = ctx.clone();
+            crate::roles::supervise("api-stacks", move || crate::stacks::run(ctx.clone()));
+        }
         if let Some(acme) = config.acme.clone().filter(|a| a.enabled) {
             let acme = lb_certs::AcmeConfig {
                 keys: ctx.keys.clone(),

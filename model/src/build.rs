@@ -1,5 +1,7 @@
 //! Builds: one run of the builder over a service's source.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::Timestamp;
@@ -100,6 +102,50 @@ pub struct Build {
     /// `poll` (empty in records older than it).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub by: String,
+    /// A stack's build ([`crate::Source::compose`]): the file read at the
+    /// commit, for the API to apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack: Option<StackFiles>,
+    /// A stack build's apply: claimed by one API server, then its outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied: Option<StackApply>,
+}
+
+/// The most bytes a stack build reads: its file and env files together.
+pub const STACK_MAX: usize = 256 << 10;
+
+/// What a stack's build read from the repository at its commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackFiles {
+    /// The file's path in the repository (`source.compose`).
+    pub file: String,
+    /// Its text.
+    pub text: String,
+    /// The env files a compose file names, by the path written in it
+    /// (relative to the compose file); a file not in the repository is
+    /// left out.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env_files: BTreeMap<String, String>,
+}
+
+/// A stack build's apply to its project, by an API server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackApply {
+    /// When an API server claimed it.
+    pub started: Timestamp,
+    /// When it ended (`None` while it runs).
+    #[serde(default)]
+    pub finished: Option<Timestamp>,
+    /// The changes made, in order (`created web`, `updated db`).
+    #[serde(default)]
+    pub done: Vec<String>,
+    /// The builds started of the services built from the same repository,
+    /// pinned to the stack build's commit (`web #3`).
+    #[serde(default)]
+    pub builds: Vec<String>,
+    /// Why the apply (or a build it started) failed.
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 #[cfg(test)]

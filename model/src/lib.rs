@@ -17,6 +17,7 @@ pub mod keys;
 pub mod protocol;
 pub mod reference;
 pub mod script;
+pub mod stack;
 pub mod status;
 pub mod views;
 
@@ -38,7 +39,10 @@ mod user;
 mod vendor;
 
 pub use assignment::Assignment;
-pub use build::{join_log_chunks, Build, BuildStatus, BuildStep, BUILD_LOG_DROPPED, BUILD_LOG_MAX};
+pub use build::{
+    join_log_chunks, Build, BuildStatus, BuildStep, StackApply, StackFiles, BUILD_LOG_DROPPED,
+    BUILD_LOG_MAX, STACK_MAX,
+};
 pub use cert::{CertRecord, CertSource, CertStatus, CertView};
 pub use deploy::{settles, Deploy, Outcome as DeployOutcome, KEEP_DEPLOYS};
 pub use hardening::{Hardening, ALLOWED_CAP_ADD, DEFAULT_PIDS, DROPPED_CAPS, MAX_PIDS, MIN_PIDS};

@@ -218,6 +218,7 @@ impl ServiceSpec {
         if let Some(source) = &self.source {
             source.validate().map_err(|e| e.under("source"))?;
         }
+        crate::stack::check_spec(self)?;
         if self.replicas > MAX_REPLICAS {
             return Err(ValidationError::new(
                 "replicas",

@@ -69,6 +69,15 @@ pub struct Source {
     /// How to build.
     #[serde(default)]
     pub build: BuildSpec,
+    /// A stack: the path in the repository of a compose file (or an lb.yaml)
+    /// that each build of the service reads and the API applies to its
+    /// project; the service runs nothing itself (see [`crate::stack`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compose: Option<String>,
+    /// A stack's apply deletes the project's services its file does not
+    /// name (never the stack service itself).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prune: bool,
 }
 
 impl Source {
@@ -106,6 +115,14 @@ impl Source {
             if let Some(path) = path {
                 check_repo_path(path).map_err(|m| ValidationError::new(field, m))?;
             }
+        }
+        if let Some(file) = &self.compose {
+            crate::stack::check_file(file).map_err(|m| ValidationError::new("compose", m))?;
+        } else if self.prune {
+            return Err(ValidationError::new(
+                "prune",
+                "applies to a stack only (a source with \"compose\")",
+            ));
         }
         if build.spa && build.kind != BuildKind::Template {
             return Err(ValidationError::new(

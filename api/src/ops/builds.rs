@@ -69,6 +69,8 @@ pub async fn create(
                 created: now(),
                 finished: None,
                 by: by.to_owned(),
+                stack: None,
+                applied: None,
             };
             let key = ctx.keys.build(&pid, &sid, number);
             let txn = Txn::new()

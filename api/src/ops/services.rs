@@ -522,6 +522,8 @@ mod tests {
             created: 0,
             finished: None,
             by: String::new(),
+            stack: None,
+            applied: None,
         }
     }
 

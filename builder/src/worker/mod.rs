@@ -12,6 +12,7 @@
 //! - [`ignore`]: `.dockerignore`, what stays out of the context;
 //! - [`image`]: what the builder asks of Docker ([`ImageBuilder`]: build,
 //!   push, remove), with the bollard implementation;
+//! - [`stack`]: a stack's build, its compose file read (nothing built);
 //! - [`deploy`]: pointing the service at the pushed image, pruning old tags;
 //! - [`log`]: the build log's chunk buffer.
 
@@ -25,6 +26,7 @@ pub mod log;
 pub mod prune;
 pub mod queue;
 pub mod run;
+pub mod stack;
 
 #[cfg(test)]
 mod fake;

@@ -3,7 +3,8 @@
 //! deploy), each status a timed step on the build record written together
 //! with the new log output, under `--build-timeout`, stopped at once by a
 //! cancel (the API sets `canceled`; a watch sees it and the work is dropped:
-//! the clone process killed, the Docker stream closed).
+//! the clone process killed, the Docker stream closed). A stack's build
+//! (`source.compose`) ends after the clone with its file read instead.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -154,6 +155,9 @@ impl Run {
             .source
             .ok_or_else(|| "the service has no source to build".to_string())?;
         let repo = self.clone_source(&source).await?;
+        if let Some(file) = source.compose.clone() {
+            return self.read_stack(repo, file, source).await;
+        }
 
         self.step(BuildStatus::Preparing).await?;
         let build = &source.build;
@@ -203,6 +207,35 @@ impl Run {
         self.save().await?;
         self.prune().await;
         Ok(())
+    }
+
+    /// A stack's build: its file (and env files) read at the commit and
+    /// kept on the record for the API to apply; no image, no deploy.
+    async fn read_stack(
+        &mut self,
+        repo: PathBuf,
+        file: String,
+        source: lb_model::Source,
+    ) -> Step<()> {
+        self.step(BuildStatus::Preparing).await?;
+        let name = file.clone();
+        let files = tokio::task::spawn_blocking(move || super::stack::read(&repo, &file, &source))
+            .await
+            .map_err(|e| e.to_string())??;
+        self.line(&format!("read {name} ({} bytes)", files.text.len()));
+        for (path, text) in &files.env_files {
+            self.line(&format!("read env_file {path} ({} bytes)", text.len()));
+        }
+        self.line("a stack builds no image: the API applies the file to the project next");
+        self.build.stack = Some(files);
+        let subject = std::mem::take(&mut self.build.message);
+        let message = if subject.is_empty() {
+            format!("read {name}")
+        } else {
+            format!("read {name}: {subject}")
+        };
+        finish_record(&mut self.build, BuildStatus::Succeeded, message);
+        self.save().await
     }
 
     /// Cloning: only from owners the allowlist names (if it names any),
