@@ -347,7 +347,8 @@ struct NodeArgs {
     /// What else to do than run the node.
     #[command(subcommand)]
     action: Option<NodeAction>,
-    /// The API's URL.
+    /// The API's URL; or the URLs of several API instances, separated by
+    /// commas: the node connects to one and moves to the next when it fails.
     #[arg(long, env = "LB_API", default_value = "", hide_default_value = true)]
     api: String,
     /// A join token (first start only).
@@ -595,8 +596,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             ..
         }) => uninstall(args).await,
         Command::Node(args) => {
-            if args.api.is_empty() {
-                bail!("--api must name the API's URL");
+            if args.api.split(',').all(|url| url.trim().is_empty()) {
+                bail!("--api must name the API's URL (or several, separated by commas)");
             }
             let shutdown =
                 crate::shutdown::on_signals().context("cannot install signal handlers")?;

@@ -17,6 +17,14 @@
 //! replica again would leave an extra id, even if removed later), none
 //! moved to another node, none was assigned to two nodes at once.
 //!
+//! Then the leader is frozen (SIGSTOP, a long pause) past its lease while
+//! its grace for a lost node runs out and a service is created: the other
+//! takes over, and the resumed leader, acting on what it knew before it
+//! learns it was deposed, has its writes refused by the fence; it logs
+//! [`lb_scheduler::FENCE_REFUSED`] and stands by. At least one refusal
+//! must be seen (a few freezes are tried: the resumed leader's catch-up may
+//! come first, and then it writes nothing).
+//!
 //! Services are created through the REST API (an `lb_api::Server` in this
 //! process, on the same etcd). The nodes are records only: their meta and
 //! an `alive` key on a lease this test keeps, as the API writes them for a
@@ -47,6 +55,9 @@ const TAKEOVER_LIMIT: Duration = Duration::from_secs(15);
 const NOTICE_LIMIT: Duration = Duration::from_secs(40);
 /// How long a deposed leader stays cut off after it noticed, in odd rounds.
 const STANDBY_CUT: Duration = Duration::from_secs(12);
+/// Freezes of the leader tried, at most, until one shows a write refused by
+/// the fence.
+const FREEZES: usize = 4;
 
 /// A single etcd member listening on the bridge (and its data dir).
 struct Etcd {
@@ -148,6 +159,16 @@ impl Scheduler {
         let log = self.log();
         let lines: Vec<&str> = log.lines().collect();
         lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// Sends `signal` (`-STOP`, `-CONT`) to the process.
+    fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {signal} {}", self.child.id());
     }
 
     fn assert_running(&mut self) {
@@ -528,7 +549,7 @@ async fn a_partitioned_scheduler_leader_is_fenced_and_replaced() {
 
     let api = Api::start(store.clone(), &keys).await;
     let rounds = rounds();
-    let mut nodes = nodes(&store, &keys, 2 + rounds).await;
+    let mut nodes = nodes(&store, &keys, 2 + rounds + FREEZES).await;
     let mut schedulers = vec![
         Scheduler::start("a", net.host("a"), &etcd.url, dir.path()),
         Scheduler::start("b", net.host("b"), &etcd.url, dir.path()),
@@ -634,6 +655,80 @@ async fn a_partitioned_scheduler_leader_is_fenced_and_replaced() {
         );
         figures.push(takeover);
     }
+
+    // A leader frozen (SIGSTOP: a long pause, a stopped VM) past its lease
+    // while its grace for a lost node runs out, and a service created
+    // meanwhile: the other one takes over and places both; resumed, the old
+    // leader acts on what it knew before it learns it was deposed, and its
+    // writes are refused by the fence (it logs so and stands by). Its
+    // catch-up may also come first (then it writes nothing): a few tries.
+    let mut refusals = 0;
+    let mut freezes = 0;
+    while refusals == 0 && freezes < FREEZES {
+        let l = leader(&mut schedulers, Duration::from_secs(20)).await;
+        let f = 1 - l;
+        let (_, assigned) = placements(&store, &keys).await;
+        let victim = assigned
+            .values()
+            .flatten()
+            .find(|n| !nodes.lost.contains(*n))
+            .expect("a node holding replicas")
+            .clone();
+        nodes.lose(&store, &victim).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mark = schedulers[l].log().len();
+        let frozen = Instant::now();
+        schedulers[l].signal("-STOP");
+        let sid = api.service(&format!("frozen{freezes}")).await;
+        wait_placed(&store, &keys, &sid, TAKEOVER_LIMIT).await;
+        services.push(sid);
+        wait_settled(
+            &store,
+            &keys,
+            &services,
+            &nodes.lost,
+            Duration::from_secs(30),
+        )
+        .await;
+        assert!(
+            schedulers[f].leads(),
+            "freeze {freezes}: placed, but {} does not lead",
+            schedulers[f].name
+        );
+        schedulers[l].signal("-CONT");
+        let resumed = frozen.elapsed();
+        let noticed = wait_noticed(&schedulers[l], mark, frozen).await;
+        let after = schedulers[l].log()[mark..].to_owned();
+        let refused = after.matches(lb_scheduler::FENCE_REFUSED).count();
+        let (placed, conflicts) = passes(&after);
+        assert_eq!(
+            placed,
+            0,
+            "freeze {freezes}: {} placed replicas after it was frozen; its log:\n{}",
+            schedulers[l].name,
+            schedulers[l].tail()
+        );
+        eprintln!(
+            "freeze {freezes}: {} frozen for {resumed:.1?}, noticed it was deposed \
+             {noticed:.1?} after the freeze; services whose writes conflicted: {conflicts}; \
+             refusals by the fence: {refused}",
+            schedulers[l].name
+        );
+        refusals += refused;
+        freezes += 1;
+        wait_settled(
+            &store,
+            &keys,
+            &services,
+            &nodes.lost,
+            Duration::from_secs(30),
+        )
+        .await;
+    }
+    assert!(
+        refusals > 0,
+        "in {freezes} freezes no deposed leader's write was refused by the fence"
+    );
 
     // Let the last writes reach the test's watch, then check the whole
     // history and the state.

@@ -1,7 +1,10 @@
 //! Supervised roles in `lb up`: a role that panics is logged with its cause,
 //! shown down in `/readyz` (503), restarted with backoff and shown running
 //! again. The panic comes from the test hook `LB_TEST_PANIC_ROLE=<role>:<n>`
-//! (the first `n` starts of that role panic, as a bug in it would).
+//! (the first `n` starts of that role panic, as a bug in it would), or for
+//! the builder's inner build worker from `LB_TEST_PANIC_BUILD_WORKER=<n>`
+//! (the worker panics as it starts, `n` times): the builder role ends with
+//! "the build worker stopped" and is restarted, and builds run after.
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
@@ -24,8 +27,14 @@ impl Drop for Up {
 
 /// Starts `lb up` (embedded store, no local node) with `panic_role` set and
 /// waits for its "lb is up" line.
-#[allow(clippy::zombie_processes)] // waited for by Up's Drop
 fn start(panic_role: &str, dir: &std::path::Path) -> Up {
+    start_with(&[("LB_TEST_PANIC_ROLE", panic_role)], dir)
+}
+
+/// Starts `lb up` (embedded store, no local node) with `env` set and waits
+/// for its "lb is up" line.
+#[allow(clippy::zombie_processes)] // waited for by Up's Drop
+fn start_with(env: &[(&str, &str)], dir: &std::path::Path) -> Up {
     let mut child = Command::new(LB)
         .args(["up", "--listen", "127.0.0.1:0", "--no-node", "--data-dir"])
         .arg(dir)
@@ -34,7 +43,8 @@ fn start(panic_role: &str, dir: &std::path::Path) -> Up {
         .env("LB_REGISTRY_LISTEN", "127.0.0.1:0")
         .env("LB_HTTP_LISTEN", "127.0.0.1:0")
         .env("LB_ADMIN_PASSWORD", "admin-password-1")
-        .env("LB_TEST_PANIC_ROLE", panic_role)
+        .env_remove("LB_TEST_PANIC_ROLE")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -151,5 +161,113 @@ async fn a_panicking_scheduler_is_restarted_and_still_places() {
     assert!(
         log.contains("scheduler") && log.contains("restarting in"),
         "the scheduler's failure is logged: {log}"
+    );
+}
+
+/// Logs in as the admin; answers a client and the bearer token.
+async fn admin(url: &str) -> (reqwest::Client, String) {
+    let client = reqwest::Client::new();
+    let login: serde_json::Value = client
+        .post(format!("{url}/api/v1/auth/login"))
+        .json(&serde_json::json!({"username": "admin", "password": "admin-password-1"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["token"].as_str().expect("admin login").to_owned();
+    (client, token)
+}
+
+#[tokio::test]
+async fn a_dead_build_worker_restarts_the_builder_and_builds_run_after() {
+    let base = lb_testing::busybox_image();
+    let dir = tempfile::tempdir().unwrap();
+    // The worker dies as it starts, twice: the builder role ends with the
+    // worker's panic as its cause and is started again (1 s, then 2 s).
+    let up = start_with(
+        &[("LB_TEST_PANIC_BUILD_WORKER", "2")],
+        &dir.path().join("data"),
+    );
+    up.wait_ready("down for the builder", Duration::from_secs(10), |s, b| {
+        s == 503
+            && b.contains("builder: down")
+            && b.contains("the build worker stopped")
+            && b.contains("LB_TEST_PANIC_BUILD_WORKER")
+    })
+    .await;
+    up.wait_ready("ready again", Duration::from_secs(30), |s, b| {
+        s == 200 && b.contains("builder: running")
+    })
+    .await;
+
+    // A build after the restarts is claimed and succeeds.
+    let repo = lb_testing::GitRepo::serve(&dir.path().join("git"));
+    let dockerfile = format!("FROM {base}\nRUN [\"/bin/busybox\", \"true\"]\n");
+    repo.commit(&[("Dockerfile", dockerfile.as_bytes())], "first");
+    let (client, token) = admin(&up.url).await;
+    let api = format!("{}/api/v1", up.url);
+    let post = |path: &str, body: serde_json::Value| {
+        client
+            .post(format!("{api}{path}"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+    };
+    let status = post("/projects", serde_json::json!({"name": "demo"}))
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 201, "create the project");
+    let spec = serde_json::json!({"name": "app", "replicas": 0,
+        "source": {"url": repo.url, "branch": "main"}});
+    let status = post("/projects/demo/services", spec)
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 201, "create the service");
+    let resp = post("/projects/demo/services/app/builds", serde_json::json!({}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "start a build");
+    let number = resp.json::<serde_json::Value>().await.unwrap()["number"]
+        .as_u64()
+        .expect("the build's number");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let record = loop {
+        let record: serde_json::Value = client
+            .get(format!("{api}/projects/demo/services/app/builds/{number}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap_or_default();
+        let status = record["status"].as_str().unwrap_or_default();
+        if ["succeeded", "failed", "canceled"].contains(&status) {
+            break record;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "build {number} did not end within 120 s: {record}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(record["status"], "succeeded", "{record}");
+    let image = record["image"].as_str().unwrap_or_default().to_owned();
+    let log = up.stop();
+    if !image.is_empty() {
+        let _ = Command::new("docker").args(["rmi", "-f", &image]).output();
+    }
+    assert!(
+        log.contains("the build worker stopped: panicked"),
+        "the cause is logged: {log}"
+    );
+    assert_eq!(
+        log.matches("restarting in").count(),
+        2,
+        "two restarts with backoff: {log}"
     );
 }

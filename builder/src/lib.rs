@@ -169,6 +169,27 @@ pub async fn bind(store: Shared, config: &Config) -> Result<Bound, Error> {
     })
 }
 
+/// For tests only: `LB_TEST_PANIC_BUILD_WORKER=<n>` makes the build worker
+/// panic as it starts, the first `n` times in this process (as a bug in it
+/// would), so the role's restart can be tested.
+pub const WORKER_PANIC_ENV: &str = "LB_TEST_PANIC_BUILD_WORKER";
+
+/// Whether this start of the build worker panics (the test hook
+/// [`WORKER_PANIC_ENV`]); counts the panics left down.
+fn test_worker_panics() -> bool {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static LEFT: std::sync::OnceLock<AtomicU32> = std::sync::OnceLock::new();
+    let left = LEFT.get_or_init(|| {
+        let n = std::env::var(WORKER_PANIC_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        AtomicU32::new(n)
+    });
+    left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
 /// Runs the registry (and the build worker) until `shutdown` resolves.
 pub async fn run(
     bound: Bound,
@@ -203,9 +224,17 @@ pub async fn run(
     }
     let worker = worker.map(|worker| {
         let mut rx = rx.clone();
-        tokio::spawn(worker.run(async move {
-            let _ = rx.changed().await;
-        }))
+        let panics = test_worker_panics();
+        tokio::spawn(async move {
+            if panics {
+                panic!("{WORKER_PANIC_ENV}: the build worker panics at start, as asked");
+            }
+            worker
+                .run(async move {
+                    let _ = rx.changed().await;
+                })
+                .await
+        })
     });
     let serve = bound.registry.serve(bound.listener, async move {
         shutdown.await;

@@ -3,6 +3,11 @@
 //! heartbeats go out. Reconnects with exponential backoff and jitter; a
 //! refused credential ends the daemon.
 //!
+//! Several API instances may be named (`--api A,B`): the node connects to
+//! one, and when that channel fails or the API ends it (an instance cut off
+//! from the store drops its channels), the next attempt goes to the next
+//! instance, round the list; the one that answered is kept while it holds.
+//!
 //! Liveness both ways: the API pings every second, and a connection from
 //! which nothing came for [`API_SILENCE`] is dropped and made again. A node
 //! that heard nothing from the API for the scheduler's grace (learnt from
@@ -99,9 +104,12 @@ pub async fn run<R: Runtime>(
     fenced: Fenced,
     firewall: &crate::firewall::Firewall,
 ) -> Result<()> {
-    let url = format!("{}/api/v1/nodes/connect", config.api.trim_end_matches('/'))
-        .replacen("http://", "ws://", 1)
-        .replacen("https://", "wss://", 1);
+    let urls: Vec<String> = config.api_urls().into_iter().map(connect_url).collect();
+    if urls.is_empty() {
+        return Err(Error::Join("no API URL given".into()));
+    }
+    // The instance tried next: the last one that connected, until it fails.
+    let mut current = 0;
     let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
     let mut fence = Fence {
         heard: Instant::now(),
@@ -110,10 +118,11 @@ pub async fn run<R: Runtime>(
     };
     loop {
         let started = Instant::now();
+        let url = &urls[current];
         match session(
             config,
             credential,
-            &url,
+            url,
             runtime,
             &to_reconciler,
             &answers,
@@ -124,10 +133,16 @@ pub async fn run<R: Runtime>(
         .await
         {
             Err(Error::Refused) => return Err(Error::Refused),
-            Err(err) => tracing::warn!(error = %err, "channel to the API lost"),
-            Ok(true) => backoff.reset(),
+            Err(err) => tracing::warn!(error = %err, api = %url, "channel to the API lost"),
+            Ok(true) => {
+                tracing::info!(api = %url, "channel to the API ended");
+                backoff.reset();
+            }
             Ok(false) => {}
         }
+        // However it ended, the next attempt goes to the next instance
+        // (the same one when only one is named).
+        current = (current + 1) % urls.len();
         // A session that heard from the API was up, however it ended: the
         // next attempt starts from the first delay (else each partition
         // left the backoff longer, up to its 30 s, after the heal).
@@ -173,7 +188,7 @@ async fn session<R: Runtime>(
         }
     };
     let Ok(connected) = connected else {
-        tracing::debug!("cannot connect to the API: timed out");
+        tracing::debug!(api = %url, "cannot connect to the API: timed out");
         return Ok(false);
     };
     let socket = match connected {
@@ -182,11 +197,11 @@ async fn session<R: Runtime>(
             return Err(Error::Refused);
         }
         Err(err) => {
-            tracing::debug!(error = %err, "cannot connect to the API");
+            tracing::debug!(error = %err, api = %url, "cannot connect to the API");
             return Ok(false);
         }
     };
-    tracing::info!("connected to the API");
+    tracing::info!(api = %url, "connected to the API");
     let (mut tx, mut rx) = socket.split();
     let hello = FromNode::Hello {
         address: config.address.clone().unwrap_or_else(|| "127.0.0.1".into()),
@@ -282,6 +297,13 @@ async fn session<R: Runtime>(
             }
         }
     }
+}
+
+/// The channel's websocket URL on the API at `api` (a base URL).
+fn connect_url(api: &str) -> String {
+    format!("{}/api/v1/nodes/connect", api.trim_end_matches('/'))
+        .replacen("http://", "ws://", 1)
+        .replacen("https://", "wss://", 1)
 }
 
 async fn send<S>(tx: &mut S, message: &FromNode) -> Result<()>

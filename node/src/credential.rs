@@ -51,22 +51,46 @@ pub async fn load_or_join(config: &Config) -> Result<Credential> {
     };
     let name = config.name.clone().unwrap_or_else(crate::host::hostname);
     let labels: std::collections::BTreeMap<_, _> = config.labels.iter().cloned().collect();
-    let url = format!("{}/api/v1/nodes/join", config.api.trim_end_matches('/'));
     let body = serde_json::json!({"token": token, "name": name, "labels": labels});
-    let resp = reqwest::Client::new()
-        .post(&url)
-        .json(&body)
-        .send()
-        .await
-        .map_err(|e| Error::Join(format!("cannot reach the API at {}: {e}", config.api)))?;
-    let status = resp.status();
-    let answer: serde_json::Value = resp.json().await.unwrap_or_default();
-    if !status.is_success() {
-        let message = answer["error"]["message"]
-            .as_str()
-            .unwrap_or("no reason given");
-        return Err(Error::Join(format!("{status}: {message}")));
+    // Each API instance named in turn: one out of reach (or without its
+    // store: 5xx) passes the join to the next.
+    let client = reqwest::Client::new();
+    let mut failures = Vec::new();
+    let mut joined = None;
+    for api in config.api_urls() {
+        let url = format!("{}/api/v1/nodes/join", api.trim_end_matches('/'));
+        let resp = match client.post(&url).json(&body).send().await {
+            Ok(resp) => resp,
+            Err(e) => {
+                failures.push(format!("cannot reach the API at {api}: {e}"));
+                continue;
+            }
+        };
+        let status = resp.status();
+        let answer: serde_json::Value = resp.json().await.unwrap_or_default();
+        let message = || {
+            let message = answer["error"]["message"]
+                .as_str()
+                .unwrap_or("no reason given");
+            format!("{api}: {status}: {message}")
+        };
+        if status.is_server_error() {
+            failures.push(message());
+            continue;
+        }
+        if !status.is_success() {
+            return Err(Error::Join(message()));
+        }
+        joined = Some(answer);
+        break;
     }
+    let Some(answer) = joined else {
+        return Err(Error::Join(if failures.is_empty() {
+            "no API URL given".into()
+        } else {
+            failures.join("; ")
+        }));
+    };
     let credential: Credential = serde_json::from_value(answer)
         .map_err(|e| Error::Join(format!("unexpected answer: {e}")))?;
     save(&config.data_dir, &credential).map_err(file_err)?;

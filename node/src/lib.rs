@@ -64,7 +64,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Node settings from the command line.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The API's base URL, e.g. `http://127.0.0.1:2967`.
+    /// The API's base URL, e.g. `http://127.0.0.1:2967`, or the URLs of
+    /// several instances of one cluster separated by commas: the node joins
+    /// and connects through one, and moves to the next when it fails
+    /// ([`Config::api_urls`]).
     pub api: String,
     /// A join token for the first start.
     pub join_token: Option<String>,
@@ -83,6 +86,18 @@ pub struct Config {
     pub routes: Option<tokio::sync::watch::Sender<std::sync::Arc<lb_model::ingress::RouteTable>>>,
     /// Keeping the disk from filling.
     pub disk: DiskSettings,
+}
+
+impl Config {
+    /// The API URLs [`Config::api`] names, in order (empty entries and
+    /// spaces around commas ignored).
+    pub fn api_urls(&self) -> Vec<&str> {
+        self.api
+            .split(',')
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .collect()
+    }
 }
 
 /// How a node keeps its disk from filling.
@@ -115,9 +130,11 @@ impl Default for DiskSettings {
 pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
     let credential = credential::load_or_join(&config).await?;
     let docker = runtime::DockerRuntime::connect(&credential.id).await?;
-    // The firewall first, recreated on every start: the API's port now,
-    // the registry's when the first assignment set names it.
-    let firewall = firewall::Firewall::new(&credential.id, firewall::port_of(&config.api));
+    // The firewall first, recreated on every start: the API's ports (of
+    // every instance named) now, the registry's when the first assignment
+    // set names it.
+    let api_ports = config.api_urls().into_iter().filter_map(firewall::port_of);
+    let firewall = firewall::Firewall::new(&credential.id, api_ports);
     firewall.apply().await;
     if let Err(err) = docker.prune_networks().await {
         tracing::warn!(error = %err, "cannot remove unused project networks");
@@ -167,4 +184,34 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send) 
         task.abort();
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn several_api_urls_are_read_from_one_flag() {
+        let config = |api: &str| Config {
+            api: api.into(),
+            join_token: None,
+            name: None,
+            labels: Vec::new(),
+            data_dir: PathBuf::new(),
+            address: None,
+            port_range: 30000..=32767,
+            routes: None,
+            disk: DiskSettings::default(),
+        };
+        for (input, expect) in [
+            ("http://a:2967", vec!["http://a:2967"]),
+            (
+                "http://a:2967, http://b:8080/,",
+                vec!["http://a:2967", "http://b:8080/"],
+            ),
+            (" , ", vec![]),
+        ] {
+            assert_eq!(config(input).api_urls(), expect, "{input:?}");
+        }
+    }
 }

@@ -195,6 +195,14 @@ async fn lead(
             if outcome != reconcile::Outcome::default() {
                 tracing::debug!(?outcome, "scheduling pass");
             }
+            if outcome.conflicts > 0 && !holds_fence(store, key, fence).await? {
+                // Writes decided as leader, refused: another one leads.
+                tracing::warn!(
+                    conflicts = outcome.conflicts,
+                    "{FENCE_REFUSED}: another scheduler leads"
+                );
+                return Ok(());
+            }
             // Read our own writes before deciding again: the next pass must
             // see what this one placed.
             if outcome.revision > state.revision
@@ -250,6 +258,19 @@ async fn lead(
             _ = resync.tick() => state.mark_all(),
         }
     }
+}
+
+/// What a scheduler logs when the store refused its writes because its
+/// fence (the leader key's revision when it took the lead) no longer holds:
+/// it was deposed while it decided (a pause, a partition) and stops leading.
+pub const FENCE_REFUSED: &str = "the fence refused this scheduler's writes";
+
+/// Whether the leader key still has the revision this leadership began at.
+async fn holds_fence(store: &Shared, key: &str, fence: i64) -> Result<bool, Error> {
+    Ok(store
+        .get(key)
+        .await?
+        .is_some_and(|kv| kv.mod_revision == fence))
 }
 
 /// Aborts a task when dropped.

@@ -251,8 +251,11 @@ async fn run_channel(ctx: &Ctx, nid: &str, socket: WebSocket) -> std::result::Re
         }
     }
     .await;
+    // The socket is closed first, and the revoke bounded: a store out of
+    // reach (the lease then lapses on its own) must not hold the channel.
+    drop((tx, rx));
     ctx.streams.detach(nid, connection);
-    let _ = ctx.store.lease_revoke(lease).await;
+    let _ = tokio::time::timeout(RENEW_TIMEOUT, ctx.store.lease_revoke(lease)).await;
     tracing::info!(node = %nid, "node disconnected");
     result
 }
