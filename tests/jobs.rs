@@ -3,10 +3,13 @@
 //! exit code and output are recorded and its container is gone; a cancel
 //! and a time limit stop it; a node lost mid-job fails it with the reason
 //! (it is not run again); a schedule with a seconds field fires one job per
-//! tick.
+//! tick; `concurrency: replace` cancels a run not over for the next tick's,
+//! `forbid` skips ticks while one runs; 50 jobs started at once each run
+//! once, in a container of their own, and leave none behind.
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -314,4 +317,230 @@ async fn a_schedule_fires_one_job_per_tick() {
         "{s:#}"
     );
     assert!(s["last_job"]["id"].is_string(), "{s:#}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_schedule_replaces_or_skips_a_run_not_over() {
+    let mut c = Cluster::start().await;
+    let _node = c.node("a").await;
+    let long = json!(["/bin/busybox", "sleep", "300"]);
+    let schedules = json!({"schedules": [
+        {"name": "replace", "cron": "*/4 * * * * *", "command": long, "concurrency": "replace"},
+        {"name": "forbid", "cron": "*/2 * * * * *", "command": long, "concurrency": "forbid"}]});
+    service(&c, schedules).await;
+    tokio::time::sleep(Duration::from_secs(14)).await;
+    // No more ticks from here on: what fired is what is checked.
+    let r = c
+        .client
+        .patch(format!("{}/api/v1/projects/demo/services/work", c.api))
+        .bearer_auth(&c.token)
+        .header("content-type", "application/merge-patch+json")
+        .json(&json!({"schedules": []}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let list = c.call("GET", JOBS, Value::Null).await;
+    let of = |name: &str| -> Vec<Value> {
+        let mut jobs: Vec<Value> = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|j| j["schedule"] == name)
+            .cloned()
+            .collect();
+        jobs.sort_by_key(|j| j["tick"].as_i64());
+        jobs
+    };
+
+    // replace: each tick's job cancelled the one before it.
+    let replaced = of("replace");
+    assert!(
+        (2..=4).contains(&replaced.len()),
+        "{} replace jobs in 14 s: {list:#}",
+        replaced.len()
+    );
+    let (last, earlier) = replaced.split_last().unwrap();
+    for job in earlier {
+        let id = job["id"].as_str().unwrap();
+        let job = wait_job(&c, id, "over", Duration::from_secs(30), over).await;
+        assert_eq!(job["state"], "cancelled", "replaced: {job:#}");
+        assert!(job["started"].is_i64(), "it had been running: {job:#}");
+        wait_gone(id).await;
+    }
+    let last_id = last["id"].as_str().unwrap();
+    let job = wait_job(&c, last_id, "running", Duration::from_secs(30), |j| {
+        j["state"] == "running"
+    })
+    .await;
+    assert!(job["cancel"].is_null(), "the newest run goes on: {job:#}");
+
+    // forbid: one job, the ticks after it skipped while it runs.
+    let forbidden = of("forbid");
+    assert_eq!(forbidden.len(), 1, "one forbid job: {list:#}");
+    let forbid_id = forbidden[0]["id"].as_str().unwrap();
+    let job = wait_job(&c, forbid_id, "running", Duration::from_secs(30), |j| {
+        j["state"] == "running"
+    })
+    .await;
+    assert!(job["tick"].is_i64(), "{job:#}");
+
+    for id in [last_id, forbid_id] {
+        c.call("DELETE", &format!("{JOBS}/{id}"), Value::Null).await;
+        let job = wait_job(&c, id, "over", Duration::from_secs(30), over).await;
+        assert_eq!(job["state"], "cancelled", "{job:#}");
+        wait_gone(id).await;
+    }
+}
+
+/// Docker's container events for lb's replicas and jobs, read as they
+/// come (the daemon keeps only the last 256 for `--since`): each as
+/// (Unix nanoseconds, action, replica or job id). Stopped when dropped.
+struct Events {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<(i64, String, String)>,
+}
+
+impl Events {
+    fn watch() -> Events {
+        use std::io::BufRead;
+        let mut child = Command::new("docker")
+            .args(["events", "--filter", "type=container"])
+            .args(["--filter", "label=lb.replica"])
+            .args([
+                "--format",
+                "{{.TimeNano}} {{.Action}} {{index .Actor.Attributes \"lb.replica\"}}",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("run docker events");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let mut words = line.split_whitespace();
+                if let (Some(t), Some(action), Some(id)) =
+                    (words.next(), words.next(), words.next())
+                {
+                    let _ = tx.send((t.parse().unwrap_or(0), action.to_owned(), id.to_owned()));
+                }
+            }
+        });
+        // `docker events` reports from when it has connected.
+        std::thread::sleep(Duration::from_millis(500));
+        Events { child, lines }
+    }
+
+    /// The events seen so far.
+    fn take(&self) -> Vec<(i64, String, String)> {
+        self.lines.try_iter().collect()
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fifty_jobs_at_once_each_run_once() {
+    const N: usize = 50;
+    let mut c = Cluster::start().await;
+    let _node = c.node("a").await;
+    // 50 x 16 MiB and 50 x 0.01 CPU fit one node.
+    service(&c, json!({"cpu": 0.01})).await;
+    let events = Events::watch();
+    let t0 = Instant::now();
+    let ids: Vec<String> = futures::future::join_all((0..N).map(|i| {
+        let command = json!(["/bin/busybox", "sh", "-c", format!("echo job-{i}")]);
+        start(&c, json!({ "command": command }))
+    }))
+    .await;
+    let posted = t0.elapsed();
+    let jobs = futures::future::join_all(
+        ids.iter()
+            .map(|id| wait_job(&c, id, "over", Duration::from_secs(300), over)),
+    )
+    .await;
+    let done = t0.elapsed();
+    for id in &ids {
+        wait_gone(id).await;
+    }
+    let gone = t0.elapsed();
+    println!(
+        "{N} jobs: created in {posted:?}, all over in {done:?}, containers gone in {gone:?} \
+         ({:.0} ms a job)",
+        done.as_secs_f64() * 1000.0 / N as f64
+    );
+    for (i, job) in jobs.iter().enumerate() {
+        assert_eq!(job["state"], "succeeded", "{job:#}");
+        assert_eq!(job["exit_code"], 0, "{job:#}");
+        assert_eq!(job["logs"], format!("job-{i}\n"), "its own output: {job:#}");
+    }
+    let distinct: std::collections::BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(distinct.len(), N, "{ids:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let events = events.take();
+    let mut created: BTreeMap<&str, usize> = ids.iter().map(|id| (id.as_str(), 0)).collect();
+    let mut times: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+    for (at, action, id) in &events {
+        if let Some(n) = created.get_mut(id.as_str()) {
+            times.entry(action.as_str()).or_default().push(*at);
+            if action == "create" {
+                *n += 1;
+            }
+        }
+    }
+    let wrong: Vec<_> = created.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(
+        wrong.is_empty(),
+        "containers created per job, not one: {wrong:?}"
+    );
+    // When Docker saw each step, from the first create: is it spread out?
+    let zero = times["create"].iter().min().copied().unwrap_or(0);
+    for action in ["create", "start", "die", "destroy"] {
+        let mut at: Vec<f64> = times
+            .get(action)
+            .map(|t| t.iter().map(|t| (t - zero) as f64 / 1e9).collect())
+            .unwrap_or_default();
+        at.sort_by(f64::total_cmp);
+        if let (Some(first), Some(last)) = (at.first(), at.last()) {
+            println!(
+                "  {action:8} x{:2}: first at {first:5.2} s, median {:5.2} s, last {last:5.2} s",
+                at.len(),
+                at[at.len() / 2]
+            );
+        }
+    }
+    let list = c.call("GET", JOBS, Value::Null).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), N, "{list:#}");
+    // The baseline: the same containers by `docker run --rm`, as many at
+    // once as the node creates (a figure to compare, not a pass/fail).
+    let t0 = Instant::now();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..lb_node::reconcile::CREATES {
+            scope.spawn(|| {
+                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < N {
+                    let out = Command::new("docker")
+                        .args(["run", "--rm", "--memory", "16m", IMAGE])
+                        .args(["/bin/busybox", "echo", "baseline"])
+                        .output()
+                        .unwrap();
+                    assert!(out.status.success(), "docker run: {out:?}");
+                }
+            });
+        }
+    });
+    let baseline = t0.elapsed();
+    println!(
+        "baseline: {N} x docker run --rm, {} at once: {baseline:?}; lb's jobs took {:.2}x that",
+        lb_node::reconcile::CREATES,
+        done.as_secs_f64() / baseline.as_secs_f64()
+    );
 }
