@@ -1,11 +1,32 @@
 //! `lbc apply` and `lbc diff` against a real `lb up` (see `common/mod.rs`):
 //! a compose file with an env file beside it, planned, applied, applied
 //! again without a change, changed and pruned; a file lb cannot take is
-//! refused before anything is sent, every key at fault named.
+//! refused before anything is sent, every key at fault named. `lbc diff`
+//! exits 1 when something would change and 0 when nothing would (as
+//! `git diff --exit-code`); its errors keep their codes.
 
 mod common;
 
 use common::Up;
+
+/// Runs `lbc diff ...`, asserts it exits 1 (something would change) with
+/// nothing on stderr; answers the plan it printed.
+fn diff_changes(up: &Up, args: &[&str]) -> String {
+    let out = up.run(args);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "lbc {args:?}: stdout {} stderr {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
 
 const COMPOSE: &str = r#"
 name: shop
@@ -41,7 +62,7 @@ fn apply_and_diff_a_compose_file() {
     let f = file.to_str().unwrap();
 
     // diff writes nothing: the project does not exist yet.
-    let plan = up.ok(&["diff", "-f", f]);
+    let plan = diff_changes(&up, &["diff", "-f", f]);
     assert!(plan.contains("project shop would be created"), "{plan}");
     assert!(plan.contains("+ create db\n+ create web"), "{plan}");
     assert!(
@@ -67,7 +88,15 @@ fn apply_and_diff_a_compose_file() {
     assert_eq!(db["spec"]["volumes"][0]["name"], "db-data");
     let revision = web["revision"].clone();
 
-    // The same file again: nothing to change, nothing written.
+    // The same file again: nothing to change (diff exits 0), nothing
+    // written.
+    let same = up.ok(&["diff", "-f", f]);
+    assert!(
+        same.ends_with("project shop: nothing to change\n"),
+        "{same}"
+    );
+    let same = up.json(&["diff", "-f", f]);
+    assert_eq!(same["dry_run"], true, "{same}");
     let again = up.ok(&["apply", "-f", f]);
     assert!(again.contains("unchanged: db, web"), "{again}");
     assert!(
@@ -85,7 +114,7 @@ fn apply_and_diff_a_compose_file() {
             .replace("    depends_on: [db]\n", ""),
     )
     .unwrap();
-    let plan = up.ok(&["diff", "-f", f]);
+    let plan = diff_changes(&up, &["diff", "-f", f]);
     assert!(
         plan.contains("~ update web\n    env.MODE: \"one\" -> \"two\""),
         "{plan}"
@@ -144,7 +173,10 @@ fn apply_and_diff_a_compose_file() {
     );
     assert!(out.ends_with("nothing to change\n"), "{out}");
     with_scripts("there", false);
-    let out = up.ok(&["diff", "-f", lb_path, "--project", "other", "--prune"]);
+    let out = diff_changes(
+        &up,
+        &["diff", "-f", lb_path, "--project", "other", "--prune"],
+    );
     assert!(
         out.contains("- delete script migrate\n~ update script hello\n    body: \"echo hi\" -> \"echo there\""),
         "{out}"
@@ -175,4 +207,7 @@ fn apply_and_diff_a_compose_file() {
     std::fs::write(&file, "services:\n  web: [\n").unwrap();
     let line = up.fails(&["apply", "-f", f, "--project", "bad"], 2);
     assert!(line.contains("invalid YAML at line 3 column"), "{line}");
+    // diff's errors keep their codes (a bad file: 2), not 1.
+    let line = up.fails(&["diff", "-f", f, "--project", "bad"], 2);
+    assert!(line.contains("invalid YAML"), "{line}");
 }

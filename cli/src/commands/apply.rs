@@ -3,6 +3,10 @@
 //! (told apart by the file's name or content). The file is read here: a
 //! compose file's `env_file`s are read relative to it, and the API gets
 //! lb's format as JSON (`PUT /projects/{p}/apply`, `?dry_run=true` for diff).
+//!
+//! `lbc diff` exits as diff(1) and `git diff --exit-code` do: 0 when nothing
+//! would change, 1 when something would (the plan is printed either way);
+//! errors keep their codes (2 and up).
 
 use std::path::{Path, PathBuf};
 
@@ -53,10 +57,36 @@ pub async fn run(session: &mut Session, args: ApplyArgs, dry_run: bool) -> Resul
         .call(Method::PUT, &path, Some(&doc.to_value()))
         .await?;
     let text = describe(&answer, dry_run, args.prune);
+    let changes = changes(&answer);
     session.out.show(Shown::Message {
         value: answer,
         text,
-    })
+    })?;
+    if dry_run && changes > 0 {
+        return Err(Error::Exit(1));
+    }
+    Ok(())
+}
+
+/// The names listed under `key` in a plan (`plan` or `plan.scripts`).
+fn names_in(plan: &Value, key: &str) -> Vec<String> {
+    plan[key]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().or_else(|| v["name"].as_str()).map(str::to_owned))
+        .collect()
+}
+
+/// The changes a plan holds: services and scripts created, updated and
+/// deleted, and the project when it is created.
+fn changes(answer: &Value) -> usize {
+    let plan = &answer["plan"];
+    let listed = ["creates", "updates", "deletes"]
+        .iter()
+        .map(|key| names_in(plan, key).len() + names_in(&plan["scripts"], key).len())
+        .sum::<usize>();
+    listed + usize::from(answer["created_project"] == true)
 }
 
 /// Reads and converts a file; a file lb cannot take is a usage error
@@ -82,14 +112,7 @@ fn read(file: &Path) -> Result<(Format, apply::Document)> {
 
 /// The answer for people: one line a change.
 fn describe(answer: &Value, dry_run: bool, prune: bool) -> String {
-    let names = |key: &str| -> Vec<String> {
-        answer["plan"][key]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v.as_str().or_else(|| v["name"].as_str()).map(str::to_owned))
-            .collect()
-    };
+    let names = |key: &str| names_in(&answer["plan"], key);
     let project = answer["project"].as_str().unwrap_or_default();
     let mut lines = Vec::new();
     if answer["created_project"] == true {
@@ -124,14 +147,7 @@ fn describe(answer: &Value, dry_run: bool, prune: bool) -> String {
         lines.push(format!("{create} {name}"));
     }
     let scripts = &answer["plan"]["scripts"];
-    let script_names = |key: &str| -> Vec<String> {
-        scripts[key]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v.as_str().or_else(|| v["name"].as_str()).map(str::to_owned))
-            .collect()
-    };
+    let script_names = |key: &str| names_in(scripts, key);
     for name in script_names("deletes") {
         lines.push(format!("{delete} script {name}"));
     }
@@ -212,5 +228,12 @@ mod tests {
              unchanged: api\n  not in the file, kept (--prune deletes them): old\n\
              project demo: 2 change(s) planned, nothing written"
         );
+        assert_eq!(changes(&answer), 2);
+        let same = json!({"project": "demo", "created_project": false,
+            "plan": {"creates": [], "updates": [], "deletes": [], "unchanged": ["api"],
+                     "scripts": {"creates": [], "unchanged": ["hello"]}}});
+        assert_eq!(changes(&same), 0);
+        let new_project = json!({"project": "demo", "created_project": true, "plan": {}});
+        assert_eq!(changes(&new_project), 1);
     }
 }
