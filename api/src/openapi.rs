@@ -473,6 +473,18 @@ pub const ROUTES: &[Route] = &[
         .body("ScriptRunRequest")
         .ok(200, Some("ScriptRun")),
     r(
+        SCRIPTS,
+        "runScriptStream",
+        "GET",
+        "/api/v1/projects/{p}/services/{s}/scripts/{name}/run",
+        "Run a script in one replica, its output streamed as it comes: a websocket (framing in docs/contracts.md); recorded as a POST run",
+    )
+    .query(&[
+        q("replica", "string", "the replica's id (default: the first running one)"),
+        q("arg", "string", "an argument, once per argument, in order (none: the script's)"),
+    ])
+    .ok(101, None),
+    r(
         HOOKS,
         "getServiceWebhook",
         "GET",
