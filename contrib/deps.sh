@@ -6,6 +6,7 @@
 #   curl                         for the API fuzzing script      [--test]
 #   busybox (busybox-static)     test images built FROM scratch  [--test]
 #   bash-static                  /bin/bash-static, bash in a test image (bash scripts) [--test]
+#   python3.11-minimal, libpython3.11-stdlib  python3 copied into a test image (python scripts) [--test]
 #   skopeo                       a second registry client in tests [--test]
 #   git                          builds clone with it; tests serve repositories
 #   libjs-term.js, libjs-chart.js  the web UI's console and charts (served from
@@ -29,6 +30,8 @@ if [ "${1:-}" = "--test" ]; then
   command -v curl >/dev/null || need+=(curl)
   dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
   [ -x /bin/bash-static ] || need+=(bash-static)
+  [ -x /usr/bin/python3.11 ] || need+=(python3.11-minimal)
+  [ -d /usr/lib/python3.11/encodings ] || need+=(libpython3.11-stdlib)
   command -v skopeo >/dev/null || need+=(skopeo)
   command -v chromium >/dev/null || need+=(chromium)
   command -v chromedriver >/dev/null || need+=(chromium-driver)

@@ -569,6 +569,64 @@ async fn run(b: &Browser, image: &str, repo: &str) {
     );
     b.shot("09-service-scaled").await;
 
+    // A stored script, written in the Scripts card and run in every running
+    // replica: each one's exit code and output, and the run in the history.
+    b.fill("#script-name", "hello").await;
+    b.fill(
+        "#script-body",
+        "echo \"hello $1 $GREETING\"\necho oops >&2\nexit 3\n",
+    )
+    .await;
+    b.fill("#script-env", "GREETING=from-a-script").await;
+    b.click("#script-save").await;
+    b.until(
+        "the saved script chosen",
+        20,
+        "return document.querySelector('#script-pick').value === 'hello' && !document.querySelector('#script-run').disabled",
+    )
+    .await;
+    b.click("#script-replica").await;
+    b.until(
+        "three running replicas to run on",
+        20,
+        "return [...document.querySelectorAll('#script-replica option')].some(o => o.value === 'all' && o.textContent.includes('(3)'))",
+    )
+    .await;
+    b.js("const s = document.querySelector('#script-replica'); s.value = 'all'; return true")
+        .await;
+    b.fill("#script-run-args", "world").await;
+    b.click("#script-run").await;
+    b.until(
+        "the script's result in each replica",
+        60,
+        "const r = [...document.querySelectorAll('#script-output .script-result')]; return r.length === 3 && r.every(x => x.textContent.includes('exit 3') && x.querySelector('pre[aria-label=stdout]').textContent === 'hello world from-a-script\\n' && x.querySelector('pre[aria-label=stderr]').textContent === 'oops\\n')",
+    )
+    .await;
+    b.until(
+        "the run in the script's history",
+        20,
+        "const row = document.querySelector('#script-runs tbody tr td:last-child'); return !!row && row.textContent === '3 3 3'",
+    )
+    .await;
+    b.shot("09a-script-run").await;
+
+    // A one-off job from the Jobs card: its state, exit code and output.
+    b.fill("#job-command", "/bin/busybox echo job-out").await;
+    b.click("#job-run").await;
+    b.until(
+        "the job over with its output",
+        90,
+        "const t = document.querySelector('#job-title'); const l = document.querySelector('#job-logs'); return !!t && t.textContent.includes('succeeded (exit 0)') && l.textContent === 'job-out\\n'",
+    )
+    .await;
+    b.until(
+        "the job in the list",
+        30,
+        "return [...document.querySelectorAll('#jobs tbody tr')].some(r => r.textContent.includes('/bin/busybox echo job-out') && r.textContent.includes('succeeded'))",
+    )
+    .await;
+    b.shot("09b-job").await;
+
     // An invalid spec edit: the error is beside the field, the input kept.
     b.fill("#e-memory", "1").await;
     b.click("#spec-form button[type=submit]").await;

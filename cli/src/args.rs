@@ -401,6 +401,11 @@ pub struct ServiceFlags {
     /// Build with lb's Dockerfile template for a language and framework.
     #[arg(long, value_name = "LANG/FRAMEWORK")]
     pub template: Option<String>,
+    /// A stack: the path of a compose file (or lb.yaml) in the repository,
+    /// applied to the project after each build (the service itself runs
+    /// nothing: replicas default to 0).
+    #[arg(long, value_name = "PATH")]
+    pub compose: Option<String>,
     /// Replica count.
     #[arg(short, long)]
     pub replicas: Option<u32>,

@@ -361,6 +361,37 @@ fn projects_and_services() {
         "docker/Dockerfile"
     );
     up.fails(&["service", "create", "x", "--template", "python"], 2);
+    // A stack: the compose file's path in the source, no replicas of its own.
+    let svc = up.json(&[
+        "service",
+        "create",
+        "stack",
+        "--repo",
+        "https://github.com/o/r.git",
+        "--compose",
+        "deploy/docker-compose.yml",
+    ]);
+    assert_eq!(
+        svc["spec"]["source"]["compose"],
+        "deploy/docker-compose.yml"
+    );
+    assert_eq!(svc["spec"]["replicas"], 0);
+    up.ok(&["service", "rm", "stack", "--yes"]);
+    up.fails(&["service", "create", "y", "--compose", "c.yml"], 2);
+    up.fails(
+        &[
+            "service",
+            "create",
+            "y",
+            "--repo",
+            "https://github.com/o/r.git",
+            "--compose",
+            "c.yml",
+            "--template",
+            "python/flask",
+        ],
+        2,
+    );
 
     // Update changes only what is given; `-e KEY-` removes.
     let svc = up.json(&[

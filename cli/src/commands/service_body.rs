@@ -193,6 +193,14 @@ fn common(flags: &ServiceFlags, removal: bool) -> Result<Map<String, Value>> {
         build.insert("framework".into(), json!(framework));
     }
     let mut source = Map::new();
+    if let Some(file) = &flags.compose {
+        if !build.is_empty() {
+            return Err(Error::usage(
+                "--compose excludes --dockerfile and --template: a stack builds no image of its own",
+            ));
+        }
+        source.insert("compose".into(), json!(file));
+    }
     if let Some(url) = &flags.repo {
         source.insert("url".into(), json!(url));
     }
@@ -213,14 +221,21 @@ pub(super) fn create_body(name: &str, flags: &ServiceFlags) -> Result<Value> {
         return Err(Error::usage("a service needs --image IMAGE or --repo URL"));
     }
     if flags.repo.is_none()
-        && (flags.branch.is_some() || flags.dockerfile.is_some() || flags.template.is_some())
+        && (flags.branch.is_some()
+            || flags.dockerfile.is_some()
+            || flags.template.is_some()
+            || flags.compose.is_some())
     {
         return Err(Error::usage(
-            "--branch, --dockerfile and --template need --repo URL",
+            "--branch, --dockerfile, --template and --compose need --repo URL",
         ));
     }
     let mut body = common(flags, false)?;
     body.insert("name".into(), json!(name));
+    // A stack runs nothing itself.
+    if flags.compose.is_some() && flags.replicas.is_none() {
+        body.insert("replicas".into(), json!(0));
+    }
     Ok(Value::Object(body))
 }
 
