@@ -218,7 +218,7 @@ async fn session<R: Runtime>(
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(heard + API_SILENCE) => {
-                return Err(Error::Join(format!("nothing from the API for {} s", API_SILENCE.as_secs())));
+                return Err(Error::Channel(format!("nothing from the API for {} s", API_SILENCE.as_secs())));
             }
             _ = fence.wait() => fence.fence(to_reconciler).await,
             _ = heartbeat.tick() => {
@@ -243,7 +243,7 @@ async fn session<R: Runtime>(
                     fence.fence(to_reconciler).await;
                 }
                 if heard + API_SILENCE <= now {
-                    return Err(Error::Join(format!("nothing from the API for {} s", API_SILENCE.as_secs())));
+                    return Err(Error::Channel(format!("nothing from the API for {} s", API_SILENCE.as_secs())));
                 }
                 if let Some(Ok(_)) = incoming {
                     heard = now;
@@ -253,7 +253,7 @@ async fn session<R: Runtime>(
                     Some(Ok(Message::Text(text))) => text,
                     Some(Ok(Message::Close(_))) | None => return Ok(true),
                     Some(Ok(_)) => continue,
-                    Some(Err(err)) => return Err(Error::Join(format!("channel error: {err}"))),
+                    Some(Err(err)) => return Err(Error::Channel(err.to_string())),
                 };
                 match serde_json::from_str::<ToNode>(&text) {
                     Ok(ToNode::Logs { request, replica, tail, timestamps }) => {
@@ -310,8 +310,8 @@ async fn send<S>(tx: &mut S, message: &FromNode) -> Result<()>
 where
     S: futures::Sink<Message, Error = tungstenite::Error> + Unpin,
 {
-    let text = serde_json::to_string(message).map_err(|e| Error::Join(e.to_string()))?;
+    let text = serde_json::to_string(message).map_err(|e| Error::Channel(e.to_string()))?;
     tx.send(Message::Text(text))
         .await
-        .map_err(|e| Error::Join(format!("channel error: {e}")))
+        .map_err(|e| Error::Channel(e.to_string()))
 }

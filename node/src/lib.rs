@@ -38,6 +38,9 @@ pub enum Error {
     /// Joining failed (bad or used token, API unreachable).
     #[error("cannot join the cluster: {0}")]
     Join(String),
+    /// The channel to the API failed or fell silent (the node reconnects).
+    #[error("the channel to the API failed: {0}")]
+    Channel(String),
     /// The data dir holds no credential and no join token was given.
     #[error("no node credential in {0} and no --join-token given: ask an admin for one (POST /api/v1/nodes/join-tokens)")]
     NoCredential(String),
