@@ -179,6 +179,12 @@ pub fn summarize(
         exit_code: None,
         oom_killed: false,
     };
+    if let Some(file) = spec.source.as_ref().and_then(|s| s.compose.as_ref()) {
+        return summary(
+            State::Stopped,
+            format!("a stack: each build applies {file} to the project"),
+        );
+    }
     if spec.image.is_none() {
         let detail = if spec.source.is_some() {
             "waiting for the first build: deploy to build the source"
@@ -471,6 +477,19 @@ mod tests {
             "first build",
         );
         assert_eq!(serde_json::to_value(got.state).unwrap(), "no_image");
+    }
+
+    #[test]
+    fn a_stack_is_stopped_and_says_what_it_applies() {
+        let s = spec(json!({"image": null, "replicas": 0,
+            "source": {"url": "https://example.com/r.git", "compose": "deploy/compose.yml"}}));
+        check(
+            &s,
+            1,
+            vec![],
+            "stopped",
+            "a stack: each build applies deploy/compose.yml",
+        );
     }
 
     #[test]

@@ -216,6 +216,14 @@ pub async fn deploy(
         let status = word(&build.status);
         return Err(Error::failed(format!("build {number} {status}{why}")));
     }
+    if let Some(stack) = &build.stack {
+        out.note(&format!(
+            "==> Build {number} read {} in {}",
+            stack.file,
+            took(&build)
+        ));
+        return wait_applied(&client, &build_path, number, deadline, timeout, out).await;
+    }
     out.note(&format!(
         "==> Build {number} succeeded in {} ({}): {}",
         took(&build),
@@ -227,6 +235,51 @@ pub async fn deploy(
         text: format!("==> Deployed build {number}: {replicas} running."),
         value,
     })
+}
+
+/// Follows a stack's build until an API server has applied its file:
+/// each change and each build it queued on stderr, then the build. Fails
+/// with the apply's error.
+async fn wait_applied(
+    client: &Client,
+    build_path: &str,
+    number: u64,
+    deadline: Instant,
+    timeout: u64,
+    out: crate::output::Output,
+) -> Result<()> {
+    loop {
+        let value = client.get(build_path).await?;
+        let build: Build = typed(&value)?;
+        if let Some(applied) = build.applied.as_ref().filter(|a| a.finished.is_some()) {
+            for change in &applied.done {
+                out.note(&format!("==> {change}"));
+            }
+            for queued in &applied.builds {
+                out.note(&format!("==> build {queued} queued"));
+            }
+            if let Some(error) = &applied.error {
+                return Err(Error::failed(format!(
+                    "build {number}'s file was not applied: {}",
+                    crate::client::one_line(error)
+                )));
+            }
+            return out.show(Shown::Message {
+                text: format!(
+                    "==> Applied build {number}: {} change(s), {} build(s) queued (`lbc status` follows them).",
+                    applied.done.len(),
+                    applied.builds.len()
+                ),
+                value,
+            });
+        }
+        if Instant::now() > deadline {
+            return Err(Error::failed(format!(
+                "timed out after {timeout} s: build {number}'s file is not applied yet"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 fn step_title(name: &str) -> String {
