@@ -148,19 +148,7 @@ async fn interactive(client: &crate::client::Client, path: &str, args: &Exec) ->
             message = stream.next() => {
                 let Some(message) = message else { break };
                 match message {
-                    Ok(Message::Binary(bytes)) => match bytes.split_first() {
-                        Some((1, data)) => {
-                            let mut out = std::io::stdout().lock();
-                            let _ = out.write_all(data);
-                            let _ = out.flush();
-                        }
-                        Some((2, data)) => {
-                            let mut err = std::io::stderr().lock();
-                            let _ = err.write_all(data);
-                            let _ = err.flush();
-                        }
-                        _ => {}
-                    },
+                    Ok(Message::Binary(bytes)) => write_frame(&bytes),
                     Ok(Message::Text(text)) => {
                         let end: StreamEnd = serde_json::from_str(&text).unwrap_or_default();
                         if let Some(code) = end.exit_code {
@@ -201,5 +189,23 @@ async fn interactive(client: &crate::client::Client, path: &str, args: &Exec) ->
         Some(0) => Ok(()),
         Some(code) => Err(Error::Exit(code.clamp(1, 255) as i32)),
         None => Err(Error::server("the exec stream ended without an exit code")),
+    }
+}
+
+/// Writes one binary frame of an exec or script-run stream: `0x01` +
+/// stdout or `0x02` + stderr, flushed at once; other tags are ignored.
+pub(super) fn write_frame(bytes: &[u8]) {
+    match bytes.split_first() {
+        Some((1, data)) => {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(data);
+            let _ = out.flush();
+        }
+        Some((2, data)) => {
+            let mut err = std::io::stderr().lock();
+            let _ = err.write_all(data);
+            let _ = err.flush();
+        }
+        _ => {}
     }
 }

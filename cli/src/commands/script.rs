@@ -254,19 +254,7 @@ async fn stream(
     let mut cut = false;
     while let Some(message) = socket.next().await {
         match message.map_err(broke)? {
-            Message::Binary(bytes) => match bytes.split_first() {
-                Some((1, data)) => {
-                    let mut out = std::io::stdout().lock();
-                    let _ = out.write_all(data);
-                    let _ = out.flush();
-                }
-                Some((2, data)) => {
-                    let mut err = std::io::stderr().lock();
-                    let _ = err.write_all(data);
-                    let _ = err.flush();
-                }
-                _ => {}
-            },
+            Message::Binary(bytes) => super::exec::write_frame(&bytes),
             Message::Text(text) => {
                 let value: Value = serde_json::from_str(&text).unwrap_or_default();
                 if value["error"].is_object() {
