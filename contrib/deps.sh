@@ -18,6 +18,7 @@
 #   nginx, wrk                   the ingress benchmark's baseline and load  [--test]
 #   iptables, iproute2           network namespaces and the node's firewall [--test]
 #   nodejs, npm                  a node base image for the static-site build test [--test]
+#   systemd-analyze (systemd)    CI checks the systemd units (contrib/systemd/verify.sh) [--test]
 set -euo pipefail
 need=()
 command -v protoc >/dev/null || need+=(protobuf-compiler)
@@ -43,6 +44,7 @@ if [ "${1:-}" = "--test" ]; then
   command -v ip >/dev/null || need+=(iproute2)
   command -v node >/dev/null || need+=(nodejs)
   command -v npm >/dev/null || need+=(npm)
+  command -v systemd-analyze >/dev/null || need+=(systemd)
 fi
 command -v cargo >/dev/null || { echo "lb needs a Rust toolchain (cargo): see https://rustup.rs" >&2; exit 1; }
 [ ${#need[@]} -eq 0 ] && exit 0
