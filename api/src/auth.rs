@@ -1,10 +1,11 @@
 //! Authentication: JWT access tokens (HS256 only; the signing key is made on
 //! first start and kept in the store so every API instance shares it), long
-//! lived API tokens (stored as SHA-256 hashes), and the limit on failed
-//! logins per user and per client address.
+//! lived API tokens (stored as SHA-256 hashes), the limit on failed
+//! logins per user and per client address, and that client address behind
+//! trusted reverse proxies.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -237,6 +238,78 @@ impl LoginLimiter {
     }
 }
 
+/// The most `X-Forwarded-For` entries looked at, right to left.
+const MAX_FORWARDED_HOPS: usize = 32;
+
+/// The client's address for the login limits. A peer that is not a trusted
+/// proxy is the client, whatever headers it sends (a client cannot name
+/// its own address). A trusted proxy's `X-Forwarded-For` (every header of
+/// that name, in order, as one comma-separated list) is read from the
+/// right, each entry appended by the proxy before it: the first address
+/// that is not itself a trusted proxy is the client. An entry that is not
+/// an address (`unknown`, a name) stops the walk at the last trusted hop,
+/// as does a list of only trusted proxies. `Forwarded:` (RFC 7239) is not
+/// read.
+pub fn client_ip<'a>(
+    peer: IpAddr,
+    forwarded_for: impl IntoIterator<Item = &'a str>,
+    trusted: &[crate::config::Cidr],
+) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|net| net.contains(ip));
+    let mut client = peer.to_canonical();
+    if !is_trusted(client) {
+        return client;
+    }
+    let entries: Vec<&str> = forwarded_for
+        .into_iter()
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .collect();
+    for entry in entries.iter().rev().take(MAX_FORWARDED_HOPS) {
+        // Plain addresses, or with a port (`192.0.2.1:4711`, `[2001:db8::1]:80`).
+        let Some(ip) = entry
+            .parse::<IpAddr>()
+            .ok()
+            .or_else(|| entry.parse::<SocketAddr>().ok().map(|a| a.ip()))
+        else {
+            break;
+        };
+        client = ip.to_canonical();
+        if !is_trusted(client) {
+            break;
+        }
+    }
+    client
+}
+
+/// The client's address (see [`client_ip`]) as a filter, in place of
+/// `warp::addr::remote()` for the routes that log in. The port is the
+/// peer's when the peer is the client, else 0.
+pub fn client_addr(
+    ctx: crate::context::Ctx,
+) -> impl warp::Filter<Extract = (Option<SocketAddr>,), Error = std::convert::Infallible> + Clone {
+    use warp::Filter;
+    warp::addr::remote()
+        .and(warp::header::headers_cloned())
+        .map(
+            move |peer: Option<SocketAddr>, headers: warp::http::HeaderMap| {
+                peer.map(|peer| {
+                    let values = headers
+                        .get_all("x-forwarded-for")
+                        .iter()
+                        .filter_map(|v| v.to_str().ok());
+                    let ip = client_ip(peer.ip(), values, &ctx.config.trusted_proxies);
+                    if ip == peer.ip().to_canonical() {
+                        SocketAddr::new(ip, peer.port())
+                    } else {
+                        SocketAddr::new(ip, 0)
+                    }
+                })
+            },
+        )
+}
+
 /// Resolves a bearer token (access token or API token) to the caller.
 pub async fn authenticate(
     store: &dyn Store,
@@ -308,5 +381,64 @@ mod tests {
         limiter
             .check("bob", Some("10.0.0.3".parse().unwrap()))
             .unwrap();
+    }
+
+    #[test]
+    fn the_client_is_named_only_by_trusted_proxies() {
+        use crate::config::Cidr;
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let mut trusted = Cidr::loopback().to_vec();
+        trusted.push("10.0.0.0/8".parse().unwrap());
+        let client = |peer: &str, xff: &[&str]| client_ip(ip(peer), xff.iter().copied(), &trusted);
+        // A peer that is no trusted proxy is the client, whatever it says.
+        assert_eq!(client("203.0.113.5", &["192.0.2.1"]), ip("203.0.113.5"));
+        assert_eq!(client("203.0.113.5", &[]), ip("203.0.113.5"));
+        // A trusted proxy without the header is the client.
+        assert_eq!(client("127.0.0.1", &[]), ip("127.0.0.1"));
+        assert_eq!(client("::ffff:127.0.0.1", &[]), ip("127.0.0.1"));
+        // Behind one proxy: the address it appended.
+        assert_eq!(client("127.0.0.1", &["192.0.2.1"]), ip("192.0.2.1"));
+        assert_eq!(client("::1", &["2001:db8::7"]), ip("2001:db8::7"));
+        // What the client sent itself sits left of that and is not believed.
+        assert_eq!(
+            client("127.0.0.1", &["198.51.100.9, 192.0.2.1"]),
+            ip("192.0.2.1")
+        );
+        // Behind a chain of trusted proxies: the right-most untrusted one,
+        // also across several header lines and with ports.
+        assert_eq!(
+            client(
+                "127.0.0.1",
+                &["198.51.100.9, 192.0.2.1", "10.1.1.1 , 10.2.2.2"]
+            ),
+            ip("192.0.2.1")
+        );
+        assert_eq!(client("127.0.0.1", &["192.0.2.1:4711"]), ip("192.0.2.1"));
+        assert_eq!(
+            client("127.0.0.1", &["[2001:db8::1]:80"]),
+            ip("2001:db8::1")
+        );
+        assert_eq!(client("127.0.0.1", &["::ffff:192.0.2.1"]), ip("192.0.2.1"));
+        // Garbage or only proxies: the last trusted hop, never further left.
+        assert_eq!(
+            client("127.0.0.1", &["192.0.2.1, unknown"]),
+            ip("127.0.0.1")
+        );
+        assert_eq!(
+            client("127.0.0.1", &["192.0.2.1, unknown, 10.0.0.3"]),
+            ip("10.0.0.3")
+        );
+        assert_eq!(client("127.0.0.1", &["10.0.0.3, 10.0.0.4"]), ip("10.0.0.3"));
+        assert_eq!(client("127.0.0.1", &[""]), ip("127.0.0.1"));
+        // Without loopback in the list, a local peer's header is ignored too.
+        let only: Vec<Cidr> = vec!["10.0.0.0/8".parse().unwrap()];
+        assert_eq!(
+            client_ip(ip("127.0.0.1"), ["192.0.2.1"], &only),
+            ip("127.0.0.1")
+        );
+        // A long list stops after MAX_FORWARDED_HOPS entries.
+        let long = vec!["10.9.9.9"; MAX_FORWARDED_HOPS + 5].join(",");
+        let long = format!("192.0.2.1,{long}");
+        assert_eq!(client("127.0.0.1", &[long.as_str()]), ip("10.9.9.9"));
     }
 }

@@ -1,9 +1,9 @@
 //! The API's settings: the listen address, signup policy, token lifetime,
-//! login limits, the UI's library directory, and the git vendors'
-//! applications and public URL. Plain data, filled in by the binary's flags;
-//! nothing here does IO.
+//! login limits and the proxies trusted to name the client, the UI's
+//! library directory, and the git vendors' applications and public URL.
+//! Plain data, filled in by the binary's flags; nothing here does IO.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use lb_model::keys::Keys;
@@ -38,6 +38,10 @@ pub struct Config {
     pub login_limit_per_user: usize,
     /// Failed logins allowed per client address in 5 minutes.
     pub login_limit_per_address: usize,
+    /// Peers whose `X-Forwarded-For` names the client (reverse proxies in
+    /// front of the API); default loopback. Any other peer's header is
+    /// ignored, so a client cannot name its own address.
+    pub trusted_proxies: Vec<Cidr>,
     /// Where the web UI's browser libraries are (Debian's
     /// `/usr/share/javascript`), served under `/vendor/`.
     pub ui_vendor_dir: std::path::PathBuf,
@@ -64,12 +68,89 @@ impl Config {
             token_ttl: Duration::from_secs(12 * 3600),
             login_limit_per_user: 5,
             login_limit_per_address: 20,
+            trusted_proxies: Cidr::loopback().to_vec(),
             ui_vendor_dir: DEFAULT_VENDOR_DIR.into(),
             advertise_url: None,
             ingress: Default::default(),
             acme: None,
             backup_dir: None,
         }
+    }
+}
+
+/// A block of addresses: `10.0.0.0/8`, `fd00::/8`, or one address (`/32`,
+/// `/128`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// The loopback blocks, `127.0.0.0/8` and `::1/128`.
+    pub fn loopback() -> [Cidr; 2] {
+        [
+            Cidr {
+                addr: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)),
+                prefix: 8,
+            },
+            Cidr {
+                addr: IpAddr::V6(Ipv6Addr::LOCALHOST),
+                prefix: 128,
+            },
+        ]
+    }
+
+    /// Whether `ip` is in the block (an IPv4-mapped IPv6 address counts as
+    /// its IPv4 address).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let (addr, prefix) = match s.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{s:?} is not an address or address/prefix (CIDR)"))?;
+        let addr = addr.to_canonical();
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{s:?}: the prefix length must be 0 to {max}"))?,
+        };
+        Ok(Cidr { addr, prefix })
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
     }
 }
 
@@ -144,5 +225,42 @@ impl VendorSettings {
     /// The OAuth redirect URI of a vendor.
     pub fn callback_url(&self, vendor: Vendor) -> String {
         format!("{}/api/v1/vendors/{vendor}/callback", self.base())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn cidrs_parse_and_contain() {
+        let net: Cidr = "10.1.0.0/16".parse().unwrap();
+        assert!(net.contains(ip("10.1.255.7")));
+        assert!(net.contains(ip("::ffff:10.1.0.1")));
+        assert!(!net.contains(ip("10.2.0.1")));
+        assert!(!net.contains(ip("::1")));
+        let one: Cidr = "192.0.2.9".parse().unwrap();
+        assert_eq!(one.to_string(), "192.0.2.9/32");
+        assert!(one.contains(ip("192.0.2.9")) && !one.contains(ip("192.0.2.8")));
+        let all: Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains(ip("203.0.113.1")));
+        let v6: Cidr = "fd00::/8".parse().unwrap();
+        assert!(v6.contains(ip("fd12::1")) && !v6.contains(ip("fe80::1")));
+        let [v4_lo, v6_lo] = Cidr::loopback();
+        assert!(v4_lo.contains(ip("127.0.0.2")) && v6_lo.contains(ip("::1")));
+        for bad in [
+            "",
+            "10.0.0.0/33",
+            "::/129",
+            "10.0.0/8",
+            "x/8",
+            "10.0.0.0/-1",
+        ] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+        }
     }
 }

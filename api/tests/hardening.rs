@@ -1,6 +1,8 @@
 //! Smaller holes found in review (issue 16, part 7), each shut against a
 //! real server over HTTP: failed logins delay the guessing address, not
-//! the account's owner; the login page follows only same-origin paths;
+//! the account's owner (behind a trusted proxy too, the address taken from
+//! X-Forwarded-For, which a peer that is no trusted proxy cannot name);
+//! the login page follows only same-origin paths;
 //! session cookies are `Secure` over HTTPS; nodes and metrics are the
 //! admin's; credentials and dot segments in a source URL are refused.
 
@@ -67,6 +69,81 @@ async fn failed_logins_delay_the_guessing_address_not_the_owner() {
     assert_eq!(r.status(), 401);
     let r = login_from(&api, &owner, "bob", "password-1").await;
     assert_eq!(r.status(), 200);
+}
+
+async fn login_forwarded(
+    api: &Api,
+    client: &reqwest::Client,
+    forwarded_for: &str,
+    user: &str,
+    password: &str,
+) -> reqwest::Response {
+    client
+        .post(format!("{}/api/v1/auth/login", api.base))
+        .header("x-forwarded-for", forwarded_for)
+        .json(&json!({"username": user, "password": password}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Behind a reverse proxy (here: loopback, trusted by default) every
+/// client arrives from the proxy's address; the limits key on the address
+/// the proxy appended to X-Forwarded-For, so the guesser is delayed and the
+/// owner, behind the same proxy, still logs in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_the_forwarded_address_is_delayed_not_the_owner() {
+    let api = start_with(Backend::Embedded, |c| {
+        c.login_limit_per_user = 3;
+        c.login_limit_per_address = 50;
+    })
+    .await;
+    api.user("bob").await;
+    let proxy = client_from("127.0.0.1");
+    for _ in 0..3 {
+        let r = login_forwarded(&api, &proxy, "192.0.2.66", "bob", "wrong guess").await;
+        assert_eq!(r.status(), 401);
+    }
+    let r = login_forwarded(&api, &proxy, "192.0.2.66", "bob", "password-1").await;
+    assert_eq!(r.status(), 429);
+    // The guesser putting the owner's address in its own header: the proxy
+    // appends the real one, and the right-most untrusted entry counts.
+    let r = login_forwarded(&api, &proxy, "192.0.2.10, 192.0.2.66", "bob", "password-1").await;
+    assert_eq!(r.status(), 429);
+    // The owner, through the same proxy (another chain of trusted hops
+    // included), logs in.
+    let r = login_forwarded(&api, &proxy, "192.0.2.10", "bob", "password-1").await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let r = login_forwarded(&api, &proxy, "192.0.2.10, 127.0.0.9", "bob", "password-1").await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+}
+
+/// A peer that is not a trusted proxy cannot leave its delay by naming
+/// other addresses in X-Forwarded-For. Only 127.0.0.1 is trusted here, so
+/// 127.0.0.2 is an untrusted peer on this machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_peer_cannot_evade_the_delay_with_x_forwarded_for() {
+    let api = start_with(Backend::Embedded, |c| {
+        c.login_limit_per_user = 3;
+        c.login_limit_per_address = 50;
+        c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    api.user("bob").await;
+    let attacker = client_from("127.0.0.2");
+    for i in 0..3 {
+        let r = login_forwarded(&api, &attacker, &format!("192.0.2.{i}"), "bob", "wrong").await;
+        assert_eq!(r.status(), 401);
+    }
+    for spoofed in ["192.0.2.200", "127.0.0.1", "192.0.2.10, 192.0.2.11"] {
+        let r = login_forwarded(&api, &attacker, spoofed, "bob", "password-1").await;
+        assert_eq!(r.status(), 429, "X-Forwarded-For: {spoofed}");
+    }
+    // The trusted proxy's clients are still told apart, and the owner
+    // logs in through it.
+    let proxy = client_from("127.0.0.1");
+    let r = login_forwarded(&api, &proxy, "192.0.2.10", "bob", "password-1").await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,7 +21,9 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
     let login = warp::path!("auth" / "login")
         .and(warp::post())
         .and(c())
-        .and(warp::addr::remote())
+        // The client's address for the failed-login limits (behind a
+        // trusted proxy, from its X-Forwarded-For).
+        .and(crate::auth::client_addr(ctx.clone()))
         .and(body())
         .and_then(|ctx, addr, body| respond_fut(accounts::login(ctx, addr, body)));
     let me = warp::path!("me")

@@ -75,7 +75,9 @@ pub async fn login(
 }
 
 /// The user a name and password belong to, under the failed-login limits
-/// (also used by the registry's token endpoint).
+/// (also used by the registry's token endpoint). `addr` is the client's
+/// address as [`crate::auth::client_addr`] finds it (behind a trusted proxy,
+/// from `X-Forwarded-For`); the limits key on its IP.
 pub async fn check_password(
     ctx: &Ctx,
     addr: Option<SocketAddr>,
