@@ -169,6 +169,259 @@ fn a_fully_reserved_node_deploys_and_rolls_back() {
     drop(up);
 }
 
+/// The service's deploys, newest first.
+async fn deploys(user: &User, name: &str) -> Vec<Value> {
+    let (status, body) = user
+        .call(
+            "GET",
+            &format!("/projects/roll/services/{name}/deploys"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let list: Value = serde_json::from_str(&body).unwrap();
+    list["items"].as_array().unwrap().clone()
+}
+
+/// Polls the service's deploys (60 s) until the one of `generation` has
+/// settled; answers the list. With `serving`, Docker's running containers
+/// of `sid` are checked on the way: never none.
+async fn until_settled(
+    user: &User,
+    name: &str,
+    (sid, serving): (&str, bool),
+    generation: u64,
+) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            !serving || running_containers(sid) >= 1,
+            "{name}: no container running during the rollout of generation {generation}"
+        );
+        let list = deploys(user, name).await;
+        let settled = list
+            .iter()
+            .find(|d| d["generation"] == generation)
+            .is_some_and(|d| d["outcome"] != "in_progress");
+        if settled {
+            return list;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}: generation {generation} not settled within 60 s: {list:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Queues a build of the service and waits (120 s) for it to end.
+async fn build(user: &User, name: &str) -> Value {
+    let path = format!("/projects/roll/services/{name}/builds");
+    let (status, body) = user.call("POST", &path, json!({})).await;
+    assert_eq!(status, 201, "{body}");
+    let n = serde_json::from_str::<Value>(&body).unwrap()["number"]
+        .as_u64()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, body) = user.call("GET", &format!("{path}/{n}"), Value::Null).await;
+        let build: Value = serde_json::from_str(&body).unwrap();
+        if ["succeeded", "failed", "canceled"].contains(&build["status"].as_str().unwrap_or("")) {
+            assert_eq!(build["status"], "succeeded", "{build}");
+            return build;
+        }
+        assert!(Instant::now() < deadline, "build {n} did not end: {build}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The commit checked out in `dir`.
+fn head(dir: &Path) -> String {
+    let out = Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Builds from git on a node whose CPUs the service reserves entirely, and
+/// rolls back through the API's rollback (not a new image by hand): each
+/// generation is a deploy with its cause and who, settled `rolled_out`,
+/// with a container running all along.
+#[test]
+fn a_fully_reserved_node_rolls_back_to_an_earlier_build() {
+    let image = lb_testing::busybox_image();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = lb_testing::GitRepo::serve(&dir.path().join("git"));
+    let dockerfile = format!(
+        "FROM {image}\nCOPY version /version\nCMD [\"/bin/busybox\", \"sleep\", \"3600\"]\n"
+    );
+    repo.commit(
+        &[("Dockerfile", dockerfile.as_bytes()), ("version", b"one\n")],
+        "version one",
+    );
+    let first = head(&repo.work);
+    let up = start(&dir.path().join("data"));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let admin = User::log_in_as(&up.api, "admin", "admin-password").await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let cpus = loop {
+            let (_, nodes) = admin.call("GET", "/nodes", Value::Null).await;
+            let nodes: Value = serde_json::from_str(&nodes).unwrap();
+            match nodes["items"][0]["capacity"]["cpus"].as_f64() {
+                Some(cpus) if cpus > 0.0 => break cpus,
+                _ => assert!(Instant::now() < deadline, "no node within 30 s: {nodes}"),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let user = User::sign_up(&up.api, "builder").await;
+        let (status, body) = user
+            .call("POST", "/projects", json!({"name": "roll"}))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        // Two replicas reserve every CPU of the node: no room to surge.
+        let created = create(
+            &user,
+            json!({"name": "app", "replicas": 2, "cpu": cpus / 2.0, "memory": 16,
+                "stop_timeout": 1, "source": {"url": repo.url, "branch": "main"}}),
+        )
+        .await;
+        let sid = created["id"].as_str().unwrap().to_owned();
+
+        // Build #1: its deploy, by the user who asked, rolls out.
+        let one = build(&user, "app").await;
+        assert_eq!(one["by"], "builder", "{one}");
+        let generation = service(&user, "app").await["status"]["generation"]
+            .as_u64()
+            .unwrap();
+        let list = until_settled(&user, "app", (&sid, false), generation).await;
+        assert_eq!(
+            list[0]["cause"],
+            format!("build #1 (commit {})", &first[..7]),
+            "{list:#?}"
+        );
+        assert_eq!(
+            (&list[0]["by"], &list[0]["outcome"]),
+            (&json!("builder"), &json!("rolled_out")),
+            "{list:#?}"
+        );
+
+        // Build #2 of a new commit: its deploy names it; the log says it
+        // rolls out, and it does, on the full node.
+        repo.commit(&[("version", b"two\n")], "version two");
+        let second = head(&repo.work);
+        let two = build(&user, "app").await;
+        assert_eq!(two["commit"], second.as_str(), "{two}");
+        assert_ne!(two["digest"], one["digest"]);
+        let generation = service(&user, "app").await["status"]["generation"]
+            .as_u64()
+            .unwrap();
+        let (_, log) = user
+            .call(
+                "GET",
+                "/projects/roll/services/app/builds/2/logs",
+                Value::Null,
+            )
+            .await;
+        assert!(
+            log.contains(&format!("rolling out generation {generation} with ")),
+            "{log}"
+        );
+        let list = until_settled(&user, "app", (&sid, true), generation).await;
+        assert_eq!(list[0]["generation"], generation, "{list:#?}");
+        assert_eq!(
+            list[0]["cause"],
+            format!("build #2 (commit {})", &second[..7]),
+            "{list:#?}"
+        );
+        assert_eq!(
+            (&list[0]["by"], &list[0]["outcome"]),
+            (&json!("builder"), &json!("rolled_out")),
+            "{list:#?}"
+        );
+
+        // Roll back to build #1 through the API.
+        let (status, body) = user
+            .call(
+                "POST",
+                "/projects/roll/services/app/rollback",
+                json!({"build": 1}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let svc: Value = serde_json::from_str(&body).unwrap();
+        let digest = one["digest"].as_str().unwrap();
+        assert!(
+            svc["spec"]["image"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("@{digest}")),
+            "{svc}"
+        );
+        let rollback = svc["status"]["generation"].as_u64().unwrap();
+        assert_eq!(rollback, generation + 1, "{svc}");
+        let list = until_settled(&user, "app", (&sid, true), rollback).await;
+        assert_eq!(list[0]["generation"], rollback, "{list:#?}");
+        assert_eq!(list[0]["cause"], "rollback to build #1", "{list:#?}");
+        assert_eq!(
+            (&list[0]["by"], &list[0]["outcome"]),
+            (&json!("builder"), &json!("rolled_out")),
+            "{list:#?}"
+        );
+        assert!(
+            ["superseded", "rolled_out"].contains(&list[1]["outcome"].as_str().unwrap()),
+            "{list:#?}"
+        );
+        assert!(
+            list[1]["cause"].as_str().unwrap().starts_with("build #2 "),
+            "{list:#?}"
+        );
+        let svc = until(&user, "app", "rolled out", rolled_out, |_| {}).await;
+        assert_eq!(svc["status"]["live"]["generation"], rollback, "{svc:#}");
+
+        // Every replica runs build #1's image, by the API and by Docker.
+        let (_, list) = user
+            .call("GET", "/projects/roll/services/app/replicas", Value::Null)
+            .await;
+        let list: Value = serde_json::from_str(&list).unwrap();
+        let items = list["items"].as_array().unwrap();
+        assert_eq!(items.len(), 2, "{list}");
+        assert!(
+            items.iter().all(|r| r["generation"] == rollback
+                && r["state"] == "running"
+                && r["image"]
+                    .as_str()
+                    .is_some_and(|i| i.ends_with(&format!("@{digest}")))),
+            "{list}"
+        );
+        let ids = docker(&[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=lb.service={sid}"),
+            "--filter",
+            "status=running",
+        ]);
+        let images: Vec<String> = ids
+            .split_whitespace()
+            .map(|id| {
+                docker(&["inspect", "-f", "{{.Config.Image}}", id])
+                    .trim()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(images.len(), 2, "{images:?}");
+        assert!(
+            images.iter().all(|i| i.ends_with(&format!("@{digest}"))),
+            "{images:?}"
+        );
+    });
+    drop(up);
+}
+
 #[test]
 fn a_fixed_host_port_rolls_out_stop_first() {
     let image = lb_testing::busybox_image();

@@ -449,7 +449,31 @@ async fn push_builds_a_private_repository_and_deploys_it() {
     let build = wait_build("site", 1).await;
     assert_eq!(build["status"], "succeeded", "{build}");
     assert_eq!(build["commit"], first.as_str());
+    // Asked for by the webhook, not by a user.
+    assert_eq!(build["by"], "webhook (github push)", "{build}");
     wait_serving("version one\n").await;
+    // Its deploy names the build, the commit and the webhook, and rolls out.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let cause = format!("build #1 (commit {})", &first[..7]);
+    let deploy = loop {
+        let (_, list) = call("GET", "/projects/demo/services/site/deploys", Value::Null).await;
+        let found = list["items"]
+            .as_array()
+            .and_then(|l| l.iter().find(|d| d["cause"] == cause.as_str()).cloned());
+        if let Some(d) = found.filter(|d| d["outcome"] != "in_progress") {
+            break d;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no settled deploy {cause:?} within 60 s: {list:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(
+        (&deploy["by"], &deploy["outcome"]),
+        (&json!("webhook (github push)"), &json!("rolled_out")),
+        "{deploy:#}"
+    );
 
     let second = commit("version two\n");
     let (status, reply) = deliver(second.clone(), "d-2").await;
