@@ -20,6 +20,7 @@ both_backends!(
     bad_input_is_a_4xx,
     isolation_matrix,
     openapi_lists_every_route_and_metrics_count,
+    ports_written_as_strings_read_back_as_objects,
 );
 
 async fn accounts_and_tokens(backend: Backend) {
@@ -867,6 +868,128 @@ async fn deletes_cascade_without_orphans(backend: Backend) {
             .await
             .status,
         404
+    );
+}
+
+async fn ports_written_as_strings_read_back_as_objects(backend: Backend) {
+    let api = start(backend).await;
+    let t = api.user("alice").await;
+    api.call(
+        "POST",
+        "/api/v1/projects",
+        Some(&t),
+        Some(json!({"name": "demo"})),
+    )
+    .await;
+    let svcs = "/api/v1/projects/demo/services";
+    let svc = "/api/v1/projects/demo/services/web";
+    let r = api
+        .call(
+            "POST",
+            svcs,
+            Some(&t),
+            Some(json!({"name": "web", "image": "busybox:1", "replicas": 0,
+                "ports": ["18080:80/udp", "81"]})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let objects = json!([
+        {"container": 80, "host": 18080, "protocol": "udp"},
+        {"container": 81, "host": null, "protocol": "tcp"},
+    ]);
+    assert_eq!(r.body["spec"]["ports"], objects, "{}", r.body);
+    let r = api.call("GET", svc, Some(&t), None).await;
+    assert_eq!(r.body["spec"]["ports"], objects, "{}", r.body);
+
+    // A merge patch and a replacement take either form.
+    let r = api
+        .call(
+            "PATCH",
+            svc,
+            Some(&t),
+            Some(json!({"ports": ["8080:80", {"container": 53, "protocol": "udp"}]})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.body["spec"]["ports"],
+        json!([
+            {"container": 80, "host": 8080, "protocol": "tcp"},
+            {"container": 53, "host": null, "protocol": "udp"},
+        ])
+    );
+    let r = api
+        .call(
+            "PUT",
+            svc,
+            Some(&t),
+            Some(
+                json!({"name": "web", "image": "busybox:1", "replicas": 0, "ports": ["9000/udp"]}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.body["spec"]["ports"],
+        json!([{"container": 9000, "host": null, "protocol": "udp"}])
+    );
+
+    // A bad string is the caller's fault, named with what is wrong.
+    for (method, path, body, field, why) in [
+        (
+            "POST",
+            svcs,
+            json!({"name": "w", "image": "x", "ports": ["80", "80/sctp"]}),
+            "ports[1]",
+            "tcp or udp",
+        ),
+        (
+            "POST",
+            svcs,
+            json!({"name": "w", "image": "x", "ports": ["70000"]}),
+            "ports[0]",
+            "1 to 65535",
+        ),
+        (
+            "POST",
+            svcs,
+            json!({"name": "w", "image": "x", "ports": ["127.0.0.1:80:80"]}),
+            "ports[0]",
+            "host address",
+        ),
+        (
+            "POST",
+            svcs,
+            json!({"name": "w", "image": "x", "ports": [80]}),
+            "ports[0]",
+            "HOST:CONTAINER",
+        ),
+        (
+            "POST",
+            svcs,
+            json!({"name": "w", "image": "x", "ports": ["80", "80"]}),
+            "ports[1].container",
+            "twice",
+        ),
+        (
+            "PATCH",
+            svc,
+            json!({"ports": [":80"]}),
+            "ports[0]",
+            "host port is missing",
+        ),
+    ] {
+        let r = api.call(method, path, Some(&t), Some(body.clone())).await;
+        assert_eq!(r.status, 400, "{body} -> {}", r.body);
+        assert_eq!(r.body["error"]["field"], field, "{body} -> {}", r.body);
+        let message = r.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(why), "{body} -> {}", r.body);
+    }
+    let r = api.call("GET", svc, Some(&t), None).await;
+    assert_eq!(
+        r.body["spec"]["ports"],
+        json!([{"container": 9000, "host": null, "protocol": "udp"}]),
+        "unchanged by the refused patch"
     );
 }
 

@@ -13,7 +13,7 @@
 //!   web:
 //!     image: nginx:1.25
 //!     replicas: 2
-//!     ports: [{container: 80}]
+//!     ports: ["8080:80"]      # HOST:CONTAINER[/udp], or {container: 80, host: 8080}
 //!     domains: [www.example.com]
 //!     depends_on: [db]
 //! scripts:                 # optional: the project's stored scripts
@@ -36,7 +36,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::{Script, ServiceSpec, ValidationError};
+use crate::{Port, Script, ServiceSpec, ValidationError};
 
 pub use plan::{
     plan, plan_scripts, Current, CurrentScript, FieldChange, Plan, PlannedCreate, PlannedDelete,
@@ -160,8 +160,10 @@ const COMPOSE_SERVICE_KEYS: &[&str] = &[
 /// is named like one (`compose.yaml`, `docker-compose.yml`, ...), or its
 /// top level has a compose-only key (`version`, `name`, `volumes`,
 /// `networks`, `configs`, `secrets`, `x-...`), or a service uses a
-/// compose-only key (`environment`, `build`, `deploy`, ...), a port or a
-/// volume written as a string, or a command written as one string.
+/// compose-only key (`environment`, `build`, `deploy`, ...), a port lb
+/// does not read (a number, a range, a host address: `"8080:80"` is lb's
+/// form too), a volume written as a string, or a command written as one
+/// string.
 pub fn detect(file_name: Option<&str>, value: &Value) -> Format {
     if let Some(name) = file_name {
         let base = name.rsplit('/').next().unwrap_or(name).to_ascii_lowercase();
@@ -197,7 +199,13 @@ pub fn detect(file_name: Option<&str>, value: &Value) -> Format {
         };
         s.keys()
             .any(|k| COMPOSE_SERVICE_KEYS.contains(&k.as_str()) || k.starts_with("x-"))
-            || strings("ports")
+            // `"8080:80"` is lb's form too; numbers, ranges and
+            // addresses are compose's alone.
+            || s.get("ports").and_then(Value::as_array).is_some_and(|a| {
+                a.iter().any(|v| {
+                    !v.is_object() && v.as_str().and_then(|t| t.parse::<Port>().ok()).is_none()
+                })
+            })
             || strings("volumes")
             || s.get("command").is_some_and(Value::is_string)
     };

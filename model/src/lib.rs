@@ -29,6 +29,7 @@ mod hardening;
 mod health;
 mod job;
 mod node;
+mod ports;
 mod project;
 mod quota;
 mod replica;
@@ -52,6 +53,7 @@ pub use job::{
     JOB_HISTORY, JOB_LOG_MAX, MAX_JOB_TIMEOUT,
 };
 pub use node::{parse_bytes, Capacity, DiskLimit, Node, NodeStatus};
+pub use ports::PortError;
 pub use project::Project;
 pub use quota::{Exceeded, Limit, Quota, MAX_LIMIT};
 pub use replica::{PortBinding, Replica, ReplicaState, ReplicaStatus};

@@ -5,6 +5,8 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::ports::{Port, Protocol};
+
 use super::project::check_description;
 use super::source::Source;
 use super::{check_name, truncate, Result, Timestamp, ValidationError};
@@ -39,31 +41,6 @@ pub enum ServiceState {
     Running,
     /// No replica runs.
     Paused,
-}
-
-/// A port's transport protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    /// TCP.
-    #[default]
-    Tcp,
-    /// UDP.
-    Udp,
-}
-
-/// A container port and, optionally, the fixed host port it is published on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Port {
-    /// The port inside the container.
-    pub container: u16,
-    /// The host port; `None` lets the node pick a free one.
-    #[serde(default)]
-    pub host: Option<u16>,
-    /// tcp or udp.
-    #[serde(default)]
-    pub protocol: Protocol,
 }
 
 /// A named volume of the service mounted at a path.
@@ -113,7 +90,8 @@ pub struct ServiceSpec {
     /// CPUs per replica.
     #[serde(default = "default_cpu")]
     pub cpu: f64,
-    /// Published ports.
+    /// Published ports, each written `HOST:CONTAINER[/PROTOCOL]` or as an
+    /// object; serialized as objects.
     #[serde(default)]
     pub ports: Vec<Port>,
     /// Environment variables.
@@ -642,6 +620,18 @@ mod tests {
             Some("ports[1].host"),
         );
         check(
+            json!({"name": "web", "image": "x", "ports": ["8080:80", "80/udp", {"container": 81}]}),
+            None,
+        );
+        check(
+            json!({"name": "web", "image": "x", "ports": ["80", {"container": 80}]}),
+            Some("ports[1].container"),
+        );
+        check(
+            json!({"name": "web", "image": "x", "ports": ["8080:80", "8080:81"]}),
+            Some("ports[1].host"),
+        );
+        check(
             json!({"name": "web", "image": "x", "env": {"1A": "x"}}),
             Some("env"),
         );
@@ -712,6 +702,8 @@ mod tests {
         for body in [
             json!({"name": "web", "image": "x", "replicas": -1}),
             json!({"name": "web", "image": "x", "ports": [{"container": 70000}]}),
+            json!({"name": "web", "image": "x", "ports": ["70000"]}),
+            json!({"name": "web", "image": "x", "ports": ["80:80:80"]}),
             json!({"name": "web", "image": "x", "memory": -64}),
             json!({"name": "web", "image": "x", "unknown": 1}),
             json!({"name": "web", "image": "x", "stop_timeout": -1}),

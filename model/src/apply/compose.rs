@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use super::{spec_from_map, DocService, Document, DocumentError};
-use crate::ValidationError;
+use crate::{Port, ValidationError};
 
 /// Problems found so far, each naming its key.
 #[derive(Default)]
@@ -599,25 +599,28 @@ fn scalar(value: &Value) -> Option<String> {
 fn port(field: &str, value: &Value, p: &mut Problems) -> Option<Value> {
     let (container, host, protocol) = match value {
         Value::Number(_) | Value::String(_) => {
+            // lb's own `[HOST:]CONTAINER[/PROTOCOL]`, after the compose
+            // forms lb cannot honour are named.
             let text = scalar(value).unwrap_or_default();
-            let (ports, protocol) = text.split_once('/').unwrap_or((&text, "tcp"));
-            let parts: Vec<&str> = ports.split(':').collect();
-            let (host, container) = match parts.as_slice() {
-                [container] => (None, *container),
-                [host, container] => (Some(*host), *container),
-                _ => {
-                    p.add(
-                        field,
-                        format!("{text:?}: a host address is not supported (lb publishes on the node's addresses)"),
-                    );
-                    return None;
+            let ports = text.split('/').next().unwrap_or_default();
+            if ports.matches(':').count() > 1 {
+                p.add(
+                    field,
+                    format!("{text:?}: a host address is not supported (lb publishes on the node's addresses)"),
+                );
+                return None;
+            }
+            if ports.contains('-') {
+                p.add(field, format!("{text:?}: port ranges are not supported"));
+                return None;
+            }
+            return match text.parse::<Port>() {
+                Ok(port) => Some(serde_json::json!(port)),
+                Err(e) => {
+                    p.add(field, e.to_string());
+                    None
                 }
             };
-            (
-                container.to_owned(),
-                host.map(str::to_owned),
-                protocol.to_owned(),
-            )
         }
         Value::Object(map) => {
             let mut container = String::new();

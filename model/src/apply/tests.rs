@@ -31,6 +31,24 @@ fn spec(value: Value) -> ServiceSpec {
 }
 
 #[test]
+fn lb_format_takes_ports_as_strings_or_objects() {
+    let (format, doc) = read(
+        "services:\n  web:\n    image: x\n    env: {A: b}\n    \
+         ports: ['8080:80', '53:53/udp', {container: 9000}]\n",
+    )
+    .unwrap();
+    assert_eq!(format, Format::Lb);
+    assert_eq!(
+        json!(doc.services["web"].spec.ports),
+        json!([
+            {"container": 80, "host": 8080, "protocol": "tcp"},
+            {"container": 53, "host": 53, "protocol": "udp"},
+            {"container": 9000, "host": null, "protocol": "tcp"},
+        ])
+    );
+}
+
+#[test]
 fn lb_format_takes_every_spec_field_and_names_the_service() {
     let (format, doc) = read(
         "project: demo\nservices:\n  web:\n    image: nginx:1.25\n    replicas: 2\n    \
@@ -44,6 +62,10 @@ fn lb_format_takes_every_spec_field_and_names_the_service() {
     assert_eq!(web.spec.name, "web");
     assert_eq!(web.spec.replicas, 2);
     assert_eq!(web.spec.domains, ["www.example.com"]);
+    assert_eq!(
+        json!(web.spec.ports),
+        json!([{"container": 80, "host": null, "protocol": "tcp"}])
+    );
     assert_eq!(web.depends_on, ["db"]);
     assert_eq!(doc.services["db"].spec.memory, 256);
     assert_eq!(doc.start_order().unwrap(), ["db", "web"]);
@@ -71,6 +93,10 @@ fn lb_format_names_every_bad_key() {
     assert_eq!(
         fields("services:\n  web:\n    image: x\n    ports: [{container: 0}]\n"),
         ["services.web.ports[0].container"]
+    );
+    assert_eq!(
+        fields("project: demo\nservices:\n  web:\n    image: x\n    ports: ['80', '80:x']\n"),
+        ["services.web.ports[1]"]
     );
     assert_eq!(
         fields("services:\n  web:\n    name: api\n    image: x\n"),
@@ -107,6 +133,34 @@ fn bad_yaml_names_line_and_column() {
 }
 
 #[test]
+fn compose_ports_use_lbs_parser() {
+    let (format, doc) =
+        read("services: {web: {image: x, ports: [80, '8080:81', '53:53/udp']}}\n").unwrap();
+    assert_eq!(format, Format::Compose);
+    assert_eq!(
+        json!(doc.services["web"].spec.ports),
+        json!([
+            {"container": 80, "host": null, "protocol": "tcp"},
+            {"container": 81, "host": 8080, "protocol": "tcp"},
+            {"container": 53, "host": 53, "protocol": "udp"},
+        ])
+    );
+    let err = read("version: '3'\nservices: {web: {image: x, ports: ['80/sctp', '0:80']}}\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(
+            "services.web.ports[0]: port \"80/sctp\" is invalid: the protocol must be tcp or udp"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("services.web.ports[1]: port \"0:80\" is invalid: the host port"),
+        "{err}"
+    );
+}
+
+#[test]
 fn formats_are_told_apart() {
     let check = |name: Option<&str>, text: &str, expect: Format| {
         let value = parse_yaml(text).unwrap();
@@ -127,11 +181,20 @@ fn formats_are_told_apart() {
         "services: {web: {image: x, environment: {A: b}}}\n",
         Format::Compose,
     );
+    // lb reads `HOST:CONTAINER[/PROTOCOL]` too: only compose's own forms
+    // (numbers, addresses, ranges) tell a compose file.
     check(
         None,
-        "services: {web: {image: x, ports: ['80:80']}}\n",
-        Format::Compose,
+        "services: {web: {image: x, ports: ['80:80', '53/udp']}}\n",
+        Format::Lb,
     );
+    for compose in ["80", "'127.0.0.1:80:80'", "'8000-8001:8000-8001'"] {
+        check(
+            None,
+            &format!("services: {{web: {{image: x, ports: ['80:80', {compose}]}}}}\n"),
+            Format::Compose,
+        );
+    }
     check(
         None,
         "services: {web: {image: x, ports: [{container: 80}]}}\n",
