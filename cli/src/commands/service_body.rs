@@ -2,7 +2,7 @@
 //! from their flags: the new service's fields, or a JSON merge patch of the
 //! spec (`KEY-` removes an env variable or node-selector label).
 
-use lb_model::{Port, Protocol, Volume};
+use lb_model::{Port, Volume};
 use serde_json::{json, Map, Value};
 
 use crate::args::ServiceFlags;
@@ -27,30 +27,10 @@ pub fn parse_memory(s: &str) -> Result<u64> {
     number.checked_mul(factor).ok_or_else(bad)
 }
 
-/// A port from `CONTAINER`, `HOST:CONTAINER`, either with `/tcp` or `/udp`.
+/// A port from `CONTAINER`, `HOST:CONTAINER`, either with `/tcp` or `/udp`:
+/// lb-model's parser, the one the API and apply documents use.
 pub fn parse_port(s: &str) -> Result<Port> {
-    let bad = |why: &str| Error::usage(format!("port {s:?} is invalid: {why}"));
-    let (ports, protocol) = match s.rsplit_once('/') {
-        Some((p, "tcp")) => (p, Protocol::Tcp),
-        Some((p, "udp")) => (p, Protocol::Udp),
-        Some(_) => return Err(bad("the protocol must be tcp or udp")),
-        None => (s, Protocol::Tcp),
-    };
-    let number = |p: &str| -> Result<u16> {
-        match p.parse::<u16>() {
-            Ok(n) if n > 0 => Ok(n),
-            _ => Err(bad("give [HOST:]CONTAINER with ports 1 to 65535")),
-        }
-    };
-    let (host, container) = match ports.split_once(':') {
-        Some((h, c)) => (Some(number(h)?), number(c)?),
-        None => (None, number(ports)?),
-    };
-    Ok(Port {
-        container,
-        host,
-        protocol,
-    })
+    s.parse::<Port>().map_err(|e| Error::usage(e.to_string()))
 }
 
 /// `KEY=VALUE` (or `KEY-` when removal is allowed: value `None`).
