@@ -133,6 +133,14 @@ pub enum Command {
         #[arg(long, default_value_t = 600, value_name = "SECONDS")]
         timeout: u64,
     },
+    /// A service's deploys, newest first: each new generation (a build's,
+    /// a rollback, a spec change), what caused it and who, when it started
+    /// and settled, and how (`rolled_out`, `halted` with why, `superseded`,
+    /// `in_progress`); the live one and the one coming are marked.
+    Deploys {
+        /// SERVICE or PROJECT/SERVICE.
+        service: String,
+    },
     /// Run the image of an earlier successful build again.
     Rollback {
         /// SERVICE or PROJECT/SERVICE.
@@ -153,6 +161,9 @@ pub enum Command {
         /// Only this replica (its id, a unique prefix of it, or of the short id lbc prints).
         #[arg(long, value_name = "ID")]
         replica: Option<String>,
+        /// Start each line with its time (RFC 3339).
+        #[arg(short = 't', long)]
+        timestamps: bool,
     },
     /// Run a command in a replica of a service.
     Exec(Exec),
@@ -443,6 +454,10 @@ pub struct ServiceFlags {
     /// Seconds a replica gets to exit after SIGTERM before it is killed (0–300).
     #[arg(long, value_name = "SECONDS")]
     pub stop_timeout: Option<u32>,
+    /// How many replicas a rollout replacing in place may take down at
+    /// once, and how many new ones it starts at once (1–1000; default 1).
+    #[arg(long, value_name = "N")]
+    pub max_unavailable: Option<u32>,
     /// The command to run instead of the image's.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,

@@ -170,6 +170,20 @@ impl Client {
             .map_err(|e| Error::server(format!("reading the answer: {e}")))
     }
 
+    /// `GET` of a text answer, with the answer's headers.
+    pub async fn get_text_headers(
+        &self,
+        path: &str,
+    ) -> Result<(String, reqwest::header::HeaderMap)> {
+        let response = self.send(Method::GET, path, None, true).await?;
+        let headers = response.headers().clone();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| Error::server(format!("reading the answer: {e}")))?;
+        Ok((text, headers))
+    }
+
     /// Opens a websocket to `path` (with its query) with the token.
     pub async fn websocket(&self, path: &str) -> Result<Socket> {
         let token = self.require_token()?;

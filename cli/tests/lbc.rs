@@ -465,7 +465,10 @@ fn operations_logs_and_exec() {
     let replicas = up.wait_running("tick", 2);
     let table = up.ok(&["replicas", "tick"]);
     assert!(table.starts_with("ID"), "{table}");
-    assert!(table.contains("->8080"), "host port shown: {table}");
+    assert!(
+        table.contains(":8080") && !table.contains("->"),
+        "host port shown as HOST:CONTAINER: {table}"
+    );
 
     // Nodes.
     let nodes = up.ok(&["node", "ls"]);

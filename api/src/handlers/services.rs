@@ -181,7 +181,10 @@ pub struct ExecRequest {
 }
 
 /// `GET .../logs`: the last lines of a replica's output, as text (or
-/// following it: [`super::streams::follow_text`]).
+/// following it: [`super::streams::follow_text`]); without `replica`, a
+/// running one's, else the last output of the one that ended last. The
+/// `X-Lb-*` headers name the replica and how it last ended
+/// ([`replicas::LogSource::headers`]).
 pub async fn logs(
     ctx: Ctx,
     caller: Caller,
@@ -191,13 +194,22 @@ pub async fn logs(
 ) -> Result<Response> {
     let tail = replicas::check_tail(query.tail)?;
     let loaded = resolve::service(&ctx, &caller, &p, &s).await?;
-    let (replica, node) = replicas::target(&ctx, &loaded, query.replica.as_deref()).await?;
+    let source = replicas::log_source(&ctx, &loaded, query.replica.as_deref()).await?;
+    let (replica, node) = (&source.replica, &source.node);
     let timestamps = query.timestamps.unwrap_or(false);
-    if query.follow == Some(true) {
-        return super::streams::follow_text(&ctx, &node, &replica, tail, timestamps).await;
+    let mut response = if query.follow == Some(true) {
+        super::streams::follow_text(&ctx, node, replica, tail, timestamps).await?
+    } else {
+        let text = replicas::logs(&ctx, node, replica, tail, timestamps).await?;
+        warp::reply::with_header(text, "content-type", "text/plain; charset=utf-8").into_response()
+    };
+    // Whose output it is and how that replica last ended.
+    for (name, value) in source.headers() {
+        if let Ok(value) = warp::http::HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
     }
-    let text = replicas::logs(&ctx, &node, &replica, tail, timestamps).await?;
-    Ok(warp::reply::with_header(text, "content-type", "text/plain; charset=utf-8").into_response())
+    Ok(response)
 }
 
 /// `POST .../exec`: runs a command in a replica; answers its exit code and

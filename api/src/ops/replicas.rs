@@ -148,6 +148,125 @@ pub async fn target(
     Ok((chosen.0.id.clone(), node))
 }
 
+/// The replica a logs request reads, with how its container last ended
+/// (the `X-Lb-*` headers of `GET .../logs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSource {
+    /// The replica id.
+    pub replica: String,
+    /// Its node.
+    pub node: String,
+    /// Its state as its node last reported it.
+    pub state: ReplicaState,
+    /// Its container's last exit code, when it has exited.
+    pub exit_code: Option<i64>,
+    /// Whether that exit was an out-of-memory kill.
+    pub oom_killed: bool,
+    /// Restarts so far.
+    pub restarts: u32,
+}
+
+impl LogSource {
+    /// The response headers that say whose output it is and how that
+    /// replica's container last ended: `X-Lb-Replica`,
+    /// `X-Lb-Replica-State`, `X-Lb-Restarts`, and when it has exited,
+    /// `X-Lb-Exit-Code` and `X-Lb-Oom-Killed`.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let state = serde_json::to_value(self.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let mut out = vec![
+            ("x-lb-replica", self.replica.clone()),
+            ("x-lb-replica-state", state),
+            ("x-lb-restarts", self.restarts.to_string()),
+        ];
+        if let Some(code) = self.exit_code {
+            out.push(("x-lb-exit-code", code.to_string()));
+            out.push(("x-lb-oom-killed", self.oom_killed.to_string()));
+        }
+        out
+    }
+}
+
+/// Which replica a logs request without `replica` reads: the first running
+/// one, else the one whose container ended most recently (a crashed or
+/// exited replica's last output); `None` when no replica has a container.
+fn log_choice(replicas: &[(Replica, Option<ReplicaStatus>)]) -> Option<usize> {
+    let running = replicas.iter().position(|(r, s)| {
+        r.node.is_some() && s.as_ref().is_some_and(|s| s.state == ReplicaState::Running)
+    });
+    running.or_else(|| {
+        replicas
+            .iter()
+            .enumerate()
+            .filter(|(_, (r, _))| r.node.is_some())
+            .filter_map(|(i, (_, s))| s.as_ref().map(|s| (i, s)))
+            .filter(|(_, s)| s.container_id.is_some() || s.state == ReplicaState::Exited)
+            // The latest report; the first of equals.
+            .max_by_key(|(i, s)| (s.updated, std::cmp::Reverse(*i)))
+            .map(|(i, _)| i)
+    })
+}
+
+/// The replica a logs request reads: the one named (of this service), else
+/// the first running one, else the one whose container ended last (its
+/// last output, with its exit code in [`LogSource::headers`]). 422 only
+/// when the service has no replica, or none with a container yet.
+pub async fn log_source(
+    ctx: &Ctx,
+    loaded: &LoadedService,
+    replica: Option<&str>,
+) -> Result<LogSource> {
+    let replicas = of(ctx, &loaded.pid, &loaded.meta.id).await?;
+    let chosen = match replica {
+        Some(rid) => replicas.iter().find(|(r, _)| r.id == rid).ok_or_else(|| {
+            ApiError::not_found(format!(
+                "replica {rid:?} not found in service {:?}",
+                loaded.meta.name
+            ))
+            .with_field("replica")
+        })?,
+        None => match log_choice(&replicas) {
+            Some(i) => &replicas[i],
+            None if replicas.is_empty() => {
+                return Err(ApiError::unprocessable(format!(
+                    "service {:?} has no replica",
+                    loaded.meta.name
+                )))
+            }
+            None => {
+                let (r, s) = &replicas[0];
+                let why = s
+                    .as_ref()
+                    .map(|s| s.message.clone())
+                    .filter(|m| !m.is_empty())
+                    .or_else(|| r.reason.clone())
+                    .unwrap_or_else(|| "not started yet".to_owned());
+                return Err(ApiError::unprocessable(format!(
+                    "service {:?} has no replica with output yet (replica {:?}: {why})",
+                    loaded.meta.name, r.id
+                )));
+            }
+        },
+    };
+    let node = chosen.0.node.clone().ok_or_else(|| {
+        ApiError::unprocessable(format!(
+            "replica {:?} is not placed on a node yet",
+            chosen.0.id
+        ))
+    })?;
+    let status = chosen.1.clone().unwrap_or_default();
+    Ok(LogSource {
+        replica: chosen.0.id.clone(),
+        node,
+        state: status.state,
+        exit_code: status.exit_code,
+        oom_killed: status.oom_killed,
+        restarts: status.restarts,
+    })
+}
+
 /// The last `tail` lines of a replica's output, asked of its node.
 pub async fn logs(
     ctx: &Ctx,
@@ -221,6 +340,51 @@ pub async fn exec(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn placed(
+        id: &str,
+        state: Option<ReplicaState>,
+        updated: i64,
+    ) -> (Replica, Option<ReplicaStatus>) {
+        let replica = Replica {
+            id: id.into(),
+            project: "p".into(),
+            service: "s".into(),
+            node: Some("n1".into()),
+            image: "img".into(),
+            generation: 1,
+            reason: None,
+            created: 1,
+        };
+        let status = state.map(|state| ReplicaStatus {
+            state,
+            container_id: (state != ReplicaState::Pending).then(|| format!("c-{id}")),
+            exit_code: matches!(state, ReplicaState::Exited).then_some(3),
+            updated,
+            ..Default::default()
+        });
+        (replica, status)
+    }
+
+    #[test]
+    fn logs_read_a_running_replica_else_the_last_ended_one() {
+        use ReplicaState::*;
+        let mut list = vec![
+            placed("a", Some(Exited), 50),
+            placed("b", Some(Running), 10),
+            placed("c", Some(Exited), 90),
+        ];
+        assert_eq!(log_choice(&list), Some(1), "a running one first");
+        list[1] = placed("b", Some(Exited), 10);
+        assert_eq!(log_choice(&list), Some(2), "else the latest exit");
+        list[2] = placed("c", Some(Pending), 99);
+        list[2].1.as_mut().unwrap().container_id = None;
+        assert_eq!(log_choice(&list), Some(0), "a pending one has no output");
+        let mut unplaced = placed("d", None, 0);
+        unplaced.0.node = None;
+        assert_eq!(log_choice(&[unplaced]), None);
+        assert_eq!(log_choice(&[]), None);
+    }
 
     #[test]
     fn commands_and_tails_are_bounded() {

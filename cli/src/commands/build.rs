@@ -6,7 +6,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use lb_model::views::List;
-use lb_model::{Build, BuildStatus, ReplicaState};
+use lb_model::{Build, BuildStatus, Deploy, DeployOutcome, ReplicaState};
 use serde_json::{json, Value};
 
 use crate::args::BuildCmd;
@@ -230,10 +230,184 @@ pub async fn deploy(
         steps(&build),
         text(&build.image)
     ));
-    let replicas = wait_running(&client, &path, &build, deadline, timeout, out).await?;
+    let done = wait_deployed(&client, &path, &build, deadline, timeout, out).await?;
     out.show(Shown::Message {
-        text: format!("==> Deployed build {number}: {replicas} running."),
+        text: format!("==> Deployed build {number}: {done}."),
         value,
+    })
+}
+
+/// Whether `deploy` is the one the builder started for `build`: its cause
+/// names the build (`build #3`, `build #3 (commit abc1234)`), or its image
+/// holds the build's digest.
+fn deploy_of_build(deploy: &Deploy, build: &Build) -> bool {
+    let cause = format!("build #{}", build.number);
+    let digest = text(&build.digest);
+    deploy.cause == cause
+        || deploy.cause.starts_with(&format!("{cause} "))
+        || (!digest.is_empty() && text(&deploy.image).contains(&digest))
+}
+
+/// Follows the deploy the build started (its record in the service's
+/// deploys) until it settles, with the rollout's progress on stderr (as
+/// [`wait_running`]): `rolled_out` answers "generation G rolled out (n/m
+/// replicas running)"; `halted` fails with its reason. A deploy
+/// `superseded` by a newer one that runs the same image (a spec change on
+/// top of the build, e.g. `lbc env set`) is followed in its place; one
+/// superseded by another image (a newer build, a rollback) fails saying
+/// so. A new version that crash-loops with no old replica to halt on fails
+/// as before. Without deploy records (an API that keeps none, or a build
+/// whose image the service already ran) the replicas decide
+/// ([`wait_running`]).
+async fn wait_deployed(
+    client: &Client,
+    path: &str,
+    build: &Build,
+    deadline: Instant,
+    timeout: u64,
+    out: crate::output::Output,
+) -> Result<String> {
+    let number = build.number;
+    let mut following: Option<u64> = None;
+    let mut last_line = String::new();
+    loop {
+        let deploys = match client.get(&format!("{path}/deploys")).await {
+            Ok(list) => typed::<List<Deploy>>(&list)?.items,
+            Err(Error::Message {
+                kind: Kind::NotFound,
+                ..
+            }) if following.is_none() => {
+                // An API without deploy history: the replicas tell.
+                let n = wait_running(client, path, build, deadline, timeout, out).await?;
+                return Ok(format!("{n} running"));
+            }
+            Err(e) => return Err(e),
+        };
+        let snap = super::status::Snapshot::read(client, path).await?;
+        let mine = match following {
+            Some(g) => deploys.iter().find(|d| d.generation == g),
+            None => deploys.iter().find(|d| deploy_of_build(d, build)),
+        };
+        let Some(deploy) = mine else {
+            let digest = text(&build.digest);
+            if following.is_none()
+                && !digest.is_empty()
+                && text(&snap.service.spec.image).contains(&digest)
+            {
+                // The service already ran this image: no new generation.
+                let n = wait_running(client, path, build, deadline, timeout, out).await?;
+                return Ok(format!("{n} running"));
+            }
+            if Instant::now() > deadline {
+                return Err(Error::failed(format!(
+                    "timed out after {timeout} s: no deploy of build {number} recorded"
+                )));
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        };
+        let generation = deploy.generation;
+        if following != Some(generation) {
+            out.note(&format!("==> Deploying {}", super::deploys::named(deploy)));
+            following = Some(generation);
+        }
+        let rollout = &snap.rollout;
+        let progress = if rollout.generation == generation {
+            rollout.progress()
+        } else {
+            format!("the service is at generation {}", rollout.generation)
+        };
+        match deploy.outcome {
+            DeployOutcome::RolledOut if rollout.generation == generation => {
+                return Ok(format!(
+                    "generation {generation} rolled out ({}/{} replicas running)",
+                    rollout.ready, rollout.desired
+                ));
+            }
+            DeployOutcome::RolledOut => {
+                return Ok(format!("generation {generation} rolled out"));
+            }
+            DeployOutcome::Halted => {
+                let why = if deploy.reason.is_empty() {
+                    snap.halted().unwrap_or_default()
+                } else {
+                    deploy.reason.clone()
+                };
+                return Err(Error::failed(format!(
+                    "the rollout of generation {generation} halted: {} ({progress}); the old version keeps serving",
+                    crate::client::one_line(&why)
+                )));
+            }
+            DeployOutcome::Superseded => {
+                let newer = deploys
+                    .iter()
+                    .filter(|d| d.generation > generation)
+                    .min_by_key(|d| d.generation);
+                match newer {
+                    Some(newer) if newer.image.is_some() && newer.image == deploy.image => {
+                        out.note(&format!(
+                            "==> Generation {generation} was superseded by {}, which runs the same image: following it",
+                            super::deploys::named(newer)
+                        ));
+                        following = Some(newer.generation);
+                        continue;
+                    }
+                    Some(newer) => {
+                        return Err(Error::failed(format!(
+                            "build {number}'s deploy (generation {generation}) was superseded by {}, which runs another image",
+                            super::deploys::named(newer)
+                        )));
+                    }
+                    None => {
+                        return Err(Error::failed(format!(
+                            "build {number}'s deploy (generation {generation}) was superseded{}",
+                            if deploy.reason.is_empty() {
+                                String::new()
+                            } else {
+                                format!(": {}", crate::client::one_line(&deploy.reason))
+                            }
+                        )));
+                    }
+                }
+            }
+            DeployOutcome::InProgress => {}
+        }
+        if rollout.generation == generation {
+            // A new replica that keeps crashing with no old one to halt
+            // on: the record stays in progress, the new version does not run.
+            if let Some(why) = crashing(&snap) {
+                return Err(Error::failed(format!(
+                    "the new version does not run: {why}"
+                )));
+            }
+            let line = format!("==> Rolling out: {progress}");
+            if line != last_line {
+                out.note(&line);
+                last_line = line;
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(Error::new(
+                Kind::Failed,
+                format!("timed out after {timeout} s: {progress}"),
+            ));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Why the current generation's replicas do not run, when they crash-loop.
+fn crashing(snap: &super::status::Snapshot) -> Option<String> {
+    let rollout = &snap.rollout;
+    let crashing = snap.label.starts_with("crash_looping")
+        || snap.replicas.iter().any(|r| {
+            r.generation == rollout.generation
+                && matches!(r.state, ReplicaState::Failed | ReplicaState::Exited)
+                && r.restarts >= 2
+        });
+    crashing.then(|| match &rollout.crashing {
+        Some((id, how)) => format!("replica {id} {how}"),
+        None => snap.detail.clone(),
     })
 }
 
@@ -325,17 +499,7 @@ async fn wait_running(
                 )));
             }
             // A new replica that keeps crashing: the new version does not run.
-            let crashing = snap.label.starts_with("crash_looping")
-                || snap.replicas.iter().any(|r| {
-                    r.generation == rollout.generation
-                        && matches!(r.state, ReplicaState::Failed | ReplicaState::Exited)
-                        && r.restarts >= 2
-                });
-            if crashing {
-                let why = match &rollout.crashing {
-                    Some((id, how)) => format!("replica {id} {how}"),
-                    None => snap.detail.clone(),
-                };
+            if let Some(why) = crashing(&snap) {
                 return Err(Error::failed(format!(
                     "the new version does not run: {why}"
                 )));

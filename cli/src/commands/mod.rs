@@ -6,6 +6,7 @@ mod build;
 pub(crate) mod complete;
 mod confirm;
 mod context;
+mod deploys;
 mod domains;
 mod env;
 mod exec;
@@ -50,12 +51,21 @@ pub async fn run(session: &mut Session, command: Command) -> Result<()> {
             detach,
             timeout,
         } => build::deploy(session, &service, commit, detach, timeout).await,
+        Command::Deploys { service } => deploys::list(session, &service).await,
         Command::Logs {
             service,
             follow,
             tail,
             replica,
-        } => logs::run(session, &service, follow, tail, replica).await,
+            timestamps,
+        } => {
+            let how = logs::How {
+                follow,
+                tail,
+                timestamps,
+            };
+            logs::run(session, &service, how, replica).await
+        }
         Command::Exec(args) => exec::run(session, args).await,
         Command::Script(cmd) => script::run(session, cmd).await,
         Command::Domains(cmd) => domains::run(session, cmd).await,

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use super::service_body::{create_body, update_patch};
 use crate::args::ServiceCmd;
 use crate::client::{segment, typed};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::output::{age, number, paint_state, text, word, Shown, Table};
 use crate::session::Session;
 
@@ -23,7 +23,8 @@ pub async fn run(session: &mut Session, cmd: ServiceCmd) -> Result<()> {
     match cmd {
         ServiceCmd::Create(flags) => {
             let (project, name) = session.service_ref(&flags.service)?;
-            let body = create_body(&name, &flags)?;
+            let mut body = create_body(&name, &flags)?;
+            max_unavailable(&mut body, flags.max_unavailable)?;
             let client = session.client()?;
             let service = client
                 .post(&format!("/projects/{}/services", segment(&project)), &body)
@@ -78,7 +79,21 @@ pub async fn run(session: &mut Session, cmd: ServiceCmd) -> Result<()> {
         ServiceCmd::Update(flags) => {
             let (project, _) = session.service_ref(&flags.service)?;
             let path = session.service_path(&flags.service)?;
-            let patch = update_patch(&flags)?;
+            let patch = match (update_patch(&flags), flags.max_unavailable) {
+                (Ok(mut patch), n) => {
+                    max_unavailable(&mut patch, n)?;
+                    patch
+                }
+                // --max-unavailable alone is something to change.
+                (Err(Error::Message { message, .. }), Some(n))
+                    if message.starts_with("nothing to change") =>
+                {
+                    let mut patch = json!({});
+                    max_unavailable(&mut patch, Some(n))?;
+                    patch
+                }
+                (Err(e), _) => return Err(e),
+            };
             let service = session
                 .client()?
                 .call(Method::PATCH, &path, Some(&patch))
@@ -104,6 +119,20 @@ pub async fn run(session: &mut Session, cmd: ServiceCmd) -> Result<()> {
             })
         }
     }
+}
+
+/// `--max-unavailable N` into a create body or an update patch (1–1000).
+fn max_unavailable(body: &mut Value, n: Option<u32>) -> Result<()> {
+    let Some(n) = n else {
+        return Ok(());
+    };
+    if !(1..=1000).contains(&n) {
+        return Err(Error::usage(format!(
+            "--max-unavailable {n} is out of range: give 1 to 1000"
+        )));
+    }
+    body["max_unavailable"] = json!(n);
+    Ok(())
 }
 
 /// `lbc scale SERVICE N`.
@@ -150,7 +179,8 @@ pub async fn rollback(session: &mut Session, service: &str, build: u64) -> Resul
 
 /// `lbc replicas SERVICE`.
 pub async fn replicas(session: &mut Session, service: &str) -> Result<()> {
-    let path = format!("{}/replicas", session.service_path(service)?);
+    let service_path = session.service_path(service)?;
+    let path = format!("{service_path}/replicas");
     let client = session.client()?;
     let list = client.get(&path).await?;
     let items = typed::<List<ReplicaView>>(&list)?.items;
@@ -159,8 +189,15 @@ pub async fn replicas(session: &mut Session, service: &str) -> Result<()> {
         .map(|i| health_of(&list["items"][i], color))
         .collect();
     // Node names read better than ids; a failure here only costs the names.
+    // The spec's ports give the protocols (a replica's ports are numbers).
     let mut names: HashMap<String, String> = HashMap::new();
+    let mut spec_ports: Vec<Port> = Vec::new();
     if session.out.format == crate::output::Format::Table && !session.out.quiet {
+        if let Ok(view) = client.get(&service_path).await {
+            if let Ok(view) = typed::<ServiceView>(&view) {
+                spec_ports = view.spec.ports;
+            }
+        }
         if let Ok(nodes) = client.get("/nodes").await {
             if let Ok(nodes) = typed::<List<NodeView>>(&nodes) {
                 names.extend(nodes.items.into_iter().map(|n| (n.id, n.name)));
@@ -181,7 +218,7 @@ pub async fn replicas(session: &mut Session, service: &str) -> Result<()> {
                     names.get(&node).cloned().unwrap_or(node),
                     paint_state(&word(&r.state), color),
                     health.clone(),
-                    replica_ports(&r.ports),
+                    replica_ports(&r.ports, &spec_ports),
                     r.restarts.to_string(),
                     r.generation.to_string(),
                     r.image.clone(),
@@ -242,11 +279,15 @@ fn one(project: &str, value: Value, color: bool) -> Result<Shown> {
         ("Memory", format!("{} MiB", spec.memory)),
         ("CPU", number(spec.cpu)),
         ("Stop timeout", format!("{} s", spec.stop_timeout)),
+        (
+            "Max unavailable",
+            spec.max_unavailable.unwrap_or(1).to_string(),
+        ),
         ("Ports", ports(&spec.ports)),
         ("Env", map(&spec.env)),
         (
             "Command",
-            spec.command.as_deref().unwrap_or_default().join(" "),
+            command_text(spec.command.as_deref().unwrap_or_default()),
         ),
         ("Volumes", volumes),
         ("Node selector", map(&spec.node_selector)),
@@ -330,27 +371,116 @@ fn state_of(status: &ServiceStatus, color: bool) -> String {
 fn ports(ports: &[Port]) -> String {
     ports
         .iter()
-        .map(|p| {
-            let mut out = match p.host {
-                Some(host) => format!("{host}:{}", p.container),
-                None => p.container.to_string(),
-            };
-            if p.protocol == Protocol::Udp {
-                out.push_str("/udp");
-            }
-            out
+        .map(|p| one_port(p.host, p.container, p.protocol))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A replica's ports as `docker run -p` writes them, `HOST:CONTAINER[/udp]`
+/// (the protocol from the spec's port at the same place, else the first
+/// with that container port).
+fn replica_ports(ports: &[ReplicaPort], spec: &[Port]) -> String {
+    ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let protocol = spec
+                .get(i)
+                .filter(|s| s.container == p.container)
+                .or_else(|| spec.iter().find(|s| s.container == p.container))
+                .map_or(Protocol::Tcp, |s| s.protocol);
+            one_port(p.host, p.container, protocol)
         })
         .collect::<Vec<_>>()
         .join(",")
 }
 
-fn replica_ports(ports: &[ReplicaPort]) -> String {
-    ports
+fn one_port(host: Option<u16>, container: u16, protocol: Protocol) -> String {
+    let mut out = match host {
+        Some(host) => format!("{host}:{container}"),
+        None => container.to_string(),
+    };
+    if protocol == Protocol::Udp {
+        out.push_str("/udp");
+    }
+    out
+}
+
+/// A command as it was given: the line of `/bin/sh -c LINE` (how the web
+/// UI stores a shell line), else the words, quoted for a shell where they
+/// need it.
+fn command_text(command: &[String]) -> String {
+    if let [sh, c, line] = command {
+        if sh == "/bin/sh" && c == "-c" {
+            return line.clone();
+        }
+    }
+    command
         .iter()
-        .map(|p| match p.host {
-            Some(host) => format!("{host}->{}", p.container),
-            None => p.container.to_string(),
-        })
+        .map(|w| shell_word(w))
         .collect::<Vec<_>>()
-        .join(",")
+        .join(" ")
+}
+
+/// A word as a POSIX shell reads it back: as is when it is plain, else in
+/// single quotes.
+fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c));
+    if plain {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_read_as_docker_writes_them() {
+        let spec = [
+            Port {
+                container: 80,
+                host: Some(18080),
+                protocol: Protocol::Tcp,
+            },
+            Port {
+                container: 53,
+                host: None,
+                protocol: Protocol::Udp,
+            },
+        ];
+        let bound = [
+            ReplicaPort {
+                container: 80,
+                host: Some(18080),
+            },
+            ReplicaPort {
+                container: 53,
+                host: Some(32001),
+            },
+        ];
+        assert_eq!(replica_ports(&bound, &spec), "18080:80,32001:53/udp");
+        assert_eq!(ports(&spec), "18080:80,53/udp");
+        assert_eq!(replica_ports(&bound[..1], &[]), "18080:80");
+    }
+
+    #[test]
+    fn commands_read_as_given() {
+        let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            command_text(&words(&["/bin/sh", "-c", "echo \"hi there\" | wc -c"])),
+            "echo \"hi there\" | wc -c"
+        );
+        assert_eq!(
+            command_text(&words(&["/bin/busybox", "sh", "-c", "echo boom; exit 3"])),
+            "/bin/busybox sh -c 'echo boom; exit 3'"
+        );
+        assert_eq!(command_text(&words(&["echo", "it's"])), "echo 'it'\\''s'");
+        assert_eq!(command_text(&[]), "");
+    }
 }

@@ -4,6 +4,9 @@
 //! node, state and restarts, the URLs, and the scheduler's reason for a
 //! pending replica. Without SERVICE: one line per service of the project.
 //!
+//! The live and coming lines name the deploy records the API marks
+//! (`status.live`, `status.coming`: generation, cause, who, outcome).
+//!
 //! The state is the API's computed `status.label` and `status.detail`
 //! (the words the web UI shows). An API that does not compute them yet gets
 //! the same words worked out here from the replicas ([`fallback`]), and the
@@ -403,20 +406,44 @@ async fn one(session: &mut Session, service: &str) -> Result<()> {
             )
         })
         .collect();
+    // The deploy records the API names live and coming, when it keeps them.
+    let live_deploy = snap.service.status.live.as_ref();
+    let coming_deploy = snap.service.status.coming.as_ref();
+    let live_versions = if live.is_empty() {
+        "nothing runs".to_owned()
+    } else {
+        live.join(", ")
+    };
     let mut fields = vec![
         ("Service", format!("{project}/{name}")),
         ("State", snap.state_line(color)),
         (
             "Live",
-            if live.is_empty() {
-                "nothing runs".to_owned()
-            } else {
-                live.join(", ")
+            match live_deploy {
+                Some(d) => format!(
+                    "{}, rolled out{}: {live_versions}",
+                    super::deploys::named(d),
+                    d.finished
+                        .map(|t| format!(" {} ago", crate::output::age(t)))
+                        .unwrap_or_default()
+                ),
+                None => live_versions,
             },
         ),
     ];
-    if live.first() != Some(&coming) && !spec_image.is_empty() {
-        fields.push(("Coming", coming.clone()));
+    match coming_deploy {
+        Some(d) => fields.push((
+            "Coming",
+            format!(
+                "{}, {}: {coming}",
+                super::deploys::named(d),
+                super::deploys::outcome_words(d)
+            ),
+        )),
+        None if live.first() != Some(&coming) && !spec_image.is_empty() => {
+            fields.push(("Coming", coming.clone()));
+        }
+        None => {}
     }
     fields.push(("Rollout", rollout_line.clone()));
     if let Some(halted) = snap.halted() {
@@ -460,6 +487,8 @@ async fn one(session: &mut Session, service: &str) -> Result<()> {
         "computed_by_lbc": snap.computed,
         "live": live,
         "coming": coming,
+        "live_deploy": live_deploy,
+        "coming_deploy": coming_deploy,
         "rollout": {
             "generation": rollout.generation,
             "desired": rollout.desired,
