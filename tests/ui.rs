@@ -7,11 +7,15 @@
 //! `echo ok` in the console, scales to three and sees the third appear live,
 //! checks CSRF and errors beside fields, runs a command typed as a shell
 //! line with quotes, asks before scaling to 1000, shows only the chosen
-//! build kind's fields, answers unknown projects and services with a 404
-//! page, offers no "Link" button for vendors the server has no application
-//! for, and saves a screenshot of every page at 1280×800 and at 390×844
-//! (checked: nothing wider than the phone, builds as cards) under
-//! `$CARGO_TARGET_TMPDIR/ui-screenshots/`.
+//! build kind's fields, deploys and rolls back a git service on a node whose
+//! CPUs are all reserved (each rolled out in place, seen live), answers
+//! unknown projects and services with a 404 page, offers a "Link" button for
+//! the one vendor the server has an application for (GitHub) and none for
+//! the others, and saves a screenshot of every page at 1280×800 and at
+//! 390×844 under `$CARGO_TARGET_TMPDIR/ui-screenshots/`: at 390 px nothing
+//! is wider than its box and every table shows its rows as cards; with
+//! `prefers-color-scheme: dark` (emulated over the DevTools protocol) the
+//! pages are dark with light text.
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
@@ -46,6 +50,15 @@ fn start_lb(data: &std::path::Path) -> (Killed, String) {
         // ... and each ingress.
         .env("LB_HTTP_LISTEN", "127.0.0.1:0")
         .env("LB_ADMIN_PASSWORD", "admin-password")
+        // A GitHub OAuth application (its URL a closed port: nothing is
+        // asked of it), and no GitLab or Bitbucket one: the account page
+        // offers to link GitHub only.
+        .env("LB_GITHUB_CLIENT_ID", "client-id")
+        .env("LB_GITHUB_CLIENT_SECRET", "client-secret")
+        .env("LB_GITHUB_URL", "http://127.0.0.1:9")
+        .env("LB_GITHUB_API_URL", "http://127.0.0.1:9/api/v3")
+        .env_remove("LB_GITLAB_CLIENT_ID")
+        .env_remove("LB_BITBUCKET_CLIENT_ID")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -128,6 +141,8 @@ impl Drop for Containers {
 struct Browser {
     client: Client,
     base: String,
+    /// chromedriver's URL (for its Chrome DevTools Protocol endpoint).
+    driver: String,
     shots: std::path::PathBuf,
     /// lb, stopped before its containers are removed (fields drop in this
     /// order): a node still running would start them again.
@@ -225,7 +240,62 @@ impl Browser {
     async fn size(&self, w: u32, h: u32) {
         self.client.set_window_size(w, h).await.unwrap();
     }
+
+    /// Sends a Chrome DevTools Protocol command through chromedriver's
+    /// `goog/cdp/execute` endpoint.
+    async fn cdp(&self, cmd: &str, params: Value) {
+        let session = self.client.session_id().await.unwrap().unwrap();
+        let res = reqwest::Client::new()
+            .post(format!(
+                "{}/session/{session}/goog/cdp/execute",
+                self.driver
+            ))
+            .json(&json!({"cmd": cmd, "params": params}))
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        let body = res.text().await.unwrap();
+        assert!(status.is_success(), "{cmd}: {status} {body}");
+    }
+
+    /// Emulates the system's colour scheme (`prefers-color-scheme`).
+    async fn color_scheme(&self, scheme: &str) {
+        self.cdp(
+            "Emulation.setEmulatedMedia",
+            json!({"features": [{"name": "prefers-color-scheme", "value": scheme}]}),
+        )
+        .await;
+    }
+
+    /// At a phone's width: the elements wider than their box (each scrolls
+    /// or spills sideways), form fields aside (their text scrolls inside).
+    async fn too_wide(&self) -> Value {
+        self.js(TOO_WIDE).await
+    }
 }
+
+/// The elements of the page whose content is wider than their box (a
+/// `.scroll` container scrolling sideways too), each as
+/// `tag#id.class: content > box`; form fields, the screen-reader-only
+/// texts and what is not shown are left out.
+const TOO_WIDE: &str = r#"
+const out = [];
+for (const el of document.querySelectorAll('body *')) {
+  if (['INPUT', 'TEXTAREA', 'SELECT', 'OPTION', 'SCRIPT'].includes(el.tagName)) continue;
+  if (el.closest('.sr, dialog:not([open]), [hidden]')) continue;
+  const cs = getComputedStyle(el);
+  if (cs.display === 'none' || cs.visibility === 'hidden' || el.clientWidth === 0) continue;
+  if (el.scrollWidth > el.clientWidth + 1) {
+    out.push(`${el.tagName.toLowerCase()}${el.id ? '#' + el.id : ''}${el.className && typeof el.className === 'string' ? '.' + el.className.trim().replace(/\s+/g, '.') : ''}: ${el.scrollWidth} > ${el.clientWidth}`);
+  }
+}
+if (document.documentElement.scrollWidth > window.innerWidth) out.push(`the page: ${document.documentElement.scrollWidth} > ${window.innerWidth}`);
+return out;
+"#;
+
+/// The relative luminance (0 black, 1 white) of a CSS colour, in a script.
+const LUMINANCE: &str = "const lum = (c) => { const [r, g, b] = c.match(/[\\d.]+/g).slice(0, 3).map(Number).map((v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; }); return 0.2126 * r + 0.7152 * g + 0.0722 * b; };";
 
 /// Runs git in `dir`, panicking with its output on failure.
 fn git(dir: &std::path::Path, args: &[&str]) {
@@ -315,6 +385,7 @@ async fn the_platform_in_a_browser() {
     let b = Browser {
         client,
         base: base.clone(),
+        driver: driver.clone(),
         shots,
         _lb: lb,
         containers: Containers::default(),
@@ -503,17 +574,23 @@ async fn run(b: &Browser, image: &str, repo: &str) {
         .await;
     assert_eq!(status, 403, "a user listing nodes");
     let nodes = b
-        .js(&format!("{AS_ADMIN}.then(() => fetch('/api/v1/nodes')).then(r => r.json()).then(j => j.items.map(n => n.id))"))
+        .js(&format!(
+            "{AS_ADMIN}.then(() => fetch('/api/v1/nodes')).then(r => r.json()).then(j => j.items)"
+        ))
         .await;
+    let nodes = nodes.as_array().unwrap();
+    assert_eq!(nodes.len(), 1, "one node: {nodes:?}");
+    // The node's CPUs: the git service below takes what the others leave.
+    let cpus = nodes[0]["capacity"]["cpus"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("the node's CPUs: {nodes:?}"));
     assert_eq!(b.js(AS_ALICE).await, 200, "alice logged in again");
     // A new session: the page's CSRF token is the old one's until reloaded.
     b.goto("/projects/demo/services/web").await;
     b.js("window.__loaded_once = true; return true").await;
     *b.containers.0.lock().unwrap() = nodes
-        .as_array()
-        .unwrap()
         .iter()
-        .map(|n| n.as_str().unwrap().to_owned())
+        .map(|n| n["id"].as_str().unwrap().to_owned())
         .collect();
 
     // The console: `echo ok` in a replica's shell.
@@ -753,6 +830,21 @@ async fn run(b: &Browser, image: &str, repo: &str) {
     b.fill("#n-replicas", "1").await;
     b.fill("#n-memory", "16").await;
     b.fill("#n-ports", "8080").await;
+    // It reserves what the other services leave of the node's CPUs but
+    // 0.05: a second copy never fits, so its deploys and the rollback
+    // replace the running replica in place.
+    let reserved = b
+        .js("return fetch('/api/v1/projects/demo/services?limit=1000').then(r => r.json()).then(j => j.items.reduce((a, s) => a + s.spec.cpu * s.spec.replicas, 0))")
+        .await
+        .as_f64()
+        .unwrap();
+    let site_cpu = ((cpus - reserved - 0.05) * 100.0).floor() / 100.0;
+    assert!(
+        site_cpu >= 0.1,
+        "{reserved} of the node's {cpus} CPUs reserved: too few left for the git service"
+    );
+    println!("the git service reserves {site_cpu} CPUs ({reserved} of {cpus} taken)");
+    b.fill("#n-cpu", &site_cpu.to_string()).await;
     b.click("#service-form button[type=submit]").await;
     b.find("#builds").await;
     b.until(
@@ -780,6 +872,13 @@ async fn run(b: &Browser, image: &str, repo: &str) {
         "return !!document.querySelector('#builds tr[data-number=\"2\"] .badge.succeeded')",
     )
     .await;
+    // Build 2 rolls out in place (the node is full).
+    b.until(
+        "build 2's deploy rolled out",
+        120,
+        "return [...document.querySelectorAll('#deploys tbody tr[data-outcome=\"rolled_out\"]')].some(r => r.textContent.includes('build #2'))",
+    )
+    .await;
     b.click("#builds tr[data-number=\"1\"] td.actions button")
         .await;
     b.find("#confirm[open]").await;
@@ -788,6 +887,14 @@ async fn run(b: &Browser, image: &str, repo: &str) {
         "the rollback requested",
         20,
         "return document.querySelector('#toast').textContent.includes('Rolling back to build #1')",
+    )
+    .await;
+    // The rollback completes on the full node: its deploy rolled out and
+    // live, the one replica running.
+    b.until(
+        "the rollback rolled out and live",
+        120,
+        "return [...document.querySelectorAll('#deploys tbody tr[data-outcome=\"rolled_out\"] td[data-label=\"Cause\"]')].some(c => c.textContent === 'rollback to build #1') && /^Live: generation \\d+ \\(rollback to build #1, by alice\\)/.test(document.querySelector('#deploys-now').textContent) && document.querySelector('#service-state').textContent === 'running' && document.querySelectorAll('#replicas tr[data-state=\"running\"]').length === 1",
     )
     .await;
     b.js("document.querySelector('#builds-card').scrollIntoView(); return true")
@@ -830,19 +937,19 @@ async fn run(b: &Browser, image: &str, repo: &str) {
     )
     .await;
     b.shot("16-account").await;
-    // This server has no vendor's OAuth application: no Link button leads
-    // to an error; the page says why.
+    // This server has GitHub's OAuth application only: a Link button for
+    // GitHub, none for GitLab or Bitbucket (it would lead to an error), and
+    // the connect route sends the browser to GitHub.
     assert_eq!(
-        b.js("return document.querySelectorAll('#vendors button').length")
+        b.js("return [...document.querySelectorAll('#vendors li')].map(l => [l.dataset.vendor, [...l.querySelectorAll('button')].map(x => x.textContent).join()])")
             .await,
-        0
+        json!([["github", "Link GitHub"]])
     );
-    assert!(b
-        .js("return document.querySelector('#vendors-note').textContent")
-        .await
-        .as_str()
-        .unwrap()
-        .contains("no GitHub, GitLab or Bitbucket application"));
+    assert_eq!(
+        b.js("return fetch('/api/v1/vendors/github/connect', {redirect: 'manual'}).then(r => r.type)")
+            .await,
+        "opaqueredirect"
+    );
     b.click("#tokens td.actions button").await;
     b.find("#confirm[open]").await;
     b.click("#confirm-ok").await;
@@ -885,27 +992,54 @@ async fn run(b: &Browser, image: &str, repo: &str) {
     }
     b.shot("17-not-found").await;
 
-    // The phone layout: nothing scrolls sideways, replicas and builds are
-    // cards (their table heads hidden, each cell named).
+    // The phone layout: nothing scrolls sideways, not the page and no part
+    // of it; every table shows its rows as cards (table heads hidden, each
+    // cell named).
     b.size(390, 844).await;
-    for (path, name) in [
+    let phone = [
         ("/projects", "18-phone-projects"),
         ("/projects/demo", "19-phone-project"),
         ("/projects/demo/services/web", "20-phone-service"),
         ("/projects/demo/services/site", "21-phone-builds"),
-        ("/account", "22-phone-account"),
-    ] {
+        ("/projects/demo/services/crash", "22-phone-crash"),
+        ("/account", "23-phone-account"),
+        ("/nodes", "24-phone-nodes"),
+    ];
+    for (path, name) in phone {
+        if path == "/nodes" {
+            assert_eq!(b.js(AS_ADMIN).await, 200);
+        }
         b.goto(path).await;
+        b.until(
+            &format!("{path} loaded"),
+            20,
+            "return document.querySelectorAll('table').length > 0 && [...document.querySelectorAll('tbody')].every(t => !t.textContent.includes('Loading'))",
+        )
+        .await;
         tokio::time::sleep(Duration::from_secs(2)).await;
         b.shot(name).await;
-        let wide = b
-            .js("return document.documentElement.scrollWidth - window.innerWidth")
+        let wide = b.too_wide().await;
+        assert_eq!(wide, json!([]), "{path}: wider than its box at 390 px");
+        let tables = b
+            .js("return [...document.querySelectorAll('table')].filter(t => getComputedStyle(t.tHead).display !== 'none' || [...t.tBodies[0].rows].some(r => getComputedStyle(r).display !== 'block')).map(t => t.id)")
             .await;
-        assert!(
-            wide.as_i64().unwrap() <= 0,
-            "{path} is {wide} px too wide at 390 px"
-        );
+        assert_eq!(tables, json!([]), "{path}: tables not shown as cards");
+        if path == "/nodes" {
+            assert_eq!(b.js(AS_ALICE).await, 200);
+        }
     }
+    b.goto("/projects/demo/services/web").await;
+    b.until(
+        "the replicas and deploys as cards",
+        20,
+        "const rows = [...document.querySelectorAll('#replicas tbody tr[data-id], #deploys tbody tr[data-generation]')]; return rows.length >= 4 && rows.every(r => getComputedStyle(r).display === 'block') && getComputedStyle(document.querySelector('#replicas thead')).display === 'none' && getComputedStyle(document.querySelector('#deploys thead')).display === 'none'",
+    )
+    .await;
+    assert_eq!(
+        b.js("return getComputedStyle(document.querySelector('#replicas tbody td[data-label=\"State\"]'), '::before').content")
+            .await,
+        "\"State\""
+    );
     b.goto("/projects/demo/services/site").await;
     b.until(
         "the builds as cards",
@@ -918,13 +1052,51 @@ async fn run(b: &Browser, image: &str, repo: &str) {
             .await,
         "\"Status\""
     );
+    // Every cell of a card is named, but the actions.
+    assert_eq!(
+        b.js("return [...document.querySelectorAll('tbody td')].filter(td => td.colSpan === 1 && !td.classList.contains('actions') && !td.dataset.label).length")
+            .await,
+        0
+    );
+
+    // Dark mode follows the system's choice: dark page, light text, and
+    // fields, cards and badges dark too.
+    b.color_scheme("dark").await;
+    for (path, name) in [
+        ("/projects/demo/services/web", "25-phone-dark-service"),
+        ("/projects/demo", "26-phone-dark-project"),
+    ] {
+        b.goto(path).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        b.shot(name).await;
+        let colors = b
+            .js(&format!("{LUMINANCE} const c = (sel, p) => lum(getComputedStyle(document.querySelector(sel))[p]); return {{body: c('body', 'backgroundColor'), text: c('body', 'color'), card: c('.card', 'backgroundColor'), field: c('input:not([type=checkbox]):not([type=radio])', 'backgroundColor'), fieldText: c('input:not([type=checkbox]):not([type=radio])', 'color'), badge: c('.badge', 'backgroundColor')}}"))
+            .await;
+        for key in ["body", "card", "field", "badge"] {
+            assert!(
+                colors[key].as_f64().unwrap() < 0.1,
+                "{path}: {key} not dark: {colors}"
+            );
+        }
+        for key in ["text", "fieldText"] {
+            assert!(
+                colors[key].as_f64().unwrap() > 0.6,
+                "{path}: {key} not light: {colors}"
+            );
+        }
+    }
+    b.size(1280, 800).await;
+    b.goto("/projects/demo/services/site").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    b.shot("27-dark-builds").await;
+    b.color_scheme("light").await;
     b.size(1280, 800).await;
 
     // Delete the service (with confirmation), then log out.
     b.goto("/projects/demo/services/web").await;
     b.click("#delete-service").await;
     b.find("#confirm[open]").await;
-    b.shot("23-confirm-delete").await;
+    b.shot("28-confirm-delete").await;
     b.click("#confirm-ok").await;
     b.until(
         "back on the project page",

@@ -41,7 +41,7 @@ function build() {
       h('pre', { id: 'job-logs', class: 'log', tabindex: '0', 'aria-label': 'Job output' })),
     h('h3', {}, 'Schedules'),
     h('div', { class: 'scroll' },
-      h('table', { id: 'schedules' },
+      h('table', { id: 'schedules', class: 'cards' },
         h('thead', {}, h('tr', {}, ...['Name', 'Cron', 'Time zone', 'Concurrency', 'Next run', 'Last result'].map((t) => h('th', {}, t)))),
         h('tbody', {}))),
   );
@@ -80,7 +80,7 @@ async function showJob(id) {
 function jobRow(job) {
   const open = h('button', { type: 'button', class: 'link' }, job.id.slice(-8).toLowerCase());
   open.addEventListener('click', () => showJob(job.id).catch((e) => toast(e.message, 'error')));
-  const actions = h('td', {});
+  const actions = h('td', { class: 'actions' });
   if (!over(job)) {
     const stop = h('button', { type: 'button', class: 'secondary' }, 'Cancel');
     stop.addEventListener('click', () => cancel(job));

@@ -189,9 +189,19 @@ export function debounce(fn, ms = 150) {
   return (...a) => { clearTimeout(t); t = setTimeout(() => fn(...a), ms); };
 }
 
-/** Replaces a table body's rows; `empty` when there are none. */
+/** Replaces a table body's rows; `empty` when there are none. Each cell
+ * without a `data-label` is named after its column's heading (a phone shows
+ * each row as a card of named cells), except the actions cell. */
 export function fillTable(table, rows, empty) {
   const body = table.tBodies[0];
+  const heads = [...table.tHead.rows[0].cells].map((c) => c.textContent.trim());
+  for (const tr of rows) {
+    [...tr.cells].forEach((td, i) => {
+      if (!td.hasAttribute('data-label') && heads[i] && !td.classList.contains('actions') && td.colSpan === 1) {
+        td.dataset.label = heads[i];
+      }
+    });
+  }
   body.replaceChildren(...rows);
   if (!rows.length) {
     body.append(h('tr', {}, h('td', { colspan: table.tHead.rows[0].cells.length, class: 'muted' }, empty)));

@@ -45,7 +45,7 @@ function build() {
       h('p', { class: 'error form-error', id: 'script-run-form-error', role: 'alert' })),
     h('div', { id: 'script-output', 'aria-live': 'polite' }),
     h('h3', {}, 'Last runs'),
-    h('div', { class: 'scroll' }, h('table', { id: 'script-runs' },
+    h('div', { class: 'scroll' }, h('table', { id: 'script-runs', class: 'cards' },
       h('thead', {}, h('tr', {}, h('th', {}, 'Started'), h('th', {}, 'By'), h('th', {}, 'Service'), h('th', {}, 'Replicas'), h('th', {}, 'Exit codes'))),
       h('tbody', {}))),
   );
