@@ -122,7 +122,11 @@ pub fn pack(context: &Path, prepared: &Prepared, max: u64) -> Result<Vec<u8>, St
             let entry = entry.map_err(|e| e.to_string())?;
             let path = entry.path();
             let rel = path.strip_prefix(context).map_err(|e| e.to_string())?;
-            if rel == Path::new(".git") || (prepared.code_dir.is_none() && ours(rel)) {
+            // lb's fetched ADD sources go under RESERVED: none of the
+            // repository's files there.
+            let reserved = rel == Path::new(super::fetch::RESERVED);
+            if rel == Path::new(".git") || (prepared.code_dir.is_none() && (ours(rel) || reserved))
+            {
                 continue;
             }
             let name = base.join(rel);
@@ -157,10 +161,13 @@ pub fn pack(context: &Path, prepared: &Prepared, max: u64) -> Result<Vec<u8>, St
             }
         }
     }
+    // lb's files go in whatever .dockerignore says; a fetched ADD source
+    // has the mode a remote ADD gives it.
     for (name, bytes) in &prepared.files {
         let mut header = tar::Header::new_gnu();
         header.set_size(bytes.len() as u64);
-        header.set_mode(0o644);
+        let fetched = name.starts_with(&format!("{}/", super::fetch::RESERVED));
+        header.set_mode(if fetched { 0o600 } else { 0o644 });
         header.set_cksum();
         builder
             .append_data(&mut header, name, bytes.as_slice())
@@ -284,6 +291,35 @@ mod tests {
         let tar = pack(dir.path(), &ours(None), 1 << 20).unwrap();
         assert!(names(&tar).contains(&"node_modules/a/b.js".to_owned()));
         assert!(!names(&tar).contains(&"node_modules".to_owned()));
+    }
+
+    #[test]
+    fn fetched_add_sources_go_in_whatever_dockerignore_says() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("gone"), "g").unwrap();
+        // The repository's own .lb-add stays out (kept by an exception).
+        std::fs::write(dir.path().join(".dockerignore"), "*\n!.lb-add\n").unwrap();
+        std::fs::create_dir_all(dir.path().join(".lb-add/0")).unwrap();
+        std::fs::write(dir.path().join(".lb-add/0/f"), "theirs").unwrap();
+        let mut prepared = ours(None);
+        prepared
+            .files
+            .push((".lb-add/0/f".to_owned(), b"fetched".to_vec()));
+        let tar = pack(dir.path(), &prepared, 1 << 20).unwrap();
+        assert_eq!(
+            names(&tar),
+            [".dockerignore", DOCKERFILE, ".lb-add/0/f", ".lb-extra"]
+        );
+        let mut archive = tar::Archive::new(tar.as_slice());
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            if entry.path().unwrap().starts_with(".lb-add") {
+                assert_eq!(entry.header().mode().unwrap(), 0o600);
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut entry, &mut text).unwrap();
+                assert_eq!(text, "fetched");
+            }
+        }
     }
 
     #[tokio::test]

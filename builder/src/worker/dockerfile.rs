@@ -18,8 +18,18 @@
 //! project's repository in lb's registry, image ids (`sha256:...`, and a
 //! bare hex name, which Docker reads as an id prefix), registries at
 //! loopback, private or link-local addresses. `ADD` URLs whose host is, or
-//! resolves to, such an address are refused too. Every refusal names the
-//! Dockerfile's line.
+//! resolves to, such an address are refused too; the URLs let through are
+//! not left to the engine (which would follow redirects and resolve the
+//! name again, from the host): [`super::fetch`] fetches them, each hop
+//! checked again, and the `ADD` lines [`remote_adds`] finds become `COPY`s
+//! of the fetched files ([`rewrite`], line numbers kept). `ONBUILD ADD
+//! <url>` is refused, as lb cannot fetch for the later build.
+//!
+//! A base image's own `ONBUILD` triggers run at the `FROM` that names it:
+//! once the bases are pulled, [`confine_triggers`] reads each trigger the
+//! engine lists (`Config.OnBuild`) like a line of the file — the images it
+//! reaches checked, any URL refused. Every refusal names the Dockerfile's
+//! line (and the trigger), never a URL's credentials.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -56,6 +66,10 @@ pub struct Finding {
     pub instruction: String,
     /// What it reaches.
     pub reach: Reach,
+    /// The image a `FROM` builds on (its `ONBUILD` triggers run then).
+    pub base: bool,
+    /// Reached by an `ONBUILD` line, in a later build.
+    pub onbuild: bool,
 }
 
 impl Finding {
@@ -93,55 +107,178 @@ pub struct Pull {
     pub access: Access,
 }
 
+/// An image a `FROM` line builds on: its `ONBUILD` triggers are read
+/// (from the engine, once it holds the image) before the build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Base {
+    /// The `FROM` line's number.
+    pub line: usize,
+    /// The `FROM` line (shortened).
+    pub instruction: String,
+    /// The image, as the engine is asked for it.
+    pub image: String,
+}
+
+/// What a Dockerfile may reach, once checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Confined {
+    /// The project's images to pull first.
+    pub pulls: Vec<Pull>,
+    /// The images `FROM` lines build on (not stages, not `scratch`).
+    pub bases: Vec<Base>,
+}
+
 /// Checks what `dockerfile` reaches for a build of project `pid`, with
 /// lb's registry at `registry` (host:port); answers the images of the
-/// project to pull first, or why the Dockerfile is refused.
+/// project to pull first and the bases whose triggers to check, or why the
+/// Dockerfile is refused. An `ONBUILD ADD <url>` is refused: lb fetches
+/// remote sources itself ([`super::fetch`]), which it cannot do for a
+/// later build.
 pub async fn confine(
     store: &dyn Store,
     keys: &Keys,
     pid: &str,
     registry: &str,
     dockerfile: &str,
-) -> Result<Vec<Pull>, String> {
-    let mut pulls: Vec<Pull> = Vec::new();
+) -> Result<Confined, String> {
+    let mut confined = Confined::default();
     for finding in parse(dockerfile)? {
         match &finding.reach {
             Reach::Image(reference) => {
-                match classify(reference, registry).map_err(|e| finding.refuse(e))? {
-                    Image::Public { host: None } => {}
-                    Image::Public { host: Some(host) } => {
-                        let why = match split_host_port(&host, 443) {
-                            Some((name, port)) => forbidden_host(&name, port).await,
-                            None => Some("is not a well-formed host".into()),
-                        };
-                        if let Some(why) = why {
-                            return Err(finding.refuse(format!(
-                                "the registry {host} {why}; a build may use its own project's images in lb's registry ({registry}/<project>/<service>) and images of public registries"
-                            )));
-                        }
+                let pull = check_image(store, keys, pid, registry, reference)
+                    .await
+                    .map_err(|e| finding.refuse(e))?;
+                if let Some(pull) = pull {
+                    if !confined.pulls.contains(&pull) {
+                        confined.pulls.push(pull);
                     }
-                    Image::Lb {
-                        repository,
-                        reference,
-                    } => {
-                        let access = own_repository(store, keys, pid, &repository)
-                            .await
-                            .map_err(|e| finding.refuse(e))?;
-                        let pull = Pull {
-                            image: format!("{registry}/{repository}"),
-                            reference,
-                            access,
-                        };
+                }
+                if finding.base {
+                    confined.bases.push(Base {
+                        line: finding.line,
+                        instruction: finding.instruction.clone(),
+                        image: reference.trim().to_owned(),
+                    });
+                }
+            }
+            Reach::Url(url) => {
+                check_url(url).await.map_err(|e| finding.refuse(e))?;
+                if finding.onbuild {
+                    return Err(finding.refuse(
+                        "ONBUILD ADD of a URL is not allowed: lb fetches remote ADD sources itself, which it cannot do for the later build that runs the trigger",
+                    ));
+                }
+            }
+        }
+    }
+    Ok(confined)
+}
+
+/// Checks a base image's `ONBUILD` triggers (as the engine lists them,
+/// `Config.OnBuild`) the way the file's own lines are: the images they
+/// reach; any URL is refused (a trigger's `ADD <url>` would be fetched by
+/// the engine). Answers more of the project's images to pull.
+pub async fn confine_triggers(
+    store: &dyn Store,
+    keys: &Keys,
+    pid: &str,
+    registry: &str,
+    base: &Base,
+    triggers: &[String],
+) -> Result<Vec<Pull>, String> {
+    let mut pulls = Vec::new();
+    for trigger in triggers {
+        let one_line = trigger.replace(['\n', '\r'], " ");
+        let shown: String = redact(&one_line).chars().take(200).collect();
+        let refuse = |why: String| {
+            format!(
+                "Dockerfile line {}: {}: the image's ONBUILD trigger {shown:?} {why}",
+                base.line, base.instruction
+            )
+        };
+        // Read with either escape character: the image's own is not known.
+        let text = format!("# escape=`\nONBUILD {one_line}\n");
+        let findings = parse(&text).map_err(|e| refuse(format!("cannot be read: {e}")))?;
+        for finding in findings {
+            match &finding.reach {
+                Reach::Url(_) => {
+                    return Err(refuse(
+                        "fetches a URL: a base image's ONBUILD ADD <url> is not allowed (lb fetches remote ADD sources itself); use a base without it".into(),
+                    ))
+                }
+                Reach::Image(reference) => {
+                    let pull = check_image(store, keys, pid, registry, reference)
+                        .await
+                        .map_err(|e| refuse(format!("reaches an image that is refused: {e}")))?;
+                    if let Some(pull) = pull {
                         if !pulls.contains(&pull) {
                             pulls.push(pull);
                         }
                     }
                 }
             }
-            Reach::Url(url) => check_url(url).await.map_err(|e| finding.refuse(e))?,
         }
     }
     Ok(pulls)
+}
+
+/// Whether a build may use the image `reference`: `Some` pull when it is
+/// one of the project's own in lb's registry.
+async fn check_image(
+    store: &dyn Store,
+    keys: &Keys,
+    pid: &str,
+    registry: &str,
+    reference: &str,
+) -> Result<Option<Pull>, String> {
+    match classify(reference, registry)? {
+        Image::Public { host: None } => Ok(None),
+        Image::Public { host: Some(host) } => {
+            let why = match split_host_port(&host, 443) {
+                Some((name, port)) => forbidden_host(&name, port).await,
+                None => Some("is not a well-formed host".into()),
+            };
+            match why {
+                Some(why) => Err(format!(
+                    "the registry {host} {why}; a build may use its own project's images in lb's registry ({registry}/<project>/<service>) and images of public registries"
+                )),
+                None => Ok(None),
+            }
+        }
+        Image::Lb {
+            repository,
+            reference,
+        } => {
+            let access = own_repository(store, keys, pid, &repository).await?;
+            Ok(Some(Pull {
+                image: format!("{registry}/{repository}"),
+                reference,
+                access,
+            }))
+        }
+    }
+}
+
+/// `text` with the credentials of any `scheme://user:password@` taken out.
+pub fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c == '/' || c == '?' || c == '#' || c.is_whitespace() || c == '"')
+            .unwrap_or(tail.len());
+        match tail[..end].rfind('@') {
+            Some(at) => {
+                out.push_str("***@");
+                rest = &tail[at + 1..];
+            }
+            None => rest = tail,
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The access to pull `repository` (`<project>/<service>` by ids or names)
@@ -424,6 +561,8 @@ fn forbidden_v4(ip: Ipv4Addr) -> Option<&'static str> {
 /// A logical line: continuations joined, comment lines dropped.
 struct Line {
     number: usize,
+    /// The number of its last physical line (continued lines).
+    last: usize,
     text: String,
 }
 
@@ -433,15 +572,80 @@ struct Line {
 pub fn parse(dockerfile: &str) -> Result<Vec<Finding>, String> {
     let text = dockerfile.strip_prefix('\u{feff}').unwrap_or(dockerfile);
     let escape = escape_directive(text)?;
-    let mut findings = read(text, escape)?;
+    let (mut findings, _) = read(text, escape)?;
     if escape != '\\' {
-        for f in read(text, '\\').unwrap_or_default() {
+        for f in read(text, '\\').map(|r| r.0).unwrap_or_default() {
             if !findings.contains(&f) {
                 findings.push(f);
             }
         }
     }
     Ok(findings)
+}
+
+/// An `ADD` line of the file's own (not `ONBUILD`) that fetches URLs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteAdd {
+    /// Its first physical line, from 1.
+    pub line: usize,
+    /// Its last physical line (continued lines).
+    pub last: usize,
+    /// Its flags (`--chown`, `--chmod`, ...), quotes taken off.
+    pub flags: Vec<(String, String)>,
+    /// The URLs, variables substituted (as the engine would).
+    pub urls: Vec<String>,
+    /// The destination as written.
+    pub dest: String,
+}
+
+/// The `ADD` lines of `dockerfile` that fetch URLs, read with its escape
+/// character. An `ADD` mixing URLs and local sources is refused (it cannot
+/// become one `COPY`).
+pub fn remote_adds(dockerfile: &str) -> Result<Vec<RemoteAdd>, String> {
+    let text = dockerfile.strip_prefix('\u{feff}').unwrap_or(dockerfile);
+    Ok(read(text, escape_directive(text)?)?.1)
+}
+
+/// `dockerfile` with each of `adds` replaced by a `COPY` of `sources` (one
+/// list per add, in the context) to the same destination with the same
+/// flags, on the add's first line; its continued lines left blank, so
+/// every other line keeps its number.
+pub fn rewrite(dockerfile: &str, adds: &[RemoteAdd], sources: &[Vec<String>]) -> String {
+    let mut lines: Vec<String> = dockerfile.split('\n').map(str::to_owned).collect();
+    for (add, sources) in adds.iter().zip(sources) {
+        let mut copy = String::from("COPY");
+        for (name, value) in &add.flags {
+            copy.push_str(&format!(" --{name}"));
+            if !value.is_empty() {
+                copy.push('=');
+                copy.push_str(value);
+            }
+        }
+        let words: Vec<&str> = sources
+            .iter()
+            .map(String::as_str)
+            .chain([add.dest.as_str()])
+            .collect();
+        copy.push(' ');
+        copy.push_str(&serde_json::to_string(&words).unwrap_or_default());
+        for n in add.line..=add.last {
+            if let Some(line) = lines.get_mut(n - 1) {
+                let bom = n == 1 && line.starts_with('\u{feff}');
+                let cr = line.ends_with('\r');
+                *line = String::new();
+                if bom {
+                    line.push('\u{feff}');
+                }
+                if n == add.line {
+                    line.push_str(&copy);
+                }
+                if cr {
+                    line.push('\r');
+                }
+            }
+        }
+    }
+    lines.join("\n")
 }
 
 /// The `# escape=` parser directive at the top of the file, if any.
@@ -489,13 +693,16 @@ fn lines(text: &str, escape: char) -> Vec<Line> {
             None => {
                 out.push(Line {
                     number: i + 1,
+                    last: i + 1,
                     text: first.to_owned(),
                 });
                 continue;
             }
             Some(t) => t,
         };
-        for (_, next) in physical.by_ref() {
+        let mut last = i + 1;
+        for (j, next) in physical.by_ref() {
+            last = j + 1;
             if is_comment(next) || next.trim().is_empty() {
                 continue;
             }
@@ -509,6 +716,7 @@ fn lines(text: &str, escape: char) -> Vec<Line> {
         }
         out.push(Line {
             number: i + 1,
+            last,
             text,
         });
     }
@@ -542,19 +750,22 @@ impl Env {
     }
 }
 
-fn read(text: &str, escape: char) -> Result<Vec<Finding>, String> {
+fn read(text: &str, escape: char) -> Result<(Vec<Finding>, Vec<RemoteAdd>), String> {
     let mut findings = Vec::new();
+    let mut adds = Vec::new();
     let mut meta: HashMap<String, String> = HashMap::new();
     // Stages so far: name (lower case) and environment at their end.
     let mut stages: Vec<(Option<String>, Env)> = Vec::new();
     let mut env = Env::default();
     for line in lines(text, escape) {
         let (word, rest) = split_word(&line.text);
-        let instruction: String = line.text.chars().take(200).collect();
+        let instruction: String = redact(&line.text).chars().take(200).collect();
         let at = |reach| Finding {
             line: line.number,
             instruction: instruction.clone(),
             reach,
+            base: false,
+            onbuild: false,
         };
         let err = |why: String| format!("Dockerfile line {}: {instruction}: {why}", line.number);
         match word.to_ascii_lowercase().as_str() {
@@ -618,7 +829,10 @@ fn read(text: &str, escape: char) -> Result<Vec<Finding>, String> {
                 } else if lower == "scratch" {
                     Env::default()
                 } else {
-                    findings.push(at(Reach::Image(image)));
+                    findings.push(Finding {
+                        base: true,
+                        ..at(Reach::Image(image))
+                    });
                     Env {
                         vars: HashMap::new(),
                         image_base: true,
@@ -628,16 +842,23 @@ fn read(text: &str, escape: char) -> Result<Vec<Finding>, String> {
             }
             "copy" | "add" => {
                 let current = stages.len().saturating_sub(1);
-                copy(
-                    &word.to_ascii_lowercase(),
-                    rest,
-                    escape,
-                    &env,
-                    &stages[..current],
-                )
-                .map_err(err)?
-                .into_iter()
-                .for_each(|r| findings.push(at(r)));
+                let kind = word.to_ascii_lowercase();
+                let reached = copy(&kind, rest, escape, &env, &stages[..current]).map_err(err)?;
+                if reached.iter().any(|r| matches!(r, Reach::Url(_))) {
+                    // Not known: refused by `confine` (no URL to fetch).
+                    if let Some((flags, urls, dest)) =
+                        remote_add(rest, escape, &env).map_err(err)?
+                    {
+                        adds.push(RemoteAdd {
+                            line: line.number,
+                            last: line.last,
+                            flags,
+                            urls,
+                            dest,
+                        });
+                    }
+                }
+                reached.into_iter().for_each(|r| findings.push(at(r)));
             }
             "onbuild" => {
                 // Run in a later build, with that build's variables: none
@@ -652,13 +873,61 @@ fn read(text: &str, escape: char) -> Result<Vec<Finding>, String> {
                     copy(&inner, rest, escape, &unknown, &[])
                         .map_err(err)?
                         .into_iter()
-                        .for_each(|r| findings.push(at(r)));
+                        .for_each(|r| {
+                            findings.push(Finding {
+                                onbuild: true,
+                                ..at(r)
+                            })
+                        });
                 }
             }
             _ => {}
         }
     }
-    Ok(findings)
+    Ok((findings, adds))
+}
+
+/// Sources and destination of an `ADD` (shell or JSON form).
+fn add_words(args: &str) -> Vec<String> {
+    match serde_json::from_str::<Vec<String>>(args.trim()) {
+        Ok(list) if args.trim_start().starts_with('[') => list,
+        _ => args.split_whitespace().map(str::to_owned).collect(),
+    }
+}
+
+fn is_url(s: &str) -> bool {
+    let lower = s.to_ascii_lowercase();
+    lower.starts_with("http://") || lower.starts_with("https://")
+}
+
+/// An `ADD` that fetches URLs: its flags, URLs (expanded) and
+/// destination (as written); refused when it adds local sources too;
+/// `None` when a variable the file does not set is in a source.
+#[allow(clippy::type_complexity)]
+fn remote_add(
+    rest: &str,
+    escape: char,
+    env: &Env,
+) -> Result<Option<(Vec<(String, String)>, Vec<String>, String)>, String> {
+    let (flags, args) = flags(rest);
+    let words = add_words(args);
+    let Some((dest, sources)) = words.split_last().filter(|(_, s)| !s.is_empty()) else {
+        return Err("ADD takes one or more sources and a destination".into());
+    };
+    let mut urls = Vec::new();
+    for source in sources {
+        let expanded = expand(source, escape, &|n| env.lookup(n))?;
+        if expanded.contains(UNKNOWN) {
+            return Ok(None);
+        }
+        if !is_url(&expanded) {
+            return Err(
+                "an ADD that fetches a URL may not add other sources on the same line: give each its own ADD".into(),
+            );
+        }
+        urls.push(expanded);
+    }
+    Ok(Some((flags, urls, dest.clone())))
 }
 
 /// What a `COPY` or `ADD` reaches: its `--from` image (unless an earlier
@@ -691,10 +960,7 @@ fn copy(
     if kind != "add" {
         return Ok(out);
     }
-    let words: Vec<String> = match serde_json::from_str::<Vec<String>>(args.trim()) {
-        Ok(list) if args.trim_start().starts_with('[') => list,
-        _ => args.split_whitespace().map(str::to_owned).collect(),
-    };
+    let words = add_words(args);
     let sources = if words.len() > 1 {
         &words[..words.len() - 1]
     } else {
@@ -1110,6 +1376,195 @@ mod tests {
         check("8.8.8.8", None);
         check("172.32.0.1", None);
         check("2606:4700::1111", None);
+    }
+
+    #[test]
+    fn bases_and_onbuild_lines_are_marked() {
+        let found = parse(
+            "FROM a AS one\nFROM one\nFROM scratch\nCOPY --from=b / /\nFROM c\n\
+             ONBUILD COPY --from=d / /\n",
+        )
+        .unwrap();
+        let marks: Vec<(usize, bool, bool)> =
+            found.iter().map(|f| (f.line, f.base, f.onbuild)).collect();
+        assert_eq!(
+            marks,
+            [
+                (1, true, false),
+                (4, false, false),
+                (5, true, false),
+                (6, false, true)
+            ]
+        );
+    }
+
+    #[test]
+    fn remote_adds_are_read_with_their_lines() {
+        let text = "FROM a\nARG H=example.com\nADD --chown=1:2 --chmod=640 \\\n\
+                    # note\n  http://$H/f.tgz \\\n  /opt/\nADD local.tar /x\n\
+                    ONBUILD ADD http://example.com/y /y\n\
+                    add [\"https://example.com/a b\", \"https://example.com/c\", \"/d dir/\"]\n";
+        let adds = remote_adds(text).unwrap();
+        assert_eq!(
+            adds,
+            [
+                RemoteAdd {
+                    line: 3,
+                    last: 6,
+                    flags: vec![
+                        ("chown".into(), "1:2".into()),
+                        ("chmod".into(), "640".into())
+                    ],
+                    urls: vec!["http://example.com/f.tgz".into()],
+                    dest: "/opt/".into(),
+                },
+                RemoteAdd {
+                    line: 9,
+                    last: 9,
+                    flags: vec![],
+                    urls: vec![
+                        "https://example.com/a b".into(),
+                        "https://example.com/c".into()
+                    ],
+                    dest: "/d dir/".into(),
+                },
+            ]
+        );
+        let sources = vec![
+            vec![".lb-add/0/f.tgz".to_owned()],
+            vec![".lb-add/1/a".to_owned(), ".lb-add/2/c".to_owned()],
+        ];
+        let rewritten = rewrite(text, &adds, &sources);
+        let lines: Vec<&str> = rewritten.split('\n').collect();
+        assert_eq!(lines.len(), text.split('\n').count());
+        assert_eq!(
+            lines[2],
+            "COPY --chown=1:2 --chmod=640 [\".lb-add/0/f.tgz\",\"/opt/\"]"
+        );
+        assert_eq!(&lines[3..6], ["", "", ""]);
+        assert_eq!(lines[6], "ADD local.tar /x");
+        assert_eq!(
+            lines[8],
+            "COPY [\".lb-add/1/a\",\".lb-add/2/c\",\"/d dir/\"]"
+        );
+        // Nothing fetches a URL now but the ONBUILD line, at its number.
+        assert!(remote_adds(&rewritten).unwrap().is_empty());
+        assert_eq!(urls(&rewritten), ["8:http://example.com/y"]);
+        // CRLF files keep their line ends.
+        let crlf = "FROM a\r\nADD http://example.com/x /x\r\nRUN true\r\n";
+        let adds = remote_adds(crlf).unwrap();
+        let out = rewrite(crlf, &adds, &[vec![".lb-add/0/x".into()]]);
+        assert_eq!(
+            out,
+            "FROM a\r\nCOPY [\".lb-add/0/x\",\"/x\"]\r\nRUN true\r\n"
+        );
+        // A URL and a local source on one line cannot become one COPY.
+        let e = remote_adds("FROM a\nADD http://example.com/x local.tar /d/\n").unwrap_err();
+        assert!(
+            e.contains("Dockerfile line 2") && e.contains("own ADD"),
+            "{e}"
+        );
+        // A source from a variable the file does not set: confine refuses it.
+        assert!(remote_adds("FROM a\nADD $URL /x\n").unwrap().is_empty());
+    }
+
+    #[test]
+    fn credentials_are_redacted() {
+        assert_eq!(
+            redact("ADD https://u:p@h.example/x?a=b@c /x"),
+            "ADD https://***@h.example/x?a=b@c /x"
+        );
+        assert_eq!(
+            redact("http://h/x and ftp://a@b"),
+            "http://h/x and ftp://***@b"
+        );
+        let f = parse("FROM a\nADD http://me:secret@10.0.0.1/x /x\n").unwrap();
+        assert!(!f[1].instruction.contains("secret"), "{}", f[1].instruction);
+    }
+
+    async fn store() -> (tempfile::TempDir, lb_store::embedded::EmbeddedStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = lb_store::embedded::EmbeddedStore::open_dir(&dir.path().join("s"))
+            .await
+            .unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn a_bases_triggers_are_checked() {
+        let (_dir, store) = store().await;
+        let keys = Keys::new("/lb");
+        let base = Base {
+            line: 3,
+            instruction: "FROM evil/base".into(),
+            image: "evil/base".into(),
+        };
+        let check = |triggers: &[&str]| {
+            let triggers: Vec<String> = triggers.iter().map(|t| t.to_string()).collect();
+            let (store, keys, base) = (&store, &keys, &base);
+            async move { confine_triggers(store, keys, "P1", REG, base, &triggers).await }
+        };
+        // Harmless triggers pass.
+        assert_eq!(
+            check(&["RUN echo hi", "COPY . /app", "ADD local.tar /x"]).await,
+            Ok(vec![])
+        );
+        for (trigger, expect) in [
+            ("ADD http://127.0.0.1:2967/x /x", "fetches a URL"),
+            ("ADD https://example.com/x /x", "fetches a URL"),
+            ("add htt`p://127.0.0.1/x /x", "fetches a URL"),
+            ("ADD $URL /x", "fetches a URL"),
+            ("COPY --from=sha256:6192ab / /", "is an image id"),
+            ("COPY --from=6192ab / /", "reads as an image id"),
+            // (The project's record is checked first: none in this store.)
+            (
+                "COPY --from=127.0.0.1:5000/other/svc / /",
+                "reaches an image that is refused",
+            ),
+            ("COPY --from=$IMG / /", "variable"),
+        ] {
+            let e = check(&[trigger]).await.unwrap_err();
+            assert!(
+                e.starts_with("Dockerfile line 3: FROM evil/base: the image's ONBUILD trigger"),
+                "{e}"
+            );
+            assert!(e.contains(expect), "{trigger}: {e}");
+        }
+        let e = check(&["ADD http://u:pw@example.com/x /x"])
+            .await
+            .unwrap_err();
+        assert!(!e.contains("pw"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn onbuild_add_of_a_url_is_refused() {
+        let (_dir, store) = store().await;
+        let keys = Keys::new("/lb");
+        let e = confine(
+            &store,
+            &keys,
+            "P1",
+            REG,
+            "FROM scratch\nONBUILD ADD http://93.184.215.14/x /x\n",
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            e.contains("Dockerfile line 2") && e.contains("ONBUILD ADD of a URL"),
+            "{e}"
+        );
+        let c = confine(
+            &store,
+            &keys,
+            "P1",
+            REG,
+            "FROM busybox AS a\nFROM a\nFROM scratch\nFROM other:1\n",
+        )
+        .await
+        .unwrap();
+        let bases: Vec<(usize, &str)> =
+            c.bases.iter().map(|b| (b.line, b.image.as_str())).collect();
+        assert_eq!(bases, [(1, "busybox"), (4, "other:1")]);
     }
 
     #[tokio::test]

@@ -90,6 +90,12 @@ pub trait ImageBuilder: Send + Sync {
     fn push(&self, request: PushRequest) -> OutputStream;
     /// Removes a local image (errors ignored: it may be gone already).
     async fn remove(&self, image: &str);
+    /// The `ONBUILD` triggers of a base image (`Config.OnBuild`), as the
+    /// build will find it: the engine's copy, pulled first (without
+    /// credentials) when the engine has none, as the build would.
+    async fn onbuild(&self, _image: &str) -> Result<Vec<String>, String> {
+        Ok(Vec::new())
+    }
     /// Prunes the build cache to `max` bytes (`prune.rs`); the bytes freed.
     async fn prune_cache(&self, _max: u64) -> Result<u64, String> {
         Ok(0)
@@ -203,6 +209,46 @@ impl ImageBuilder for BollardImages {
             })
             .await
         })
+    }
+
+    async fn onbuild(&self, image: &str) -> Result<Vec<String>, String> {
+        let triggers = |i: bollard::models::ImageInspect| {
+            i.config.and_then(|c| c.on_build).unwrap_or_default()
+        };
+        match self.docker.inspect_image(image).await {
+            Ok(inspect) => return Ok(triggers(inspect)),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            Err(e) => return Err(format!("inspect {image}: {e}")),
+        }
+        // Without a tag the engine would pull every tag.
+        let last = image.rsplit('/').next().unwrap_or(image);
+        let from_image = if image.contains('@') || last.contains(':') {
+            image.to_owned()
+        } else {
+            format!("{image}:latest")
+        };
+        let options = Some(CreateImageOptions {
+            from_image,
+            ..Default::default()
+        });
+        let mut stream = self.docker.create_image(options, None, None);
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(error) = info.error {
+                        return Err(format!("pull {image}: {error}"));
+                    }
+                }
+                Err(e) => return Err(format!("pull {image}: {e}")),
+            }
+        }
+        self.docker
+            .inspect_image(image)
+            .await
+            .map(triggers)
+            .map_err(|e| format!("inspect {image}: {e}"))
     }
 
     async fn remove(&self, image: &str) {

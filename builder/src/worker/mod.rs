@@ -19,6 +19,7 @@
 pub mod context;
 pub mod deploy;
 pub mod dockerfile;
+pub mod fetch;
 pub mod git;
 pub mod ignore;
 pub mod image;

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use super::context::{self, DOCKERFILE};
 use super::dockerfile::{self, Pull};
+use super::fetch;
 use super::image::{BuildRequest, Output, OutputStream, PullRequest, PushRequest};
 use super::log::Log;
 use super::{encode, finish_record, Step, Stop, Worker};
@@ -166,7 +167,7 @@ impl Run {
             build.context.as_deref().unwrap_or("."),
             "source.build.context",
         )?;
-        let prepared = context::dockerfile(&repo, build, &w.config.base_images).await?;
+        let mut prepared = context::dockerfile(&repo, build, &w.config.base_images).await?;
         for (name, text) in &prepared.rendered {
             self.line(&format!("{name} written from the template:"));
             for line in text.lines() {
@@ -175,14 +176,23 @@ impl Run {
         }
         // What the Dockerfile reaches: refused before the engine sees it.
         let text = String::from_utf8_lossy(&prepared.files[0].1).into_owned();
-        let pulls =
+        let confined =
             dockerfile::confine(w.store.as_ref(), &w.keys, &self.pid, &w.registry, &text).await?;
+        self.pull_bases(confined.pulls).await?;
+        self.check_triggers(&confined.bases).await?;
+        // Remote ADD sources: fetched here, copied from the context.
         let max = w.config.max_context;
+        if let Some(local) = fetch::localize(&text, max, &fetch::Pinned).await? {
+            for line in &local.log {
+                self.line(line);
+            }
+            prepared.files[0].1 = local.dockerfile.into_bytes();
+            prepared.files.extend(local.files);
+        }
         let tar = tokio::task::spawn_blocking(move || context::pack(&context, &prepared, max))
             .await
             .map_err(|e| e.to_string())??;
         self.line(&format!("context: {} KiB", tar.len() / 1024));
-        self.pull_bases(pulls).await?;
 
         // Installing dependencies (templates mark where that ends), building.
         self.step(match build.kind {
@@ -323,6 +333,43 @@ impl Run {
             }
         }
         Ok(())
+    }
+
+    /// The `ONBUILD` triggers of the images `FROM` lines name, read from
+    /// the engine (after the pulls) and checked like the file's own lines;
+    /// the project's images they reach pulled in turn.
+    async fn check_triggers(&mut self, bases: &[dockerfile::Base]) -> Step<()> {
+        let w = self.worker.clone();
+        let mut pulls: Vec<Pull> = Vec::new();
+        for base in bases {
+            let triggers =
+                w.images.onbuild(&base.image).await.map_err(|e| {
+                    format!("Dockerfile line {}: {}: {e}", base.line, base.instruction)
+                })?;
+            if triggers.is_empty() {
+                continue;
+            }
+            self.line(&format!(
+                "{}: checking its {} ONBUILD trigger(s)",
+                base.image,
+                triggers.len()
+            ));
+            let more = dockerfile::confine_triggers(
+                w.store.as_ref(),
+                &w.keys,
+                &self.pid,
+                &w.registry,
+                base,
+                &triggers,
+            )
+            .await?;
+            for pull in more {
+                if !pulls.contains(&pull) {
+                    pulls.push(pull);
+                }
+            }
+        }
+        self.pull_bases(pulls).await
     }
 
     /// Building: Docker's output to the log; a template's `LB_STEP=building`
