@@ -134,11 +134,19 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send) 
     let credential = credential::load_or_join(&config).await?;
     let docker = runtime::DockerRuntime::connect(&credential.id).await?;
     // The firewall first, recreated on every start: the API's ports (of
-    // every instance named) now, the registry's when the first assignment
-    // set names it.
-    let api_ports = config.api_urls().into_iter().filter_map(firewall::port_of);
-    let firewall = firewall::Firewall::new(&credential.id, api_ports);
+    // every instance named, here and on their hosts) and the registry's
+    // last learnt now, a new registry's when an assignment set names it;
+    // then checked every UPKEEP until the node stops.
+    let api_urls = config.api_urls();
+    let api_ports = api_urls.iter().copied().filter_map(firewall::port_of);
+    let firewall = firewall::Firewall::new(&credential.id, api_ports)
+        .guarding_apis(api_urls.iter().copied())
+        .remembering(&config.data_dir);
     firewall.apply().await;
+    let (stop_upkeep, upkeep_stopped) = tokio::sync::oneshot::channel::<()>();
+    let upkeep = tokio::spawn(firewall.clone().upkeep(firewall::UPKEEP, async move {
+        let _ = upkeep_stopped.await;
+    }));
     if let Err(err) = docker.prune_networks().await {
         tracing::warn!(error = %err, "cannot remove unused project networks");
     }
@@ -183,6 +191,8 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send) 
     };
     reconcile_task.abort();
     tap.abort();
+    drop(stop_upkeep);
+    let _ = upkeep.await;
     if let Some(task) = image_gc {
         task.abort();
     }

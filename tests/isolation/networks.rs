@@ -444,3 +444,146 @@ fn node_marker(data: &Path) -> String {
     let node = node_id(data).expect("the node joined");
     lb_node::firewall::chains(&node).0
 }
+
+/// `iptables -S`.
+fn iptables_rules() -> String {
+    let out = Command::new("iptables")
+        .args(["-w", "-S"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn iptables(args: &[&str]) {
+    let out = Command::new("iptables")
+        .arg("-w")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "iptables {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The node's upkeep: rules taken away under a running node (its jump
+/// from DOCKER-USER deleted, its INPUT chain flushed, as `iptables -F` or
+/// a firewalld reload does) are written again within the upkeep period;
+/// replicas are kept from lb's API and from another project again, and the
+/// node stays `ready` without problems. Fails with the upkeep off.
+#[test]
+fn rules_taken_away_come_back() {
+    let image = lb_testing::busybox_image();
+    let dir = tempfile::tempdir().unwrap();
+    let mut lb = start_everywhere(&dir.path().join("data"));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let alice = User::sign_up(&lb.api, "alice").await;
+        let bob = User::sign_up(&lb.api, "bob").await;
+        for (user, project) in [(&alice, "shop"), (&bob, "bank")] {
+            let (status, body) = user
+                .call("POST", "/projects", json!({"name": project}))
+                .await;
+            assert_eq!(status, 201, "{body}");
+        }
+        let client = json!({"name": "client", "image": image, "memory": 32,
+            "command": ["/bin/busybox", "sleep", "3600"]});
+        let (status, body) = alice.call("POST", "/projects/shop/services", client).await;
+        assert_eq!(status, 201, "{body}");
+        let (status, body) = bob
+            .call(
+                "POST",
+                "/projects/bank/services",
+                server(image, "bob", false),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let client = alice.running("shop", "client", 1).await.remove(0);
+        lb.containers.push(client.clone());
+        let bob_server = bob.running("bank", "server", 1).await.remove(0);
+        lb.containers.push(bob_server.clone());
+        let bob_ip = inspect(
+            &bob_server,
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        );
+        let gateway = inspect(
+            &client,
+            "{{range .NetworkSettings.Networks}}{{.Gateway}}{{end}}",
+        );
+        let kept_apart = |when: &str| {
+            let said = probe(&client, &gateway, lb.api_port);
+            assert!(
+                !said.contains("HTTP/"),
+                "{when}: a replica reached lb's API at {gateway}:{}: {said:?}",
+                lb.api_port
+            );
+            let said = probe(&client, &bob_ip, 8080);
+            assert!(
+                !said.contains("hello"),
+                "{when}: alice reached bob's replica: {said:?}"
+            );
+        };
+        kept_apart("before");
+
+        let node = node_id(&lb.data).expect("the node joined");
+        let (forward, input) = lb_node::firewall::chains(&node);
+        let hook = format!("-A DOCKER-USER -j {forward}");
+        let input_drop = |rules: &str| {
+            rules
+                .lines()
+                .any(|l| l.starts_with(&format!("-A {input} ")) && l.ends_with("-j DROP"))
+        };
+        assert!(iptables_rules().contains(&hook));
+        assert!(input_drop(&iptables_rules()));
+        iptables(&["-D", "DOCKER-USER", "-j", &forward]);
+        iptables(&["-F", &input]);
+        let taken = Instant::now();
+        // Meanwhile the host's API is open to replicas (unless the upkeep
+        // ran in between): told, not asserted.
+        let said = probe(&client, &gateway, lb.api_port);
+        eprintln!(
+            "rules taken away: a replica reaches lb's API: {}",
+            said.contains("HTTP/")
+        );
+
+        let period = lb_node::firewall::UPKEEP + Duration::from_secs(10);
+        loop {
+            let rules = iptables_rules();
+            if rules.contains(&hook) && input_drop(&rules) {
+                break;
+            }
+            assert!(
+                taken.elapsed() < period,
+                "the node's rules did not come back within {} s: {rules}",
+                period.as_secs()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        eprintln!("rules back after {:?}", taken.elapsed());
+        // Once each: written again, not piled up.
+        let rules = iptables_rules();
+        assert_eq!(rules.matches(&hook).count(), 1, "{rules}");
+        assert_eq!(
+            rules.matches(&format!("-A INPUT -j {input}")).count(),
+            1,
+            "{rules}"
+        );
+        kept_apart("after the upkeep");
+
+        // The node is ready, with nothing to report.
+        let admin = User::log_in_as(&lb.api, "admin", "admin-password").await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (status, body) = admin.call("GET", "/nodes", Value::Null).await;
+            assert_eq!(status, 200, "{body}");
+            let list: Value = serde_json::from_str(&body).unwrap();
+            let node = &list["items"][0];
+            if node["state"] == "ready" && node["status"].get("problems").is_none() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the node is not ready: {node}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+}
