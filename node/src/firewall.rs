@@ -1044,7 +1044,7 @@ mod tests {
              -A {i} -j RETURN\n-A LB-ISOLATION-other -j RETURN\n"
         );
         let written = ours(&listing, "n1");
-        assert_eq!(written.len(), 9, "{written:?}");
+        assert_eq!(written.len(), 8, "{written:?}");
         assert!(!written.iter().any(|l| l.contains("other")));
         assert_eq!(changed(&written, &written), None);
         // The DOCKER-USER jump deleted.
