@@ -159,6 +159,15 @@ struct ApiArgs {
     /// Whether anyone may sign up.
     #[arg(long, env = "LB_SIGNUP", value_enum, default_value = "closed")]
     signup: SignupArg,
+    /// A reverse proxy whose X-Forwarded-For names the client for the
+    /// failed-login limits (an address or CIDR; repeat, or separate with
+    /// commas). Loopback is always trusted.
+    #[arg(
+        long = "trusted-proxy",
+        env = "LB_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    trusted_proxies: Vec<lb_api::config::Cidr>,
     /// Where the web UI's browser libraries are (term.js, Chart.js).
     #[arg(long, env = "LB_UI_VENDOR_DIR", default_value = lb_api::ui::DEFAULT_VENDOR_DIR)]
     ui_vendor_dir: std::path::PathBuf,
@@ -189,6 +198,15 @@ struct UpArgs {
     /// Whether anyone may sign up.
     #[arg(long, env = "LB_SIGNUP", value_enum, default_value = "open")]
     signup: SignupArg,
+    /// A reverse proxy whose X-Forwarded-For names the client for the
+    /// failed-login limits (an address or CIDR; repeat, or separate with
+    /// commas). Loopback is always trusted.
+    #[arg(
+        long = "trusted-proxy",
+        env = "LB_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    trusted_proxies: Vec<lb_api::config::Cidr>,
     /// Where the web UI's browser libraries are (term.js, Chart.js).
     #[arg(long, env = "LB_UI_VENDOR_DIR", default_value = lb_api::ui::DEFAULT_VENDOR_DIR)]
     ui_vendor_dir: std::path::PathBuf,
@@ -470,6 +488,13 @@ fn signup(arg: SignupArg) -> lb_api::server::Signup {
     }
 }
 
+/// Loopback and the `--trusted-proxy` blocks.
+fn trusted_proxies(extra: Vec<lb_api::config::Cidr>) -> Vec<lb_api::config::Cidr> {
+    let mut all = lb_api::config::Cidr::loopback().to_vec();
+    all.extend(extra);
+    all
+}
+
 /// Runs the chosen command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -495,6 +520,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                             .config(!args.no_ingress && args.ingress.https_listen.is_some())?,
                     ),
                     backup_dir: Some(args.store.data_dir.clone()),
+                    trusted_proxies: trusted_proxies(args.trusted_proxies),
                     ..lb_api::Config::new(args.listen, signup(args.signup))
                 },
                 ingress: (!args.no_ingress).then(|| args.ingress.config()),
@@ -545,6 +571,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         ..Default::default()
                     },
                     acme: Some(args.acme.config(true)?),
+                    trusted_proxies: trusted_proxies(args.trusted_proxies),
                     ..lb_api::Config::new(args.listen, signup(args.signup))
                 },
             )

@@ -298,7 +298,7 @@ pub const ROUTES: &[Route] = &[
         "getServiceLogs",
         "GET",
         "/api/v1/projects/{p}/services/{s}/logs",
-        "The last lines of a replica's output (text); with follow=true a chunked body that keeps coming; upgraded to a websocket, binary frames of output",
+        "The last lines of a replica's output (text): the one named, else a running one, else the last output of the replica that ended last (its exit code in X-Lb-Exit-Code); with follow=true a chunked body that keeps coming; upgraded to a websocket, binary frames of output",
     )
     .paged_logs()
     .upgrade()
@@ -601,10 +601,17 @@ fn schemas() -> Value {
             "revision": {"type": "integer"}, "created": {"type": "integer"}, "updated": {"type": "integer"}}},
         "ProjectList": list("Project"),
         "MergePatch": {"type": "object", "description": "RFC 7396 JSON merge patch of the resource's writable fields"},
-        "Port": {"type": "object", "required": ["container"], "additionalProperties": false, "properties": {
+        "Port": {"type": "object", "required": ["container"], "additionalProperties": false,
+            "description": "a published port in the object form, the form responses use",
+            "properties": {
             "container": {"type": "integer", "minimum": 1, "maximum": 65535},
-            "host": {"type": "integer", "nullable": true, "minimum": 1, "maximum": 65535},
-            "protocol": {"enum": ["tcp", "udp"]}}},
+            "host": {"type": "integer", "nullable": true, "minimum": 1, "maximum": 65535,
+                "description": "null: the node picks a free host port"},
+            "protocol": {"enum": ["tcp", "udp"], "default": "tcp"}}},
+        "PortInput": {"description": "a published port as written: HOST:CONTAINER[/PROTOCOL] like docker run -p (8080:80, 8080:80/udp; 80 or 80/udp for a host port the node picks; ports 1 to 65535), or the object form responses use",
+            "oneOf": [
+                {"type": "string", "pattern": "^([0-9]{1,5}:)?[0-9]{1,5}(/(tcp|udp))?$", "example": "8080:80"},
+                {"$ref": "#/components/schemas/Port"}]},
         "ServiceSpec": {"type": "object", "required": ["name"], "additionalProperties": false, "properties": {
             "name": name, "description": {"type": "string", "maxLength": 1024},
             "image": {"type": "string", "nullable": true},
@@ -612,7 +619,8 @@ fn schemas() -> Value {
             "replicas": {"type": "integer", "minimum": 0, "maximum": 1000},
             "memory": {"type": "integer", "minimum": 6, "description": "MiB, a hard limit"},
             "cpu": {"type": "number", "minimum": 0, "exclusiveMinimum": true, "maximum": 1024},
-            "ports": {"type": "array", "items": {"$ref": "#/components/schemas/Port"}},
+            "ports": {"type": "array", "items": {"$ref": "#/components/schemas/PortInput"},
+                "description": "write HOST:CONTAINER[/PROTOCOL] (\"8080:80\"); responses answer each as an object"},
             "env": {"type": "object", "additionalProperties": {"type": "string"}},
             "command": {"type": "array", "nullable": true, "items": {"type": "string"}},
             "volumes": {"type": "array", "items": {"type": "object", "required": ["name", "path"],
@@ -644,7 +652,8 @@ fn schemas() -> Value {
         "Service": {"type": "object", "required": ["id", "name", "project", "revision", "created", "updated", "spec", "status"], "properties": {
             "id": {"type": "string"}, "name": {"type": "string"}, "project": {"type": "string"},
             "revision": {"type": "integer"}, "created": {"type": "integer"}, "updated": {"type": "integer"},
-            "spec": {"$ref": "#/components/schemas/ServiceSpec"},
+            "spec": {"allOf": [{"$ref": "#/components/schemas/ServiceSpec"}],
+                "properties": {"ports": {"type": "array", "items": {"$ref": "#/components/schemas/Port"}}}},
             "status": {"type": "object", "description": "what the service does, computed from its replicas and its rollout",
                 "properties": {
                     "state": {"enum": ["running", "deploying", "degraded", "crash_looping", "pending", "paused", "stopped", "no_image"]},
@@ -966,11 +975,12 @@ fn operation(route: &Route) -> Value {
         op.insert("parameters".into(), Value::Array(params));
     }
     if let Some(schema) = route.body {
-        op.insert(
-            "requestBody".into(),
-            json!({"required": true, "content": {"application/json": {
-            "schema": {"$ref": format!("#/components/schemas/{schema}")}}}}),
-        );
+        let mut body = json!({"required": true, "content": {"application/json": {
+            "schema": {"$ref": format!("#/components/schemas/{schema}")}}}});
+        if route.id == "createService" {
+            body["content"]["application/json"]["examples"] = service_examples();
+        }
+        op.insert("requestBody".into(), body);
     }
     let mut responses = Map::new();
     let (status, schema) = route.ok;
@@ -986,6 +996,18 @@ fn operation(route: &Route) -> Value {
             None => json!({"description": description}),
         },
     );
+    if route.id == "getServiceLogs" {
+        // Whose output it is and how that replica last ended.
+        let header =
+            |kind: &str, about: &str| json!({"description": about, "schema": {"type": kind}});
+        responses[&status.to_string()]["headers"] = json!({
+            "X-Lb-Replica": header("string", "the replica whose output this is"),
+            "X-Lb-Replica-State": header("string", "its state: running, exited, failed, ..."),
+            "X-Lb-Restarts": header("integer", "its restarts so far"),
+            "X-Lb-Exit-Code": header("integer", "its container's last exit code, once it has exited"),
+            "X-Lb-Oom-Killed": header("boolean", "whether that exit was an out-of-memory kill"),
+        });
+    }
     if route.upgrade {
         responses.insert(
             "101".into(),
@@ -1002,6 +1024,20 @@ fn operation(route: &Route) -> Value {
         security(route.auth).unwrap_or_else(|| json!([])),
     );
     Value::Object(op)
+}
+
+/// Examples of a service to create: ports written as `docker run -p`
+/// writes them (the object form is read too, and is what responses hold).
+fn service_examples() -> Value {
+    json!({
+        "image": {"summary": "an image with a published port (host 8080 to container 80)",
+            "value": {"name": "web", "image": "nginx:1.25", "memory": 64, "ports": ["8080:80"]}},
+        "ports": {"summary": "ports: HOST:CONTAINER, /udp, and a container port alone (the node picks the host port)",
+            "value": {"name": "web", "image": "nginx:1.25", "ports": ["8080:80", "5353:53/udp", "9000"]}},
+        "object": {"summary": "the object form of a port, as responses write it",
+            "value": {"name": "web", "image": "nginx:1.25",
+                "ports": [{"container": 80, "host": 8080, "protocol": "tcp"}]}}
+    })
 }
 
 /// The OpenAPI 3 document.

@@ -1,5 +1,7 @@
 //! Quotas and fairness: an admin's limits per user refuse what would pass
-//! them (403 naming the limit), a huge env is refused and a bounded one
+//! them (403 naming the limit; for registry bytes, a real push with
+//! `skopeo` refused with the registry's 403 `DENIED`), a huge env is
+//! refused and a bounded one
 //! does not grow the store much per replica, a paused service reserves no
 //! room on its node, and one user's 200 queued builds do not starve
 //! another's single build.
@@ -402,5 +404,160 @@ fn one_users_200_queued_builds_do_not_starve_anothers_one() {
             );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+    });
+}
+
+/// `skopeo copy` of the busybox test image from the engine to `dest`:
+/// whether it worked, and what it wrote to stderr.
+fn skopeo_push(image: &str, dest: &str, creds: &str) -> (bool, String) {
+    let out = Command::new("skopeo")
+        .args([
+            "copy",
+            "--retry-times",
+            "0",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            creds,
+            &format!("docker-daemon:{image}"),
+            &format!("docker://{dest}"),
+        ])
+        .output()
+        .expect("run skopeo");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn registry_usage(admin: &User, user: &str) -> u64 {
+    let (status, view) =
+        json_call(admin, "GET", &format!("/users/{user}/quota"), Value::Null).await;
+    assert_eq!(status, 200, "{view}");
+    view["usage"]["registry_bytes"].as_u64().unwrap()
+}
+
+#[test]
+fn registry_bytes_refuse_a_push_past_the_limit() {
+    // About 2 MB of busybox: a layer of ~1 MB compressed.
+    let image = lb_testing::busybox_image();
+    let dir = tempfile::tempdir().unwrap();
+    let up = start(&dir.path().join("data"));
+    let registry = up.registry.clone();
+    assert!(!registry.is_empty(), "lb up printed no registry address");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let admin = User::log_in_as(&up.api, "admin", "admin-password").await;
+        let user = User::sign_up(&up.api, "pusher").await;
+        created(&user, "POST", "/projects", json!({"name": "demo"})).await;
+        for service in ["web", "raw"] {
+            created(
+                &user,
+                "POST",
+                "/projects/demo/services",
+                json!({"name": service, "image": NOWHERE, "replicas": 0}),
+            )
+            .await;
+        }
+        const LIMIT: u64 = 100_000;
+        let (status, body) = json_call(
+            &admin,
+            "PUT",
+            "/users/pusher/quota",
+            json!({"registry_bytes": LIMIT}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+
+        // A real client's push of an image bigger than the limit fails,
+        // naming the limit.
+        let creds = "pusher:password-1";
+        let (ok, stderr) = skopeo_push(image, &format!("{registry}/demo/web:1"), creds);
+        assert!(!ok, "a push past registry_bytes worked");
+        assert!(
+            stderr.to_lowercase().contains("denied")
+                && stderr.contains("registry_bytes")
+                && stderr.contains(&LIMIT.to_string()),
+            "skopeo: {stderr}"
+        );
+        assert!(registry_usage(&admin, "pusher").await <= LIMIT);
+
+        // What the registry answered, by hand: 403, DENIED, the limit named.
+        let client = reqwest::Client::new();
+        let token: Value = client
+            .get(format!("{}/registry/token", up.api))
+            .query(&[
+                ("service", "lb-registry"),
+                ("scope", "repository:demo/raw:push,pull"),
+            ])
+            .basic_auth("pusher", Some("password-1"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = token["token"].as_str().expect("a registry token");
+        let r = client
+            .post(format!("http://{registry}/v2/demo/raw/blobs/uploads/"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+        let location = r.headers()["location"].to_str().unwrap().to_owned();
+        let location = if location.starts_with('/') {
+            format!("http://{registry}{location}")
+        } else {
+            location
+        };
+        let r = client
+            .patch(&location)
+            .bearer_auth(token)
+            .header("content-type", "application/octet-stream")
+            .body(vec![7u8; LIMIT as usize + 1])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+        let body: Value = r.json().await.unwrap();
+        let error = &body["errors"][0];
+        assert_eq!(error["code"], "DENIED", "{body}");
+        let message = error["message"].as_str().unwrap();
+        assert!(
+            message.contains("registry_bytes") && message.contains(&LIMIT.to_string()),
+            "{message}"
+        );
+
+        // Under the limit, the same push goes through and is counted.
+        let (status, body) = json_call(
+            &admin,
+            "PUT",
+            "/users/pusher/quota",
+            json!({"registry_bytes": 20_000_000}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let (ok, stderr) = skopeo_push(image, &format!("{registry}/demo/web:1"), creds);
+        assert!(ok, "a push under registry_bytes failed: {stderr}");
+        let used = registry_usage(&admin, "pusher").await;
+        assert!((LIMIT..=20_000_000).contains(&used), "usage {used}");
+        // Lowered below what the repositories hold: the next push of new
+        // bytes is refused, a push of blobs already there is not.
+        let (status, _) = json_call(
+            &admin,
+            "PUT",
+            "/users/pusher/quota",
+            json!({"registry_bytes": used}),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let (ok, stderr) = skopeo_push(image, &format!("{registry}/demo/web:2"), creds);
+        assert!(ok, "a push of blobs already held failed: {stderr}");
+        let (ok, stderr) = skopeo_push(
+            lb_testing::bash_image(),
+            &format!("{registry}/demo/web:3"),
+            creds,
+        );
+        assert!(!ok && stderr.contains("registry_bytes"), "skopeo: {stderr}");
     });
 }

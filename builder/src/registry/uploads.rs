@@ -6,7 +6,9 @@
 //! Bounds: an upload holds at most [`MAX_UPLOAD`] bytes, and no more than
 //! the repository owner's `registry_bytes` quota leaves (403 `DENIED`
 //! naming it, checked when the upload starts, while it grows and when it
-//! ends); an upload not written to for [`UPLOAD_TTL`] is deleted by a sweep
+//! ends). The owner's open uploads count against the quota with the bytes
+//! they hold, so uploads in parallel share what is left instead of each
+//! taking all of it; an upload not written to for [`UPLOAD_TTL`] is deleted by a sweep
 //! every [`SWEEP_EVERY`] ([`sweep`]), which also removes files left in
 //! `uploads/` by manifests that never finished.
 
@@ -37,45 +39,60 @@ pub const UPLOAD_TTL: Duration = Duration::from_secs(3600);
 /// How often expired uploads are looked for.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
-/// An upload in progress (its bytes are in `uploads/<id>`).
+/// An upload in progress (its bytes are in `uploads/<id>`). It stays in
+/// the registry's map while a request writes to it (`busy`), its `size`
+/// kept current chunk by chunk, so its bytes count against its owner's
+/// quota all along.
 pub(super) struct Upload {
     pid: String,
     sid: String,
+    /// The hash so far (taken out while a request writes).
     hasher: Sha256,
     size: u64,
-    /// The most bytes it may reach: [`MAX_UPLOAD`], or less when the
-    /// owner's quota leaves less.
-    limit: Limit,
+    /// The owner's `registry_bytes` quota, when one applies.
+    quota: Option<Quota>,
+    /// A request is writing to it (or finishing it).
+    busy: bool,
 }
 
-/// What bounds an upload.
-#[derive(Debug, Clone, Copy)]
-enum Limit {
-    /// The size cap of one upload.
-    Cap(u64),
-    /// What the owner's `registry_bytes` quota leaves.
-    Quota { max: u64, left: u64 },
+/// The `registry_bytes` quota an upload counts against.
+#[derive(Debug, Clone)]
+struct Quota {
+    /// The project owner's user id.
+    owner: String,
+    /// The limit.
+    max: u64,
+    /// Bytes of blobs linked in the owner's repositories: read when the
+    /// upload started, raised as the owner's other uploads and mounts link
+    /// blobs.
+    linked: u64,
 }
 
-impl Limit {
-    fn bytes(self) -> u64 {
-        match self {
-            Limit::Cap(n) => n,
-            Limit::Quota { left, .. } => left,
-        }
-    }
+/// The error for an upload past [`MAX_UPLOAD`].
+fn too_large(size: u64) -> RegError {
+    err(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "SIZE_INVALID",
+        format!("an upload may hold at most {MAX_UPLOAD} bytes; this one reached {size}"),
+    )
+}
 
-    /// The error for an upload that would reach `size` bytes.
-    fn refuse(self, size: u64) -> RegError {
-        match self {
-            Limit::Cap(max) => err(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "SIZE_INVALID",
-                format!("an upload may hold at most {max} bytes; this one reached {size}"),
-            ),
-            Limit::Quota { max, .. } => quota_refused(max),
-        }
-    }
+/// The error for a busy or unknown upload.
+fn unknown_or_busy(id: &str) -> RegError {
+    err(
+        StatusCode::NOT_FOUND,
+        "BLOB_UPLOAD_UNKNOWN",
+        format!("upload {id:?} unknown or busy"),
+    )
+}
+
+/// Bytes the open uploads of `owner` hold.
+fn open_bytes(uploads: &HashMap<String, Upload>, owner: &str) -> u64 {
+    uploads
+        .values()
+        .filter(|u| u.quota.as_ref().is_some_and(|q| q.owner == owner))
+        .map(|u| u.size)
+        .sum()
 }
 
 /// The 403 for a push past the owner's quota.
@@ -106,7 +123,7 @@ impl Registry {
                 return Ok(reply);
             }
         }
-        let limit = self.limit(&pid, None).await?;
+        let quota = self.quota(&pid, None).await?;
         let id = lb_model::ids::new_id().to_lowercase();
         private_file(&self.upload_path(&id)).await?;
         self.uploads_lock().insert(
@@ -116,7 +133,8 @@ impl Registry {
                 sid,
                 hasher: Sha256::new(),
                 size: 0,
-                limit,
+                quota,
+                busy: false,
             },
         );
         if let Some(digest) = q.get("digest") {
@@ -159,6 +177,7 @@ impl Registry {
                 self.finish_upload(name, id, digest, body, start).await
             }
             Method::DELETE => {
+                // A request writing to it finds it gone and stops.
                 self.uploads_lock().remove(id);
                 let _ = tokio::fs::remove_file(self.upload_path(id)).await;
                 Ok(empty(StatusCode::NO_CONTENT))
@@ -188,23 +207,54 @@ impl Registry {
         }
     }
 
+    /// Marks upload `id` busy and takes its hasher out; answers the hasher
+    /// and the size. A second request for the same upload at the same time
+    /// finds it busy instead of interleaving.
+    fn take(&self, id: &str) -> Result<(Sha256, u64)> {
+        let mut uploads = self.uploads_lock();
+        match uploads.get_mut(id) {
+            Some(u) if !u.busy => {
+                u.busy = true;
+                Ok((std::mem::take(&mut u.hasher), u.size))
+            }
+            _ => Err(unknown_or_busy(id)),
+        }
+    }
+
+    /// Counts `len` more bytes into upload `id`, if its size cap and its
+    /// owner's quota (with the owner's other open uploads) leave room.
+    fn grow(&self, id: &str, len: u64) -> Result<()> {
+        let mut uploads = self.uploads_lock();
+        let open = match uploads.get(id).and_then(|u| u.quota.as_ref()) {
+            Some(q) => open_bytes(&uploads, &q.owner),
+            None => 0,
+        };
+        // Canceled (DELETE) or expired while written to.
+        let upload = uploads.get_mut(id).ok_or_else(|| unknown_or_busy(id))?;
+        let size = upload.size + len;
+        if size > MAX_UPLOAD {
+            return Err(too_large(size));
+        }
+        if let Some(q) = &upload.quota {
+            if q.linked + open + len > q.max {
+                return Err(quota_refused(q.max));
+            }
+        }
+        upload.size = size;
+        Ok(())
+    }
+
     /// Appends a request body to an upload; answers its new size. With
     /// `start` (from Content-Range) the chunk must continue where the upload
     /// ends.
     async fn append(&self, id: &str, mut body: BodyStream, start: Option<u64>) -> Result<u64> {
-        // Take the upload out while writing: a second request for the same
-        // upload at the same time finds it missing instead of interleaving.
-        let mut upload = self.uploads_lock().remove(id).ok_or_else(|| {
-            err(
-                StatusCode::NOT_FOUND,
-                "BLOB_UPLOAD_UNKNOWN",
-                format!("upload {id:?} unknown or busy"),
-            )
-        })?;
+        let (mut hasher, size) = self.take(id)?;
         if let Some(start) = start {
-            if start != upload.size {
-                let size = upload.size;
-                self.uploads_lock().insert(id.to_owned(), upload);
+            if start != size {
+                if let Some(u) = self.uploads_lock().get_mut(id) {
+                    u.hasher = hasher;
+                    u.busy = false;
+                }
                 return Err(err(
                     StatusCode::RANGE_NOT_SATISFIABLE,
                     "BLOB_UPLOAD_INVALID",
@@ -212,6 +262,7 @@ impl Registry {
                 ));
             }
         }
+        let mut size = size;
         let result = async {
             let file = tokio::fs::OpenOptions::new()
                 .append(true)
@@ -228,26 +279,36 @@ impl Registry {
                         format!("upload interrupted: {e}"),
                     )
                 })?;
-                let size = upload.size + chunk.len() as u64;
-                if size > upload.limit.bytes() {
-                    return Err(upload.limit.refuse(size));
-                }
+                self.grow(id, chunk.len() as u64)?;
                 file.write_all(&chunk).await?;
-                upload.hasher.update(&chunk);
-                upload.size += chunk.len() as u64;
+                hasher.update(&chunk);
+                size += chunk.len() as u64;
             }
             file.flush().await?;
             Ok::<_, RegError>(())
         }
         .await;
-        let size = upload.size;
-        if result.is_ok() {
-            self.uploads_lock().insert(id.to_owned(), upload);
-        } else {
-            // The file and the hash may disagree now: the upload is over.
-            let _ = tokio::fs::remove_file(self.upload_path(id)).await;
+        let kept = {
+            let mut uploads = self.uploads_lock();
+            match (&result, uploads.get_mut(id)) {
+                (Ok(()), Some(upload)) => {
+                    upload.hasher = hasher;
+                    upload.busy = false;
+                    true
+                }
+                _ => {
+                    uploads.remove(id);
+                    false
+                }
+            }
+        };
+        if kept {
+            return Ok(size);
         }
-        result.map(|()| size)
+        // The file and the hash may disagree now, or the upload was canceled
+        // meanwhile: it is over.
+        let _ = tokio::fs::remove_file(self.upload_path(id)).await;
+        result.and(Err(unknown_or_busy(id)))
     }
 
     /// Appends the last chunk, checks the digest, moves the blob into place
@@ -269,46 +330,64 @@ impl Registry {
             }
         };
         self.append(id, body, start).await?;
-        let Some(upload) = self.uploads_lock().remove(id) else {
-            return Err(err(
-                StatusCode::NOT_FOUND,
-                "BLOB_UPLOAD_UNKNOWN",
-                "upload unknown or busy",
-            ));
+        // It stays in the map, busy, until linked: its bytes count against
+        // the quota while other uploads finish.
+        let (hasher, size) = self.take(id)?;
+        let (pid, sid) = match self.uploads_lock().get(id) {
+            Some(u) => (u.pid.clone(), u.sid.clone()),
+            None => return Err(unknown_or_busy(id)),
         };
         let path = self.upload_path(id);
-        let actual = hex::encode(upload.hasher.finalize());
-        if actual != hex {
-            let _ = tokio::fs::remove_file(&path).await;
-            return Err(err(
-                StatusCode::BAD_REQUEST,
-                "DIGEST_INVALID",
-                format!("the upload's digest is sha256:{actual}, not {digest}"),
-            ));
+        let result = async {
+            let actual = hex::encode(hasher.finalize());
+            if actual != hex {
+                return Err(err(
+                    StatusCode::BAD_REQUEST,
+                    "DIGEST_INVALID",
+                    format!("the upload's digest is sha256:{actual}, not {digest}"),
+                ));
+            }
+            // Other uploads may have finished meanwhile: the quota again,
+            // with this one's bytes among the open ones.
+            let known = self.blob_size(&pid, &sid, digest).await?.is_some();
+            if !known {
+                self.quota(&pid, Some(0)).await?;
+            }
+            tokio::fs::File::open(&path).await?.sync_all().await?;
+            let target = self.blob_path(&hex);
+            if tokio::fs::try_exists(&target).await.unwrap_or(false) {
+                tokio::fs::remove_file(&path).await?;
+            } else {
+                tokio::fs::rename(&path, &target).await?;
+                sync_dir(&self.dir.join("blobs/sha256")).await;
+            }
+            self.link_blob(&pid, &sid, digest, size).await?;
+            Ok(known)
         }
-        // Other uploads may have finished meanwhile: the quota again.
-        let known = self
-            .blob_size(&upload.pid, &upload.sid, digest)
-            .await?
-            .is_some();
-        if let Err(e) = self
-            .limit(&upload.pid, Some(if known { 0 } else { upload.size }))
-            .await
-        {
-            let _ = tokio::fs::remove_file(&path).await;
-            return Err(e);
+        .await;
+        let quota = self.uploads_lock().remove(id).and_then(|u| u.quota);
+        match result {
+            Ok(known) => {
+                if let (false, Some(q)) = (known, quota) {
+                    self.linked(&q.owner, size);
+                }
+                Ok(created(&format!("/v2/{name}/blobs/{digest}"), digest))
+            }
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&path).await;
+                Err(e)
+            }
         }
-        tokio::fs::File::open(&path).await?.sync_all().await?;
-        let target = self.blob_path(&hex);
-        if tokio::fs::try_exists(&target).await.unwrap_or(false) {
-            tokio::fs::remove_file(&path).await?;
-        } else {
-            tokio::fs::rename(&path, &target).await?;
-            sync_dir(&self.dir.join("blobs/sha256")).await;
+    }
+
+    /// `size` more bytes linked in `owner`'s repositories: counted into
+    /// the owner's open uploads.
+    fn linked(&self, owner: &str, size: u64) {
+        for upload in self.uploads_lock().values_mut() {
+            if let Some(q) = upload.quota.as_mut().filter(|q| q.owner == owner) {
+                q.linked += size;
+            }
         }
-        self.link_blob(&upload.pid, &upload.sid, digest, upload.size)
-            .await?;
-        Ok(created(&format!("/v2/{name}/blobs/{digest}"), digest))
     }
 
     /// Cross-repository mount: links a blob of `from` into this repository
@@ -330,35 +409,43 @@ impl Registry {
         let Some(size) = self.blob_size(from_pid, from_sid, digest).await? else {
             return Ok(None);
         };
-        if self.blob_size(pid, sid, digest).await?.is_none() {
-            self.limit(pid, Some(size)).await?;
-        }
+        let quota = match self.blob_size(pid, sid, digest).await? {
+            None => self.quota(pid, Some(size)).await?,
+            Some(_) => None,
+        };
         self.link_blob(pid, sid, digest, size).await?;
+        if let Some(q) = quota {
+            self.linked(&q.owner, size);
+        }
         Ok(Some(created(&format!("/v2/{name}/blobs/{digest}"), digest)))
     }
 }
 
 impl Registry {
-    /// What an upload to project `pid` may hold: the size cap, or what the
-    /// owner's `registry_bytes` quota leaves. `adding`: a blob of that size
-    /// is about to be linked (403 when it does not fit); `None`: an upload
-    /// starts (403 when nothing is left).
-    async fn limit(&self, pid: &str, adding: Option<u64>) -> Result<Limit> {
-        let cap = Limit::Cap(MAX_UPLOAD);
+    /// The `registry_bytes` quota of project `pid`'s owner (`None`: no
+    /// limit), checked against the blobs linked in the owner's repositories
+    /// plus the bytes of the owner's open uploads. `adding`: a blob of that
+    /// size is about to be linked (403 when it does not fit); `None`: an
+    /// upload starts (403 when nothing is left).
+    async fn quota(&self, pid: &str, adding: Option<u64>) -> Result<Option<Quota>> {
         let Some(kv) = self.store.get(&self.keys.project(pid)).await? else {
-            return Ok(cap);
+            return Ok(None);
         };
         let Ok(project) = serde_json::from_slice::<lb_model::Project>(&kv.value) else {
-            return Ok(cap);
+            return Ok(None);
         };
         let quota = match self.store.get(&self.keys.quota(&project.owner)).await? {
             Some(kv) => serde_json::from_slice::<lb_model::Quota>(&kv.value).unwrap_or_default(),
-            None => return Ok(cap),
+            None => return Ok(None),
         };
         let Some(max) = quota.registry_bytes else {
-            return Ok(cap);
+            return Ok(None);
         };
-        let used = self.bytes_of(&project.owner).await? + adding.unwrap_or(0);
+        let linked = self.bytes_of(&project.owner).await?;
+        let open = open_bytes(&self.uploads_lock(), &project.owner);
+        let used = linked
+            .saturating_add(open)
+            .saturating_add(adding.unwrap_or(0));
         let full = match adding {
             None => used >= max,
             Some(_) => used > max,
@@ -366,12 +453,11 @@ impl Registry {
         if full {
             return Err(quota_refused(max));
         }
-        let left = max - used;
-        Ok(if left < MAX_UPLOAD {
-            Limit::Quota { max, left }
-        } else {
-            cap
-        })
+        Ok(Some(Quota {
+            owner: project.owner,
+            max,
+            linked,
+        }))
     }
 
     /// Bytes of blobs in the repositories of `owner`'s projects.
@@ -539,5 +625,96 @@ mod tests {
             .unwrap();
         let full = start(&registry).await.unwrap_err();
         assert_eq!(full.status, StatusCode::FORBIDDEN);
+    }
+
+    async fn patch(registry: &Registry, id: &str, bytes: &'static [u8]) -> Result<Reply> {
+        registry
+            .continue_upload(
+                &Method::PATCH,
+                "p/s",
+                id,
+                &HeaderMap::new(),
+                &HashMap::new(),
+                body(bytes),
+            )
+            .await
+    }
+
+    /// PUT with the digest of `bytes`, the whole blob, already sent.
+    async fn finish(registry: &Registry, id: &str, bytes: &[u8]) -> Result<Reply> {
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
+        let q = HashMap::from([("digest".to_owned(), digest)]);
+        registry
+            .continue_upload(&Method::PUT, "p/s", id, &HeaderMap::new(), &q, body(b""))
+            .await
+    }
+
+    fn denied(e: RegError) {
+        assert_eq!((e.status, e.code), (StatusCode::FORBIDDEN, "DENIED"));
+        assert!(e.message.contains("registry_bytes"), "{}", e.message);
+    }
+
+    #[tokio::test]
+    async fn parallel_uploads_share_what_the_quota_leaves() {
+        let dir = tempfile::tempdir().unwrap();
+        let (registry, store, keys) = registry(dir.path()).await;
+        let project = serde_json::json!({"id": "p1", "name": "p", "owner": "u1",
+            "description": "", "created": 1, "updated": 1});
+        store
+            .put(&keys.project("p1"), project.to_string().into_bytes())
+            .await
+            .unwrap();
+        store
+            .put(&keys.project_index("u1", "p"), b"p1".to_vec())
+            .await
+            .unwrap();
+        store
+            .put(&keys.quota("u1"), br#"{"registry_bytes": 10}"#.to_vec())
+            .await
+            .unwrap();
+        // Two uploads open at once: the bytes one holds are not the other's
+        // to take (each alone would fit in 10).
+        let a = start(&registry).await.unwrap();
+        let b = start(&registry).await.unwrap();
+        let c = start(&registry).await.unwrap();
+        patch(&registry, &a, b"aaaaaa").await.unwrap();
+        denied(patch(&registry, &b, b"bbbbb").await.unwrap_err());
+        assert!(registry.check_upload(&b, "p1", "s1").is_err());
+        // A finishes (6 bytes linked); C, open since before, sees them.
+        finish(&registry, &a, b"aaaaaa").await.unwrap();
+        denied(patch(&registry, &c, b"ccccc").await.unwrap_err());
+        // What is left still goes, in pieces, and finishes.
+        let d = start(&registry).await.unwrap();
+        patch(&registry, &d, b"dd").await.unwrap();
+        patch(&registry, &d, b"dd").await.unwrap();
+        denied(patch(&registry, &d, b"d").await.unwrap_err());
+        let e = start(&registry).await.unwrap();
+        patch(&registry, &e, b"eeee").await.unwrap();
+        // An open upload holding the rest: no other starts.
+        denied(start(&registry).await.unwrap_err());
+        finish(&registry, &e, b"eeee").await.unwrap();
+        denied(start(&registry).await.unwrap_err());
+        // Canceling an upload gives its bytes back.
+        store
+            .put(&keys.quota("u1"), br#"{"registry_bytes": 14}"#.to_vec())
+            .await
+            .unwrap();
+        let f = start(&registry).await.unwrap();
+        patch(&registry, &f, b"ffff").await.unwrap();
+        denied(start(&registry).await.unwrap_err());
+        registry
+            .continue_upload(
+                &Method::DELETE,
+                "p/s",
+                &f,
+                &HeaderMap::new(),
+                &HashMap::new(),
+                body(b""),
+            )
+            .await
+            .unwrap();
+        let g = start(&registry).await.unwrap();
+        patch(&registry, &g, b"gggg").await.unwrap();
+        finish(&registry, &g, b"gggg").await.unwrap();
     }
 }
