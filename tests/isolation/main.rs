@@ -13,6 +13,7 @@ mod harness;
 mod builds;
 mod confined;
 mod firewall;
+mod hosts;
 mod images;
 mod networks;
 mod private;
