@@ -4,7 +4,8 @@
 //! old one; a service on a fixed host port rolls out stop-first, never two
 //! containers running at once; and the service's `status` answered by the
 //! API says `running`, `deploying n/m`, `crash_looping` with the exit code,
-//! `pending` with the scheduler's reason, `paused` and `no image yet`.
+//! `pending` with the scheduler's reason, `paused` and `no image yet`, and
+//! `degraded` when one of two replicas keeps crashing beside one that runs.
 //! Needs Docker and Debian's busybox-static (see tests/README.md).
 
 #[allow(dead_code, unused_imports)]
@@ -611,6 +612,96 @@ fn the_api_states_what_services_do() {
                 ("src".into(), "no_image".into()),
             ]
         );
+    });
+    drop(up);
+}
+
+/// Removes a Docker volume when dropped (lb keeps a service's volumes on
+/// purpose, so the test removes the one it made, also when it fails).
+struct Volume(String);
+
+impl Drop for Volume {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["volume", "rm", "-f", &self.0])
+            .output();
+    }
+}
+
+#[test]
+fn one_crashing_replica_beside_one_running_is_degraded() {
+    let image = lb_testing::busybox_image();
+    let dir = tempfile::tempdir().unwrap();
+    // Declared before `up`: dropped after it, once no container uses it.
+    let mut volume = Volume(String::new());
+    let up = start(&dir.path().join("data"));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let user = User::sign_up(&up.api, "halfer").await;
+        let (status, body) = user
+            .call("POST", "/projects", json!({"name": "roll"}))
+            .await;
+        assert_eq!(status, 201, "{body}");
+
+        // Both replicas share the service's volume on the one node: the
+        // first to make the directory holds it and runs, the other exits
+        // with code 4 on every start.
+        let svc = create(
+            &user,
+            json!({"name": "half", "image": image, "memory": 16, "replicas": 2,
+                "volumes": [{"name": "lock", "path": "/lock"}],
+                "command": ["/bin/busybox", "sh", "-c",
+                    "mkdir /lock/held || exit 4; trap 'exit 0' TERM; while true; do sleep 1; done"]}),
+        )
+        .await;
+        let sid = svc["id"].as_str().unwrap().to_owned();
+        volume.0 = format!("lb-{}-lock", sid.to_lowercase());
+
+        let svc = until(
+            &user,
+            "half",
+            "degraded",
+            |s| s["status"]["state"] == "degraded",
+            |s| assert_ne!(s["status"]["state"], "running", "{}", s["status"]),
+        )
+        .await;
+        eprintln!("half: {}", svc["status"]);
+        assert_eq!(svc["status"]["label"], "degraded", "{}", svc["status"]);
+        assert_eq!(svc["status"]["replicas"]["ready"], 1, "{}", svc["status"]);
+        assert_eq!(svc["status"]["exit_code"], 4, "{}", svc["status"]);
+        let detail = svc["status"]["detail"].as_str().unwrap().to_owned();
+        assert!(
+            detail.starts_with("1/2 running; replica ") && detail.contains("exited with code 4"),
+            "{detail}"
+        );
+
+        // The replica the reason names is the one that crashes; the other
+        // runs and never restarted.
+        let (status, body) = user
+            .call("GET", "/projects/roll/services/half/replicas", Value::Null)
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let replicas: Value = serde_json::from_str(&body).unwrap();
+        let items = replicas["items"].as_array().unwrap();
+        assert_eq!(items.len(), 2, "{replicas}");
+        let (named, other): (Vec<&Value>, Vec<&Value>) = items
+            .iter()
+            .partition(|r| detail.contains(r["id"].as_str().unwrap()));
+        assert_eq!(named.len(), 1, "one replica named in {detail}: {replicas}");
+        assert_eq!(other[0]["state"], "running", "{replicas}");
+        assert_eq!(other[0]["restarts"], 0, "{replicas}");
+        assert!(
+            named[0]["state"] == "exited" || named[0]["restarts"].as_u64() > Some(0),
+            "{replicas}"
+        );
+
+        // The list answers the same state.
+        let (_, list) = user
+            .call("GET", "/projects/roll/services", Value::Null)
+            .await;
+        let list: Value = serde_json::from_str(&list).unwrap();
+        assert_eq!(list["items"][0]["name"], "half", "{list}");
+        assert_eq!(list["items"][0]["status"]["state"], "degraded", "{list}");
     });
     drop(up);
 }

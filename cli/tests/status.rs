@@ -1,6 +1,7 @@
 //! `lbc status`, `lbc env`, confirmation of `rm`, short replica ids and the
 //! names behind shell completion, against a real `lb up` running busybox
-//! replicas on the real Docker engine.
+//! replicas on the real Docker engine; a service with one of two replicas
+//! crashing reads `degraded` in `lbc status` and `lbc service ls`.
 
 mod common;
 
@@ -32,9 +33,25 @@ fn wait_rolled_out(up: &Up, service: &str, count: usize) -> Vec<Value> {
     items
 }
 
+/// Removes a Docker volume when dropped (lb keeps a service's volumes on
+/// purpose, so the test removes the one it made, also when it fails).
+struct Volume(String);
+
+impl Drop for Volume {
+    fn drop(&mut self) {
+        if !self.0.is_empty() {
+            let _ = std::process::Command::new("docker")
+                .args(["volume", "rm", "-f", &self.0])
+                .output();
+        }
+    }
+}
+
 #[test]
 fn status_env_rm_and_short_ids() {
     let image = lb_testing::busybox_image();
+    // Declared before `up`: dropped after it, once no container uses it.
+    let mut volume = Volume(String::new());
     let up = Up::start();
     up.ok(&["project", "create", "app"]);
     up.ok(&["project", "use", "app"]);
@@ -116,6 +133,77 @@ fn status_env_rm_and_short_ids() {
         line("big").contains("pending") && line("big").contains("no node has"),
         "{all}"
     );
+
+    // One of two replicas crashing beside one that runs: degraded, with the
+    // reason. Both share the service's volume on the one node: the first to
+    // make the directory holds it and runs, the other exits with code 4 on
+    // every start.
+    up.ok(&[
+        "service",
+        "create",
+        "half",
+        "--image",
+        image,
+        "-r",
+        "2",
+        "-m",
+        "16",
+        "--volume",
+        "lock:/lock",
+        "--",
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "mkdir /lock/held || exit 4; trap 'exit 0' TERM; while true; do sleep 1; done",
+    ]);
+    let sid = up.json(&["service", "get", "half"])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    volume.0 = format!("lb-{}-lock", sid.to_lowercase());
+    wait_for("half degraded", Duration::from_secs(60), || {
+        let status = up.json(&["status", "half"]);
+        assert_ne!(status["state"], "running", "{status}");
+        status["state"] == "degraded"
+    });
+    let status = up.json(&["status", "half"]);
+    let detail = status["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.starts_with("1/2 running; replica ") && detail.contains("exited with code 4"),
+        "{status}"
+    );
+    let shown = up.ok(&["status", "half"]);
+    eprintln!("lbc status half:\n{shown}");
+    let state = shown
+        .lines()
+        .find(|l| l.starts_with("State:"))
+        .unwrap_or_else(|| panic!("a State line in {shown}"));
+    assert!(
+        state.contains("degraded (1/2 running; replica ") && state.contains("exited with code 4"),
+        "{shown}"
+    );
+    let listed = up.ok(&["service", "ls"]);
+    eprintln!("lbc service ls:\n{listed}");
+    let half = listed
+        .lines()
+        .find(|l| l.starts_with("half "))
+        .unwrap_or_else(|| panic!("half in {listed}"));
+    assert!(
+        half.contains(" degraded ")
+            && half.contains("1/2 running; replica ")
+            && half.contains("exited with code 4"),
+        "{listed}"
+    );
+    let all = up.ok(&["status"]);
+    let half = all
+        .lines()
+        .find(|l| l.starts_with("half "))
+        .unwrap_or_else(|| panic!("half in {all}"));
+    assert!(
+        half.contains(" degraded ") && half.contains("1/2") && half.contains("exited with code 4"),
+        "{all}"
+    );
+    up.ok(&["service", "rm", "half", "--yes"]);
 
     // env: set, ls, unset; the replicas get the new environment.
     let said = up.ok(&["env", "set", "web", "GREETING=hello world", "EXTRA=1=2"]);
