@@ -1,7 +1,9 @@
 //! The node's image sweep on the real Docker engine: images tagged under a
 //! made-up lb registry host (learned from a container of the node), beyond
-//! the newest per service and unused, go on the second pass; images in use,
-//! the newest, other registries' and images also tagged outside lb stay.
+//! the newest of a service with a container and unused, go on the second
+//! pass, and so do all the unused images of a service with no container
+//! (deleted); images in use, the newest of a service with a container,
+//! other registries' and images also tagged outside lb stay.
 
 use std::process::Command;
 use std::time::Duration;
@@ -69,6 +71,12 @@ impl Drop for Cleanup {
 async fn unused_lb_images_beyond_the_newest_are_removed_and_nothing_else() {
     let id = || lb_model::ids::new_id().to_lowercase();
     let (pid, sid, other_sid, node) = (id(), id(), id(), lb_model::ids::new_id());
+    // The labels of a container of service `sid` on this node.
+    let labels = [
+        format!("lb.node={node}"),
+        format!("lb.project={}", pid.to_uppercase()),
+        format!("lb.service={}", sid.to_uppercase()),
+    ];
     let host = format!("gc-{}.invalid:5000", id());
     let tag = |s: &str, n: u32| format!("{host}/{pid}/{s}:{n}");
     let foreign = format!("other-{}.invalid:5000/{pid}/{sid}:9", id());
@@ -89,18 +97,26 @@ async fn unused_lb_images_beyond_the_newest_are_removed_and_nothing_else() {
         tokio::time::sleep(Duration::from_millis(1100)).await;
         image(&n.to_string(), &[&tag(&sid, n)]);
     }
+    // Another service, with no container (deleted): its only image goes.
     image("other service", &[&tag(&other_sid, 1)]);
     image("foreign", &[&foreign]);
-    // Image 1 is used by a container of this node (which also shows the
-    // sweep lb's registry host).
-    let container = ok(&[
-        "create",
-        "--label",
-        &format!("lb.node={node}"),
-        &tag(&sid, 1),
-        "/bin/busybox",
-        "true",
-    ]);
+    // Image 1 is used by a container of this node's replica of the service
+    // (which also shows the sweep lb's registry host).
+    let create = |image: &str| {
+        ok(&[
+            "create",
+            "--label",
+            &labels[0],
+            "--label",
+            &labels[1],
+            "--label",
+            &labels[2],
+            image,
+            "/bin/busybox",
+            "true",
+        ])
+    };
+    let container = create(&tag(&sid, 1));
     cleanup.0.insert(0, container);
 
     let mut sweeper = Sweeper::connect(&node, 2).unwrap();
@@ -110,10 +126,14 @@ async fn unused_lb_images_beyond_the_newest_are_removed_and_nothing_else() {
         "the first pass removes nothing it had not seen unused: {first:?}"
     );
     let second = sweeper.sweep().await.unwrap();
-    assert_eq!(second.removed.len(), 1, "{second:?}");
+    assert_eq!(second.removed.len(), 2, "{second:?}");
     assert!(
         !exists(&tag(&sid, 2)),
         "image 2 (unused, beyond the newest 2) is still there"
+    );
+    assert!(
+        !exists(&tag(&other_sid, 1)),
+        "the image of a service with no container is still there"
     );
     for kept in [
         tag(&sid, 0),
@@ -121,7 +141,6 @@ async fn unused_lb_images_beyond_the_newest_are_removed_and_nothing_else() {
         tag(&sid, 1),
         tag(&sid, 3),
         tag(&sid, 4),
-        tag(&other_sid, 1),
         foreign.clone(),
     ] {
         assert!(exists(&kept), "{kept} was removed");
@@ -130,12 +149,22 @@ async fn unused_lb_images_beyond_the_newest_are_removed_and_nothing_else() {
     let mut stranger = Sweeper::connect(&lb_model::ids::new_id(), 1).unwrap();
     stranger.sweep().await.unwrap();
     assert!(stranger.sweep().await.unwrap().removed.is_empty());
-    // Told the host, with keep 1 and the container gone: 1 and 3 go too.
+    // Told the host, with keep 1, image 1's container gone and the service's
+    // container now made from the image also tagged outside lb: 1 and 3 go
+    // too, 4 stays as the service's newest.
     ok(&["rm", "-f", &cleanup.0[0]]);
+    cleanup.0[0] = create(&local);
     let mut told = Sweeper::connect(&node, 1).unwrap().with_registry(&host);
     told.sweep().await.unwrap();
     let third = told.sweep().await.unwrap();
     assert_eq!(third.removed.len(), 2, "{third:?}");
     assert!(!exists(&tag(&sid, 1)) && !exists(&tag(&sid, 3)));
     assert!(exists(&tag(&sid, 4)) && exists(&local) && exists(&foreign));
+    // The service's last container gone (the service deleted): its newest
+    // goes at the next pass; the images also tagged outside lb stay.
+    ok(&["rm", "-f", &cleanup.0[0]]);
+    let fourth = told.sweep().await.unwrap();
+    assert_eq!(fourth.removed.len(), 1, "{fourth:?}");
+    assert!(!exists(&tag(&sid, 4)));
+    assert!(exists(&tag(&sid, 0)) && exists(&local) && exists(&foreign));
 }

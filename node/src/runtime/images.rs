@@ -10,10 +10,16 @@
 //!
 //! What stays: images any container uses (lb's or not, running or not:
 //! every assigned replica has its container), the newest `--keep-images`
-//! per service (rollback targets), and images not seen unused by the
-//! previous pass (a pull that has not made its container yet survives).
-//! The rest are removed reference by reference; the engine refusing one
-//! (a container made meanwhile) is skipped until the next pass.
+//! of each service that still has a container in the engine (rollback
+//! targets), and images not seen unused by the previous pass (a pull that
+//! has not made its container yet survives). A service with no container
+//! has no replica here (a replica no longer assigned, as of a deleted
+//! service, loses its container), so all its images may go. Which
+//! services have one is read from the containers' `lb.project` and
+//! `lb.service` labels, whatever node made them: an engine shared by
+//! nodes keeps the rollback targets of each. The rest are removed
+//! reference by reference; the engine refusing one (a container made
+//! meanwhile) is skipped until the next pass.
 //!
 //! Like `docker.rs`, this file talks to the engine with bollard.
 
@@ -70,14 +76,17 @@ fn lb_repository<'a>(reference: &'a str, hosts: &HashSet<String>) -> Option<&'a 
     (is_id(pid) && is_id(sid)).then_some(name)
 }
 
-/// The images to remove: lb's (see the module doc), beyond the newest
-/// `keep` of their service, used by no container, and already unused at
-/// the previous pass (`seen`).
+/// The images to remove: lb's (see the module doc), used by no container,
+/// already unused at the previous pass (`seen`), and not among the newest
+/// `keep` of a service in `services` (repositories `<pid>/<sid>` with a
+/// container). An image named in two repositories is kept if either keeps
+/// it.
 pub fn plan<'i>(
     images: &'i [Image],
     in_use: &HashSet<String>,
     hosts: &HashSet<String>,
     keep: usize,
+    services: &HashSet<String>,
     seen: &HashSet<String>,
 ) -> Vec<&'i Image> {
     let mut by_service: BTreeMap<&str, Vec<&Image>> = BTreeMap::new();
@@ -88,21 +97,31 @@ pub fn plan<'i>(
             .filter(|r| !r.starts_with("<none>"))
             .map(|r| lb_repository(r, hosts))
             .collect();
-        let Some(Some(first)) = repos.first() else {
+        if repos.is_empty() || !repos.iter().all(Option::is_some) {
             continue;
-        };
-        if repos.iter().all(Option::is_some) {
-            by_service.entry(*first).or_default().push(image);
+        }
+        let repos: std::collections::BTreeSet<&str> = repos.into_iter().flatten().collect();
+        for repo in repos {
+            by_service.entry(repo).or_default().push(image);
         }
     }
-    let mut out = Vec::new();
-    for (_, mut list) in by_service {
+    let mut kept: HashSet<&str> = HashSet::new();
+    for (repo, list) in &mut by_service {
         list.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| b.id.cmp(&a.id)));
-        out.extend(
-            list.into_iter()
-                .skip(keep)
-                .filter(|i| !in_use.contains(&i.id) && seen.contains(&i.id)),
-        );
+        if services.contains(*repo) {
+            kept.extend(list.iter().take(keep).map(|i| i.id.as_str()));
+        }
+    }
+    let mut out: Vec<&Image> = Vec::new();
+    for image in by_service.into_values().flatten() {
+        let id = image.id.as_str();
+        if !kept.contains(id)
+            && !in_use.contains(id)
+            && seen.contains(id)
+            && !out.iter().any(|i| i.id == id)
+        {
+            out.push(image);
+        }
     }
     out
 }
@@ -156,13 +175,14 @@ impl Sweeper {
             .await
             .map_err(|e| format!("cannot list containers: {e}"))?;
         let mut in_use = HashSet::new();
+        let mut services = HashSet::new();
         for c in &containers {
             in_use.extend(c.image_id.clone());
-            let mine = c
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(labels::NODE))
-                .is_some_and(|n| *n == self.node);
+            let label = |key: &str| c.labels.as_ref().and_then(|l| l.get(key));
+            if let (Some(pid), Some(sid)) = (label(labels::PROJECT), label(labels::SERVICE)) {
+                services.insert(format!("{}/{}", pid.to_lowercase(), sid.to_lowercase()));
+            }
+            let mine = label(labels::NODE).is_some_and(|n| *n == self.node);
             if let (true, Some(host)) = (mine, c.image.as_deref().and_then(host_of)) {
                 self.hosts.insert(host.to_owned());
             }
@@ -183,10 +203,17 @@ impl Sweeper {
                 size: i.size.max(0) as u64,
             })
             .collect();
-        let doomed: Vec<Image> = plan(&images, &in_use, &self.hosts, self.keep, &self.seen)
-            .into_iter()
-            .cloned()
-            .collect();
+        let doomed: Vec<Image> = plan(
+            &images,
+            &in_use,
+            &self.hosts,
+            self.keep,
+            &services,
+            &self.seen,
+        )
+        .into_iter()
+        .cloned()
+        .collect();
         self.seen = images
             .iter()
             .filter(|i| !in_use.contains(&i.id))
@@ -297,18 +324,88 @@ mod tests {
                 .collect::<Vec<_>>()
                 .join(" ")
         };
+        // Both services have a container.
+        let both = HashSet::from([format!("{pid}/{sid}"), format!("{pid}/{other}")]);
+        let none = HashSet::new();
         // Keep 2: a and b go.
-        assert_eq!(ids(plan(&images, &HashSet::new(), &hosts, 2, &all)), "b a");
+        assert_eq!(ids(plan(&images, &none, &hosts, 2, &both, &all)), "b a");
         // a is used by a container.
         let used = HashSet::from(["a".to_owned()]);
-        assert_eq!(ids(plan(&images, &used, &hosts, 2, &all)), "b");
+        assert_eq!(ids(plan(&images, &used, &hosts, 2, &both, &all)), "b");
         // Not seen unused before: wait a pass.
         let seen = HashSet::from(["a".to_owned()]);
-        assert_eq!(ids(plan(&images, &HashSet::new(), &hosts, 2, &seen)), "a");
+        assert_eq!(ids(plan(&images, &none, &hosts, 2, &both, &seen)), "a");
         // No host known: nothing is lb's.
         assert_eq!(
-            ids(plan(&images, &HashSet::new(), &HashSet::new(), 1, &all)),
+            ids(plan(&images, &none, &HashSet::new(), 1, &both, &all)),
             ""
+        );
+    }
+
+    #[test]
+    fn a_service_with_no_container_keeps_no_rollback_targets() {
+        let id = || lb_model::ids::new_id().to_lowercase();
+        let (pid, live, gone) = (id(), id(), id());
+        let reg = "10.0.0.1:5000";
+        let image = |id: &str, created: i64, refs: &[String]| Image {
+            id: id.into(),
+            created,
+            references: refs.to_vec(),
+            size: 1,
+        };
+        let images = vec![
+            image("l1", 1, &[format!("{reg}/{pid}/{live}:1")]),
+            image("l2", 2, &[format!("{reg}/{pid}/{live}:2")]),
+            image("l3", 3, &[format!("{reg}/{pid}/{live}:3")]),
+            image("g1", 1, &[format!("{reg}/{pid}/{gone}:1")]),
+            image(
+                "g2",
+                2,
+                &[format!("{reg}/{pid}/{gone}@sha256:{}", "2".repeat(64))],
+            ),
+            image("g3", 3, &[format!("{reg}/{pid}/{gone}:3")]),
+            // Also in the live service's repository: the live one keeps it.
+            image(
+                "both",
+                4,
+                &[
+                    format!("{reg}/{pid}/{gone}:4"),
+                    format!("{reg}/{pid}/{live}:4"),
+                ],
+            ),
+        ];
+        let hosts = HashSet::from([reg.to_owned()]);
+        let all: HashSet<String> = images.iter().map(|i| i.id.clone()).collect();
+        let ids = |v: Vec<&Image>| {
+            let mut v: Vec<&str> = v.iter().map(|i| i.id.as_str()).collect();
+            v.sort_unstable();
+            v.join(" ")
+        };
+        let live_only = HashSet::from([format!("{pid}/{live}")]);
+        let none = HashSet::new();
+        // The live service keeps its newest 2 (both, l3); the other has no
+        // container: every image of its own goes, however new.
+        assert_eq!(
+            ids(plan(&images, &none, &hosts, 2, &live_only, &all)),
+            "g1 g2 g3 l1 l2"
+        );
+        // Still only what no container uses and the last pass saw unused.
+        let used = HashSet::from(["g3".to_owned()]);
+        let seen: HashSet<String> = ["g1", "g3", "l1"].map(String::from).into();
+        assert_eq!(
+            ids(plan(&images, &used, &hosts, 2, &live_only, &seen)),
+            "g1 l1"
+        );
+        // With a container again, the service keeps its newest 2 too.
+        let both = HashSet::from([format!("{pid}/{live}"), format!("{pid}/{gone}")]);
+        assert_eq!(
+            ids(plan(&images, &none, &hosts, 2, &both, &all)),
+            "g1 g2 l1 l2"
+        );
+        // Neither has a container: all of them, each once.
+        assert_eq!(
+            ids(plan(&images, &none, &hosts, 2, &none, &all)),
+            "both g1 g2 g3 l1 l2 l3"
         );
     }
 }
