@@ -1,8 +1,6 @@
 //! The node credential: obtained once by exchanging a join token at
 //! `POST /api/v1/nodes/join`, then kept in `<data dir>/node.json` (mode 0600).
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -102,14 +100,58 @@ fn save(dir: &Path, credential: &Credential) -> std::io::Result<()> {
     // The credential is the node's secret: its directory is lb's alone.
     std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
         .create(dir)?;
-    let tmp = dir.join(format!("{FILE}.tmp"));
+    let bytes = serde_json::to_vec_pretty(credential).map_err(std::io::Error::other)?;
+    write_private(&dir.join(FILE), &bytes)
+}
+
+/// Writes `bytes` to `path` as a file only lb's user reads (0600), through
+/// a temporary file beside it and a rename: a reader sees the old file or
+/// the new one, never a part, and never a moment it is readable by others.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .write(true)
         .truncate(true)
         .mode(0o600)
         .open(&tmp)?;
-    file.write_all(&serde_json::to_vec_pretty(credential).map_err(std::io::Error::other)?)?;
+    // A temporary file left from before keeps its old mode.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(bytes)?;
     file.sync_all()?;
-    std::fs::rename(tmp, dir.join(FILE))
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn files_are_written_private_and_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kept.json");
+        let stale = dir.path().join("kept.json.tmp");
+        std::fs::write(&stale, "old").unwrap();
+        std::fs::set_permissions(&stale, std::fs::Permissions::from_mode(0o666)).unwrap();
+        write_private(&path, b"{}").unwrap();
+        assert_eq!(
+            (mode(&path), std::fs::read(&path).unwrap()),
+            (0o600, b"{}".to_vec())
+        );
+        assert!(!stale.exists());
+        write_private(&path, b"[1]").unwrap();
+        assert_eq!(
+            (mode(&path), std::fs::read(&path).unwrap()),
+            (0o600, b"[1]".to_vec())
+        );
+    }
 }

@@ -644,7 +644,7 @@ impl Firewall {
             };
             let written = serde_json::to_vec_pretty(&memory)
                 .map_err(std::io::Error::other)
-                .and_then(|bytes| std::fs::write(path, bytes));
+                .and_then(|bytes| crate::credential::write_private(path, &bytes));
             if let Err(err) = written {
                 tracing::warn!(
                     "firewall: cannot keep the registry's address in {}: {err}",

@@ -46,14 +46,14 @@ fn the_data_dir_is_private_and_stays_so() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let up = start(&data);
-    // The local node saves its credential shortly after the API is up.
+    // The local node saves its credential shortly after the API is up, and
+    // the registry's address its firewall protects once it learns it.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !data.join("node/node.json").exists() {
-        assert!(
-            Instant::now() < deadline,
-            "the local node saved no credential"
-        );
-        std::thread::sleep(Duration::from_millis(100));
+    for kept in ["node/node.json", "node/firewall.json"] {
+        while !data.join(kept).exists() {
+            assert!(Instant::now() < deadline, "the local node wrote no {kept}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
     assert_private(&data);
     up.stop();
