@@ -441,7 +441,7 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(origin())
         .and(c())
-        .and(warp::addr::remote())
+        .and(crate::auth::client_addr(ctx.clone()))
         .and(https())
         .and(body())
         .then(|ctx, addr, secure, body| async move {
@@ -451,7 +451,7 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(origin())
         .and(c())
-        .and(warp::addr::remote())
+        .and(crate::auth::client_addr(ctx.clone()))
         .and(https())
         .and(body())
         .then(|ctx: Ctx, addr, secure, body: Credentials| async move {

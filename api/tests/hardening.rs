@@ -71,6 +71,41 @@ async fn failed_logins_delay_the_guessing_address_not_the_owner() {
     assert_eq!(r.status(), 200);
 }
 
+/// The doors that take a password: the API's login, the web UI's login
+/// and the registry's token endpoint (what `docker login` asks).
+#[derive(Clone, Copy, Debug)]
+enum Door {
+    Api,
+    Ui,
+    Registry,
+}
+
+async fn login_through(
+    door: Door,
+    api: &Api,
+    client: &reqwest::Client,
+    forwarded_for: &str,
+    user: &str,
+    password: &str,
+) -> reqwest::Response {
+    let request = match door {
+        Door::Api => client
+            .post(format!("{}/api/v1/auth/login", api.base))
+            .json(&json!({"username": user, "password": password})),
+        Door::Ui => client
+            .post(format!("{}/ui/login", api.base))
+            .json(&json!({"username": user, "password": password})),
+        Door::Registry => client
+            .get(format!("{}/registry/token?service=lb", api.base))
+            .basic_auth(user, Some(password)),
+    };
+    request
+        .header("x-forwarded-for", forwarded_for)
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn login_forwarded(
     api: &Api,
     client: &reqwest::Client,
@@ -78,44 +113,45 @@ async fn login_forwarded(
     user: &str,
     password: &str,
 ) -> reqwest::Response {
-    client
-        .post(format!("{}/api/v1/auth/login", api.base))
-        .header("x-forwarded-for", forwarded_for)
-        .json(&json!({"username": user, "password": password}))
-        .send()
-        .await
-        .unwrap()
+    login_through(Door::Api, api, client, forwarded_for, user, password).await
 }
 
 /// Behind a reverse proxy (here: loopback, trusted by default) every
 /// client arrives from the proxy's address; the limits key on the address
 /// the proxy appended to X-Forwarded-For, so the guesser is delayed and the
-/// owner, behind the same proxy, still logs in.
+/// owner, behind the same proxy, still logs in: through each door.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn behind_a_trusted_proxy_the_forwarded_address_is_delayed_not_the_owner() {
-    let api = start_with(Backend::Embedded, |c| {
-        c.login_limit_per_user = 3;
-        c.login_limit_per_address = 50;
-    })
-    .await;
-    api.user("bob").await;
-    let proxy = client_from("127.0.0.1");
-    for _ in 0..3 {
-        let r = login_forwarded(&api, &proxy, "192.0.2.66", "bob", "wrong guess").await;
-        assert_eq!(r.status(), 401);
+    for door in [Door::Api, Door::Ui, Door::Registry] {
+        let api = start_with(Backend::Embedded, |c| {
+            c.login_limit_per_user = 3;
+            c.login_limit_per_address = 50;
+        })
+        .await;
+        api.user("bob").await;
+        let proxy = client_from("127.0.0.1");
+        let (api, proxy) = (&api, &proxy);
+        let login = move |forwarded: &'static str, password: &'static str| {
+            login_through(door, api, proxy, forwarded, "bob", password)
+        };
+        for _ in 0..3 {
+            let r = login("192.0.2.66", "wrong guess").await;
+            assert_eq!(r.status(), 401, "{door:?}");
+        }
+        let r = login("192.0.2.66", "password-1").await;
+        assert_eq!(r.status(), 429, "{door:?}");
+        // The guesser putting the owner's address in its own header: the
+        // proxy appends the real one, and the right-most untrusted entry
+        // counts.
+        let r = login("192.0.2.10, 192.0.2.66", "password-1").await;
+        assert_eq!(r.status(), 429, "{door:?}");
+        // The owner, through the same proxy (another chain of trusted hops
+        // included), logs in.
+        let r = login("192.0.2.10", "password-1").await;
+        assert_eq!(r.status(), 200, "{door:?}: {}", r.text().await.unwrap());
+        let r = login("192.0.2.10, 127.0.0.9", "password-1").await;
+        assert_eq!(r.status(), 200, "{door:?}: {}", r.text().await.unwrap());
     }
-    let r = login_forwarded(&api, &proxy, "192.0.2.66", "bob", "password-1").await;
-    assert_eq!(r.status(), 429);
-    // The guesser putting the owner's address in its own header: the proxy
-    // appends the real one, and the right-most untrusted entry counts.
-    let r = login_forwarded(&api, &proxy, "192.0.2.10, 192.0.2.66", "bob", "password-1").await;
-    assert_eq!(r.status(), 429);
-    // The owner, through the same proxy (another chain of trusted hops
-    // included), logs in.
-    let r = login_forwarded(&api, &proxy, "192.0.2.10", "bob", "password-1").await;
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-    let r = login_forwarded(&api, &proxy, "192.0.2.10, 127.0.0.9", "bob", "password-1").await;
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
 }
 
 /// A peer that is not a trusted proxy cannot leave its delay by naming

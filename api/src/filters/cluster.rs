@@ -29,7 +29,7 @@ pub fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
     let registry_token = warp::path!("registry" / "token")
         .and(warp::get())
         .and(c())
-        .and(warp::addr::remote())
+        .and(crate::auth::client_addr(ctx.clone()))
         .and(warp::header::optional::<String>("authorization"))
         .and(
             warp::query::<handlers::registry::TokenQuery>()
