@@ -267,16 +267,24 @@ fn assert_no_duplicate_containers() {
     assert_eq!(before, ids.len(), "a replica with two containers");
 }
 
-/// Removes the containers of lb's nodes (the local node's).
-async fn remove_containers(api: &Api) {
+/// The ids of lb's nodes (the local node's).
+async fn node_ids(api: &Api) -> Vec<String> {
     let nodes = api
         .call("GET", "/nodes", Value::Null)
         .await
         .unwrap_or_default();
-    for node in nodes["items"].as_array().into_iter().flatten() {
-        let Some(id) = node["id"].as_str() else {
-            continue;
-        };
+    nodes["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|node| node["id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Removes the containers of the nodes `ids`: after their node stopped,
+/// which would otherwise start them again.
+fn remove_containers(ids: &[String]) {
+    for id in ids {
         let out = Command::new("docker")
             .args(["ps", "-aq", "--filter", &format!("label=lb.node={id}")])
             .output()
@@ -344,8 +352,9 @@ async fn lb_rides_through_etcd_member_faults_and_a_full_restart() {
     task.await.unwrap();
     check(&api, &written, "at-end").await;
     eprintln!("figures:\n{}", figures.join("\n"));
-    remove_containers(&api).await;
+    let nodes = node_ids(&api).await;
     drop(up);
+    remove_containers(&nodes);
 }
 
 /// Starts `lb api` on `etcd`, listening on `listen`.

@@ -477,14 +477,7 @@ async fn concurrent_creates_of_one_name(backend: Backend) {
 
 async fn services_crud_and_actions(backend: Backend) {
     let api = start(backend).await;
-    let t = api.user("alice").await;
-    api.call(
-        "POST",
-        "/api/v1/projects",
-        Some(&t),
-        Some(json!({"name": "demo"})),
-    )
-    .await;
+    let t = api.user_with_project("alice", "demo").await;
     let spec = json!({"name": "web", "image": "busybox:1", "replicas": 2, "memory": 64, "cpu": 0.5,
         "ports": [{"container": 8080}], "env": {"A": "1"}});
     let r = api
@@ -873,14 +866,7 @@ async fn deletes_cascade_without_orphans(backend: Backend) {
 
 async fn ports_written_as_strings_read_back_as_objects(backend: Backend) {
     let api = start(backend).await;
-    let t = api.user("alice").await;
-    api.call(
-        "POST",
-        "/api/v1/projects",
-        Some(&t),
-        Some(json!({"name": "demo"})),
-    )
-    .await;
+    let t = api.user_with_project("alice", "demo").await;
     let svcs = "/api/v1/projects/demo/services";
     let svc = "/api/v1/projects/demo/services/web";
     let r = api
@@ -995,14 +981,7 @@ async fn ports_written_as_strings_read_back_as_objects(backend: Backend) {
 
 async fn bad_input_is_a_4xx(backend: Backend) {
     let api = start(backend).await;
-    let t = api.user("alice").await;
-    api.call(
-        "POST",
-        "/api/v1/projects",
-        Some(&t),
-        Some(json!({"name": "demo"})),
-    )
-    .await;
+    let t = api.user_with_project("alice", "demo").await;
     let svc = "/api/v1/projects/demo/services";
     let check = |status: u16, field: Option<&'static str>, body: Value| {
         let api = &api;

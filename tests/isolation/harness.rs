@@ -315,3 +315,23 @@ impl Drop for Containers {
         }
     }
 }
+
+/// A registry token for `scope` (`repository:<project>/<service>:<actions>`),
+/// asked of the API at `api` as `user` with `password`, as `docker login`
+/// would.
+pub async fn registry_token(api: &str, user: &str, password: &str, scope: &str) -> String {
+    let token: Value = reqwest::Client::new()
+        .get(format!("{api}/registry/token"))
+        .query(&[("service", "lb-registry"), ("scope", scope)])
+        .basic_auth(user, Some(password))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    token["token"]
+        .as_str()
+        .expect("a registry token")
+        .to_owned()
+}

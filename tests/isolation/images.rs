@@ -211,20 +211,11 @@ fn another_tenants_image_is_refused_in_every_form_and_the_cache_is_not_trusted()
         // (With a token for `delete` alone: skopeo's delete asks for one
         // and then reads the manifest, which the token does not allow.)
         let client = reqwest::Client::new();
-        let token: Value = client
-            .get(format!("{}/registry/token", up.api))
-            .query(&[("scope", "repository:demo/web:delete")])
-            .basic_auth("alice", Some("password-1"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let token = token["token"].as_str().expect("a registry token");
+        let token =
+            registry_token(&up.api, "alice", "password-1", "repository:demo/web:delete").await;
         let deleted = client
             .delete(format!("http://{registry}/v2/demo/web/manifests/{digest}"))
-            .bearer_auth(token)
+            .bearer_auth(&token)
             .send()
             .await
             .unwrap();

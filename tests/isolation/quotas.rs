@@ -483,23 +483,16 @@ fn registry_bytes_refuse_a_push_past_the_limit() {
 
         // What the registry answered, by hand: 403, DENIED, the limit named.
         let client = reqwest::Client::new();
-        let token: Value = client
-            .get(format!("{}/registry/token", up.api))
-            .query(&[
-                ("service", "lb-registry"),
-                ("scope", "repository:demo/raw:push,pull"),
-            ])
-            .basic_auth("pusher", Some("password-1"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let token = token["token"].as_str().expect("a registry token");
+        let token = registry_token(
+            &up.api,
+            "pusher",
+            "password-1",
+            "repository:demo/raw:push,pull",
+        )
+        .await;
         let r = client
             .post(format!("http://{registry}/v2/demo/raw/blobs/uploads/"))
-            .bearer_auth(token)
+            .bearer_auth(&token)
             .send()
             .await
             .unwrap();
@@ -512,7 +505,7 @@ fn registry_bytes_refuse_a_push_past_the_limit() {
         };
         let r = client
             .patch(&location)
-            .bearer_auth(token)
+            .bearer_auth(&token)
             .header("content-type", "application/octet-stream")
             .body(vec![7u8; LIMIT as usize + 1])
             .send()

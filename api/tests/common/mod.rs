@@ -182,6 +182,21 @@ impl Api {
         self.login(name, "password-1").await
     }
 
+    /// [`Api::user`], with a project `project` of theirs.
+    pub async fn user_with_project(&self, name: &str, project: &str) -> String {
+        let token = self.user(name).await;
+        let created = self
+            .call(
+                "POST",
+                "/api/v1/projects",
+                Some(&token),
+                Some(json!({ "name": project })),
+            )
+            .await;
+        assert_eq!(created.status, 201, "{}", created.body);
+        token
+    }
+
     pub async fn login(&self, name: &str, password: &str) -> String {
         let r = self
             .call(

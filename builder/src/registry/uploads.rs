@@ -589,7 +589,26 @@ mod tests {
     #[tokio::test]
     async fn uploads_stop_at_the_owners_registry_quota() {
         let dir = tempfile::tempdir().unwrap();
-        let (registry, store, keys) = registry(dir.path()).await;
+        let (registry, _, _) = registry_of_a_10_byte_quota(dir.path()).await;
+        let id = start(&registry).await.unwrap();
+        denied(
+            patch(&registry, &id, b"more than ten bytes")
+                .await
+                .unwrap_err(),
+        );
+        // Once the repositories hold the limit, no upload starts.
+        registry
+            .link_blob("p1", "s1", &format!("sha256:{}", "a".repeat(64)), 10)
+            .await
+            .unwrap();
+        let full = start(&registry).await.unwrap_err();
+        assert_eq!(full.status, StatusCode::FORBIDDEN);
+    }
+
+    /// A registry whose project `p` (`p1`) belongs to `u1`, whose quota is
+    /// 10 registry bytes.
+    async fn registry_of_a_10_byte_quota(dir: &std::path::Path) -> (Arc<Registry>, Shared, Keys) {
+        let (registry, store, keys) = registry(dir).await;
         let project = serde_json::json!({"id": "p1", "name": "p", "owner": "u1",
             "description": "", "created": 1, "updated": 1});
         store
@@ -604,27 +623,7 @@ mod tests {
             .put(&keys.quota("u1"), br#"{"registry_bytes": 10}"#.to_vec())
             .await
             .unwrap();
-        let id = start(&registry).await.unwrap();
-        let more = registry
-            .continue_upload(
-                &Method::PATCH,
-                "p/s",
-                &id,
-                &HeaderMap::new(),
-                &HashMap::new(),
-                body(b"more than ten bytes"),
-            )
-            .await
-            .unwrap_err();
-        assert_eq!((more.status, more.code), (StatusCode::FORBIDDEN, "DENIED"));
-        assert!(more.message.contains("registry_bytes"), "{}", more.message);
-        // Once the repositories hold the limit, no upload starts.
-        registry
-            .link_blob("p1", "s1", &format!("sha256:{}", "a".repeat(64)), 10)
-            .await
-            .unwrap();
-        let full = start(&registry).await.unwrap_err();
-        assert_eq!(full.status, StatusCode::FORBIDDEN);
+        (registry, store, keys)
     }
 
     async fn patch(registry: &Registry, id: &str, bytes: &'static [u8]) -> Result<Reply> {
@@ -657,21 +656,7 @@ mod tests {
     #[tokio::test]
     async fn parallel_uploads_share_what_the_quota_leaves() {
         let dir = tempfile::tempdir().unwrap();
-        let (registry, store, keys) = registry(dir.path()).await;
-        let project = serde_json::json!({"id": "p1", "name": "p", "owner": "u1",
-            "description": "", "created": 1, "updated": 1});
-        store
-            .put(&keys.project("p1"), project.to_string().into_bytes())
-            .await
-            .unwrap();
-        store
-            .put(&keys.project_index("u1", "p"), b"p1".to_vec())
-            .await
-            .unwrap();
-        store
-            .put(&keys.quota("u1"), br#"{"registry_bytes": 10}"#.to_vec())
-            .await
-            .unwrap();
+        let (registry, store, keys) = registry_of_a_10_byte_quota(dir.path()).await;
         // Two uploads open at once: the bytes one holds are not the other's
         // to take (each alone would fit in 10).
         let a = start(&registry).await.unwrap();

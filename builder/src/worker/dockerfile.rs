@@ -456,7 +456,8 @@ fn split_host_port(s: &str, default_port: u16) -> Option<(String, u16)> {
     }
 }
 
-fn percent_decode(s: &str) -> Option<String> {
+/// `%XX` escapes decoded; `None` for a bad escape or bytes that are not UTF-8.
+pub(super) fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

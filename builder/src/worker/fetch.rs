@@ -125,7 +125,7 @@ pub fn file_name(url: &str, disposition: Option<&str>) -> Result<String, String>
         .path_segments()
         .and_then(|mut s| s.next_back())
         .filter(|s| !s.is_empty())
-        .map(|s| percent_decode(s).unwrap_or_else(|| s.to_owned()));
+        .map(|s| dockerfile::percent_decode(s).unwrap_or_else(|| s.to_owned()));
     let from_disposition = disposition
         .filter(|d| !d.ends_with('/'))
         .and_then(|d| d.rsplit('/').next())
@@ -148,23 +148,6 @@ pub fn file_name(url: &str, disposition: Option<&str>) -> Result<String, String>
         ));
     }
     Ok(name)
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// The real [`Fetch`]: every hop checked and pinned to the address checked.
