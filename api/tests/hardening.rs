@@ -96,7 +96,7 @@ async fn login_through(
             .post(format!("{}/ui/login", api.base))
             .json(&json!({"username": user, "password": password})),
         Door::Registry => client
-            .get(format!("{}/registry/token?service=lb", api.base))
+            .get(format!("{}/api/v1/registry/token?service=lb", api.base))
             .basic_auth(user, Some(password)),
     };
     request
