@@ -27,26 +27,7 @@ pub struct Up {
 
 impl Drop for Up {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let Some(node) = node_id(&self.data) else {
-            return;
-        };
-        if let Ok(out) = Command::new("docker")
-            .args(["ps", "-aq", "--filter", &format!("label=lb.node={node}")])
-            .output()
-        {
-            for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = Command::new("docker").args(["rm", "-f", id]).output();
-            }
-        }
-        let out = uninstall(&self.data);
-        if !out.status.success() && !std::thread::panicking() {
-            panic!(
-                "lb node uninstall failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        stop_and_clean(&mut self.child, &self.data);
     }
 }
 
@@ -334,4 +315,30 @@ pub async fn registry_token(api: &str, user: &str, password: &str, scope: &str) 
         .as_str()
         .expect("a registry token")
         .to_owned()
+}
+
+/// Kills `child` (an `lb up` or `lb node` whose data dir is `data`), then
+/// removes its node's containers (which a running node would put back) and
+/// its chains and networks (`lb node uninstall`).
+pub fn stop_and_clean(child: &mut Child, data: &Path) {
+    let _ = child.kill();
+    let _ = child.wait();
+    let Some(node) = node_id(data) else {
+        return;
+    };
+    if let Ok(out) = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label=lb.node={node}")])
+        .output()
+    {
+        for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let _ = Command::new("docker").args(["rm", "-f", id]).output();
+        }
+    }
+    let out = uninstall(data);
+    if !out.status.success() && !std::thread::panicking() {
+        panic!(
+            "lb node uninstall failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

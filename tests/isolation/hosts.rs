@@ -187,26 +187,7 @@ struct Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let Some(node) = node_id(&self.dir) else {
-            return;
-        };
-        if let Ok(out) = Command::new("docker")
-            .args(["ps", "-aq", "--filter", &format!("label=lb.node={node}")])
-            .output()
-        {
-            for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = Command::new("docker").args(["rm", "-f", id]).output();
-            }
-        }
-        let out = uninstall(&self.dir);
-        if !out.status.success() && !std::thread::panicking() {
-            panic!(
-                "lb node uninstall failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        stop_and_clean(&mut self.child, &self.dir);
     }
 }
 
