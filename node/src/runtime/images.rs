@@ -113,13 +113,10 @@ pub fn plan<'i>(
         }
     }
     let mut out: Vec<&Image> = Vec::new();
+    let mut chosen: HashSet<&str> = HashSet::new();
     for image in by_service.into_values().flatten() {
         let id = image.id.as_str();
-        if !kept.contains(id)
-            && !in_use.contains(id)
-            && seen.contains(id)
-            && !out.iter().any(|i| i.id == id)
-        {
+        if !kept.contains(id) && !in_use.contains(id) && seen.contains(id) && chosen.insert(id) {
             out.push(image);
         }
     }
